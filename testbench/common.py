@@ -1,0 +1,80 @@
+"""Helpers shared by the unit testbenches: clock/reset, idle patterns, seeds, signed reads."""
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+CLOCK_PERIOD_NS = 10
+
+
+def start_clock(clk) -> None:
+    cocotb.start_soon(Clock(clk, CLOCK_PERIOD_NS, unit="ns").start())
+
+
+async def reset(clk, rst_n, cycles: int = 2) -> None:
+    """Hold the synchronous active-low reset for `cycles` rising edges; return at a falling edge."""
+    await FallingEdge(clk)
+    rst_n.value = 0
+    for _ in range(cycles):
+        await RisingEdge(clk)
+    await FallingEdge(clk)
+    rst_n.value = 1
+
+
+def log_seed(dut) -> random.Random:
+    """Log this test's seed and return an RNG seeded from it.
+
+    cocotb derives each test's seed from the regression seed (COCOTB_RANDOM_SEED, logged at
+    start-up as "Seeding Python random module with N") and the test's name, so rerunning
+    with the same COCOTB_RANDOM_SEED repeats the test exactly.
+    """
+    dut._log.info("test seed %d (set COCOTB_RANDOM_SEED to the start-up seed to repeat it)", cocotb.RANDOM_SEED)
+    return random.Random(cocotb.RANDOM_SEED)
+
+
+# Idle ("pause") patterns, as in cocotbext-axi: an iterator yielding True for a cycle in which
+# the driver must not present data.
+def no_pause() -> Iterator[bool]:
+    return itertools.repeat(False)
+
+
+def cycle_pause() -> Iterator[bool]:
+    return itertools.cycle([True, True, True, False])
+
+
+def random_pause(rng: random.Random, p_idle: float = 0.3) -> Iterator[bool]:
+    while True:
+        yield rng.random() < p_idle
+
+
+PAUSES = {"none": no_pause, "cycle": cycle_pause, "random": random_pause}
+
+
+def make_pause(kind: str, rng: random.Random) -> Iterator[bool]:
+    return random_pause(rng) if kind == "random" else PAUSES[kind]()
+
+
+def signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def unpack(word: int, count: int, bits: int, is_signed: bool = True) -> list[int]:
+    """Split a packed bus (element i at word[i*bits +: bits]) into `count` integers."""
+    mask = (1 << bits) - 1
+    out = [(word >> (i * bits)) & mask for i in range(count)]
+    return [signed(v, bits) for v in out] if is_signed else out
+
+
+def pack(values, bits: int) -> int:
+    """Inverse of unpack: element i goes to word[i*bits +: bits] (two's complement)."""
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word

@@ -1,0 +1,78 @@
+"""Cycle-free Python models of the hardware blocks, for the unit testbenches.
+
+Plain Python ints, written to be obviously right; they follow the integer arithmetic
+contract (docs/) and the module header comments in hw_templates/verilog/.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+ROUND_HALF_EVEN = 0
+ROUND_HALF_UP = 1
+ROUND_FLOOR = 2
+
+PPU_LATENCY = 4
+"""tony_ppu: valid_i high in cycle t gives valid_o (and y_o) high in cycle t + PPU_LATENCY."""
+
+
+def wrap(value: int, bits: int) -> int:
+    """`value` modulo 2^bits, read back as a signed bits-wide integer."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def to_signed(value: int, bits: int) -> int:
+    """Read the low `bits` bits of `value` as two's complement."""
+    return wrap(value, bits)
+
+
+def pe_step(acc: int, a: int, b: int, valid: bool, clear: bool, acc_bits: int = 32) -> int:
+    """tony_pe's accumulator after one rising edge."""
+    base = 0 if clear else acc
+    return wrap(base + a * b, acc_bits) if valid else wrap(base, acc_bits)
+
+
+def systolic_matmul(A: Sequence[Sequence[int]], B: Sequence[Sequence[int]], acc_bits: int = 32) -> list[list[int]]:
+    """C = A (ROWS x K) @ B (K x COLS), each entry wrapped to signed acc_bits."""
+    rows, k = len(A), len(A[0]) if A else 0
+    cols = len(B[0]) if B else 0
+    if len(B) != k:
+        raise ValueError(f"A is {rows}x{k} but B has {len(B)} rows")
+    return [[wrap(sum(int(A[r][i]) * int(B[i][c]) for i in range(k)), acc_bits) for c in range(cols)] for r in range(rows)]
+
+
+def array_latency(rows: int, cols: int) -> int:
+    """Drain time of tony_systolic_array, in rising edges.
+
+    After the rising edge that samples the last valid k-slice, acc_o is final (and busy_o
+    is low) after this many further rising edges. K back-to-back slices therefore take
+    K + array_latency(rows, cols) edges from the first sampled slice to a final acc_o.
+    """
+    return rows + cols - 2
+
+
+def round_shift(p: int, s: int, round_mode: int = ROUND_HALF_EVEN) -> int:
+    """p / 2^s rounded as the contract says (s > 0), or p * 2^-s exactly (s <= 0)."""
+    if s <= 0:
+        return p << (-s)
+    r = p >> s  # Python's >> on ints is an arithmetic (floor) shift
+    rem = p & ((1 << s) - 1)
+    h = 1 << (s - 1)
+    if round_mode == ROUND_HALF_EVEN:
+        return r + (1 if rem > h or (rem == h and r & 1) else 0)
+    if round_mode == ROUND_HALF_UP:
+        return (p + h) >> s
+    if round_mode == ROUND_FLOOR:
+        return r
+    raise ValueError(f"unknown round mode {round_mode}")
+
+
+def ppu(acc: int, bias: int, mult: int, shift: int, lo: int, hi: int, round_mode: int = ROUND_HALF_EVEN) -> int:
+    """One lane of tony_ppu: clamp(round_shift((acc + bias) * mult, shift), lo, hi).
+
+    Returns the clamped integer; the hardware outputs its low OUT_BITS bits.
+    """
+    t = acc + bias
+    p = t * mult
+    y = round_shift(p, shift, round_mode)
+    return min(max(y, lo), hi)
