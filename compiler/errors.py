@@ -1,0 +1,46 @@
+"""Errors a user can cause. The CLI catches `TonyError` once and prints one line."""
+from __future__ import annotations
+
+
+class TonyError(Exception):
+    """Base class: a problem with the user's input, explained in one line.
+
+    `where` names the place (an ONNX node name and op type, a file, a flag);
+    `hint` says what to do about it.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:  # one line: "where: message (hint)"
+        text = self.message
+        if self.where:
+            text = f"{self.where}: {text}"
+        if self.hint:
+            text = f"{text}; {self.hint}"
+        return text
+
+
+class ModelError(TonyError):
+    """The model file is not a valid ONNX model (unreadable, truncated, fails the checker)."""
+
+
+class UnsupportedError(TonyError):
+    """The model uses something Tony (or its hardware) does not support."""
+
+
+class OverflowRisk(TonyError):
+    """A layer's accumulator could exceed ACC_BITS for some input in range."""
+
+
+class InputError(TonyError):
+    """User-supplied data (inputs, calibration set, flags) has the wrong shape or values."""
+
+
+def node_where(node) -> str:
+    """'node "name" (OpType)' for an onnx NodeProto."""
+    name = node.name or (node.output[0] if node.output else "?")
+    return f'node "{name}" ({node.op_type})'

@@ -1,0 +1,161 @@
+"""Integer IR operators: one frozen dataclass per op, plain data.
+
+Every op names its input and output tensors (`inputs`, `outputs`) and the ONNX node it came from
+(`origin`, for messages). Constant inputs (weights, biases) live in `Graph.constants`.
+Host ops (Quantize, Dequantize) run on the host, not on the accelerator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import DType, Requant
+
+
+@dataclass(frozen=True)
+class Op:
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    origin: str = ""
+
+    host = False  # True for ops that run on the host (float <-> int boundary)
+    kind = "op"
+
+    def attrs(self) -> dict:
+        """Attributes shown by the printer (everything but inputs/outputs/origin)."""
+        skip = {"inputs", "outputs", "origin"}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+
+
+@dataclass(frozen=True)
+class Quantize(Op):
+    """float -> int: y = saturate(round_half_even(x / scale) + zero_point) (ONNX QuantizeLinear)."""
+
+    scale: float = 1.0
+    zero_point: int = 0
+    dtype: DType | None = None
+    host = True
+    kind = "quantize"
+
+
+@dataclass(frozen=True)
+class Dequantize(Op):
+    """int -> float32: y = (x - zero_point) * scale (ONNX DequantizeLinear)."""
+
+    host = True
+    kind = "dequantize"
+
+
+@dataclass(frozen=True)
+class Conv(Op):
+    """2-D convolution, NCHW. inputs = (x, w, bias?) with w [M, C/groups, kh, kw] constant.
+
+    acc = sum (x - x_zp) * w + bias in ACC_BITS, then requant (docs/arithmetic.md, 'MAC ops').
+    pads = (top, left, bottom, right); padding reads the value x_zp (real zero).
+    """
+
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+    requant: Requant | None = None
+    kind = "conv"
+
+
+@dataclass(frozen=True)
+class Dense(Op):
+    """Matrix product: inputs = (x [N, K], w [K, M] constant, bias [M]?); acc = x @ w + bias, requant."""
+
+    requant: Requant | None = None
+    kind = "dense"
+
+
+@dataclass(frozen=True)
+class Add(Op):
+    """Element-wise a + b: align both to the finer scale by exact left shifts (mult for
+    non-pow2 scales), add exactly, requant (docs/arithmetic.md, 'Add')."""
+
+    shift_a: int = 0
+    shift_b: int = 0
+    mult_a: int = 1
+    mult_b: int = 1
+    requant: Requant | None = None
+    kind = "add"
+
+
+@dataclass(frozen=True)
+class Concat(Op):
+    """Concatenate along `axis`; each input is requantized to the output scale first."""
+
+    axis: int = 1
+    requants: tuple[Requant, ...] = ()
+    kind = "concat"
+
+
+@dataclass(frozen=True)
+class MaxPool(Op):
+    """Max over windows; padding reads the dtype minimum."""
+
+    kernel: tuple[int, int] = (2, 2)
+    strides: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    requant: Requant | None = None
+    kind = "maxpool"
+
+
+@dataclass(frozen=True)
+class AvgPool(Op):
+    """Average over windows: exact window sum, then (sum * mult) rounding-shifted (requant).
+
+    For window areas that are powers of two mult == 1 and the shift divides exactly;
+    otherwise mult = round(2^k / area) (docs/arithmetic.md, 'Pooling').
+    count_include_pad=False with padding needs a per-position divisor and is refused.
+    """
+
+    kernel: tuple[int, int] = (2, 2)
+    strides: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    requant: Requant | None = None
+    kind = "avgpool"
+
+
+@dataclass(frozen=True)
+class Clamp(Op):
+    """Stand-alone activation / rescale: y = clamp(round_shift(x * mult, shift), lo, hi)."""
+
+    requant: Requant | None = None
+    kind = "clamp"
+
+
+@dataclass(frozen=True)
+class Reshape(Op):
+    """Reshape (Flatten, Reshape, Squeeze...). `shape` is the output shape; axis 0 is the batch."""
+
+    shape: tuple[int, ...] = ()
+    kind = "reshape"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A whole integer program: tensors, constants, ops in execution order."""
+
+    name: str
+    tensors: dict = field(default_factory=dict)       # name -> Tensor
+    constants: dict = field(default_factory=dict)     # name -> np.ndarray (int64 / float)
+    ops: tuple = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)          # requant mode, source file, ...
+
+    def producer(self, name: str) -> Op | None:
+        for op in self.ops:
+            if name in op.outputs:
+                return op
+        return None
+
+    def consumers(self, name: str) -> list[Op]:
+        return [op for op in self.ops if name in op.inputs]
+
+    @property
+    def device_ops(self) -> list[Op]:
+        return [op for op in self.ops if not op.host]

@@ -1,0 +1,89 @@
+"""The integer arithmetic contract in executable form (docs/arithmetic.md).
+
+All functions take and return int64 numpy arrays holding exact integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.types import DType, Requant, Rounding
+
+MAX_SHIFT = 62  # |t * mult| < 2^62 by the ACC_BITS <= 32, mult < 2^31 contract
+
+
+def rounding_shift(p, s, mode: Rounding = Rounding.HALF_EVEN) -> np.ndarray:
+    """Divide p by 2^s with the chosen rounding (s > 0), or multiply by 2^-s exactly (s <= 0).
+
+    docs/arithmetic.md, 'The rounding shift':
+      r = p >> s; rem = p & (2^s - 1); h = 2^(s-1)
+      half_even: r + (rem > h or (rem == h and r odd));  half_up: (p + h) >> s;  floor: r.
+    Left shifts saturate far outside any 32-bit range instead of wrapping.
+    """
+    p = np.asarray(p, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    if np.any(s > MAX_SHIFT):
+        raise ValueError(f"shift {int(s.max())} exceeds {MAX_SHIFT}")
+    sr = np.maximum(s, 0)
+    r = p >> sr
+    if mode is Rounding.FLOOR:
+        y = r
+    else:
+        rem = p & ((np.int64(1) << sr) - 1)
+        h = np.where(sr > 0, np.int64(1) << np.maximum(sr - 1, 0), 0)
+        if mode is Rounding.HALF_EVEN:
+            up = (sr > 0) & ((rem > h) | ((rem == h) & ((r & 1) == 1)))
+        elif mode is Rounding.HALF_UP:
+            up = (sr > 0) & (rem >= h)
+        else:  # pragma: no cover - enum is closed
+            raise ValueError(mode)
+        y = r + up.astype(np.int64)
+    if np.any(s < 0):
+        sl = np.minimum(np.maximum(-s, 0), 31)
+        left = np.clip(p, -(1 << 31), 1 << 31) << sl
+        y = np.where(s < 0, left, y)
+    return y
+
+
+def saturate(x, lo: int, hi: int) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+
+
+def _per_channel(v, ndim: int, axis: int = 1):
+    if isinstance(v, tuple):
+        shape = [1] * ndim
+        shape[axis] = len(v)
+        return np.asarray(v, dtype=np.int64).reshape(shape)
+    return np.int64(v)
+
+
+def requantize(acc, rq: Requant, channel_axis: int = 1) -> np.ndarray:
+    """y = clamp(round_shift(acc * mult, shift) + zp, lo, hi) (docs/arithmetic.md, 'Requantization')."""
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = _per_channel(rq.mult, acc.ndim, channel_axis)
+    shift = _per_channel(rq.shift, acc.ndim, channel_axis)
+    return saturate(rounding_shift(acc * mult, shift, rq.rounding) + rq.zero_point, rq.lo, rq.hi)
+
+
+def quantize(x, scale: float, zero_point: int, dt: DType) -> np.ndarray:
+    """ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), in float32."""
+    x = np.asarray(x, dtype=np.float32)
+    q = np.rint(x / np.float32(scale)).astype(np.float64) + zero_point
+    return np.clip(q, dt.min, dt.max).astype(np.int64)
+
+
+def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    """ONNX DequantizeLinear: (q - zero_point) * scale, in float32."""
+    return (np.asarray(q, dtype=np.int64) - zero_point).astype(np.float32) * np.float32(scale)
+
+
+def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact integer a @ b.
+
+    Uses float64 BLAS when every partial sum is provably below 2^53 in magnitude (then each
+    product and each sum is an exactly representable integer, so the result is exact);
+    falls back to int64 arithmetic otherwise.
+    """
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).sum(axis=0).max(initial=0))
+    if bound < 2.0**53:
+        return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)

@@ -1,0 +1,125 @@
+"""One function per IR op: the reference interpreter's kernels.
+
+Each kernel takes (op, graph, *input arrays) and returns the output array (int64 holding exact
+integers, or float32 for Dequantize). Axis 0 is the batch: a stack of N samples runs at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .. import ir
+from . import arith
+
+
+def quantize(op: ir.Quantize, g: ir.Graph, x):
+    return arith.quantize(x, op.scale, op.zero_point, op.dtype)
+
+
+def dequantize(op: ir.Dequantize, g: ir.Graph, q):
+    t = g.tensors[op.inputs[0]]
+    return arith.dequantize(q, t.scale, t.zero_point)
+
+
+def _windows(x, kernel, strides, dilations):
+    """x [N, C, H, W] (already padded) -> [N, C, OH, OW, kh, kw] view."""
+    kh, kw = kernel
+    dh, dw = dilations
+    win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return win[:, :, :: strides[0], :: strides[1], ::dh, ::dw]
+
+
+def _pad(x, pads, value):
+    t, l, b, r = pads
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
+    """docs/arithmetic.md, 'MAC ops': acc = sum (x - zx) * (w - zw) + bias; requant."""
+    xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    x = np.asarray(x, np.int64) - xt.zero_point
+    w = np.asarray(w, np.int64) - wt.zero_point
+    m, cg, kh, kw = w.shape
+    xp = _pad(x, op.pads, 0)
+    win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw
+    n, _, oh, ow = win.shape[:4]
+    mg = m // op.group
+    acc = np.empty((n, m, oh, ow), dtype=np.int64)
+    for gi in range(op.group):
+        cols = win[:, gi * cg:(gi + 1) * cg]                       # N cg OH OW kh kw
+        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
+        wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
+        res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
+        acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
+    if b is not None:
+        acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
+    return arith.requantize(acc, op.requant)
+
+
+def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
+    """docs/arithmetic.md, 'MAC ops': acc = (x - zx) @ (w - zw) + bias; requant."""
+    xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    x = np.asarray(x, np.int64) - xt.zero_point
+    w = np.asarray(w, np.int64) - wt.zero_point
+    acc = arith.matmul_exact(x, w)
+    if b is not None:
+        acc += np.asarray(b, np.int64)[None, :]
+    return arith.requantize(acc, op.requant)
+
+
+def add(op: ir.Add, g: ir.Graph, a, b):
+    """docs/arithmetic.md, 'Add': align to the finer scale, add exactly, requant."""
+    at, bt = (g.tensors[i] for i in op.inputs)
+    a = (np.asarray(a, np.int64) - at.zero_point) * op.mult_a << op.shift_a
+    b = (np.asarray(b, np.int64) - bt.zero_point) * op.mult_b << op.shift_b
+    return arith.requantize(a + b, op.requant)
+
+
+def concat(op: ir.Concat, g: ir.Graph, *xs):
+    parts = []
+    for name, x, rq in zip(op.inputs, xs, op.requants):
+        x = np.asarray(x, np.int64) - g.tensors[name].zero_point
+        parts.append(arith.requantize(x, rq))
+    return np.concatenate(parts, axis=op.axis)
+
+
+def maxpool(op: ir.MaxPool, g: ir.Graph, x):
+    """docs/arithmetic.md, 'Pooling': max over the window, padding = dtype min."""
+    t = g.tensors[op.inputs[0]]
+    xp = _pad(np.asarray(x, np.int64), op.pads, t.dtype.min)
+    y = _windows(xp, op.kernel, op.strides, op.dilations).max(axis=(4, 5))
+    if op.requant is not None:
+        y = arith.requantize(y - t.zero_point, op.requant)
+    return y
+
+
+def avgpool(op: ir.AvgPool, g: ir.Graph, x):
+    """docs/arithmetic.md, 'Pooling': exact window sum (padding counts as zero), then
+    sum * mult, rounding shift, clamp."""
+    t = g.tensors[op.inputs[0]]
+    xp = _pad(np.asarray(x, np.int64) - t.zero_point, op.pads, 0)
+    s = _windows(xp, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5))
+    return arith.requantize(s, op.requant)
+
+
+def clamp(op: ir.Clamp, g: ir.Graph, x):
+    t = g.tensors[op.inputs[0]]
+    return arith.requantize(np.asarray(x, np.int64) - t.zero_point, op.requant)
+
+
+def reshape(op: ir.Reshape, g: ir.Graph, x):
+    return np.asarray(x).reshape((x.shape[0],) + tuple(op.shape[1:]))
+
+
+KERNELS = {
+    ir.Quantize: quantize,
+    ir.Dequantize: dequantize,
+    ir.Conv: conv,
+    ir.Dense: dense,
+    ir.Add: add,
+    ir.Concat: concat,
+    ir.MaxPool: maxpool,
+    ir.AvgPool: avgpool,
+    ir.Clamp: clamp,
+    ir.Reshape: reshape,
+}
