@@ -1,0 +1,204 @@
+"""The `tony` command line. Errors a user can cause print one line; --debug shows the traceback."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, TonyError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", where=f"{flag} {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise InputError(f"not a .npy array file ({type(e).__name__})", where=f"{flag} {path}") from None
+
+
+def _atomic_save(path: str, arr) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npy", dir=p.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_ir(a) -> int:
+    from .api import load_ir
+    from .ir import format_graph
+
+    print(format_graph(load_ir(a.model, requant=a.requant, rounding=a.rounding)))
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .api import load_ir, normalize_inputs, restack
+    from .ref import execute
+
+    g = load_ir(a.model, requant=a.requant, rounding=a.rounding)
+    feeds, stacked = normalize_inputs(g, _load_npy(a.inputs))
+    outs = restack(g, execute(g, feeds), stacked)
+    if a.output:
+        _atomic_save(a.output, outs[0])
+        for extra, name in zip(outs[1:], g.outputs[1:]):
+            _atomic_save(str(Path(a.output).with_suffix("")) + f".{name}.npy", extra)
+        print(f"wrote {a.output} {tuple(outs[0].shape)} {outs[0].dtype}")
+    else:
+        for name, y in zip(g.outputs, outs):
+            print(f"{name}: shape {tuple(y.shape)}")
+            print(np.array2string(y, threshold=200))
+    return 0
+
+
+def cmd_compile(a) -> int:
+    from .backend.compile import ArrayConfig, compile_model
+
+    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
+    inputs = _load_npy(a.inputs) if a.inputs else None
+    if a.samples < 1:
+        raise InputError("--samples must be at least 1")
+    m = compile_model(a.model, a.output, array=arr, inputs=inputs, samples=a.samples, seed=a.seed,
+                      requant=a.requant, rounding=a.rounding)
+    print(f"compiled {m['model']}: {len(m['layers'])} layers on a {arr.rows}x{arr.cols} array, "
+          f"{m['macs_per_sample']} MACs/sample, {m['samples']} golden samples -> {a.output}")
+    return 0
+
+
+def cmd_sim(a) -> int:
+    from .backend.simulate import simulate
+
+    inputs = _load_npy(a.inputs) if a.inputs else None
+    rep = simulate(a.build, inputs=inputs, waves=a.waves, progress=not a.quiet)
+    from .backend.report import print_sim_report
+
+    print_sim_report(rep)
+    return 0 if rep["bit_exact"] else 1
+
+
+def cmd_report(a) -> int:
+    import json
+
+    from .backend.report import print_sim_report
+
+    p = Path(a.build) / "sim_report.json"
+    if not p.is_file():
+        raise InputError(f"no sim_report.json in {a.build}", hint="run `tony sim` first")
+    print_sim_report(json.loads(p.read_text()))
+    return 0
+
+
+def cmd_example(a) -> int:
+    from .models import build_example
+
+    info = build_example(a.name, a.output)
+    print(f"wrote example {a.name} to {a.output} (float accuracy {info['float_accuracy']:.4f})")
+    return 0
+
+
+def cmd_quantize(a) -> int:
+    import onnx
+
+    from .frontend.load import load_model
+    from .quant.qdq import quantize_static
+
+    m = load_model(a.model)
+    q = quantize_static(m, _load_npy(a.calib, "--calib"), weight_bits=a.weight_bits)
+    tmp = Path(a.output).with_name(f".{Path(a.output).name}.tmp")
+    onnx.save(q, tmp)
+    os.replace(tmp, a.output)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tony", description="Quantized ONNX -> integer IR -> RTL for a systolic MAC array, "
+                                          "proven bit-exact on Verilator.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"tony {__import__('tony').__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def model_opts(sp, default_requant="auto"):
+        sp.add_argument("model", help="ONNX model file")
+        sp.add_argument("--requant", choices=["pow2", "multiplier", "auto"], default=default_requant,
+                        help="rescale by shifts only (pow2), by multiplier+shift, or pick per op (auto)")
+        sp.add_argument("--rounding", choices=["half_even", "half_up", "floor"], default="half_even")
+
+    sp = sub.add_parser("ir", help="print the integer IR of a model")
+    model_opts(sp)
+    sp.set_defaults(fn=cmd_ir)
+
+    sp = sub.add_parser("run", help="run the bit-exact reference")
+    model_opts(sp)
+    sp.add_argument("--inputs", required=True, help=".npy: one input of the model's shape, or a stack")
+    sp.add_argument("-o", "--output", help="write the (first) output to this .npy")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("compile", help="render RTL, memory images, golden vectors and a manifest")
+    model_opts(sp, default_requant="pow2")
+    sp.add_argument("-o", "--output", required=True, help="output folder")
+    sp.add_argument("--array", default="4x4", help="systolic array ROWSxCOLS (default 4x4)")
+    sp.add_argument("--acc-bits", type=int, default=32, choices=range(16, 33), metavar="{16..32}")
+    sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
+    sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_compile)
+
+    sp = sub.add_parser("sim", help="simulate a compiled build on Verilator and compare with the golden vectors")
+    sp.add_argument("build", help="folder written by `tony compile`")
+    sp.add_argument("--inputs", help=".npy inputs (default: the compiled golden inputs)")
+    sp.add_argument("--waves", action="store_true", help="dump waveforms")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(fn=cmd_sim)
+
+    sp = sub.add_parser("report", help="print the report of the last simulation of a build")
+    sp.add_argument("build")
+    sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("example", help="build a bundled example model (trained here, no download)")
+    sp.add_argument("name", choices=["digits-mlp"])
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(fn=cmd_example)
+
+    sp = sub.add_parser("quantize", help="float ONNX + one calibration batch -> pow2 QDQ ONNX")
+    sp.add_argument("model")
+    sp.add_argument("--calib", required=True, help=".npy stack of model inputs")
+    sp.add_argument("--weight-bits", type=int, default=8, choices=[4, 8])
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(fn=cmd_quantize)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.fn(a)
+    except TonyError as e:
+        if a.debug:
+            raise
+        print(f"tony {a.cmd}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tony: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(tmp_path_factory):
+    """The bundled example: float.onnx, model.onnx (pow2 QDQ), inputs.npy, labels.npy."""
+    from tony.models import build_example
+
+    d = tmp_path_factory.mktemp("digits_mlp")
+    build_example("digits-mlp", d)
+    return d
+
+
+def run_tony(*args, cwd=None):
+    """Run the CLI as a user would; returns CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "tony.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture
+def tony_cli():
+    return run_tony
+
+
+@pytest.fixture
+def rng(request):
+    seed = int(os.environ.get("TONY_SEED", "0")) or abs(hash(request.node.nodeid)) % (2**31)
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)

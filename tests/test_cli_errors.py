@@ -1,0 +1,78 @@
+"""Bad input gets one clear line and a non-zero exit, never a traceback."""
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_non_onnx_file(tmp_path, tony_cli):
+    p = tmp_path / "notes.onnx"
+    p.write_text("this is not a model\n" * 10)
+    _one_line_error(tony_cli("ir", p), "not", "ONNX")
+
+
+def test_truncated_onnx(tmp_path, tony_cli, digits_mlp):
+    data = (digits_mlp / "model.onnx").read_bytes()
+    p = tmp_path / "cut.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    _one_line_error(tony_cli("ir", p), "cut.onnx")
+
+
+def test_missing_file(tmp_path, tony_cli):
+    _one_line_error(tony_cli("ir", tmp_path / "nope.onnx"), "no such file")
+
+
+def test_unsupported_op_names_node_and_type(tmp_path, tony_cli):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    s = helper.make_tensor("s", TensorProto.FLOAT, [], [0.125])
+    z = helper.make_tensor("z", TensorProto.INT8, [], [0])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q0"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq0"),
+             helper.make_node("Softsign", ["xd"], ["y"], name="weird_layer")]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [s, z]),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    p = tmp_path / "softsign.onnx"
+    onnx.save(m, p)
+    _one_line_error(tony_cli("ir", p), "weird_layer", "Softsign")
+    _one_line_error(tony_cli("compile", p, "-o", tmp_path / "out"), "weird_layer", "Softsign")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_flag(tmp_path, tony_cli, digits_mlp):
+    _one_line_error(tony_cli("compile", digits_mlp / "model.onnx", "-o", tmp_path / "o", "--array", "8by8"),
+                    "--array")
+    res = tony_cli("compile", "--no-such-flag")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_wrong_input_shape(tmp_path, tony_cli, digits_mlp):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 7), np.float32))
+    _one_line_error(tony_cli("run", digits_mlp / "model.onnx", "--inputs", tmp_path / "x.npy"), "shape")
+
+
+def test_debug_shows_traceback(tmp_path, tony_cli):
+    res = tony_cli("--debug", "ir", tmp_path / "nope.onnx")
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_run_writes_outputs(tmp_path, tony_cli, digits_mlp):
+    import numpy as np
+
+    import tony
+
+    res = tony_cli("run", digits_mlp / "model.onnx", "--inputs", digits_mlp / "inputs.npy", "-o", tmp_path / "y.npy")
+    assert res.returncode == 0, res.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert np.array_equal(y, tony.run_reference(digits_mlp / "model.onnx", np.load(digits_mlp / "inputs.npy"))[0])
