@@ -78,3 +78,20 @@ def pack(values, bits: int) -> int:
     for i, v in enumerate(values):
         word |= (int(v) & mask) << (i * bits)
     return word
+
+
+def bench_module(module_name: str) -> str:
+    """The importable name of a testbench module, for the simulator's Python to import.
+
+    Prefers the installed package name (tony.testbench.<file>); falls back to the name the
+    module was imported under (e.g. testbench.<file> when pytest runs from the repo root).
+    """
+    import importlib.util
+
+    stem = module_name.rsplit(".", 1)[-1]
+    try:
+        if importlib.util.find_spec(f"tony.testbench.{stem}") is not None:
+            return f"tony.testbench.{stem}"
+    except ImportError:
+        pass
+    return module_name

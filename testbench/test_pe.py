@@ -11,7 +11,7 @@ import os
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import log_seed, reset, start_clock
+from .common import bench_module, log_seed, reset, start_clock
 from .models import pe_step
 
 
@@ -126,7 +126,7 @@ if pytest is not None:
         run_cocotb(
             sources,
             "tony_pe",
-            __name__,
+            bench_module(__name__),
             parameters=params,
             build_dir=tmp_path / "build",
             seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
