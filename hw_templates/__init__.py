@@ -39,6 +39,12 @@ MODULES: dict[str, ModuleSpec] = {
         params={"LANES": 4, "ACC_BITS": 32, "OUT_BITS": 8, "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
         doc="post-processing: bias, multiplier, rounding shift, clamp/saturate",
     ),
+    "tony_core": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "OUT_BITS": 8,
+                "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
+        requires=("tony_systolic_array", "tony_ppu"),
+        doc="array + post-processing unit driven layer by layer by a host (the whole-model bench)",
+    ),
 }
 
 ROUND_MODES = {"half_even": 0, "half_up": 1, "floor": 2}

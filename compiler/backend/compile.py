@@ -153,7 +153,9 @@ def _write(g: ir.Graph, model, out: Path, array: ArrayConfig, feeds: dict, rende
             wmat, bias = arrays
             write_tensor(out / entry["weight"], wmat, array.w_bits, comment=f"{entry['name']} weights K x M")
             write_tensor(out / entry["bias"], bias, array.acc_bits, comment=f"{entry['name']} bias")
-    rtl = render_to(out / "rtl", ["tony_core"], **array.hdl_params())
+    from ..ir.types import Rounding
+
+    rtl = render_to(out / "rtl", ["tony_core"], ROUND_MODE=Rounding(g.meta["rounding"]).code, **array.hdl_params())
     files = golden(g, feeds, out / "golden", keys)
     src = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     onnx.save(src, out / "model.onnx")

@@ -28,19 +28,36 @@ class Op:
 
 @dataclass(frozen=True)
 class Quantize(Op):
-    """float -> int: y = saturate(round_half_even(x / scale) + zero_point) (ONNX QuantizeLinear)."""
+    """float -> int: y = saturate(round_half_even(x / scale) + zero_point) (ONNX QuantizeLinear).
 
-    scale: float = 1.0
-    zero_point: int = 0
+    Per-axis or blocked parameters (graph boundary only): `scale`/`zero_point` are flat tuples of
+    shape `param_shape`, broadcast along `axis` (per-axis) or repeated `block_size` times along
+    `axis` (blocked), as in ONNX.
+    """
+
+    scale: float | tuple = 1.0
+    zero_point: int | tuple = 0
     dtype: DType | None = None
+    axis: int = 1
+    block_size: int = 0
+    param_shape: tuple[int, ...] = ()
     host = True
     kind = "quantize"
 
 
 @dataclass(frozen=True)
 class Dequantize(Op):
-    """int -> float32: y = (x - zero_point) * scale (ONNX DequantizeLinear)."""
+    """int -> float32: y = (x - zero_point) * scale (ONNX DequantizeLinear).
 
+    By default the input tensor's scale and zero point; a per-axis or blocked DequantizeLinear at
+    the graph boundary carries its own (`scale` not None), laid out as for Quantize.
+    """
+
+    scale: float | tuple | None = None
+    zero_point: int | tuple = 0
+    axis: int = 1
+    block_size: int = 0
+    param_shape: tuple[int, ...] = ()
     host = True
     kind = "dequantize"
 

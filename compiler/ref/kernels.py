@@ -34,20 +34,29 @@ def _pad(x, pads, value):
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
 
 
+def im2col(x, kernel, strides, pads, dilations, group: int = 1, pad_value: int = 0):
+    """x [N, C, H, W] -> one [N*OH*OW, (C/group)*kh*kw] matrix per group, columns in (c, kh, kw) order,
+    plus (OH, OW). This is the layout the array consumes (rows = output pixels)."""
+    xp = _pad(np.asarray(x), pads, pad_value)
+    win = _windows(xp, kernel, strides, dilations)  # N C OH OW kh kw
+    n, c, oh, ow = win.shape[:4]
+    cg = c // group
+    mats = [win[:, gi * cg:(gi + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kernel[0] * kernel[1])
+            for gi in range(group)]
+    return mats, (oh, ow)
+
+
 def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     """docs/arithmetic.md, 'MAC ops': acc = sum (x - zx) * (w - zw) + bias; requant."""
     xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     x = np.asarray(x, np.int64) - xt.zero_point
     w = np.asarray(w, np.int64) - wt.zero_point
     m, cg, kh, kw = w.shape
-    xp = _pad(x, op.pads, 0)
-    win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw
-    n, _, oh, ow = win.shape[:4]
+    mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
+    n = x.shape[0]
     mg = m // op.group
     acc = np.empty((n, m, oh, ow), dtype=np.int64)
-    for gi in range(op.group):
-        cols = win[:, gi * cg:(gi + 1) * cg]                       # N cg OH OW kh kw
-        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
+    for gi, cols in enumerate(mats):
         wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
         res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
         acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
