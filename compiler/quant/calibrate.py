@@ -59,6 +59,9 @@ def activations(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> dict
     del m.graph.output[:]
     for n in list(dict.fromkeys(outs + list(names))):
         m.graph.output.append(helper.make_empty_tensor_value_info(n))
+    for op in m.opset_import:  # onnx's evaluator implements Q/DQ from opset 19 on (same semantics)
+        if op.domain in ("", "ai.onnx") and op.version < 19:
+            op.version = 19
     x = np.asarray(x, np.float32)
     if in_shape and in_shape[0] == 1 and _batchable(m):
         inp.type.tensor_type.shape.dim[0].dim_param = "N"

@@ -1,17 +1,23 @@
 """Write a power-of-2 QDQ model from a float model and per-tensor thresholds.
 
-Weights: int8 (or int4) per tensor, scale 2^ceil(log2 max|w|) / 2^(b-1). Biases: int32 at
-scale_x * scale_w. Activations: uint8 after Relu/Clip(0, .), int8 elsewhere, scale from the
-threshold. Scale-preserving ops (MaxPool, Reshape, Flatten) share their input's scale.
+Graph preparation: constants and BatchNormalization folded into the Conv before it; ReLU6 is a
+Clip(0, 6) and becomes the output clamp of the op before it.
+
+Weights: int8 (or int4 values) per tensor, scale 2^ceil(log2 t_w) / 2^(b-1) with t_w = max|w| unless
+given. Biases: int32 at scale_x * scale_w. Activations: uint8 after Relu/Clip(0, .), int8 elsewhere,
+scale from the threshold. Scale-preserving ops (MaxPool, Reshape, Flatten) share their input's
+scale; the inputs of an Add, and the inputs and output of a Concat, share one threshold (one
+exponent on hardware).
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from ..errors import UnsupportedError, node_where
-from .calibrate import activations, check_calibration_data, pow2_scale, threshold_max
+from ..errors import InputError, UnsupportedError, node_where
+from .calibrate import (ACT_METHODS, act_threshold, activations, check_calibration_data, pow2_scale,
+                        weight_threshold)
 
 _MAC = {"Conv", "Gemm", "MatMul"}
 _ACT = {"Relu", "Clip"}
@@ -28,8 +34,22 @@ def _nonneg(node, inits) -> bool:
     return False
 
 
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants and BatchNorm; check that every operator can be quantized."""
+    from ..frontend.passes import fold_batchnorm, fold_constants
+
+    model = fold_batchnorm(fold_constants(model))
+    for n in model.graph.node:
+        if n.op_type not in _SUPPORTED:
+            hint = ("fold it into the Conv before it (only a BatchNormalization right after a Conv with "
+                    "constant weights folds)" if n.op_type == "BatchNormalization" else None)
+            raise UnsupportedError(f"operator {n.op_type} cannot be quantized yet", where=node_where(n), hint=hint)
+    return model
+
+
 def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | None]]:
-    """(tensor, unsigned, shares_scale_with) for every activation tensor that gets a Q/DQ pair."""
+    """(tensor, unsigned, shares_scale_with) for every activation tensor that gets a Q/DQ pair,
+    in topological order."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     consumers: dict[str, list] = {}
@@ -64,33 +84,149 @@ def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | N
     return points
 
 
-def quantize_static(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8, act_bits: int = 8,
-                    method: str = "max", thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
-    """Float model + ONE calibration batch -> pow2 QDQ model."""
-    from ..frontend.passes import fold_batchnorm, fold_constants
+def shared_groups(model: onnx.ModelProto, points) -> dict[str, str]:
+    """point -> representative of its threshold-sharing group (itself when alone).
 
-    model = fold_batchnorm(fold_constants(model))
+    Same-scale ops join their input; both inputs of an Add join; all inputs of a Concat and its
+    output join. The representative is the group's first point in topological order."""
+    order = {p[0]: k for k, p in enumerate(points)}
+    parent = {p[0]: p[0] for p in points}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            first, second = (ra, rb) if order[ra] < order[rb] else (rb, ra)
+            parent[second] = first
+
+    for name, _, share in points:
+        if share is not None and share in parent:
+            union(name, share)
+    for n in model.graph.node:
+        ins = [i for i in n.input if i in parent]
+        if n.op_type == "Add" and len(ins) == 2:
+            union(ins[0], ins[1])
+        elif n.op_type == "Concat" and ins:
+            for i in ins[1:]:
+                union(ins[0], i)
+            if n.output[0] in parent:
+                union(ins[0], n.output[0])
+    return {p: find(p) for p in parent}
+
+
+def mac_weight_bits(model: onnx.ModelProto, weight_bits: int, first_last_8bit: bool = False) -> dict[str, int]:
+    """Weight bits per MAC node name: weight_bits, or 8 for the first and last MAC layers."""
+    macs = [n.name for n in model.graph.node if n.op_type in _MAC]
+    bits = {m: weight_bits for m in macs}
+    if first_last_8bit and macs:
+        bits[macs[0]] = bits[macs[-1]] = 8
+    return bits
+
+
+def _name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    seen = set()
+    for k, n in enumerate(m.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type.lower()}_{k}"
+        seen.add(n.name)
+    return m
+
+
+def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8, act_bits: int = 8,
+              method: str = "max", weight_method: str = "max", first_last_8bit: bool = False,
+              sequential: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+    """Activation thresholds (point -> t) and weight thresholds (weight initializer -> t) from one batch.
+
+    With `sequential`, point k is calibrated on activations computed with the quantizers of
+    points < k (and the weights feeding it) already in place, in topological order."""
+    if method not in ACT_METHODS:
+        raise UnsupportedError(f"calibration method {method!r} is unknown", hint="use one of " + ", ".join(ACT_METHODS))
+    points = quantization_points(model)
+    groups = shared_groups(model, points)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    wt = {n.input[1]: weight_threshold(inits[n.input[1]], weight_method)
+          for n in model.graph.node if n.op_type in _MAC and n.input[1] in inits}
+    signed = {p[0]: not p[1] for p in points}
+    share = {p[0]: p[2] for p in points}
+    th: dict[str, float] = {}
+    if not sequential:
+        vals = activations(model, calib, [p[0] for p in points])
+    for name, _, _ in points:
+        if share[name] is not None and share[name] in th:
+            th[name] = th[share[name]]
+            continue
+        if sequential:
+            done = [p for p in points if p[0] in th]
+            scales = _scales(done, th, groups, act_bits)
+            partial = write_qdq(model, done, scales, weight_bits=weight_bits, act_bits=act_bits,
+                                weight_thresholds=wt, first_last_8bit=first_last_8bit, partial=True)
+            v = activations(partial, calib, [name])[name]
+        else:
+            v = vals[name]
+        t = act_threshold(v, method, act_bits, signed[name])
+        rep = groups[name]
+        if rep != name and rep in th:  # share with the group: the widest threshold wins
+            t = max(t, th[rep])
+            for other in th:
+                if groups[other] == rep:
+                    th[other] = t
+        th[name] = t
+    return th, wt
+
+
+def _scales(points, thresholds, groups, act_bits) -> dict[str, float]:
+    group_t: dict[str, float] = {}
+    for name, _, _ in points:
+        r = groups.get(name, name)
+        group_t[r] = max(group_t.get(r, 0.0), thresholds[name])
+    return {name: pow2_scale(group_t[groups.get(name, name)], act_bits, not uns) for name, uns, _ in points}
+
+
+def quantize_static(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8, act_bits: int = 8,
+                    method: str = "max", thresholds: dict[str, float] | None = None,
+                    weight_method: str = "max", weight_thresholds: dict[str, float] | None = None,
+                    first_last_8bit: bool = False, sequential: bool = True) -> onnx.ModelProto:
+    """Float model + ONE calibration batch -> pow2 QDQ model.
+
+    method: activation calibrator (max, percentile, mse, kl-j); weight_method: max or 3sd.
+    `thresholds` / `weight_thresholds` (e.g. from training) skip calibration of those tensors."""
+    if weight_bits not in (4, 8):
+        raise InputError(f"weight bits must be 4 or 8, not {weight_bits}")
+    if act_bits != 8:
+        raise UnsupportedError(f"activation bits {act_bits} are not supported", hint="use 8")
+    model = _name_nodes(prepare(model))
     g = model.graph
     inp = g.input[0]
     in_shape = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
-    calib = check_calibration_data(calib, in_shape)
     points = quantization_points(model)
     if thresholds is None:
-        if method != "max":
-            raise UnsupportedError(f"calibration method {method!r} is not available (use 'max')")
-        vals = activations(model, calib, [p[0] for p in points])
-        thresholds = {name: threshold_max(vals[name]) for name, _, _ in points}
-    scales: dict[str, float] = {}
-    for name, uns, share in points:
-        if share is not None and share in scales:
-            scales[name] = scales[share]
-        else:
-            scales[name] = pow2_scale(thresholds[name], act_bits, not uns)
-    return write_qdq(model, points, scales, weight_bits=weight_bits, act_bits=act_bits)
+        calib = check_calibration_data(calib, in_shape)
+        thresholds, wt = calibrate(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
+                                   weight_method=weight_method, first_last_8bit=first_last_8bit,
+                                   sequential=sequential)
+        weight_thresholds = weight_thresholds or wt
+    missing = [p[0] for p in points if p[0] not in thresholds]
+    if missing:
+        raise InputError(f"no threshold for tensor(s) {', '.join(missing)}")
+    scales = _scales(points, thresholds, shared_groups(model, points), act_bits)
+    return write_qdq(model, points, scales, weight_bits=weight_bits, act_bits=act_bits,
+                     weight_thresholds=weight_thresholds, first_last_8bit=first_last_8bit)
 
 
 def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weight_bits: int = 8,
-              act_bits: int = 8) -> onnx.ModelProto:
+              act_bits: int = 8, weight_thresholds: dict[str, float] | None = None,
+              first_last_8bit: bool = False, partial: bool = False) -> onnx.ModelProto:
+    """Insert Q/DQ pairs at `points` with `scales`, quantize weights and biases.
+
+    With `partial`, MAC layers whose input is not (yet) quantized keep float weights (used by
+    sequential calibration on a prefix of the points)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -99,6 +235,8 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
     new_nodes, new_inits = [], []
     dq_name: dict[str, str] = {}
     unsigned = {p[0]: p[1] for p in points}
+    wbits = mac_weight_bits(m, weight_bits, first_last_8bit)
+    weight_thresholds = weight_thresholds or {}
 
     def scalar(name, value, dtype):
         new_inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
@@ -127,17 +265,22 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
     point_names = [p[0] for p in points]
     graph_inputs = [i.name for i in g.input if i.name not in inits]
     for t in graph_inputs:
-        new_nodes += qdq(t, [])
+        if t in scales:
+            new_nodes += qdq(t, [])
     for n in g.node:
         for k, i in enumerate(n.input):
             if i in dq_name:
                 n.input[k] = dq_name[i]
-        if n.op_type in _MAC:
+        if n.op_type in _MAC and not (partial and n.input[0] not in dq_name.values()):
             x = n.input[0]
-            xs = scales[_source_point(x, dq_name)]
+            xs = scales[_source_point(x, dq_name, n)]
+            if n.input[1] not in inits:
+                raise UnsupportedError("the weight is not a constant", where=node_where(n))
             w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
-            ws = pow2_scale(np.abs(w).max(), weight_bits, True)
-            lim = 2 ** (weight_bits - 1)
+            bits = wbits.get(n.name, weight_bits)
+            tw = weight_thresholds.get(n.input[1], float(np.abs(w).max()))
+            ws = pow2_scale(tw, bits, True)
+            lim = 2 ** (bits - 1)
             wq = np.clip(np.rint(w / np.float32(ws)), -lim, lim - 1).astype(np.int8)
             wname = n.input[1] + "_quant"
             new_inits.append(numpy_helper.from_array(wq, wname))
@@ -167,12 +310,13 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
     del g.initializer[:]
     g.initializer.extend(kept + new_inits)
     del g.value_info[:]
-    onnx.checker.check_model(m)
+    if not partial:
+        onnx.checker.check_model(m)
     return m
 
 
-def _source_point(dq_output: str, dq_name: dict[str, str]) -> str:
+def _source_point(dq_output: str, dq_name: dict[str, str], node) -> str:
     for t, d in dq_name.items():
         if d == dq_output:
             return t
-    raise UnsupportedError(f"MAC input '{dq_output}' is not a quantized activation")
+    raise UnsupportedError(f"input '{dq_output}' is not a quantized activation", where=node_where(node))
