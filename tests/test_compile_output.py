@@ -1,0 +1,76 @@
+"""What `tony compile` writes: golden vectors, memory images, manifest; nothing half-written."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tony.backend.memfile import from_hex_lines, to_hex_lines
+from tony.backend.names import safe_id
+
+
+def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
+    out = tmp_path / "b"
+    res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--samples", "5")
+    assert res.returncode == 0, res.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["samples"] == 5 and m["array"] == {"rows": 4, "cols": 4, "a_bits": 8, "w_bits": 8, "acc_bits": 32}
+    for key, files in m["golden"].items():
+        arr = np.load(out / "golden" / files["npy"])
+        if "hex" in files:
+            lines = (out / "golden" / files["hex"]).read_text().splitlines()
+            signed = arr.min() < 0 or key != "relu0_q"
+            back = from_hex_lines(lines, 8, key != "relu0_q")
+            assert np.array_equal(back, arr.reshape(-1)), key
+    assert sorted(p.name for p in (out / "rtl").iterdir()) == ["tony_core.v", "tony_pe.v", "tony_ppu.v",
+                                                               "tony_systolic_array.v"]
+
+
+def test_hex_round_trip_twos_complement():
+    a = np.array([-128, -1, 0, 1, 127])
+    assert to_hex_lines(a, 8) == ["80", "ff", "00", "01", "7f"]
+    assert from_hex_lines(to_hex_lines(a, 8), 8, True).tolist() == a.tolist()
+    assert to_hex_lines([-2], 32) == ["fffffffe"]
+
+
+def test_model_names_are_sanitized(tmp_path, tony_cli, digits_mlp):
+    m = onnx.load(digits_mlp / "model.onnx")
+    evil = 'x"; rm -rf / #`$(id)'
+    rename = {"relu0_q": evil + "/../../pwn"}
+    for n in m.graph.node:
+        for i, v in enumerate(n.input):
+            if v in rename:
+                n.input[i] = rename[v]
+        for i, v in enumerate(n.output):
+            if v in rename:
+                n.output[i] = rename[v]
+        n.name = evil
+    p = tmp_path / "evil.onnx"
+    onnx.save(m, p)
+    out = tmp_path / "b"
+    res = tony_cli("compile", p, "-o", out, "--samples", "2")
+    assert res.returncode == 0, res.stderr
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert all(f.resolve().is_relative_to(out.resolve()) for f in files)
+    for f in files:
+        assert "$(" not in f.name and '"' not in f.name and "/" not in f.relative_to(out).name
+    for v in (out / "rtl").glob("*.v"):
+        assert evil not in v.read_text() and "rm -rf" not in v.read_text()
+    assert safe_id(evil) == "x_rm_rf_id"
+
+
+def test_overflowing_layer_is_refused_with_its_bound(tmp_path, tony_cli, digits_mlp):
+    res = tony_cli("compile", digits_mlp / "model.onnx", "-o", tmp_path / "b", "--acc-bits", "16")
+    assert res.returncode == 1
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "accumulator can reach" in err and "fc0" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path, tony_cli, digits_mlp):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out)
+    assert res.returncode == 1 and "refusing" in res.stderr
+    assert (out / "thesis.tex").read_text() == "precious"
