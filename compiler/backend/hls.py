@@ -1,0 +1,571 @@
+"""`tony compile --backend hls`: IR -> Vitis-HLS C++ that also compiles with plain g++.
+
+The build folder holds the C++ sources (the static headers tony_types.h, tony_kernels.h,
+tony_host.h and the rendered model.h, model.cpp, weights.h, tb.cpp, capi.cpp), a Makefile, a
+Vitis HLS Tcl script, golden vectors (golden/*.hex, *.npy from the reference) and manifest.json.
+`csim` builds the testbench with g++ and runs it; `run_csim` and `compile` run the same sources
+from Python through a shared library (ctypes).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import __version__, ir
+from ..api import load_ir, normalize_inputs, restack
+from ..errors import InputError, TonyError, UnsupportedError
+from ..ref import KERNELS, execute
+from . import checks
+from .memfile import write_tensor
+from .names import safe_id
+
+MANIFEST = "manifest.json"
+REPORT = "csim_report.json"
+TOP = "tony_top"
+LIB = "libtony_hls.so"
+STATIC = ("tony_types.h", "tony_kernels.h", "tony_host.h")
+CXXFLAGS = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
+
+
+class BuildError(TonyError):
+    """The generated C++ did not compile or the testbench could not run (a Tony bug or a broken toolchain)."""
+
+
+@dataclass(frozen=True)
+class HlsConfig:
+    rows: int = 4
+    cols: int = 4
+    acc_bits: int = 32
+    weights: str = "const"      # "const": constant arrays (ROM); "axi": one int32 word each over m_axi
+    part: str = "xc7z020clg400-1"
+    clock_ns: float = 10.0
+
+    def __post_init__(self):
+        if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
+            raise InputError(f"array {self.rows}x{self.cols}: rows and columns must be between 1 and 64")
+        if self.weights not in ("const", "axi"):
+            raise InputError(f"weights mode {self.weights!r}: expected 'const' or 'axi'")
+        if not 16 <= self.acc_bits <= 32:
+            raise InputError(f"--acc-bits {self.acc_bits}: expected 16..32")
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("tony.hw_templates", "hls"),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def ctype(dt: ir.DType) -> str:
+    return f"tony_{'int' if dt.signed else 'uint'}<{dt.bits}>"
+
+
+def _where(op: ir.Op) -> str:
+    return f'node "{op.origin or op.outputs[0]}" ({type(op).__name__})'
+
+
+def _lit(v: int) -> str:
+    """A long long literal that is valid for every 64-bit value."""
+    v = int(v)
+    return f"({v + 1}LL - 1)" if v < -(1 << 62) else f"{v}LL"
+
+
+def _float_lit(x: float) -> str:
+    return float(np.float32(x)).hex()
+
+
+# ---- graph partition: host ops before, device ops, host ops after -----------------------------
+
+def partition(g: ir.Graph) -> tuple[list, list, list, list[str], list[str]]:
+    """(pre-host ops, device ops, post-host ops, device inputs, device outputs)."""
+    dev = g.device_ops
+    if not dev:
+        raise UnsupportedError("the model has no operator that runs on the device", where="model",
+                               hint="`tony run` executes it in the reference")
+    produced_dev = {o for op in dev for o in op.outputs}
+    tainted = set(produced_dev)
+    pre, post = [], []
+    for op in g.ops:
+        if not op.host:
+            continue
+        if any(i in tainted for i in op.inputs):
+            post.append(op)
+            tainted.update(op.outputs)
+        else:
+            pre.append(op)
+    post_out = {o for op in post for o in op.outputs}
+    for op in dev:
+        if any(i in post_out for i in op.inputs):
+            raise UnsupportedError("a host operator sits between device operators", where=_where(op),
+                                   hint="keep Quantize/Dequantize at the model's boundary")
+    seen, dins = set(), []
+    for op in dev:
+        for i in op.inputs:
+            if i not in produced_dev and i not in g.constants and i not in seen:
+                seen.add(i)
+                dins.append(i)
+    douts = []
+    consumed_host = {i for op in post for i in op.inputs}
+    for op in dev:
+        for o in op.outputs:
+            if o in consumed_host or o in g.outputs:
+                douts.append(o)
+    return pre, dev, post, dins, douts
+
+
+def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
+    """Refuse, naming the node, what the HLS back end cannot render."""
+    for op in g.device_ops:
+        rqs = list(op.requants) if isinstance(op, ir.Concat) else [getattr(op, "requant", None)]
+        for rq in rqs:
+            if rq is None:
+                continue
+            if rq.per_channel and not isinstance(op, (ir.Conv, ir.Dense)):
+                raise UnsupportedError("per-channel requantization is only supported on Conv and Gemm/MatMul",
+                                       where=_where(op))
+            shifts = rq.shift if isinstance(rq.shift, tuple) else (rq.shift,)
+            if any(s > 62 for s in shifts):
+                raise UnsupportedError(f"rescale shift {max(shifts)} exceeds 62", where=_where(op))
+        for name in op.inputs + op.outputs:
+            t = g.tensors[name]
+            if t.dtype.is_float or t.dtype.bits > 32:
+                raise UnsupportedError(f"tensor '{name}' is {t.dtype}; the device takes integers of <= 32 bits",
+                                       where=_where(op))
+        if isinstance(op, ir.Concat) and op.axis == 0:
+            raise UnsupportedError("Concat along the batch axis is not supported", where=_where(op))
+    checks.check_overflow(g, cfg.acc_bits)
+
+
+# ---- layer descriptors ----------------------------------------------------------------------
+
+def _rq_consts(rq: ir.Requant | None) -> list:
+    if rq is None:
+        return [("int", "ROUND", 0), ("long long", "MULT", _lit(1)), ("int", "SHIFT", 0),
+                ("long long", "ZP", _lit(0)), ("long long", "LO", _lit(0)), ("long long", "HI", _lit(0))]
+    return [("int", "ROUND", rq.rounding.code), ("long long", "MULT", _lit(rq.mult)), ("int", "SHIFT", rq.shift),
+            ("long long", "ZP", _lit(rq.zero_point)), ("long long", "LO", _lit(rq.lo)),
+            ("long long", "HI", _lit(rq.hi))]
+
+
+def _per_sample(t: ir.Tensor) -> int:
+    return math.prod(t.shape[1:])
+
+
+class _Builder:
+    def __init__(self, g: ir.Graph, cfg: HlsConfig, arg_of: dict[str, str]):
+        self.g, self.cfg, self.arg = g, cfg, arg_of
+        self.arrays: list[dict] = []   # weights and biases
+        self.param_words = 0
+        self.used: set[str] = set()
+
+    def const_array(self, name: str, values, dt: ir.DType) -> str:
+        vals = np.asarray(values, np.int64).reshape(-1)
+        text = [str(int(v)) for v in vals]
+        rows = [", ".join(text[i:i + 24]) for i in range(0, len(text), 24)] or ["0"]
+        self.arrays.append({"name": name, "ctype": ctype(dt), "size": max(len(vals), 1), "rows": rows,
+                            "values": vals, "offset": self.param_words,
+                            "partition": max(1, self.cfg.rows)})
+        self.param_words += max(len(vals), 1)
+        return name
+
+    def mac(self, op, lname: str) -> dict:
+        g, cfg = self.g, self.cfg
+        x, wt, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+        w = g.constants[op.inputs[1]]
+        rq = op.requant
+        m = w.shape[0] if isinstance(op, ir.Conv) else w.shape[1]
+        has_bias = len(op.inputs) > 2
+        bdt = g.tensors[op.inputs[2]].dtype if has_bias else ir.INT32
+        bias = g.constants[op.inputs[2]] if has_bias else np.zeros(m, np.int64)
+        wname = self.const_array(f"{lname}_w", w, wt.dtype)
+        bname = self.const_array(f"{lname}_b", bias, bdt)
+        shift = np.broadcast_to(np.asarray(rq.shift, np.int64), (m,)) if rq.per_channel else [rq.shift]
+        mult = np.broadcast_to(np.asarray(rq.mult, np.int64), (m,)) if rq.per_channel else [rq.mult]
+        small = [{"name": f"{lname}_shift", "vals": [int(v) for v in shift]},
+                 {"name": f"{lname}_mult", "vals": [int(v) for v in mult]}]
+        types = [("in_t", ctype(x.dtype)), ("w_t", ctype(wt.dtype)), ("b_t", ctype(bdt)),
+                 ("out_t", ctype(y.dtype)), ("acc_t", f"tony_int<{cfg.acc_bits}>")]
+        common = [("int", "ROWS", cfg.rows), ("int", "COLS", cfg.cols), ("int", "M", m),
+                  ("long long", "XZP", _lit(x.zero_point)), ("long long", "WZP", _lit(wt.zero_point)),
+                  ("int", "HAS_BIAS", int(has_bias)), ("int", "PER_CHANNEL", int(rq.per_channel)),
+                  ("int", "ROUND", rq.rounding.code), ("long long", "ZP", _lit(rq.zero_point)),
+                  ("long long", "LO", _lit(rq.lo)), ("long long", "HI", _lit(rq.hi))]
+        if isinstance(op, ir.Conv):
+            _, c, h, wd = x.shape
+            _, _, oh, ow = y.shape
+            kh, kw = w.shape[2:]
+            geo = [("int", "C", c), ("int", "H", h), ("int", "W", wd), ("int", "KH", kh), ("int", "KW", kw),
+                   ("int", "OH", oh), ("int", "OW", ow), ("int", "SH", op.strides[0]), ("int", "SW", op.strides[1]),
+                   ("int", "PT", op.pads[0]), ("int", "PL", op.pads[1]), ("int", "DH", op.dilations[0]),
+                   ("int", "DW", op.dilations[1]), ("int", "G", op.group)]
+            fn = "conv2d"
+            desc = (f"Conv {c}x{h}x{wd} -> {m}x{oh}x{ow}, kernel {kh}x{kw}, stride {tuple(op.strides)}, "
+                    f"pads {tuple(op.pads)}, dilation {tuple(op.dilations)}, group {op.group}")
+        else:
+            geo = [("int", "K", w.shape[0])]
+            fn = "dense"
+            desc = f"Dense {w.shape[0]} -> {m}"
+        struct = {"name": f"{lname}_p", "types": types, "consts": geo + common}
+        call = (f"tony::{fn}<{lname}_p>({self.arg[op.inputs[0]]}, {wname}, {bname}, {lname}_shift, "
+                f"{lname}_mult, {self.arg[op.outputs[0]]})")
+        return {"structs": [struct], "small": small, "call": call, "describe": f"{desc}, requant {rq.describe()}"}
+
+    def layer(self, op, lname: str) -> dict:
+        g = self.g
+        if isinstance(op, (ir.Conv, ir.Dense)):
+            return self.mac(op, lname)
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        a, o = self.arg[op.inputs[0]], self.arg[op.outputs[0]]
+        rq = getattr(op, "requant", None)
+        if isinstance(op, ir.Add):
+            b = g.tensors[op.inputs[1]]
+            consts = [("int", "N", _per_sample(y)), ("long long", "AZP", _lit(x.zero_point)),
+                      ("long long", "BZP", _lit(b.zero_point)), ("long long", "MULT_A", _lit(op.mult_a)),
+                      ("long long", "MULT_B", _lit(op.mult_b)), ("int", "SHIFT_A", op.shift_a),
+                      ("int", "SHIFT_B", op.shift_b)] + _rq_consts(rq)
+            types = [("a_t", ctype(x.dtype)), ("b_t", ctype(b.dtype)), ("out_t", ctype(y.dtype))]
+            return {"structs": [{"name": f"{lname}_p", "types": types, "consts": consts}], "small": [],
+                    "call": f"tony::add<{lname}_p>({a}, {self.arg[op.inputs[1]]}, {o})",
+                    "describe": f"Add a<<{op.shift_a} + b<<{op.shift_b}, requant {rq.describe()}"}
+        if isinstance(op, ir.Concat):
+            structs, calls, off = [], [], 0
+            outer = math.prod(y.shape[1:op.axis])
+            inner = math.prod(y.shape[op.axis + 1:])
+            for i, (name, prq) in enumerate(zip(op.inputs, op.requants)):
+                t = g.tensors[name]
+                consts = [("int", "OUTER", outer), ("int", "LEN", t.shape[op.axis]), ("int", "INNER", inner),
+                          ("int", "OUT_LEN", y.shape[op.axis]), ("int", "OFFSET", off),
+                          ("long long", "XZP", _lit(t.zero_point))] + _rq_consts(prq)
+                structs.append({"name": f"{lname}_p{i}", "consts": consts,
+                                "types": [("in_t", ctype(t.dtype)), ("out_t", ctype(y.dtype))]})
+                calls.append(f"tony::concat_part<{lname}_p{i}>({self.arg[name]}, {o})")
+                off += t.shape[op.axis]
+            return {"structs": structs, "small": [], "call": ";\n    ".join(calls),
+                    "describe": f"Concat {len(op.inputs)} inputs along axis {op.axis}"}
+        if isinstance(op, (ir.MaxPool, ir.AvgPool)):
+            _, c, h, wd = x.shape
+            _, _, oh, ow = y.shape
+            consts = [("int", "C", c), ("int", "H", h), ("int", "W", wd), ("int", "OH", oh), ("int", "OW", ow),
+                      ("int", "KH", op.kernel[0]), ("int", "KW", op.kernel[1]), ("int", "SH", op.strides[0]),
+                      ("int", "SW", op.strides[1]), ("int", "PT", op.pads[0]), ("int", "PL", op.pads[1]),
+                      ("long long", "XZP", _lit(x.zero_point))]
+            if isinstance(op, ir.MaxPool):
+                consts += [("int", "DH", op.dilations[0]), ("int", "DW", op.dilations[1]),
+                           ("long long", "PAD", _lit(x.dtype.min)), ("int", "REQUANT", int(rq is not None))]
+            fn = "maxpool" if isinstance(op, ir.MaxPool) else "avgpool"
+            return {"structs": [{"name": f"{lname}_p", "consts": consts + _rq_consts(rq),
+                                 "types": [("in_t", ctype(x.dtype)), ("out_t", ctype(y.dtype))]}],
+                    "small": [], "call": f"tony::{fn}<{lname}_p>({a}, {o})",
+                    "describe": f"{type(op).__name__} kernel {tuple(op.kernel)} stride {tuple(op.strides)} "
+                                f"pads {tuple(op.pads)}" + (f", requant {rq.describe()}" if rq else "")}
+        if isinstance(op, ir.Clamp):
+            consts = [("int", "N", _per_sample(y)), ("long long", "XZP", _lit(x.zero_point))] + _rq_consts(rq)
+            return {"structs": [{"name": f"{lname}_p", "consts": consts,
+                                 "types": [("in_t", ctype(x.dtype)), ("out_t", ctype(y.dtype))]}],
+                    "small": [], "call": f"tony::clamp_op<{lname}_p>({a}, {o})",
+                    "describe": f"Clamp, requant {rq.describe()}"}
+        if isinstance(op, ir.Reshape):
+            return {"structs": [], "small": [],
+                    "call": f"tony::reshape<{ctype(x.dtype)}, {_per_sample(x)}>({a}, {o})",
+                    "describe": f"Reshape {list(x.shape)} -> {list(y.shape)}"}
+        raise UnsupportedError(f"{type(op).__name__} has no HLS mapping", where=_where(op))  # pragma: no cover
+
+
+def _boundary(g: ir.Graph, name: str, key: str, arg: str, index: int, golden_dir: str,
+              host_ops) -> dict:
+    t = g.tensors[name]
+    d = {"name": name, "key": key, "arg": arg, "index": index, "ctype": ctype(t.dtype), "size": _per_sample(t),
+         "dtype": t.dtype.name, "shape": list(t.shape), "bits": t.dtype.bits, "signed": t.dtype.signed,
+         "lo": _lit(t.dtype.min), "hi": _lit(t.dtype.max), "golden": f"{golden_dir}/{key}.hex",
+         "quant": None, "dequant": None}
+    for op in host_ops:
+        if isinstance(op, ir.Quantize) and op.outputs[0] == name:
+            d["quant"] = {"scale": _float_lit(op.scale), "zp": _lit(op.zero_point)}
+        if isinstance(op, ir.Dequantize) and op.inputs[0] == name:
+            d["dequant"] = {"scale": _float_lit(t.scale), "zp": _lit(t.zero_point)}
+    return d
+
+
+def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict:
+    """Write the C++ sources, Makefile and Tcl for `g` into `out`; return the source description."""
+    pre, dev, post, dins, douts = partition(g)
+    arg = {name: f"{'in' if name in dins else 'out' if name in douts else 't'}_{keys[name]}"
+           for name in keys}
+    b = _Builder(g, cfg, arg)
+    used: set[str] = set()
+    layers = []
+    for op in dev:
+        lname = "L" + safe_id(op.origin or op.outputs[0], used, prefix="layer")
+        d = b.layer(op, lname)
+        d["name"] = lname
+        d["op"] = op.kind
+        layers.append(d)
+    host_ops = pre + post
+    inputs = [_boundary(g, n, keys[n], arg[n], i, "golden", host_ops) for i, n in enumerate(dins)]
+    outputs = [_boundary(g, n, keys[n], arg[n], i, "golden", host_ops) for i, n in enumerate(douts)]
+    internal = [o for op in dev for o in op.outputs if o not in douts]
+    buffers = [{"arg": arg[n], "ctype": ctype(g.tensors[n].dtype), "size": _per_sample(g.tensors[n])}
+               for n in internal]
+    consumers: dict[str, int] = {}
+    for op in dev:
+        for i in op.inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    dataflow = len(dev) > 1 and all(consumers.get(n, 0) == 1 for n in internal + dins)
+    axi = cfg.weights == "axi"
+    sig = [f"const {t['ctype']} {t['arg']}[{t['size']}]" for t in inputs]
+    sig += [f"{t['ctype']} {t['arg']}[{t['size']}]" for t in outputs]
+    call_args = [t["arg"] for t in inputs + outputs]
+    if axi:
+        sig.append(f"const int32_t params[{max(b.param_words, 1)}]")
+        call_args.append("params")
+    ctx = {"version": __version__, "model": safe_id(g.name, prefix="model"), "rows": cfg.rows, "cols": cfg.cols,
+           "acc_bits": cfg.acc_bits, "axi": axi, "top": TOP, "signature": ", ".join(sig),
+           "call_args": ", ".join(call_args), "inputs": inputs, "outputs": outputs, "layers": layers,
+           "buffers": buffers, "arrays": b.arrays, "param_words": max(b.param_words, 1), "dataflow": dataflow,
+           "cxxflags": " ".join(CXXFLAGS), "part": cfg.part, "clock_ns": cfg.clock_ns}
+    env = _env()
+    out.mkdir(parents=True, exist_ok=True)
+    names = ["model.h", "model.cpp", "tb.cpp", "capi.cpp", "Makefile", "run_hls.tcl"]
+    if not axi:
+        names.append("weights.h")
+    for n in names:
+        (out / n).write_text(env.get_template(n + ".j2").render(**ctx))
+    from importlib.resources import files
+
+    for n in STATIC:
+        (out / n).write_text(files("tony.hw_templates").joinpath("hls", n).read_text())
+    if axi:
+        words = np.concatenate([a["values"] for a in b.arrays]) if b.arrays else np.zeros(1, np.int64)
+        write_tensor(out / "params", words, 32, comment="weights and biases, one int32 word each")
+    return {"sources": sorted(names + list(STATIC)), "inputs": inputs, "outputs": outputs, "dataflow": dataflow,
+            "param_words": b.param_words, "layers": [{"name": l["name"], "op": l["op"], "describe": l["describe"]}
+                                                    for l in layers]}
+
+
+# ---- compile ----------------------------------------------------------------------------------
+
+def compile_hls(model, out_dir, *, config: HlsConfig = HlsConfig(), inputs=None, samples: int = 20, seed: int = 0,
+                requant: str = "pow2", rounding: str = "half_even", graph: ir.Graph | None = None) -> dict:
+    """Compile `model` (path, ModelProto, or `graph` given directly) to HLS C++ in `out_dir`."""
+    from .compile import default_inputs, golden, tensor_keys
+
+    g = graph if graph is not None else load_ir(model, requant=requant, rounding=rounding)
+    check_hls(g, config)
+    if inputs is None:
+        feeds = default_inputs(g, samples, seed)
+    else:
+        feeds, _ = normalize_inputs(g, inputs)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise InputError(f"output folder {out} exists and is not a Tony build; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        keys = tensor_keys(g)
+        src = render(g, config, keys, tmp)
+        files = golden(g, feeds, tmp / "golden", keys)
+        if model is not None:
+            m = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+            onnx.save(m, tmp / "model.onnx")
+        (tmp / "ir.txt").write_text(ir.format_graph(g) + "\n")
+        for name in g.inputs:
+            np.save(tmp / f"inputs.{keys[name]}.npy", feeds[name])
+        np.save(tmp / "inputs.npy", feeds[g.inputs[0]])
+        manifest = {
+            "tony_version": __version__, "backend": "hls", "model": g.name, "top": TOP,
+            "array": {"rows": config.rows, "cols": config.cols, "acc_bits": config.acc_bits},
+            "weights": config.weights, "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
+            "samples": int(next(iter(feeds.values())).shape[0]), "cxxflags": CXXFLAGS,
+            "device_inputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["inputs"]],
+            "device_outputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["outputs"]],
+            "layers": src["layers"], "sources": src["sources"], "dataflow": src["dataflow"],
+            "param_words": src["param_words"], "golden": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(build_dir) -> dict:
+    p = Path(build_dir) / MANIFEST
+    if not p.is_file():
+        raise InputError(f"no {MANIFEST} in {build_dir}", hint="run `tony compile --backend hls` first")
+    m = json.loads(p.read_text())
+    if m.get("backend") != "hls":
+        raise InputError(f"{build_dir} is not an HLS build", hint="compile it with `tony compile --backend hls`")
+    return m
+
+
+# ---- build and run ------------------------------------------------------------------------------
+
+def _cxx() -> str:
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise BuildError(f"C++ compiler {cxx!r} not found", hint="install g++ or set CXX")
+    return cxx
+
+
+def _gxx(build: Path, args: list[str], target: str) -> float:
+    """Run the compiler in `build`, writing `target` atomically; returns seconds."""
+    tmp = f".{target}.{os.getpid()}.tmp"
+    cmd = [_cxx(), *CXXFLAGS, "-I.", *args, "-o", tmp]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        (build / tmp).unlink(missing_ok=True)
+        first = (r.stderr.strip().splitlines() or ["(no output)"])[0]
+        raise BuildError(f"g++ failed on the generated sources: {first}", where=str(build),
+                         hint="run `make -C BUILD csim` to see every message")
+    os.replace(build / tmp, build / target)
+    return dt
+
+
+def build_tb(build_dir) -> float:
+    return _gxx(Path(build_dir), ["model.cpp", "tb.cpp"], "tb")
+
+
+def build_lib(build_dir) -> float:
+    return _gxx(Path(build_dir), ["-fPIC", "-shared", "model.cpp", "capi.cpp"], LIB)
+
+
+_TB_LINE = re.compile(r"TONY_CSIM samples=(\d+) compared=(\d+) mismatches=(\d+)")
+
+
+def csim(build_dir, *, rebuild: bool = True) -> dict:
+    """Build the testbench with g++, run it on the golden vectors, write csim_report.json."""
+    build = Path(build_dir)
+    m = read_manifest(build)
+    compile_s = build_tb(build) if rebuild or not (build / "tb").is_file() else 0.0
+    t0 = time.perf_counter()
+    r = subprocess.run([str(build.resolve() / "tb"), "."], cwd=build, capture_output=True, text=True)
+    run_s = time.perf_counter() - t0
+    hit = _TB_LINE.search(r.stdout)
+    if hit is None or r.returncode not in (0, 1):
+        msg = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[0]
+        raise BuildError(f"testbench did not complete (exit {r.returncode}): {msg}", where=str(build))
+    samples, compared, mism = (int(v) for v in hit.groups())
+    shown = [ln for ln in r.stdout.splitlines() if ln.startswith("MISMATCH")]
+    rep = {"backend": "hls", "model": m["model"], "bit_exact": mism == 0 and r.returncode == 0,
+           "mismatches": mism, "compared": compared, "samples": samples, "first_mismatches": shown,
+           "compile_s": round(compile_s, 3), "run_s": round(run_s, 4), "cxxflags": CXXFLAGS}
+    (build / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
+    return rep
+
+
+class _Lib:
+    """The shared library built from a build folder's sources, called through ctypes."""
+
+    def __init__(self, build_dir, manifest: dict):
+        build = Path(build_dir)
+        lib = build / LIB
+        srcs = [build / s for s in manifest["sources"] if (build / s).exists()]
+        if not lib.is_file() or any(s.stat().st_mtime > lib.stat().st_mtime for s in srcs):
+            build_lib(build)
+        self.dll = ctypes.CDLL(str(lib.resolve()))
+        self.dll.tony_run.restype = ctypes.c_int
+        self.manifest = manifest
+        self.params = None
+        if manifest["weights"] == "axi":
+            self.params = np.ascontiguousarray(np.load(build / "params.npy").astype(np.int32))
+
+    def run(self, dins: list[np.ndarray]) -> list[np.ndarray]:
+        m = self.manifest
+        n = dins[0].shape[0]
+        P = ctypes.POINTER(ctypes.c_longlong)
+        ins = [np.ascontiguousarray(x.reshape(n, -1), dtype=np.int64) for x in dins]
+        outs = [np.zeros((n, math.prod(t["shape"][1:])), np.int64) for t in m["device_outputs"]]
+        in_ptrs = (P * max(len(ins), 1))(*[a.ctypes.data_as(P) for a in ins])
+        out_ptrs = (P * max(len(outs), 1))(*[a.ctypes.data_as(P) for a in outs])
+        pp = self.params.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)) if self.params is not None else None
+        rc = self.dll.tony_run(in_ptrs, out_ptrs, ctypes.c_int(n), pp)
+        if rc:
+            t = m["device_inputs"][rc - 1]
+            raise InputError(f"device input '{t['name']}' holds values outside {t['dtype']}")
+        return [o.reshape((n,) + tuple(t["shape"][1:])) for o, t in zip(outs, m["device_outputs"])]
+
+
+def _run_graph(g: ir.Graph, feeds: dict, lib: _Lib) -> dict:
+    """Host ops in the reference, device ops in the compiled C++."""
+    pre, dev, post, dins, douts = partition(g)
+    env = {name: np.asarray(arr) for name, arr in g.constants.items()}
+    env.update(feeds)
+    for op in pre:
+        env[op.outputs[0]] = KERNELS[type(op)](op, g, *(env[i] for i in op.inputs))
+    for name, y in zip(douts, lib.run([env[n] for n in dins])):
+        env[name] = y
+    for op in post:
+        env[op.outputs[0]] = KERNELS[type(op)](op, g, *(env[i] for i in op.inputs))
+    return {name: env[name] for name in g.outputs}
+
+
+def _graph_of(build: Path, m: dict) -> ir.Graph:
+    if not (build / "model.onnx").is_file():
+        raise InputError(f"{build} was compiled from an IR graph and holds no model.onnx",
+                         hint="pass graph= with the same graph")
+    return load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
+
+
+def run_csim(build_dir, inputs, *, graph: ir.Graph | None = None) -> list[np.ndarray]:
+    """Run the build's HLS C++ on `inputs` (like tony.run_reference: one input or a dict, single or
+    stacked); returns the list of graph outputs with the same semantics as the reference."""
+    build = Path(build_dir)
+    m = read_manifest(build)
+    g = graph if graph is not None else _graph_of(build, m)
+    feeds, stacked = normalize_inputs(g, inputs)
+    return restack(g, _run_graph(g, feeds, _Lib(build, m)), stacked)
+
+
+class HlsModel:
+    """A model compiled to HLS C++ and loaded as a shared library; `predict` runs it."""
+
+    def __init__(self, build_dir, graph: ir.Graph | None = None):
+        self.build_dir = Path(build_dir)
+        self.manifest = read_manifest(self.build_dir)
+        self.graph = graph if graph is not None else _graph_of(self.build_dir, self.manifest)
+        self._lib = _Lib(self.build_dir, self.manifest)
+
+    def predict(self, x) -> list[np.ndarray]:
+        """Outputs for `x`, with the same semantics as tony.run_reference."""
+        feeds, stacked = normalize_inputs(self.graph, x)
+        return restack(self.graph, _run_graph(self.graph, feeds, self._lib), stacked)
+
+    def csim(self) -> dict:
+        return csim(self.build_dir)
+
+
+def compile(model, *, backend: str = "hls", output_dir=None, requant: str = "auto", rounding: str = "half_even",
+            array: str = "4x4", acc_bits: int = 32, weights: str = "const", samples: int = 4, seed: int = 0):
+    """See tony.compile."""
+    if backend != "hls":
+        raise InputError(f"backend {backend!r}: tony.compile runs 'hls' from Python; "
+                         "use `tony compile` and `tony sim` for the RTL")
+    try:
+        r, c = (int(v) for v in str(array).lower().split("x"))
+    except ValueError:
+        raise InputError(f"array {array!r}: expected ROWSxCOLS, e.g. 8x8") from None
+    cfg = HlsConfig(rows=r, cols=c, acc_bits=acc_bits, weights=weights)
+    g = model if isinstance(model, ir.Graph) else load_ir(model, requant=requant, rounding=rounding)
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="tony_hls_")) / "build"
+    src = None if isinstance(model, ir.Graph) else model
+    compile_hls(src, out, config=cfg, samples=samples, seed=seed, graph=g)
+    return HlsModel(out, graph=g)
+
