@@ -99,3 +99,38 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     del g.initializer[:]
     g.initializer.extend(keep_inits)
     return m
+
+
+def to_networkx(model: onnx.ModelProto):
+    """The model as a networkx DiGraph: one vertex per node (its index), an edge per value passed."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    producer = {}
+    for i, n in enumerate(model.graph.node):
+        g.add_node(i, op_type=n.op_type, name=n.name)
+        for o in n.output:
+            producer[o] = i
+    for i, n in enumerate(model.graph.node):
+        for v in n.input:
+            if v in producer:
+                g.add_edge(producer[v], i, value=v)
+    return g
+
+
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Nodes in a topological order (stable: ties keep file order). Cycles are a ModelError."""
+    import networkx as nx
+
+    from ..errors import ModelError
+
+    g = to_networkx(model)
+    try:
+        order = list(nx.lexicographical_topological_sort(g))
+    except nx.NetworkXUnfeasible:
+        raise ModelError("the graph has a cycle") from None
+    m = _copy(model)
+    nodes = [model.graph.node[i] for i in order]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
