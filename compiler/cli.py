@@ -70,6 +70,8 @@ def cmd_run(a) -> int:
 def cmd_compile(a) -> int:
     from .backend.compile import ArrayConfig, compile_model
 
+    if getattr(a, "backend", "rtl") == "hls":
+        return cmd_compile_hls(a)
     arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
     inputs = _load_npy(a.inputs) if a.inputs else None
     if a.samples < 1:
@@ -79,6 +81,34 @@ def cmd_compile(a) -> int:
     print(f"compiled {m['model']}: {len(m['layers'])} layers on a {arr.rows}x{arr.cols} array, "
           f"{m['macs_per_sample']} MACs/sample, {m['samples']} golden samples -> {a.output}")
     return 0
+
+
+def cmd_compile_hls(a) -> int:
+    from .backend.compile import ArrayConfig
+    from .backend.hls import HlsConfig, compile_hls
+
+    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
+    inputs = _load_npy(a.inputs) if a.inputs else None
+    if a.samples < 1:
+        raise InputError("--samples must be at least 1")
+    cfg = HlsConfig(rows=arr.rows, cols=arr.cols, acc_bits=a.acc_bits, weights=a.weights)
+    m = compile_hls(a.model, a.output, config=cfg, inputs=inputs, samples=a.samples, seed=a.seed,
+                    requant=a.requant, rounding=a.rounding)
+    print(f"compiled {m['model']} to HLS C++: {len(m['layers'])} layers, {arr.rows}x{arr.cols} MAC array, "
+          f"weights {m['weights']}, {m['samples']} golden samples -> {a.output}")
+    return 0
+
+
+def cmd_csim(a) -> int:
+    from .backend.hls import csim
+
+    rep = csim(a.build)
+    for line in rep["first_mismatches"]:
+        print(line)
+    print(f"csim {rep['model']}: {rep['samples']} samples, {rep['compared']} values compared, "
+          f"{rep['mismatches']} mismatches (g++ {rep['compile_s']:.2f} s) -> "
+          f"{'PASS, bit-exact' if rep['bit_exact'] else 'FAIL'}")
+    return 0 if rep["bit_exact"] else 1
 
 
 def cmd_sim(a) -> int:
@@ -158,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
     sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
+                    help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
+    sp.add_argument("--weights", choices=["const", "axi"], default="const",
+                    help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
     sp.set_defaults(fn=cmd_compile)
+
+    sp = sub.add_parser("csim", help="build an HLS build's C++ with g++ and run its testbench on the golden vectors")
+    sp.add_argument("build", help="folder written by `tony compile --backend hls`")
+    sp.set_defaults(fn=cmd_csim)
 
     sp = sub.add_parser("sim", help="simulate a compiled build on Verilator and compare with the golden vectors")
     sp.add_argument("build", help="folder written by `tony compile`")
