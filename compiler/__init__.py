@@ -18,4 +18,17 @@ def run_reference(model, inputs):
     return _run(model, inputs)
 
 
-__all__ = ["TonyError", "run_reference", "__version__"]
+def compile(model, *, backend: str = "hls", output_dir=None, **options):
+    """Compile `model` (path, onnx.ModelProto or IR graph) for `backend` and load it.
+
+    backend="hls" renders the HLS C++, builds it with g++ into a shared library and returns an
+    object whose `.predict(x)` runs that C++ with the same semantics as `run_reference`
+    (options: requant, rounding, array="4x4", acc_bits, weights="const"|"axi"). The build folder
+    (`output_dir`, default a new temporary folder) also holds the testbench, Makefile and Tcl.
+    """
+    from .backend.hls import compile as _compile
+
+    return _compile(model, backend=backend, output_dir=output_dir, **options)
+
+
+__all__ = ["TonyError", "compile", "run_reference", "__version__"]
