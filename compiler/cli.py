@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_report)
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here, no download)")
-    sp.add_argument("name", choices=["digits-mlp"])
+    sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet"])
     sp.add_argument("-o", "--output", required=True)
     sp.set_defaults(fn=cmd_example)
 

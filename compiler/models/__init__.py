@@ -28,7 +28,41 @@ def build_digits_mlp(out_dir, *, seed: int = 0, calib_size: int = 256) -> dict:
     return {"float_accuracy": acc, "dir": str(out)}
 
 
-EXAMPLES = {"digits-mlp": build_digits_mlp}
+def _build_digits_conv(arch: str, out_dir, *, seed: int = 0, calib_size: int = 256, epochs: int | None = None,
+                       method: str = "kl-j") -> dict:
+    """Train a digits CNN with numpy, quantize it (one calibration batch, `method`), and write
+    float.onnx, model.onnx, inputs.npy / labels.npy (test split, stacked 1x1x8x8), calib.npy
+    (the calibration batch) and train.npz (x, y: the training split, for threshold training)."""
+    from ..quant.qdq import quantize_static
+    from .cnn import images, train_digits
+    from .digits import digits_data
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fm, acc = train_digits(arch, seed=seed, epochs=epochs)
+    xtr, ytr, xte, yte = digits_data(seed)
+    calib = images(xtr[:calib_size])
+    qm = quantize_static(fm, calib, method=method)
+    onnx.save(fm, out / "float.onnx")
+    onnx.save(qm, out / "model.onnx")
+    np.save(out / "inputs.npy", images(xte)[:, None])
+    np.save(out / "labels.npy", yte)
+    np.save(out / "calib.npy", calib[:, None])
+    np.savez(out / "train.npz", x=images(xtr)[:, None], y=ytr)
+    return {"float_accuracy": acc, "dir": str(out)}
+
+
+def build_digits_cnn(out_dir, **kw) -> dict:
+    """Small CNN with a residual Add on the digits (input 1x1x8x8)."""
+    return _build_digits_conv("digits_cnn", out_dir, **kw)
+
+
+def build_digits_mobilenet(out_dir, **kw) -> dict:
+    """MobileNet-like depthwise-separable CNN with BatchNorm and ReLU6 on the digits."""
+    return _build_digits_conv("digits_mobilenet", out_dir, **kw)
+
+
+EXAMPLES = {"digits-mlp": build_digits_mlp, "digits-cnn": build_digits_cnn, "digits-mobilenet": build_digits_mobilenet}
 
 
 def build_example(name: str, out_dir, **kw) -> dict:
