@@ -292,9 +292,9 @@ def _boundary(g: ir.Graph, name: str, key: str, arg: str, index: int, golden_dir
          "lo": _lit(t.dtype.min), "hi": _lit(t.dtype.max), "golden": f"{golden_dir}/{key}.hex",
          "quant": None, "dequant": None}
     for op in host_ops:
-        if isinstance(op, ir.Quantize) and op.outputs[0] == name:
+        if isinstance(op, ir.Quantize) and op.outputs[0] == name and not getattr(op, "param_shape", ()):
             d["quant"] = {"scale": _float_lit(op.scale), "zp": _lit(op.zero_point)}
-        if isinstance(op, ir.Dequantize) and op.inputs[0] == name:
+        if isinstance(op, ir.Dequantize) and op.inputs[0] == name and not getattr(op, "param_shape", ()):
             d["dequant"] = {"scale": _float_lit(t.scale), "zp": _lit(t.zero_point)}
     return d
 
