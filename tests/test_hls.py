@@ -440,17 +440,18 @@ def test_random_ops_sweep(seed, tmp_path):
 def _tiny_dense(name="t", k=4, m=3, wval=1):
     tensors = {"x": Tensor("x", (1, k), INT8), "w": Tensor("w", (k, m), INT8), "y": Tensor("y", (1, m), INT8)}
     return ir.verify(ir.Graph(name, tensors, {"w": np.full((k, m), wval, np.int64)},
-                              (ir.Dense(("x", "w"), ("y",), origin='fc"; rm -rf / #', requant=Requant(2, -128, 127)),),
+                              (ir.Dense(("x", "w"), ("y",), origin='fc"; touch PWNED #', requant=Requant(2, -128, 127)),),
                               ("x",), ("y",)))
 
 
 def test_hostile_model_and_node_names_never_reach_generated_files(tmp_path):
-    g = _tiny_dense(name='evil */ "; $(rm -rf ~) \n#include <x>')
+    g = _tiny_dense(name='evil */ "; $(touch PWNED) \n#include <x>')
     hls.compile_hls(None, tmp_path / "b", graph=g, samples=2)
     for f in (tmp_path / "b").iterdir():
         if f.suffix in (".cpp", ".h", ".tcl", "") and f.is_file():
             text = f.read_text()
-            assert "rm -rf" not in text and "$(" not in text and "*/ \"" not in text, f.name
+            for raw in ("$(touch", "touch PWNED", "*/ \"", "#include <x>", 'fc";'):
+                assert raw not in text, f"{f.name} holds {raw!r}"
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
