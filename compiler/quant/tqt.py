@@ -1,0 +1,292 @@
+"""TQT/ALT threshold training (Jain et al., "Trained Quantization Thresholds", as in Graffitist).
+
+Needs PyTorch (the optional extra `tony[train]`). The float ONNX model (BatchNorm already folded,
+so BatchNorm statistics are frozen) becomes a torch module with a fake quantizer at every
+quantization point of the pow2 QDQ model and on every weight. Each quantizer has a trainable
+log2 threshold l; its scale is
+
+    s = 2^ceil(l) / 2^(b - signed)       (ceil with a straight-through gradient)
+
+and its gradients are those of the paper:
+
+    dq/dl = s ln2 (round(x/s) - x/s)   inside [n, p],   s ln2 n  below,   s ln2 p  above
+    dq/dx = 1 inside, 0 outside (straight-through estimator)
+
+Adam trains thresholds (lr 1e-2) and weights (a much smaller lr); thresholds freeze one by one in
+topological order over the second half of training. The result is written back as a pow2 QDQ
+model by `write_qdq`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import InputError, TonyError, UnsupportedError, node_where
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise TonyError("threshold training needs PyTorch", hint="pip install 'tony[train]'") from None
+    return torch
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def _quantizer_fn():
+    torch = _torch()
+
+    class TQTQuantize(torch.autograd.Function):
+        """q = s * clamp(round(x / s), n, p) with s = 2^ceil(l) / 2^(b - signed); TQT gradients."""
+
+        @staticmethod
+        def forward(ctx, x, log2t, bits: int, signed: bool):
+            n, p = qrange(bits, signed)
+            s = torch.pow(2.0, torch.ceil(log2t)) / 2.0 ** (bits - int(signed))
+            xs = x / s
+            r = torch.round(xs)  # half to even, as QuantizeLinear
+            q = torch.clamp(r, n, p) * s
+            ctx.save_for_backward(xs, r, s)
+            ctx.n, ctx.p = n, p
+            return q
+
+        @staticmethod
+        def backward(ctx, g):
+            xs, r, s = ctx.saved_tensors
+            n, p = ctx.n, ctx.p
+            below, above = r < n, r > p
+            inside = ~(below | above)
+            d_l = torch.where(inside, r - xs, torch.where(below, torch.full_like(xs, n), torch.full_like(xs, p)))
+            g_l = (g * d_l).sum() * s * math.log(2.0)
+            return g * inside.to(g.dtype), g_l.reshape(s.shape), None, None
+
+    return TQTQuantize
+
+
+def tqt_quantize(x, log2t, bits: int, signed: bool):
+    """Fake-quantize x with the trainable log2 threshold `log2t` (a 0-d tensor)."""
+    return _quantizer_fn().apply(x, log2t, bits, signed)
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+class _Net:
+    """Builds the torch module for a prepared (folded, named) float model."""
+
+    def __init__(self, model, points, groups, thresholds, weight_thresholds, weight_bits, act_bits, wbits, device):
+        torch = _torch()
+        from torch import nn
+
+        self.torch, self.model = torch, model
+        self.points = points
+        self.unsigned = {p[0]: p[1] for p in points}
+        self.groups, self.act_bits, self.wbits = groups, act_bits, wbits
+        self.inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.module = nn.Module()
+        self.params = nn.ParameterDict()
+        self.log2t = nn.ParameterDict()
+        self.key: dict[str, str] = {}
+        self.macs = [n for n in model.graph.node if n.op_type in {"Conv", "Gemm", "MatMul"}]
+        for n in self.macs:
+            for i in n.input[1:]:
+                if i and i not in self.key:
+                    if i not in self.inits:
+                        raise UnsupportedError("the weight is not a constant", where=node_where(n))
+                    k = f"p{len(self.key)}"
+                    self.key[i] = k
+                    self.params[k] = nn.Parameter(torch.tensor(self.inits[i].astype(np.float32)))
+            wk = "w_" + self.key[n.input[1]]
+            self.log2t[wk] = nn.Parameter(torch.tensor(math.log2(max(weight_thresholds[n.input[1]], 2.0**-30)),
+                                                       dtype=torch.float32))
+        self.order: list[str] = []
+        for name, _, _ in points:
+            rep = groups[name]
+            k = "a_" + self.key.setdefault(rep, f"t{len(self.key)}")
+            if k not in self.log2t:
+                self.log2t[k] = nn.Parameter(torch.tensor(math.log2(max(thresholds[rep], 2.0**-30)),
+                                                          dtype=torch.float32))
+                self.order.append(k)
+        self.module.params, self.module.log2t = self.params, self.log2t
+        self.module.to(device)
+        self.device = device
+
+    def act_key(self, name):
+        return "a_" + self.key[self.groups[name]]
+
+    def scale(self, key, bits, signed):
+        return self.torch.pow(2.0, self.torch.ceil(self.log2t[key].detach())) / 2.0 ** (bits - int(signed))
+
+    def forward(self, x):
+        torch = self.torch
+        F = torch.nn.functional
+        env: dict = {}
+        point_set = set(self.unsigned)
+
+        def put(name, v):
+            if name in point_set:
+                v = tqt_quantize(v, self.log2t[self.act_key(name)], self.act_bits, not self.unsigned[name])
+            env[name] = v
+
+        g = self.model.graph
+        put(g.input[0].name, x)
+        for n in g.node:
+            a = _attrs(n)
+            op = n.op_type
+            ins = [env.get(i) for i in n.input]
+            if op in {"Conv", "Gemm", "MatMul"}:
+                wname = n.input[1]
+                bits = self.wbits[n.name]
+                w = tqt_quantize(self.params[self.key[wname]], self.log2t["w_" + self.key[wname]], bits, True)
+                b = None
+                if len(n.input) > 2 and n.input[2]:
+                    sx = self.scale(self.act_key(n.input[0]), self.act_bits, not self.unsigned[n.input[0]])
+                    sw = self.scale("w_" + self.key[wname], bits, True)
+                    braw = self.params[self.key[n.input[2]]]
+                    bs = (sx * sw).detach()
+                    b = braw + (torch.round(braw / bs) * bs - braw).detach()
+                if op == "Conv":
+                    pads = list(a.get("pads", [0, 0, 0, 0]))
+                    xin = ins[0]
+                    if pads[0] != pads[2] or pads[1] != pads[3]:
+                        xin, pads = F.pad(xin, (pads[1], pads[3], pads[0], pads[2])), [0, 0, 0, 0]
+                    y = F.conv2d(xin, w, b, stride=tuple(a.get("strides", (1, 1))), padding=(pads[0], pads[1]),
+                                 dilation=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)))
+                else:
+                    wm = w.t() if a.get("transB", 0) else w
+                    y = ins[0] @ wm
+                    if b is not None:
+                        y = y + b
+            elif op == "Relu":
+                y = F.relu(ins[0])
+            elif op == "Clip":
+                lo = float(self.inits[n.input[1]]) if len(n.input) > 1 and n.input[1] else -math.inf
+                hi = float(self.inits[n.input[2]]) if len(n.input) > 2 and n.input[2] else math.inf
+                y = torch.clamp(ins[0], lo, hi)
+            elif op == "Add":
+                y = ins[0] + ins[1]
+            elif op == "Concat":
+                y = torch.cat(ins, dim=a["axis"])
+            elif op == "MaxPool":
+                y = F.max_pool2d(ins[0], tuple(a["kernel_shape"]), tuple(a.get("strides", a["kernel_shape"])),
+                                 padding=tuple(a.get("pads", (0, 0, 0, 0))[:2]))
+            elif op == "AveragePool":
+                y = F.avg_pool2d(ins[0], tuple(a["kernel_shape"]), tuple(a.get("strides", a["kernel_shape"])),
+                                 padding=tuple(a.get("pads", (0, 0, 0, 0))[:2]),
+                                 count_include_pad=bool(a.get("count_include_pad", 0)))
+            elif op == "GlobalAveragePool":
+                y = ins[0].mean(dim=(2, 3), keepdim=True)
+            elif op == "Flatten":
+                y = ins[0].reshape(ins[0].shape[0], -1)
+            elif op == "Reshape":
+                shape = [int(d) for d in self.inits[n.input[1]]]
+                y = ins[0].reshape([ins[0].shape[0]] + shape[1:])
+            else:
+                raise UnsupportedError(f"operator {op} is not supported by threshold training", where=node_where(n))
+            put(n.output[0], y)
+        return env[g.output[0].name]
+
+
+def train_thresholds(model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+                     epochs: int = 5, weight_bits: int = 8, act_bits: int = 8, method: str = "kl-j",
+                     weight_method: str = "3sd", first_last_8bit: bool = False, batch: int = 64,
+                     lr_thresholds: float = 1e-2, lr_weights: float = 1e-4, seed: int = 0,
+                     device: str | None = None, log=None) -> onnx.ModelProto:
+    """Float model + one calibration batch + labelled training data -> trained pow2 QDQ model.
+
+    Thresholds start from calibration (`method` for activations, `weight_method` for weights)."""
+    torch = _torch()
+    from .calibrate import check_calibration_data
+    from .qdq import _name_nodes, prepare
+
+    if epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    model = _name_nodes(prepare(model))
+    in_shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    calib = check_calibration_data(calib, in_shape)
+    x = check_calibration_data(x, in_shape, "training data")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"training labels must be {len(x)} integers (one per input), got shape {y.shape} {y.dtype}")
+    out_dim = model.graph.output[0].type.tensor_type.shape.dim
+    n_cls = out_dim[-1].dim_value if out_dim else 0
+    if n_cls and (y.min() < 0 or y.max() >= n_cls):
+        raise InputError(f"training labels must lie in [0, {n_cls - 1}] (the model has {n_cls} outputs)")
+    torch.manual_seed(seed)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    threads = torch.get_num_threads()
+    if device == "cpu":  # small tensors: one thread is fastest and does not fight other processes
+        torch.set_num_threads(1)
+    try:
+        return _train(model, calib, x, y, in_shape, epochs=epochs, weight_bits=weight_bits, act_bits=act_bits,
+                      method=method, weight_method=weight_method, first_last_8bit=first_last_8bit, batch=batch,
+                      lr_thresholds=lr_thresholds, lr_weights=lr_weights, seed=seed, device=device, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, calib, x, y, in_shape, *, epochs, weight_bits, act_bits, method, weight_method,
+           first_last_8bit, batch, lr_thresholds, lr_weights, seed, device, log):
+    torch = _torch()
+    from .qdq import calibrate, mac_weight_bits, quantization_points, shared_groups
+
+    th, wt = calibrate(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
+                       weight_method=weight_method, first_last_8bit=first_last_8bit)
+    points = quantization_points(model)
+    groups = shared_groups(model, points)
+    wbits = mac_weight_bits(model, weight_bits, first_last_8bit)
+    net = _Net(model, points, groups, th, wt, weight_bits, act_bits, wbits, device)
+    opt = torch.optim.Adam([{"params": list(net.log2t.values()), "lr": lr_thresholds},
+                            {"params": list(net.params.values()), "lr": lr_weights}])
+    xt = torch.tensor(x.reshape((-1,) + in_shape[1:]), device=device)
+    yt = torch.tensor(y.astype(np.int64), device=device)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = -(-len(xt) // batch)
+    total = epochs * steps_per_epoch
+    freeze_order = [k for k in net.order] + [k for k in net.log2t if k.startswith("w_")]
+    step = 0
+    for ep in range(epochs):
+        idx = torch.tensor(rng.permutation(len(xt)), device=device)
+        run_loss = 0.0
+        for s in range(0, len(xt), batch):
+            bi = idx[s:s + batch]
+            out = net.forward(xt[bi]).reshape(len(bi), -1)
+            loss = torch.nn.functional.cross_entropy(out, yt[bi])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run_loss += float(loss.detach()) * len(bi)
+            step += 1
+            # freeze thresholds one by one over the second half (topological order, then weights)
+            frac = max(0.0, (step / total - 0.5) * 2)
+            for k in freeze_order[: int(round(frac * len(freeze_order)))]:
+                net.log2t[k].requires_grad_(False)
+        if log:
+            log(f"epoch {ep + 1}/{epochs}: loss {run_loss / len(xt):.4f}")
+    return export(net, model, weight_bits, act_bits, first_last_8bit)
+
+
+def export(net: _Net, model: onnx.ModelProto, weight_bits: int, act_bits: int, first_last_8bit: bool):
+    """Trained weights and thresholds -> pow2 QDQ model (via quantize_static / write_qdq)."""
+    from .qdq import quantize_static
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for init in m.graph.initializer:
+        if init.name in net.key and net.key[init.name] in net.params:
+            init.CopyFrom(numpy_helper.from_array(net.params[net.key[init.name]].detach().cpu().numpy()
+                                                  .astype(np.float32), init.name))
+
+    def pow2(k):  # 2^ceil(l) exactly: the scale the training forward used
+        return 2.0 ** int(math.ceil(float(net.log2t[k].detach().cpu())))
+    thresholds = {p[0]: pow2(net.act_key(p[0])) for p in net.points}
+    wthr = {w: pow2("w_" + k) for w, k in net.key.items() if "w_" + k in net.log2t}
+    return quantize_static(m, None, weight_bits=weight_bits, act_bits=act_bits, thresholds=thresholds,
+                           weight_thresholds=wthr, first_last_8bit=first_last_8bit)
