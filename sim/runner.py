@@ -38,6 +38,16 @@ def _get_runner(simulator: str):
     raise SimulatorNotFound(f"unsupported simulator {simulator!r}; use 'verilator' (default) or 'icarus'")
 
 
+def _errors(path: Path, limit: int = 5) -> str:
+    """The first few error lines of a cocotb log (assertion messages and the like)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line.strip() for line in text if "Error:" in line or "Error " in line.split(":", 1)[0]]
+    return "\n".join(found[:limit])
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -137,6 +147,6 @@ def run_cocotb(
     if num_failed or num_tests == 0:
         raise SimulationFailed(
             f"{num_failed} of {num_tests} cocotb tests failed in {test_module} on {toplevel} {parameters} "
-            f"(results: {results}, log: {sim_log}):\n{_tail(sim_log, 60)}"
+            f"(results: {results}, log: {sim_log}):\n{_errors(sim_log) or _tail(sim_log, 60)}"
         )
     return results
