@@ -311,21 +311,26 @@ def test_digits_mlp_cli_compile_and_csim_bit_exact(mlp_build, tony_cli):
     assert "PASS, bit-exact" in r.stdout
 
 
-def test_digits_mlp_predict_equals_reference(mlp_build):
+@pytest.fixture(scope="module")
+def mlp_model(mlp_build):
+    return tony.compile(mlp_build / "ex" / "model.onnx", backend="hls", output_dir=mlp_build / "py", array="2x3")
+
+
+def test_digits_mlp_predict_equals_reference(mlp_build, mlp_model):
     x = np.load(mlp_build / "ex" / "inputs.npy")
     model = mlp_build / "ex" / "model.onnx"
-    m = tony.compile(model, backend="hls", output_dir=mlp_build / "py", array="2x3")
+    m = mlp_model
     want = tony.run_reference(model, x)
     got = m.predict(x)
     assert got[0].dtype == want[0].dtype and np.array_equal(got[0], want[0])
     assert np.array_equal(m.predict(x[5])[0], tony.run_reference(model, x[5])[0])
 
 
-def test_digits_mlp_host_helpers_match_reference(mlp_build):
+def test_digits_mlp_host_helpers_match_reference(mlp_model):
     """tony_quantize_* / tony_dequantize_* of model.h against the reference's Quantize/Dequantize."""
     from tony.ref import arith
 
-    m = hls.HlsModel(mlp_build / "py")
+    m = mlp_model
     g = m.graph
     q = next(op for op in g.ops if isinstance(op, ir.Quantize))
     dq = next(op for op in g.ops if isinstance(op, ir.Dequantize))
