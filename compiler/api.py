@@ -7,15 +7,17 @@ from . import ir
 from .errors import InputError
 from .frontend.load import load_model
 from .frontend.lower import lower
-from .frontend.passes import fold_batchnorm, fold_constants
+from .frontend.passes import fold_batchnorm, fold_constants, toposort
+from .frontend.qop import expand_qoperators
 from .ir.types import Rounding
 
 
 def load_ir(model, *, requant: str = "auto", rounding: str | Rounding = Rounding.HALF_EVEN) -> ir.Graph:
     """ONNX model (path or ModelProto) -> verified integer IR."""
     m = load_model(model)
-    m = fold_constants(m)
+    m = fold_constants(toposort(m))
     m = fold_batchnorm(m)
+    m = expand_qoperators(m)
     return lower(m, requant=requant, rounding=Rounding(rounding))
 
 

@@ -24,6 +24,7 @@ _ONNX_DTYPES = {
     onnx.TensorProto.INT16: ir.INT16, onnx.TensorProto.UINT16: DType(16, False),
     onnx.TensorProto.INT32: ir.INT32, onnx.TensorProto.INT4: ir.INT4,
     onnx.TensorProto.UINT4: DType(4, False),
+    onnx.TensorProto.INT2: DType(2, True), onnx.TensorProto.UINT2: DType(2, False),
 }
 _ACTIVATIONS = {"Relu", "Clip"}
 _FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add"}
@@ -64,7 +65,7 @@ class _Lowering:
         self.inputs: list[str] = []
 
     # ---- helpers -------------------------------------------------------------------------
-    def qparams(self, node) -> tuple:
+    def qparams(self, node, blocked_ok: bool = False) -> tuple:
         """(scale, zero_point, dtype, axis) of a Quantize/DequantizeLinear node."""
         where = node_where(node)
         if node.input[1] not in self.inits:
@@ -82,8 +83,8 @@ class _Lowering:
             zp_type = a.get("output_dtype") or onnx.TensorProto.UINT8
         if zp_type not in _ONNX_DTYPES:
             raise UnsupportedError(f"quantized type {onnx.TensorProto.DataType.Name(zp_type)} is not supported "
-                                   "(integer types of 4 to 32 bits are)", where=where)
-        if "block_size" in a and a["block_size"]:
+                                   "(integer types of 2 to 32 bits are)", where=where)
+        if "block_size" in a and a["block_size"] and not blocked_ok:
             raise UnsupportedError("blocked quantization is not supported for activations or this op", where=where)
         return scale, zp_arr.astype(np.int64), _ONNX_DTYPES[zp_type], a.get("axis", 1)
 
@@ -189,6 +190,7 @@ class _Lowering:
     # ---- per-node lowering -----------------------------------------------------------------
     def lower(self) -> ir.Graph:
         self.int_alias: dict[str, str] = {}
+        self.bound_inputs: set[str] = set()
         g = self.model.graph
         for inp in g.input:
             if inp.name in self.inits:
@@ -225,8 +227,9 @@ class _Lowering:
 
     def op_QuantizeLinear(self, node):
         x = node.input[0]
-        scale, zp, dt, axis = self.qparams(node)
+        scale, zp, dt, axis = self.qparams(node, blocked_ok=True)
         if x in self.inits:  # quantized constant: fold
+            self.qparams(node)  # refuses blocked quantization here
             w = self.inits[x].astype(np.float32)
             sc = scale.astype(np.float32)
             if sc.size > 1:
@@ -242,8 +245,9 @@ class _Lowering:
             self._qtypes[node.output[0]] = dt
             return
         if x in self.tensors and self.tensors[x].dtype.is_float:  # graph input
-            if scale.size != 1 or zp.size != 1:
-                raise UnsupportedError("per-axis quantization of an input is not supported", where=node_where(node))
+            if scale.size != 1 or zp.size != 1 or _attrs(node).get("block_size", 0):
+                self.boundary_op(node, ir.Quantize, self.shapes[x], dt)
+                return
             s, z = float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0])
             out = self.add_tensor(ir.Tensor(node.output[0], self.shapes[x], dt, s, z))
             self.ops.append(ir.Quantize((x,), (out,), origin=node.name, scale=s, zero_point=z, dtype=dt))
@@ -258,8 +262,9 @@ class _Lowering:
 
     def op_DequantizeLinear(self, node):
         x = node.input[0]
-        scale, zp, dt, axis = self.qparams(node)
+        scale, zp, dt, axis = self.qparams(node, blocked_ok=True)
         if x in self.inits:
+            self.qparams(node)  # refuses blocked quantization here
             arr = self.inits[x]
             dtq = getattr(self, "_qtypes", {}).get(x)
             if dtq is None:
@@ -274,6 +279,15 @@ class _Lowering:
         if x not in self.tensors:
             raise UnsupportedError(f"cannot tell where the quantized value '{x}' comes from", where=node_where(node))
         t = self.tensors[x]
+        if scale.size != 1 or zp.size != 1 or _attrs(node).get("block_size", 0):
+            self.boundary_op(node, ir.Dequantize, t.shape, None)
+            return
+        if x in self.inputs and x not in self.bound_inputs:  # integer graph input: its first DQ gives scale, zp
+            self.bound_inputs.add(x)
+            t = ir.Tensor(t.name, t.shape, t.dtype, float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0]))
+            self.tensors[x] = t
+        if node.output[0] in self.graph_outputs:
+            self.float32_scale(node)
         if scale.size != 1 or float(scale.reshape(-1)[0]) != t.scale or int(zp.reshape(-1)[0]) != t.zero_point:
             raise UnsupportedError("DequantizeLinear parameters differ from the QuantizeLinear that produced the value",
                                    where=node_where(node))
@@ -281,6 +295,44 @@ class _Lowering:
         if node.output[0] in self.graph_outputs:
             out = self.add_tensor(ir.Tensor(node.output[0], t.shape, ir.FLOAT32))
             self.ops.append(ir.Dequantize((x,), (out,), origin=node.name))
+
+    def float32_scale(self, node):
+        init = next((i for i in self.model.graph.initializer if i.name == node.input[1]), None)
+        if init is not None and init.data_type != onnx.TensorProto.FLOAT:
+            raise UnsupportedError(f"a {onnx.TensorProto.DataType.Name(init.data_type).lower()} scale makes "
+                                   "DequantizeLinear return that float type; Tony's host boundary is float32",
+                                   where=node_where(node), hint="store the output scale as float32")
+
+    def boundary_op(self, node, op_type, shape, dt):
+        """Per-axis or blocked Quantize/DequantizeLinear between a graph input and a graph output."""
+        where = node_where(node)
+        out = node.output[0]
+        if self.consumers.get(out) or out not in self.graph_outputs:
+            raise UnsupportedError("per-axis or blocked quantization is supported only at the graph boundary "
+                                   "(a graph input quantized or dequantized straight to a graph output)", where=where,
+                                   hint="quantize activations per tensor")
+        scale, zp, qdt, axis = self.qparams(node, blocked_ok=True)
+        block = int(_attrs(node).get("block_size", 0) or 0)
+        zp = np.broadcast_to(zp, scale.shape)
+        axis = axis % len(shape)
+        if block:
+            want = tuple(-(-d // block) if i == axis else d for i, d in enumerate(shape))
+        else:
+            want = (shape[axis],) if scale.ndim else ()
+        if tuple(scale.shape) != want and not (not block and scale.size == shape[axis] and scale.ndim == 1):
+            raise UnsupportedError(f"scale shape {tuple(scale.shape)} does not fit input shape {shape} "
+                                   f"(axis {axis}, block_size {block})", where=where)
+        layout = dict(axis=axis, block_size=block, param_shape=tuple(scale.shape),
+                      scale=tuple(float(v) for v in scale.reshape(-1)),
+                      zero_point=tuple(int(v) for v in zp.reshape(-1)))
+        if op_type is ir.Quantize:
+            t = self.add_tensor(ir.Tensor(out, shape, qdt))
+            self.ops.append(ir.Quantize((node.input[0],), (t,), origin=node.name, dtype=qdt, **layout))
+        else:
+            self.float32_scale(node)
+            src = self.int_alias.get(node.input[0], node.input[0])
+            t = self.add_tensor(ir.Tensor(out, shape, ir.FLOAT32))
+            self.ops.append(ir.Dequantize((src,), (t,), origin=node.name, **layout))
 
     # MAC ops ------------------------------------------------------------------------------
     def _bias(self, node, bname, acc_scale, nout):
@@ -311,8 +363,13 @@ class _Lowering:
         ratio = np.broadcast_to(acc_scale, (nout,)) / s if acc_scale.size > 1 else acc_scale / s
         rq = self.requant(ratio, s, z, dt, act, where)
         wz = np.unique(np.asarray(wzp).reshape(-1))
-        if wz.size > 1:
-            raise UnsupportedError("per-channel weight zero points are not supported", where=where)
+        if wz.size > 1:  # per-channel weight zero points: fold them into the (reference-only) weights
+            zcol = np.asarray(wzp, np.int64).reshape(-1)
+            zcol = zcol.reshape((-1,) + (1,) * (w_arr.ndim - 1)) if w_arr.ndim == 4 else zcol
+            w_arr = np.asarray(w_arr, np.int64) - zcol
+            lo, hi = int(w_arr.min()), int(w_arr.max())
+            bits = max(max(-lo - 1, hi, 0).bit_length() + 1, 2)
+            wdt, wz = DType(bits, True), np.zeros(1, np.int64)
         wname = self.add_const(f"{t.name}.weight", w_arr, wdt, float(np.ravel(ws)[0]), int(wz[0]))
         ins = [x.name, wname]
         if bias is not None:
@@ -361,13 +418,15 @@ class _Lowering:
     def op_MatMul(self, node):
         x = self.act(node.input[0], node)
         w = self.const(node.input[1], node, "weight")
-        if len(x.shape) != 2 or w[0].ndim != 2:
-            raise UnsupportedError("MatMul is supported for 2-D activations times a 2-D constant",
-                                   where=node_where(node))
+        ok2 = len(x.shape) >= 2 and w[0].ndim == 2
+        ok3 = len(x.shape) >= 3 and w[0].ndim == 3 and x.shape[-3] == w[0].shape[0]
+        if not (ok2 or ok3):
+            raise UnsupportedError("MatMul is supported for an activation [..., N, K] times a constant [K, M] "
+                                   "or a batched [..., B, N, K] times [B, K, M]", where=node_where(node))
 
         def make(ins, outs, rq):
             return ir.Dense(ins, outs, origin=node.name, requant=rq)
-        self._mac(node, x, w, "", make, w[0].shape[1], w[0], 1)
+        self._mac(node, x, w, "", make, w[0].shape[-1], w[0], 1)
 
     # element-wise and structural ops --------------------------------------------------------
     def op_Add(self, node):

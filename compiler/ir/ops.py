@@ -26,6 +26,15 @@ class Op:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
 
 
+def _boundary_attrs(op) -> dict:
+    """Printer attributes of Quantize/Dequantize: the layout fields only when per-axis/blocked."""
+    d = Op.attrs(op)
+    if not op.param_shape:
+        for k in ("axis", "block_size", "param_shape"):
+            d.pop(k)
+    return d
+
+
 @dataclass(frozen=True)
 class Quantize(Op):
     """float -> int: y = saturate(round_half_even(x / scale) + zero_point) (ONNX QuantizeLinear).
@@ -43,6 +52,7 @@ class Quantize(Op):
     param_shape: tuple[int, ...] = ()
     host = True
     kind = "quantize"
+    attrs = _boundary_attrs
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Dequantize(Op):
     param_shape: tuple[int, ...] = ()
     host = True
     kind = "dequantize"
+    attrs = _boundary_attrs
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,13 @@ def verify(g: O.Graph) -> O.Graph:
             _check_requant(op, op.requant, y)
         elif isinstance(op, O.Dense):
             x, w, y = T[0], T[1], Y[0]
-            _check(len(x.shape) == 2 and len(w.shape) == 2 and x.shape[1] == w.shape[0], op, f"shapes {x.shape} @ {w.shape}")
-            _check(y.shape == (x.shape[0], w.shape[1]), op, f"output shape {y.shape}")
+            _check(len(x.shape) >= 2 and len(w.shape) in (2, 3) and x.shape[-1] == w.shape[-2], op,
+                   f"shapes {x.shape} @ {w.shape}")
+            if len(w.shape) == 3:
+                _check(len(x.shape) >= 3 and x.shape[-3] == w.shape[0], op, f"batched shapes {x.shape} @ {w.shape}")
+            _check(y.shape == x.shape[:-1] + (w.shape[-1],), op, f"output shape {y.shape}")
             if len(T) > 2:
-                _check(T[2].shape == (w.shape[1],), op, "bias shape")
+                _check(T[2].shape == (w.shape[-1],), op, "bias shape")
             _check_requant(op, op.requant, y)
         elif isinstance(op, O.Add):
             _check(T[0].shape == T[1].shape == Y[0].shape, op, "Add needs equal shapes")

@@ -12,13 +12,40 @@ from .. import ir
 from . import arith
 
 
+def _boundary_param(values, op, shape):
+    """A per-axis or blocked scale / zero point of a Quantize/Dequantize as an array that
+    broadcasts against a stack [S, *shape] of samples (ONNX QuantizeLinear layout rules)."""
+    a = np.asarray(values).reshape(op.param_shape)
+    axis = op.axis % len(shape)
+    if op.block_size:
+        a = np.repeat(a, op.block_size, axis=axis).take(np.arange(shape[axis]), axis=axis)
+    else:
+        bshape = [1] * len(shape)
+        bshape[axis] = a.size
+        a = a.reshape(bshape)
+    return a[None]
+
+
 def quantize(op: ir.Quantize, g: ir.Graph, x):
-    return arith.quantize(x, op.scale, op.zero_point, op.dtype)
+    if not op.param_shape:
+        return arith.quantize(x, op.scale, op.zero_point, op.dtype)
+    shape = g.tensors[op.inputs[0]].shape
+    xs = np.asarray(x).reshape((-1,) + shape)
+    scale = _boundary_param(np.asarray(op.scale, np.float32), op, shape)
+    zp = _boundary_param(np.asarray(op.zero_point, np.int64), op, shape)
+    return arith.quantize(xs, scale, zp, op.dtype).reshape(np.shape(x))
 
 
 def dequantize(op: ir.Dequantize, g: ir.Graph, q):
     t = g.tensors[op.inputs[0]]
-    return arith.dequantize(q, t.scale, t.zero_point)
+    if op.scale is None:
+        return arith.dequantize(q, t.scale, t.zero_point)
+    if not op.param_shape:
+        return arith.dequantize(q, op.scale, op.zero_point)
+    qs = np.asarray(q).reshape((-1,) + t.shape)
+    scale = _boundary_param(np.asarray(op.scale, np.float32), op, t.shape)
+    zp = _boundary_param(np.asarray(op.zero_point, np.int64), op, t.shape)
+    return arith.dequantize(qs, scale, zp).reshape(np.shape(q))
 
 
 def _windows(x, kernel, strides, dilations):
@@ -66,14 +93,24 @@ def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
 
 
 def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
-    """docs/arithmetic.md, 'MAC ops': acc = (x - zx) @ (w - zw) + bias; requant."""
+    """docs/arithmetic.md, 'MAC ops': acc = (x - zx) @ (w - zw) + bias; requant.
+
+    x may carry leading axes ([..., N, K]); w [B, K, M] is a batched product (one matrix per B)."""
     xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     x = np.asarray(x, np.int64) - xt.zero_point
     w = np.asarray(w, np.int64) - wt.zero_point
-    acc = arith.matmul_exact(x, w)
+    if x.ndim == 2 and w.ndim == 2:
+        acc = arith.matmul_exact(x, w)
+    elif w.ndim == 2:  # x [..., N, K] @ w [K, M]
+        acc = arith.matmul_exact(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[1],))
+    else:  # batched: x [..., B, N, K] @ w [B, K, M], one weight matrix per batch index
+        nb, k, m = w.shape
+        xb = x.reshape((-1, nb) + x.shape[-2:])
+        acc = np.stack([arith.matmul_exact(xb[:, i].reshape(-1, k), w[i]).reshape(xb.shape[0], -1, m)
+                        for i in range(nb)], axis=1).reshape(x.shape[:-1] + (m,))
     if b is not None:
-        acc += np.asarray(b, np.int64)[None, :]
-    return arith.requantize(acc, op.requant)
+        acc += np.asarray(b, np.int64)
+    return arith.requantize(acc, op.requant, channel_axis=acc.ndim - 1)
 
 
 def add(op: ir.Add, g: ir.Graph, a, b):

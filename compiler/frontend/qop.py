@@ -1,0 +1,165 @@
+"""Rewrite ONNX QOperator nodes into the DequantizeLinear -> float op -> QuantizeLinear pattern.
+
+A pure ONNX -> ONNX pass, run after shape inference and before `lower`, so that models quantized
+in the QOperator format (onnxruntime's quantizer, PyTorch exports) take the same lowering path as
+QDQ models and get the same integer arithmetic (docs/arithmetic.md, 'Requantization'):
+
+  QLinearConv(x, xs, xz, w, ws, wz, ys, yz, B)  ->  Q(Conv(DQ(x), DQ(w), DQ(B, xs*ws)), ys, yz)
+  QLinearMatMul(a, as, az, b, bs, bz, ys, yz)   ->  Q(MatMul(DQ(a), DQ(b)), ys, yz)
+  ConvInteger(x, w, xz, wz)                     ->  Q(Conv(DQ(x, 1, xz), DQ(w, 1, wz)), 1, int32 0)
+  MatMulInteger(a, b, az, bz)                   ->  Q(MatMul(DQ(a, 1, az), DQ(b, 1, bz)), 1, int32 0)
+
+ConvInteger/MatMulInteger have no output scale: their int32 result is the accumulator itself, which
+the lowering expresses as a requantization with multiplier 1, shift 0 and the int32 range as clamp.
+The quantizing node keeps the QOperator node's output name, so consumers and graph outputs are
+untouched; every new float value gets the shape of that output.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import UnsupportedError, node_where
+
+QOPERATORS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+
+
+def _elem_types(g: onnx.GraphProto) -> dict[str, int]:
+    types = {i.name: i.data_type for i in g.initializer}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    return types
+
+
+class _Rewriter:
+    def __init__(self, model: onnx.ModelProto):
+        self.m = onnx.ModelProto()
+        self.m.CopyFrom(model)
+        self.g = self.m.graph
+        self.types = _elem_types(self.g)
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.names = {n for node in self.g.node for n in list(node.input) + list(node.output)} | set(self.inits)
+        self.vinfo = {vi.name: vi for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output)}
+        for i in self.g.initializer:
+            self.vinfo.setdefault(i.name, helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)))
+        self.new_inits: list[onnx.TensorProto] = []
+        self.new_vinfo: list[onnx.ValueInfoProto] = []
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.new_inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def float_value(self, base: str, like: str) -> str:
+        """A new float32 value with the shape of the value `like`."""
+        name = self.fresh(base)
+        vi = onnx.ValueInfoProto()
+        if like in self.vinfo:
+            vi.CopyFrom(self.vinfo[like])
+        vi.name = name
+        vi.type.tensor_type.elem_type = TensorProto.FLOAT
+        self.new_vinfo.append(vi)
+        return name
+
+    def zero_point(self, node, name: str, data: str) -> str:
+        """The given zero point, or an explicit 0 of the data's integer type when it is absent."""
+        if name:
+            return name
+        t = self.types.get(data)
+        if not t:
+            raise UnsupportedError(f"the type of '{data}' is unknown", where=node_where(node))
+        return self.const(f"{data}_zero_point", np.zeros((), helper.tensor_dtype_to_np_dtype(t)))
+
+    def dq(self, node, x: str, scale: str, zp: str, axis: int | None = None) -> tuple[list, str]:
+        y = self.float_value(f"{x}_dequantized", x)
+        kw = {} if axis is None else {"axis": axis}
+        return [helper.make_node("DequantizeLinear", [x, scale, zp], [y], name=f"{node.name or y}/dq_{x}", **kw)], y
+
+    def scale_array(self, node, name: str, role: str) -> np.ndarray:
+        if name not in self.inits:
+            raise UnsupportedError(f"{role} '{name}' is not a constant", where=node_where(node),
+                                   hint="QOperator scales and zero points must be initializers")
+        return numpy_helper.to_array(self.inits[name])
+
+    def expand(self, node) -> list:
+        op = node.op_type
+        y = node.output[0]
+        attrs = [a for a in node.attribute]
+        pre = node.name or y
+        if op in ("QLinearConv", "QLinearMatMul"):
+            x, xs, xz, w, ws, wz, ys, yz = (list(node.input) + [""] * 9)[:8]
+            bias = node.input[8] if len(node.input) > 8 else ""
+            xz, wz = self.zero_point(node, xz, x), self.zero_point(node, wz, w)
+            yz = self.zero_point(node, yz, x) if not yz else yz
+            nodes, xf = self.dq(node, x, xs, xz)
+            w_axis = None
+            if self.scale_array(node, ws, "weight scale").size > 1 or np.size(
+                    numpy_helper.to_array(self.inits[wz]) if wz in self.inits else 0) > 1:
+                w_axis = 0 if op == "QLinearConv" else -1
+            n2, wf = self.dq(node, w, ws, wz, w_axis)
+            nodes += n2
+            ins = [xf, wf]
+            if bias:
+                s = (self.scale_array(node, xs, "input scale").astype(np.float32)
+                     * self.scale_array(node, ws, "weight scale").astype(np.float32)).reshape(-1)
+                bs = self.const(f"{bias}_scale", s if s.size > 1 else s.reshape(()))
+                bz = self.const(f"{bias}_zero_point", np.zeros(s.shape if s.size > 1 else (), np.int32))
+                n3, bf = self.dq(node, bias, bs, bz, 0 if s.size > 1 else None)
+                nodes += n3
+                ins.append(bf)
+            yf = self.float_value(f"{y}_float", y)
+            float_op = "Conv" if op == "QLinearConv" else "MatMul"
+            nodes.append(helper.make_node(float_op, ins, [yf], name=f"{pre}/{float_op.lower()}"))
+            if float_op == "Conv":
+                nodes[-1].attribute.extend(attrs)
+            nodes.append(helper.make_node("QuantizeLinear", [yf, ys, yz], [y], name=pre))
+            return nodes
+        # ConvInteger / MatMulInteger: exact int32 accumulator
+        x, w, xz, wz = (list(node.input) + [""] * 4)[:4]
+        one = self.const(f"{pre}_unit_scale", np.array(1.0, np.float32))
+        xz, wz = self.zero_point(node, xz, x), self.zero_point(node, wz, w)
+        nodes, xf = self.dq(node, x, one, xz)
+        w_axis = None
+        if wz in self.inits and numpy_helper.to_array(self.inits[wz]).size > 1:
+            w_axis = 0 if op == "ConvInteger" else -1
+        n2, wf = self.dq(node, w, one, wz, w_axis)
+        nodes += n2
+        yf = self.float_value(f"{y}_float", y)
+        float_op = "Conv" if op == "ConvInteger" else "MatMul"
+        nodes.append(helper.make_node(float_op, [xf, wf], [yf], name=f"{pre}/{float_op.lower()}"))
+        if float_op == "Conv":
+            nodes[-1].attribute.extend(attrs)
+        acc_zp = self.const(f"{pre}_acc_zero_point", np.array(0, np.int32))
+        nodes.append(helper.make_node("QuantizeLinear", [yf, one, acc_zp], [y], name=pre))
+        return nodes
+
+    def run(self) -> onnx.ModelProto:
+        out = []
+        for node in self.g.node:
+            if node.op_type in QOPERATORS and node.domain in ("", "ai.onnx"):
+                out += self.expand(node)
+            else:
+                out.append(node)
+        del self.g.node[:]
+        self.g.node.extend(out)
+        self.g.initializer.extend(self.new_inits)
+        self.g.value_info.extend(self.new_vinfo)
+        return self.m
+
+
+def expand_qoperators(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Model with every QOperator node (QOPERATORS) replaced by its DQ -> op -> Q form.
+
+    Expects a model after shape inference (the new values take their shapes from the outputs)."""
+    if not any(n.op_type in QOPERATORS for n in model.graph.node):
+        return model
+    return _Rewriter(model).run()
