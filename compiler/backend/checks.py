@@ -19,7 +19,7 @@ def accumulator_bound(g: ir.Graph, op: ir.Op) -> int:
     if isinstance(op, ir.Conv):
         per_out = np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
     else:
-        per_out = np.abs(w).sum(axis=0)
+        per_out = np.abs(w).sum(axis=-2)  # [K, M] or batched [B, K, M]
     bias = np.abs(g.constants[op.inputs[2]]) if len(op.inputs) > 2 else 0
     return int((per_out * xmax + bias).max())
 
@@ -49,6 +49,11 @@ def check_hardware(g: ir.Graph, *, a_bits: int = 8, w_bits: int = 8, acc_bits: i
             if t.zero_point and name not in g.constants:
                 raise UnsupportedError(f"tensor '{name}' has zero point {t.zero_point}; the accelerator needs 0",
                                        where=_where(op), hint="quantize activations symmetrically")
+        if isinstance(op, ir.Dense) and (len(g.tensors[op.inputs[0]].shape) != 2
+                                         or len(g.tensors[op.inputs[1]].shape) != 2):
+            raise UnsupportedError("the array runs MatMul/Gemm as [N, K] x [K, M]; this one is "
+                                   f"{list(g.tensors[op.inputs[0]].shape)} x {list(g.tensors[op.inputs[1]].shape)}",
+                                   where=_where(op), hint="`tony run` executes it in the reference")
         if isinstance(op, (ir.Conv, ir.Dense)):
             w = g.tensors[op.inputs[1]]
             if w.zero_point:
