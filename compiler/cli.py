@@ -142,6 +142,22 @@ def cmd_example(a) -> int:
     return 0
 
 
+def _load_train_npz(path: str):
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", where=f"--train-data {path}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise InputError(f"needs arrays 'x' (inputs) and 'y' (labels), has {sorted(z.files)}",
+                                 where=f"--train-data {path}")
+            return z["x"], z["y"]
+    except TonyError:
+        raise
+    except Exception as e:
+        raise InputError(f"not a .npz archive ({type(e).__name__})", where=f"--train-data {path}") from None
+
+
 def cmd_quantize(a) -> int:
     import onnx
 
@@ -149,7 +165,16 @@ def cmd_quantize(a) -> int:
     from .quant.qdq import quantize_static
 
     m = load_model(a.model)
-    q = quantize_static(m, _load_npy(a.calib, "--calib"), weight_bits=a.weight_bits)
+    calib = _load_npy(a.calib, "--calib")
+    if a.train_data:
+        from .quant.tqt import train_thresholds
+
+        x, y = _load_train_npz(a.train_data)
+        q = train_thresholds(m, calib, x, y, epochs=a.epochs, weight_bits=a.weight_bits, method=a.method,
+                             first_last_8bit=a.first_last_8bit, log=None if a.quiet else print)
+    else:
+        q = quantize_static(m, calib, weight_bits=a.weight_bits, method=a.method,
+                            first_last_8bit=a.first_last_8bit)
     tmp = Path(a.output).with_name(f".{Path(a.output).name}.tmp")
     onnx.save(q, tmp)
     os.replace(tmp, a.output)
@@ -218,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("--calib", required=True, help=".npy stack of model inputs")
     sp.add_argument("--weight-bits", type=int, default=8, choices=[4, 8])
+    sp.add_argument("--method", choices=["kl-j", "max", "percentile", "mse"], default="kl-j",
+                    help="activation calibration (default kl-j)")
+    sp.add_argument("--first-last-8bit", action="store_true", help="keep 8-bit weights in the first and last layers")
+    sp.add_argument("--train-data", help=".npz with x (stack of inputs) and y (int labels): train the thresholds "
+                                         "(TQT, needs tony[train])")
+    sp.add_argument("--epochs", type=int, default=10, help="threshold-training epochs (default 10)")
+    sp.add_argument("-q", "--quiet", action="store_true")
     sp.add_argument("-o", "--output", required=True)
     sp.set_defaults(fn=cmd_quantize)
     return p

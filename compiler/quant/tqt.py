@@ -197,7 +197,7 @@ class _Net:
 def train_thresholds(model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y: np.ndarray, *,
                      epochs: int = 5, weight_bits: int = 8, act_bits: int = 8, method: str = "kl-j",
                      weight_method: str = "3sd", first_last_8bit: bool = False, batch: int = 64,
-                     lr_thresholds: float = 1e-2, lr_weights: float = 1e-4, seed: int = 0,
+                     lr_thresholds: float = 1e-2, lr_weights: float = 1e-3, seed: int = 0,
                      device: str | None = None, log=None) -> onnx.ModelProto:
     """Float model + one calibration batch + labelled training data -> trained pow2 QDQ model.
 
