@@ -8,6 +8,8 @@ QDQ models and get the same integer arithmetic (docs/arithmetic.md, 'Requantizat
   QLinearMatMul(a, as, az, b, bs, bz, ys, yz)   ->  Q(MatMul(DQ(a), DQ(b)), ys, yz)
   ConvInteger(x, w, xz, wz)                     ->  Q(Conv(DQ(x, 1, xz), DQ(w, 1, wz)), 1, int32 0)
   MatMulInteger(a, b, az, bz)                   ->  Q(MatMul(DQ(a, 1, az), DQ(b, 1, bz)), 1, int32 0)
+  QGemm(a, as, az, b, bs, bz, C, ys, yz)         ->  Q(Gemm(DQ(a), DQ(b), DQ(C, as*bs)), ys, yz)
+                                                    (com.microsoft; a QGemm without ys is refused)
 
 ConvInteger/MatMulInteger have no output scale: their int32 result is the accumulator itself, which
 the lowering expresses as a requantization with multiplier 1, shift 0 and the int32 range as clamp.
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..errors import UnsupportedError, node_where
 
 QOPERATORS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+MS_QOPERATORS = ("QGemm",)  # com.microsoft, as written by onnxruntime's quantizer
 
 
 def _elem_types(g: onnx.GraphProto) -> dict[str, int]:
@@ -95,16 +98,24 @@ class _Rewriter:
         y = node.output[0]
         attrs = [a for a in node.attribute]
         pre = node.name or y
-        if op in ("QLinearConv", "QLinearMatMul"):
-            x, xs, xz, w, ws, wz, ys, yz = (list(node.input) + [""] * 9)[:8]
-            bias = node.input[8] if len(node.input) > 8 else ""
+        if op == "QGemm":
+            ins = list(node.input) + [""] * 9
+            x, xs, xz, w, ws, wz, bias, ys, yz = ins[:9]
+            if not ys:
+                raise UnsupportedError("QGemm with a float output (no y_scale) is not supported",
+                                       where=node_where(node), hint="quantize the Gemm output")
+            trans_b = next((a.i for a in attrs if a.name == "transB"), 0)
+        if op in ("QLinearConv", "QLinearMatMul", "QGemm"):
+            if op != "QGemm":
+                x, xs, xz, w, ws, wz, ys, yz = (list(node.input) + [""] * 9)[:8]
+                bias = node.input[8] if len(node.input) > 8 else ""
             xz, wz = self.zero_point(node, xz, x), self.zero_point(node, wz, w)
             yz = self.zero_point(node, yz, x) if not yz else yz
             nodes, xf = self.dq(node, x, xs, xz)
             w_axis = None
             if self.scale_array(node, ws, "weight scale").size > 1 or np.size(
                     numpy_helper.to_array(self.inits[wz]) if wz in self.inits else 0) > 1:
-                w_axis = 0 if op == "QLinearConv" else -1
+                w_axis = 0 if op == "QLinearConv" or (op == "QGemm" and trans_b) else -1
             n2, wf = self.dq(node, w, ws, wz, w_axis)
             nodes += n2
             ins = [xf, wf]
@@ -117,9 +128,9 @@ class _Rewriter:
                 nodes += n3
                 ins.append(bf)
             yf = self.float_value(f"{y}_float", y)
-            float_op = "Conv" if op == "QLinearConv" else "MatMul"
+            float_op = {"QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm"}[op]
             nodes.append(helper.make_node(float_op, ins, [yf], name=f"{pre}/{float_op.lower()}"))
-            if float_op == "Conv":
+            if float_op != "MatMul":
                 nodes[-1].attribute.extend(attrs)
             nodes.append(helper.make_node("QuantizeLinear", [yf, ys, yz], [y], name=pre))
             return nodes
@@ -145,7 +156,8 @@ class _Rewriter:
     def run(self) -> onnx.ModelProto:
         out = []
         for node in self.g.node:
-            if node.op_type in QOPERATORS and node.domain in ("", "ai.onnx"):
+            if (node.op_type in QOPERATORS and node.domain in ("", "ai.onnx")) or (
+                    node.op_type in MS_QOPERATORS and node.domain == "com.microsoft"):
                 out += self.expand(node)
             else:
                 out.append(node)
@@ -160,6 +172,10 @@ def expand_qoperators(model: onnx.ModelProto) -> onnx.ModelProto:
     """Model with every QOperator node (QOPERATORS) replaced by its DQ -> op -> Q form.
 
     Expects a model after shape inference (the new values take their shapes from the outputs)."""
-    if not any(n.op_type in QOPERATORS for n in model.graph.node):
+    if not any(n.op_type in QOPERATORS + MS_QOPERATORS for n in model.graph.node):
         return model
-    return _Rewriter(model).run()
+    m = _Rewriter(model).run()
+    try:  # fill shapes that inference could not give the (non-standard) QOperator nodes
+        return shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # inference is best effort here; the lowering reports what stays unknown
+        return m
