@@ -158,12 +158,40 @@ def _load_train_npz(path: str):
         raise InputError(f"not a .npz archive ({type(e).__name__})", where=f"--train-data {path}") from None
 
 
+def _snap_pow2(a) -> int:
+    import onnx
+
+    from .frontend.load import load_model
+    from .frontend.qop import expand_qoperators
+    from .quant.snap import compare, snap_pow2
+
+    m = expand_qoperators(load_model(a.model))
+    q, changed = snap_pow2(m)
+    tmp = Path(a.output).with_name(f".{Path(a.output).name}.tmp")
+    onnx.save(q, tmp)
+    os.replace(tmp, a.output)
+    print(f"wrote {a.output}: {changed} scale values moved up to the next power of two")
+    if a.inputs:
+        labels = _load_npy(a.labels, "--labels") if a.labels else None
+        r = compare(m, q, _load_npy(a.inputs), labels)
+        print(f"outputs changed: {100 * r['changed']:.2f}%, max {r['max_lsb']:.0f} LSB, mean {r['mean_lsb']:.3f} LSB")
+        if labels is not None:
+            print(f"accuracy: {r['acc_original']:.4f} -> {r['acc_snapped']:.4f} "
+                  f"({100 * (r['acc_snapped'] - r['acc_original']):+.2f} points)")
+    return 0
+
+
 def cmd_quantize(a) -> int:
     import onnx
 
     from .frontend.load import load_model
     from .quant.qdq import quantize_static
 
+    if a.snap_pow2:
+        return _snap_pow2(a)
+    if not a.calib:
+        raise InputError("--calib is required to quantize a float model", where="--calib",
+                         hint="pass a .npy stack of model inputs, or --snap-pow2 for an already quantized model")
     m = load_model(a.model)
     calib = _load_npy(a.calib, "--calib")
     if a.train_data:
@@ -241,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("quantize", help="float ONNX + one calibration batch -> pow2 QDQ ONNX")
     sp.add_argument("model")
-    sp.add_argument("--calib", required=True, help=".npy stack of model inputs")
+    sp.add_argument("--calib", help=".npy stack of model inputs (required unless --snap-pow2)")
+    sp.add_argument("--snap-pow2", action="store_true", help="rewrite an already quantized model's scales to the "
+                                                             "next power of two up (pow2 mode), report the change")
+    sp.add_argument("--inputs", help="with --snap-pow2: .npy stack of inputs to measure the change on")
+    sp.add_argument("--labels", help="with --snap-pow2 --inputs: .npy int labels, to report the accuracy change")
     sp.add_argument("--weight-bits", type=int, default=8, choices=[4, 8])
     sp.add_argument("--method", choices=["kl-j", "max", "percentile", "mse"], default="kl-j",
                     help="activation calibration (default kl-j)")
