@@ -9,7 +9,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 JOBS   ?= 2
 DEMO   ?= build/demo
 
-.PHONY: install install-train demo test test-fast test-slow lint bench clean help
+.PHONY: install install-train demo test test-fast test-slow lint bench accuracy clean help
 
 help:
 	@echo "make demo       install into $(VENV) and compile + simulate the bundled digits MLP (bit-exact PASS)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
+	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ lint: install
 
 bench: install
 	$(PY) bench/reference.py
+
+accuracy: install-train
+	$(PY) bench/accuracy.py --out docs/accuracy.md
 
 clean:
 	rm -rf build sim_build .pytest_cache

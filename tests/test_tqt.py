@@ -1,0 +1,111 @@
+"""TQT threshold training: the analytic gradients, a short training run through the CLI, and (slow)
+the accuracy targets."""
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tony  # noqa: E402
+from tony.quant.tqt import qrange, tqt_quantize  # noqa: E402
+
+
+def _ste_reference(x, log2t, bits, signed):
+    """The same quantizer built from autograd primitives with straight-through round and ceil."""
+    n, p = qrange(bits, signed)
+    l_ste = log2t + (torch.ceil(log2t) - log2t).detach()
+    s = torch.pow(2.0, l_ste) / 2.0 ** (bits - int(signed))
+    xs = x / s
+    r = xs + (torch.round(xs) - xs).detach()
+    return torch.clamp(r, n, p) * s
+
+
+@pytest.mark.parametrize("bits,signed", [(8, True), (8, False), (4, True)])
+def test_threshold_gradient_matches_autograd_of_the_ste_quantizer(bits, signed, rng):
+    x = torch.tensor(rng.normal(0, 1.5, 500), dtype=torch.float64, requires_grad=True)
+    g = torch.tensor(rng.normal(0, 1, 500), dtype=torch.float64)
+    l1 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    l2 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    q1 = tqt_quantize(x, l1, bits, signed)
+    (q1 * g).sum().backward()
+    gx1 = x.grad.clone()
+    x.grad = None
+    q2 = _ste_reference(x, l2, bits, signed)
+    (q2 * g).sum().backward()
+    assert torch.equal(q1, q2)
+    assert torch.allclose(l1.grad, l2.grad, rtol=1e-12)
+    assert torch.equal(gx1, x.grad)
+    n, p = qrange(bits, signed)
+    s = 2.0 ** math.ceil(0.3) / 2 ** (bits - int(signed))
+    r = torch.round(x.detach() / s)
+    assert torch.equal(gx1 != 0, (r >= n) & (r <= p))  # STE: 1 inside the range, 0 outside
+
+
+def test_threshold_gradient_of_clipped_values_matches_finite_differences():
+    # all values clip at p: q = p * 2^l / 2^(b-1), so dq/dl = p s ln2 exactly (ceil aside)
+    x = torch.full((10,), 100.0, dtype=torch.float64)
+    l0 = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    tqt_quantize(x, l0, 8, True).sum().backward()
+    h = 1e-6
+
+    def f(lv):  # the continuous surrogate (no ceil) around l = 1
+        return float((127 * 2.0**lv / 128) * 10)
+    fd = (f(1.0 + h) - f(1.0 - h)) / (2 * h)
+    assert l0.grad.item() == pytest.approx(fd, rel=1e-6)
+    assert l0.grad.item() == pytest.approx(10 * 127 * (2.0 / 128) * math.log(2), rel=1e-12)
+
+
+def test_training_through_the_cli_writes_a_pow2_model_that_onnxruntime_and_the_reference_agree_on(
+        digits_mlp, tmp_path, tony_cli):
+    import onnxruntime as ort
+    from tony.models.digits import digits_data
+
+    xtr, ytr, xte, yte = digits_data(0)
+    np.save(tmp_path / "calib.npy", xtr[:128, None, :])
+    np.savez(tmp_path / "train.npz", x=xtr[:300, None, :], y=ytr[:300])
+    out = tmp_path / "q.onnx"
+    res = tony_cli("quantize", digits_mlp / "float.onnx", "--calib", tmp_path / "calib.npy",
+                   "--train-data", tmp_path / "train.npz", "--epochs", 1, "--weight-bits", 4, "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert "epoch 1/1" in res.stdout
+    m = onnx.load(out)
+    x = xte[:, None, :]
+    ref = tony.run_reference(out, x)[0]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = np.stack([sess.run(None, {"input": xi})[0] for xi in x])
+    assert np.array_equal(ref, got)
+    acc = float((ref.reshape(len(yte), -1).argmax(1) == yte).mean())
+    print(f"TQT 1 epoch, int4 weights: {acc:.4f}")
+    assert acc > 0.85
+    from onnx import numpy_helper
+    for i in m.graph.initializer:
+        if i.name.endswith("_scale"):
+            v = float(numpy_helper.to_array(i))
+            assert math.log2(v) == round(math.log2(v))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["digits-mlp", "digits-cnn", "digits-mobilenet"])
+def test_tqt_meets_the_accuracy_targets(example, tmp_path):
+    import onnxruntime as ort
+    from tony.models import build_example
+    from tony.models.cnn import images
+    from tony.models.digits import digits_data
+    from tony.quant.tqt import train_thresholds
+
+    build_example(example, tmp_path)
+    xtr, ytr, xte, yte = digits_data(0)
+    if example != "digits-mlp":
+        xtr, xte = images(xtr), images(xte)
+    x = np.load(tmp_path / "inputs.npy")
+    fm = onnx.load(tmp_path / "float.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "float.onnx"), providers=["CPUExecutionProvider"])
+    acc_f = float((np.stack([sess.run(None, {"input": xi})[0] for xi in x]).reshape(len(yte), -1).argmax(1)
+                   == yte).mean())
+    for bits, margin in [(8, -0.003), (4, 0.015)]:
+        q = train_thresholds(fm, xtr[:256], xtr, ytr, epochs=30, weight_bits=bits)
+        acc = float((tony.run_reference(q, x)[0].reshape(len(yte), -1).argmax(1) == yte).mean())
+        print(f"{example}: float {acc_f:.4f} TQT w{bits} {acc:.4f}")
+        assert acc >= acc_f - margin
