@@ -54,7 +54,9 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold BatchNormalization into the preceding Conv/Gemm when the weights are float constants
-    and the Conv output has no other consumer: w' = w * g/sqrt(v+eps), b' = (b-mu) g/sqrt(v+eps) + beta."""
+    and the Conv output has no other consumer: w' = w * g/sqrt(v+eps), b' = (b-mu) g/sqrt(v+eps) + beta.
+    A Gemm folds when transA = 0 and alpha = beta = 1 (the scale goes along W's output axis: 0 with
+    transB, 1 without)."""
     m = _copy(model)
     g = m.graph
     inits = {i.name: i for i in g.initializer}
@@ -70,17 +72,28 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
             continue
         conv = producers.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or uses.get(bn.input[0], 0) != 1:
+        if conv is None or conv.op_type not in ("Conv", "Gemm") or uses.get(bn.input[0], 0) != 1:
             continue
         if conv.input[1] not in inits or not all(i in inits for i in bn.input[1:5]):
             continue
+        out_axis = 0
+        if conv.op_type == "Gemm":  # y = x @ W (+ C): the output channels are W's columns, or rows with transB
+            ga = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+            if ga.get("transA", 0) or ga.get("alpha", 1.0) != 1.0 or ga.get("beta", 1.0) != 1.0:
+                continue
+            if len(conv.input) > 2 and conv.input[2] and (
+                    conv.input[2] not in inits or numpy_helper.to_array(inits[conv.input[2]]).ndim != 1):
+                continue
+            out_axis = 0 if ga.get("transB", 0) else 1
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         gamma, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         b = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[out_axis]))
         k = gamma / np.sqrt(var + eps)
-        w2 = (w * k.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        kshape = [1] * w.ndim
+        kshape[out_axis] = -1
+        w2 = (w * k.reshape(kshape)).astype(np.float32)
         b2 = ((b - mean) * k + beta).astype(np.float32)
         wname, bname = conv.input[1] + "_bnfold", conv.output[0] + "_bias_bnfold"
         g.initializer.extend([numpy_helper.from_array(w2, wname), numpy_helper.from_array(b2, bname)])

@@ -62,7 +62,19 @@ def build_digits_mobilenet(out_dir, **kw) -> dict:
     return _build_digits_conv("digits_mobilenet", out_dir, **kw)
 
 
+def _tiny(name: str):
+    def build(out_dir, **kw) -> dict:
+        from .tiny import build as build_tiny
+
+        return build_tiny(name, out_dir, **kw)
+    build.__doc__ = f"MLPerf Tiny {name} with seeded random weights (tony.models.tiny); no labels.npy."
+    return build
+
+
 EXAMPLES = {"digits-mlp": build_digits_mlp, "digits-cnn": build_digits_cnn, "digits-mobilenet": build_digits_mobilenet}
+# MLPerf Tiny workloads (random weights: float.onnx, model.onnx, inputs.npy)
+TINY = ("resnet8", "dscnn", "mobilenet-v1-025", "fc-autoencoder")
+EXAMPLES.update({name: _tiny(name) for name in TINY})
 
 
 def build_example(name: str, out_dir, **kw) -> dict:
