@@ -6,6 +6,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import objcache
 from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
 from .verilator import INSTALL_HINT, MAKE_VARS, find_verilator
 
@@ -22,11 +23,18 @@ def _get_runner(simulator: str):
             """cocotb's Verilator runner plus the make variables the PyPI wheel needs."""
 
             def _build_command(self):
-                cmds = super()._build_command()
-                make = cmds[-1]
+                verilate, make = super()._build_command()
                 assert make[0] == "make", make
-                make.extend(f"{k}={v}" for k, v in MAKE_VARS.items())
-                return cmds
+                make_vars = [f"{k}={v}" for k, v in MAKE_VARS.items()]
+                make.extend(make_vars)
+                cache = [sys.executable, "-m", objcache.__name__]
+                build_dir = str(self.build_dir)
+                return [
+                    verilate,
+                    [*cache, "restore", build_dir, *make_vars],
+                    make,
+                    [*cache, "save", build_dir, *make_vars],
+                ]
 
         return _Verilator()
     if simulator == "icarus":
