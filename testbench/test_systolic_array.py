@@ -150,11 +150,11 @@ async def test_array_extreme_long_tiles(dut):
 
 @cocotb.test()
 async def test_array_single_slice_tiles(dut):
-    """K = 1 tiles back to back: clear and the only slice in one cycle, then the drain."""
+    """1000 K = 1 tiles back to back: clear and the only slice in one cycle, then the drain."""
     tb = TB(dut)
     rng = log_seed(dut)
     await tb.reset()
-    for _ in range(100):
+    for _ in range(1000):
         a_signed = rng.random() < 0.5
         A, B = tb.random_tile(rng, 1, a_signed)
         await tb.run_tile(A, B, a_signed)
