@@ -280,3 +280,45 @@ def test_hls_csim_bit_exact(name, built, tony_cli, tmp_path):
 @pytest.mark.parametrize("name", ["resnet8", "mobilenet-v1-025"])
 def test_hls_csim_bit_exact_large(name, built, tony_cli, tmp_path):
     _hls_case(name, built, tony_cli, tmp_path)
+
+
+# ---- the reference's fast exact path (float32 / float64 / int64 by the accumulator bound) -----------
+
+def test_matmul_exact_float32_tier_is_exact_and_needed_above_2_24():
+    from tony.ref import arith
+
+    for k, tier in ((1023, np.float32), (1025, np.float64)):
+        a = np.concatenate([np.full((1, k), -128), [[1]]], axis=1).astype(np.int64)
+        b = np.concatenate([np.full((k, 1), -128), [[1]]], axis=0).astype(np.int64)
+        want = 16384 * k + 1  # odd: float32 cannot hold it above 2^24
+        assert arith.exact_float_dtype(float(np.abs(a).max()) * float(np.abs(b).sum())) is tier
+        assert int(arith.matmul_exact(a, b)[0, 0]) == want
+    assert int((a.astype(np.float32) @ b.astype(np.float32))[0, 0]) != want  # k = 1025: float32 would be wrong
+
+
+@pytest.mark.parametrize("cin,group", [(2, 1), (128, 1), (8, 8), (600, 600)])
+def test_conv_fast_path_exact_at_worst_case_magnitudes(cin, group):
+    """All-255 uint8 inputs against all -128 weights: the bound falls in each float tier
+    (2x3x3: float32; 128x3x3 = 37.6M: float64) and the depthwise loop; compared with an int64
+    einsum (no floats)."""
+    from tony import ir
+    from tony.ir import INT8, INT32, UINT8, Requant, Tensor
+
+    m, cg = cin, cin // group
+    x = np.full((2, cin, 5, 5), 255, np.int64)
+    x[:, :, 1, 2] = 254  # break the symmetry
+    w = np.full((m, cg, 3, 3), -128, np.int64)
+    w[:, :, 0, 0] = 127
+    rq = Requant(shift=0, lo=-(2**31), hi=2**31 - 1)
+    tensors = {"x": Tensor("x", (1, cin, 5, 5), UINT8), "w": Tensor("w", w.shape, INT8),
+               "y": Tensor("y", (1, m, 5, 5), INT32)}
+    op = ir.Conv(("x", "w"), ("y",), strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=group, requant=rq)
+    g = ir.verify(ir.Graph("t", tensors=tensors, constants={"w": w}, ops=(op,), inputs=("x",), outputs=("y",)))
+    got = execute(g, {"x": x})["y"]
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # N C 5 5 3 3
+    if group == 1:
+        want = np.einsum("nchwij,mcij->nmhw", win, w)
+    else:
+        want = np.einsum("nchwij,cij->nchw", win, w[:, 0])
+    assert np.array_equal(got, want)

@@ -76,14 +76,26 @@ def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
     return (np.asarray(q, dtype=np.int64) - zero_point).astype(np.float32) * np.float32(scale)
 
 
+def exact_float_dtype(bound: float):
+    """The float type in which integer products and sums of magnitude <= `bound` are all exact:
+    float32 below 2^24, float64 below 2^53 (every integer of that size is representable, so any
+    summation order, blocking or FMA gives the exact result); None above (use int64)."""
+    if bound < 2.0**24:
+        return np.float32
+    if bound < 2.0**53:
+        return np.float64
+    return None
+
+
 def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact integer a @ b.
 
-    Uses float64 BLAS when every partial sum is provably below 2^53 in magnitude (then each
-    product and each sum is an exactly representable integer, so the result is exact);
-    falls back to int64 arithmetic otherwise.
+    Every partial sum is bounded by max|a| * max_j sum_k |b[k, j]|; uses float32 or float64 BLAS
+    when that bound makes each product and each sum an exactly representable integer
+    (exact_float_dtype), int64 arithmetic otherwise.
     """
     bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).sum(axis=0).max(initial=0))
-    if bound < 2.0**53:
-        return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    dt = exact_float_dtype(bound)
+    if dt is not None:
+        return (a.astype(dt) @ b.astype(dt)).astype(np.int64)
     return a.astype(np.int64) @ b.astype(np.int64)

@@ -79,6 +79,11 @@ def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     x = np.asarray(x, np.int64) - xt.zero_point
     w = np.asarray(w, np.int64) - wt.zero_point
     m, cg, kh, kw = w.shape
+    if op.group == 1 or (cg == 1 and m == op.group == x.shape[1]):
+        acc = _conv_fast(op, x, w)
+        if b is not None:
+            acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
+        return arith.requantize(acc, op.requant)
     mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
     n = x.shape[0]
     mg = m // op.group
@@ -90,6 +95,31 @@ def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     if b is not None:
         acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
     return arith.requantize(acc, op.requant)
+
+
+def _conv_fast(op: ir.Conv, x, w):
+    """The accumulator of a dense (group 1) or depthwise convolution, computed in the narrowest
+    exact type (arith.exact_float_dtype, bounded like arith.matmul_exact: max|x| times the
+    largest sum of |w| over one output channel), converted before the windows are expanded.
+
+    Dense: one matrix product of the windows [N*OH*OW, C*kh*kw] (channels-last) with the weights.
+    Depthwise: a multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
+    m, cg, kh, kw = w.shape
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))
+    dt = arith.exact_float_dtype(bound) or np.int64
+    xp = _pad(x.astype(dt), op.pads, 0)
+    win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw (a view)
+    n, c, oh, ow = win.shape[:4]
+    if op.group == 1:
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+        res = cols @ w.reshape(m, -1).T.astype(dt)                  # (N OH OW) x M
+        return res.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).astype(np.int64)
+    wd = w.reshape(1, m, kh, kw).astype(dt)
+    acc = np.zeros((n, c, oh, ow), dt)
+    for i in range(kh):
+        for j in range(kw):
+            acc += win[:, :, :, :, i, j] * wd[:, :, i:i + 1, j:j + 1]
+    return acc.astype(np.int64)
 
 
 def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
