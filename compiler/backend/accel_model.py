@@ -1,0 +1,313 @@
+"""Python model of the accelerator: executes a program bit-exactly and counts its cycles.
+
+`run(prog, beats_in)` executes every instruction word (decoded from the external-memory image,
+as the controller does) on word-level buffers and returns the external memory after the run.
+`cycles(prog)` is the cycle model: the exact clock-cycle count of tony_accel for the program,
+per instruction and in total, from the timing rules in docs/isa.md ('Timing'), which the RTL
+implements and tests hold it to. Both are plain functions of the program; they never look at
+golden values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.types import Rounding
+from ..ref import arith
+from . import isa
+from .accel import AccelConfig, Program, beats_to_words
+
+AMASK = (1 << isa.ADDR_BITS) - 1
+
+
+def _signed(v: np.ndarray, bits: int) -> np.ndarray:
+    v = np.asarray(v, np.int64) & ((1 << bits) - 1)
+    return np.where(v >> (bits - 1), v - (1 << bits), v)
+
+
+def _ext(v: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    return _signed(v, bits) if signed else np.asarray(v, np.int64) & ((1 << bits) - 1)
+
+
+def pixel_walk(d: dict, n: int):
+    """The pixel walker of docs/isa.md: (base, iy, ix) of the first n output pixels."""
+    base = np.zeros(n, np.int64)
+    iy = np.zeros(n, np.int64)
+    ix = np.zeros(n, np.int64)
+    b, y, x, ox, oy = d["ibase"], d["iy0"], d["ix0"], 0, d["oy0"]
+    for p in range(n):
+        base[p], iy[p], ix[p] = b, y, x
+        if ox + 1 < d["ow"]:
+            ox, x, b = ox + 1, x + d["sw"], b + d["sw"]
+        else:
+            ox, x = 0, d["ixs"]
+            if oy + 1 < d["oh"]:
+                oy, y, b = oy + 1, y + d["sh"], b + d["rjump"]
+            else:
+                oy, y, b = 0, d["iys"], b + d["sjump"]
+    return base & AMASK, iy, ix
+
+
+def tap_walk(d: dict, cols: int):
+    """The tap walker: per slice k, (address offset, kyd, kxd, lane), channel outer, kx inner."""
+    k = d["klen"]
+    ofs = np.zeros(k, np.int64)
+    kyd = np.zeros(k, np.int64)
+    kxd = np.zeros(k, np.int64)
+    lane = np.zeros(k, np.int64)
+    kx = ky = cb = 0
+    ln = d["lane0"]
+    for i in range(k):
+        ofs[i] = cb + ky * d["dhw"] + kx * d["dw"]
+        kyd[i], kxd[i], lane[i] = ky * d["dh"], kx * d["dw"], ln
+        if kx + 1 < d["kw"]:
+            kx += 1
+        else:
+            kx = 0
+            if ky + 1 < d["kh"]:
+                ky += 1
+            else:
+                ky = 0
+                if ln + 1 < cols:
+                    ln += 1
+                else:
+                    ln, cb = 0, cb + d["cstride"]
+    return ofs, kyd, kxd, lane
+
+
+@dataclass
+class Machine:
+    cfg: AccelConfig
+    rounding: Rounding
+    ext: list
+    abuf: np.ndarray
+    wbuf: np.ndarray
+    bbuf: np.ndarray
+    imem: list
+
+    @classmethod
+    def for_program(cls, prog: Program, rounding: Rounding) -> "Machine":
+        c = prog.cfg
+        return cls(c, rounding, list(prog.image), np.zeros((c.abuf_words, c.cols), np.int64),
+                   np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, c.cols), np.int64), [])
+
+    # ---- the post-processing unit -----------------------------------------------------------
+    def ppu(self, acc, bias, d) -> np.ndarray:
+        t = np.asarray(acc, np.int64) + np.asarray(bias, np.int64)
+        y = arith.rounding_shift(t * d["mult"], d["shift"], self.rounding)
+        y = np.clip(y, d["lo"], d["hi"])
+        return y & ((1 << self.cfg.a_bits) - 1)
+
+    def _act(self, addr) -> np.ndarray:
+        addr = np.asarray(addr, np.int64) & AMASK
+        if np.any(addr >= self.cfg.abuf_words):
+            raise AssertionError(f"activation read outside the buffer: {int(addr.max())}")
+        return self.abuf[addr]
+
+    def _write(self, addr, y) -> None:
+        addr = np.asarray(addr, np.int64) & AMASK
+        if np.any(addr >= self.cfg.abuf_words):
+            raise AssertionError(f"activation write outside the buffer: {int(addr.max())}")
+        self.abuf[addr] = y
+
+    # ---- instructions ---------------------------------------------------------------------
+    def dma(self, d, store: bool) -> None:
+        c = self.cfg
+        buf, n = d["buf"], d["nwords"]
+        per = c.buf_beats(buf)
+        if store:
+            words = self.abuf[d["baddr"]:d["baddr"] + n]
+            from .accel import words_to_beats
+            beats = words_to_beats(words, c.a_bits, c.mem_bits)
+            self.ext[d["eaddr"]:d["eaddr"] + len(beats)] = beats
+            return
+        beats = self.ext[d["eaddr"]:d["eaddr"] + n * per]
+        if buf == isa.B_IMEM:
+            self.imem[d["baddr"]:d["baddr"] + n] = [sum(b << (i * c.mem_bits) for i, b in enumerate(beats[k * per:(k + 1) * per]))
+                                                    for k in range(n)]
+            return
+        bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits, isa.B_BIAS: c.acc_bits}[buf]
+        words = beats_to_words(beats, c.cols, bits, c.mem_bits)
+        target = {isa.B_ACT: self.abuf, isa.B_WGT: self.wbuf, isa.B_BIAS: self.bbuf}[buf]
+        if buf != isa.B_ACT:
+            words = _signed(words, bits)
+        target[d["baddr"]:d["baddr"] + n] = words
+
+    def conv(self, d) -> None:
+        c = self.cfg
+        R = c.rows
+        npix, K = d["npix"], d["klen"]
+        nt = -(-npix // R)
+        base, iy, ix = pixel_walk(d, nt * R)
+        ofs, kyd, kxd, lane = tap_walk(d, c.cols)
+        yy, xx = iy[:, None] + kyd[None], ix[:, None] + kxd[None]
+        inb = (yy >= 0) & (yy < d["h"]) & (xx >= 0) & (xx < d["w"])
+        inb[npix:] = False
+        addr = (base[:, None] + ofs[None]) & AMASK
+        vals = np.zeros(inb.shape, np.int64)
+        rows, ks = np.nonzero(inb)
+        vals[rows, ks] = self._act(addr[rows, ks])[np.arange(len(rows)), lane[ks]]
+        vals = _ext(vals, c.a_bits, bool(d["flags"] & isa.F_A_SIGNED))
+        wts = self.wbuf[d["wbase"]:d["wbase"] + K]
+        acc = arith.matmul_exact(vals[:npix], wts)
+        acc = _signed(acc, c.acc_bits)
+        y = self.ppu(acc, self.bbuf[d["bbase"]][None], d)
+        self._write(d["obase"] + np.arange(npix), y)
+
+    def vector(self, d, op) -> None:
+        c = self.cfg
+        npix = d["npix"]
+        fl = d["flags"]
+        a_signed = bool(fl & isa.F_A_SIGNED)
+        base, iy, ix = pixel_walk(d, npix)
+        if op == isa.EWISE:
+            a = _ext(self._act(base), c.a_bits, a_signed) << d["sa"]
+            if fl & isa.F_HAS_B:
+                a = a + (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"])
+            acc = a
+        else:
+            d1 = dict(d, lane0=0, cstride=0)
+            ofs, kyd, kxd, _ = tap_walk(d1, 1 << 30)
+            yy, xx = iy[:, None] + kyd[None], ix[:, None] + kxd[None]
+            inb = (yy >= 0) & (yy < d["h"]) & (xx >= 0) & (xx < d["w"])
+            addr = (base[:, None] + ofs[None]) & AMASK
+            vals = np.zeros(addr.shape + (c.cols,), np.int64)
+            vals[inb] = _ext(self._act(addr[inb]), c.a_bits, a_signed)
+            if fl & isa.F_MAX:
+                lo = -(1 << (c.a_bits - 1)) if a_signed else 0
+                vals = np.where(inb[..., None], vals, lo)
+                acc = vals.max(axis=1)
+            else:
+                acc = vals.sum(axis=1)
+        y = self.ppu(acc, 0, d)
+        self._write(d["obase"] + np.arange(npix), y)
+
+
+def decode_program(prog: Program) -> list[dict]:
+    """The instructions as the controller sees them: read back from the memory image."""
+    c = prog.cfg
+    per = c.instr_beats
+    n = len(prog.words)
+    out = []
+    for i in range(n):
+        beats = prog.image[prog.prog_addr + i * per:prog.prog_addr + (i + 1) * per]
+        out.append(isa.decode(sum(b << (k * c.mem_bits) for k, b in enumerate(beats))))
+    return out
+
+
+def run(prog: Program, beats_in: dict, rounding: Rounding | str = Rounding.HALF_EVEN) -> list:
+    """Execute the program on the model; `beats_in` = tensor name -> input beats (accel.input_beats).
+    Returns the external memory after the run."""
+    m = Machine.for_program(prog, Rounding(rounding))
+    for name, beats in beats_in.items():
+        e = prog.inputs[name]["ext"]
+        m.ext[e:e + len(beats)] = beats
+    m.dma({"buf": isa.B_IMEM, "baddr": 0, "eaddr": prog.prog_addr, "nwords": len(prog.words)}, store=False)
+    for word in m.imem:
+        d = isa.decode(word)
+        op = d["op"]
+        if op == isa.END:
+            break
+        if op in (isa.LOAD, isa.STORE):
+            m.dma(d, store=op == isa.STORE)
+        elif op == isa.CONV:
+            m.conv(d)
+        elif op in (isa.POOL, isa.EWISE):
+            m.vector(d, op)
+    return m.ext
+
+
+# ---- the cycle model ------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    issue: list          # cycle in which each instruction issued
+    total: int           # cycles from start to done
+
+
+def cycles(prog: Program) -> Timing:
+    """Exact cycle count of tony_accel running `prog` against a memory that accepts a request
+    every cycle and answers reads after cfg.mem_latency cycles (docs/isa.md, 'Timing')."""
+    c = prog.cfg
+    R, C, L = c.rows, c.cols, c.mem_latency
+    n_instr = len(prog.words)
+    # boot: the program is read into the instruction memory by the DMA engine
+    dma_free = n_instr * c.instr_beats + L
+    stream_free = compute_free = 0
+    t = dma_free + 2
+    issue = []
+    for d in decode_program(prog):
+        op = d["op"]
+        if op in (isa.LOAD, isa.STORE):
+            x = max(t, dma_free)
+            nb = d["nwords"] * c.buf_beats(d["buf"])
+            dma_free = x + nb + L + 1 if op == isa.LOAD else x + nb + 2
+        elif op == isa.CONV:
+            x = max(t, stream_free)
+            nt = -(-d["npix"] // R)
+            T = d["period"]
+            stream_free = x + 1 + R + nt * T
+            compute_free = max(compute_free, x + 1 + R + (nt - 1) * T + d["klen"] + C + R + 5)
+        elif op in (isa.POOL, isa.EWISE):
+            x = max(t, compute_free, stream_free)
+            compute_free = stream_free = x + d["npix"] * d["klen"] + 6
+        elif op == isa.SYNC:
+            need = [t]
+            if d["sync"] & isa.S_DMA:
+                need.append(dma_free)
+            if d["sync"] & isa.S_STREAM:
+                need.append(stream_free)
+            if d["sync"] & isa.S_COMPUTE:
+                need.append(compute_free)
+            x = max(need)
+        elif op == isa.END:
+            x = max(t, dma_free, stream_free, compute_free)
+            issue.append(x)
+            return Timing(issue, x + 1)
+        else:
+            raise ValueError(f"unknown opcode {op}")
+        issue.append(x)
+        t = x + 2
+    raise ValueError("program has no END")
+
+
+def layer_table(prog: Program, timing: Timing) -> list[dict]:
+    """Per layer: predicted cycles (issue of its first instruction to the next layer's), MACs,
+    utilization, and the dataflow / memory-bandwidth bound on utilization."""
+    c = prog.cfg
+    peak = c.rows * c.cols
+    rows = []
+    ins = decode_program(prog)
+    first = prog.layers[0].first if prog.layers else len(ins) - 1
+    rows.append({"name": "(load)", "op": "dma", "first": 0, "last": first, "macs": 0,
+                 "predicted": timing.issue[first] if prog.layers else timing.total, "bound": None})
+    for i, L in enumerate(prog.layers):
+        end = timing.issue[L.last] if L.last < len(timing.issue) else timing.total
+        cyc = end - timing.issue[L.first]
+        stream = sum(-(-d["npix"] // c.rows) * d["klen"] for d in ins[L.first:L.last] if d["op"] == isa.CONV)
+        wbeats = sum(d["nwords"] * c.wgt_beats for d in ins[L.first:L.last] if d["op"] == isa.LOAD and d["buf"] == isa.B_WGT)
+        row = {"name": L.name, "op": L.op, "first": L.first, "last": L.last, "macs": L.macs, "predicted": cyc,
+               **{k: v for k, v in L.info.items()}}
+        if L.macs:
+            df = L.macs / (peak * stream) if stream else 1.0
+            mem = L.macs / (peak * wbeats) if wbeats else 1.0
+            row["dataflow_bound"] = min(1.0, df)
+            row["memory_bound"] = min(1.0, mem)
+            row["bound"] = min(1.0, df, mem)
+            why = []
+            if df < 0.999:
+                why.append("dataflow: " + ("grouped/depthwise, one input channel per output lane"
+                                           if L.info.get("group", 1) > 1 else
+                                           f"{L.info.get('pixels')} output pixels or {L.info.get('M')} channels "
+                                           "fill the array partly"))
+            if mem < df:
+                why.append("memory bandwidth: weights are used by fewer pixels than it takes beats to load them")
+            row["bound_why"] = "; ".join(why)
+        rows.append(row)
+    last = prog.layers[-1].last if prog.layers else 0
+    rows.append({"name": "(store)", "op": "dma", "first": last, "last": len(ins), "macs": 0,
+                 "predicted": timing.total - timing.issue[last], "bound": None})
+    for r in rows:
+        r["utilization"] = r["macs"] / (r["predicted"] * peak) if r["predicted"] and r["macs"] else None
+    return rows

@@ -1,0 +1,115 @@
+"""The accelerator's compiler back end and Python model: bit-exact against the reference.
+
+The model executes the compiled program word by word from the memory image (instruction
+decode, DMA, implicit im2col, post-processing); golden values come from tony.ref."""
+import numpy as np
+import pytest
+
+from tony.api import load_ir, normalize_inputs
+from tony.backend import accel_model as am
+from tony.backend import isa
+from tony.backend.accel import AccelConfig, compile_program, input_beats, pack_act, read_outputs, unpack_act
+from tony.errors import UnsupportedError
+from tony.ref import execute
+
+
+@pytest.fixture(scope="module")
+def workloads(tmp_path_factory):
+    from tony.models import build_example
+
+    out = {}
+    for name in ("digits-cnn", "digits-mobilenet", "resnet8", "dscnn"):
+        d = tmp_path_factory.mktemp(name)
+        build_example(name, d)
+        out[name] = d
+    return out
+
+
+def _check(model_dir, cfg, batch, samples=2):
+    g = load_ir(model_dir / "model.onnx", requant="pow2")
+    x = np.load(model_dir / "inputs.npy")[:samples]
+    feeds, _ = normalize_inputs(g, x)
+    env = execute(g, feeds, keep_all=True)
+    prog = compile_program(g, cfg, batch=batch)
+    qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
+    compared = 0
+    for s in range(0, samples, batch):
+        ext = am.run(prog, input_beats(prog, {qin: env[qin][s:s + batch]}))
+        for name, y in read_outputs(prog, ext).items():
+            assert np.array_equal(y, env[name][s:s + batch]), (name, s)
+            compared += y.size
+    assert compared > 0
+    return prog
+
+
+@pytest.mark.parametrize("arr", [(8, 8), (16, 16), (4, 7), (1, 3)])
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-mobilenet"])
+def test_model_is_bit_exact_on_digits(workloads, name, arr):
+    _check(workloads[name], AccelConfig(*arr), batch=1)
+    _check(workloads[name], AccelConfig(*arr, mem_bits=32), batch=2)
+
+
+@pytest.mark.parametrize("name,arr", [("resnet8", (8, 8)), ("resnet8", (5, 12)), ("dscnn", (16, 16))])
+def test_model_is_bit_exact_on_tiny_workloads(workloads, name, arr):
+    _check(workloads[name], AccelConfig(*arr), batch=1, samples=1)
+
+
+def test_resnet8_predicted_utilization_meets_targets(workloads):
+    g = load_ir(workloads["resnet8"] / "model.onnx", requant="pow2")
+    for arr, target in (((8, 8), 0.80), ((16, 16), 0.65)):
+        prog = compile_program(g, AccelConfig(*arr), batch=1)
+        t = am.cycles(prog)
+        rows = am.layer_table(prog, t)
+        assert sum(r["predicted"] for r in rows) == t.total
+        macs = sum(r["macs"] for r in rows)
+        assert macs > 12_000_000  # ResNet-8: about 12.5 M MACs per inference
+        assert macs / (t.total * arr[0] * arr[1]) >= target
+
+
+def test_depthwise_bound_is_one_over_cols(workloads):
+    g = load_ir(workloads["digits-mobilenet"] / "model.onnx", requant="pow2")
+    prog = compile_program(g, AccelConfig(4, 4), batch=1)
+    rows = am.layer_table(prog, am.cycles(prog))
+    dw = [r for r in rows if r.get("group", 1) > 1]
+    assert dw and all(abs(r["dataflow_bound"] - 1 / 4) < 1e-9 for r in dw)
+    assert all(r["utilization"] <= r["bound"] + 1e-9 for r in rows if r["macs"])
+
+
+def test_instruction_encoding_round_trips(rng):
+    fields = isa.COMPUTE_FIELDS
+    for _ in range(50):
+        vals = {}
+        for k, f in fields.items():
+            lo, hi = (-(1 << (f.bits - 1)), (1 << (f.bits - 1)) - 1) if f.signed else (0, (1 << f.bits) - 1)
+            vals[k] = int(rng.integers(lo, hi + 1))
+        word = isa.encode(isa.CONV, flags=5, **vals)
+        d = isa.decode(word)
+        assert d["op"] == isa.CONV and d["flags"] == 5
+        assert all(d[k] == v for k, v in vals.items())
+    with pytest.raises(ValueError, match="does not fit"):
+        isa.encode(isa.CONV, kh=300)
+
+
+def test_activation_layout_round_trips(rng):
+    x = rng.integers(-128, 128, size=(3, 11, 5, 4))
+    w = pack_act(x, 11, 5, 4, 8, 8)
+    assert w.shape == (2 * 3 * 5 * 4, 8)
+    # channel 9 of sample 1 at pixel (2, 3): group 1, lane 1
+    assert w[1 * 60 + 1 * 20 + 2 * 4 + 3, 1] == x[1, 9, 2, 3] & 0xFF
+    assert np.array_equal(unpack_act(w, 3, 11, 5, 4, 8, 8, True), x)
+
+
+def test_unsupported_op_names_the_node(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tony.quant.qdq import quantize_static
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2, 2])
+    n = helper.make_node("Concat", ["x", "x"], ["y"], axis=1, name="cat0")
+    m = helper.make_model(helper.make_graph([n], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    q = quantize_static(m, np.random.default_rng(0).uniform(-1, 1, (4, 4, 2, 2)).astype(np.float32))
+    g = load_ir(q, requant="pow2")
+    with pytest.raises(UnsupportedError, match="Concat"):
+        compile_program(g, AccelConfig(4, 4))
