@@ -63,6 +63,41 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def _design_cache(sources, toplevel, parameters, build_args, simulator, timescale) -> Path:
+    import hashlib
+
+    from .verilator import find_verilator as _find
+
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(Path(src).read_bytes())
+        h.update(b"\0")
+    root = _find()[0] if simulator == "verilator" else ""
+    h.update(repr((toplevel, sorted(parameters.items()), list(build_args), simulator, timescale, str(root))).encode())
+    base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
+    folder = base / "verilated-designs" / f"{toplevel}-{h.hexdigest()[:20]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _build_once(folder: Path, build) -> bool:
+    """Run `build` into the shared `folder` unless a finished build is there (one process at a
+    time); returns whether it built."""
+    import fcntl
+
+    stamp = folder / ".complete"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if stamp.exists():
+                return False
+            build()
+            stamp.touch()
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_cocotb(
     sources: Sequence[str | os.PathLike[str]],
     toplevel: str,
@@ -78,8 +113,14 @@ def run_cocotb(
     testcase: str | Sequence[str] | None = None,
     timescale: tuple[str, str] = ("1ns", "1ps"),
     seed: int | None = None,
+    reuse_build: bool = False,
 ) -> Path:
     """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
+
+    With `reuse_build`, the simulator binary is built once per distinct design (the sources'
+    contents, top, parameters, build options) in a shared cache ($TONY_CACHE_DIR or
+    ~/.cache/tony, under verilated-designs/) and reused by later runs; results and logs
+    still go to `build_dir`.
 
     `test_module` is an importable module name (e.g. "tony.testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
@@ -95,27 +136,40 @@ def run_cocotb(
     runner = _get_runner(simulator)
 
     args = list(build_args or [])
+    work_dir = build_dir
+    if reuse_build and not waves:
+        build_dir = _design_cache(sources, toplevel, parameters, args, simulator, timescale)
     build_log = build_dir / "build.log"
-    try:
-        runner.build(
-            sources=[Path(s).resolve() for s in sources],
-            hdl_toplevel=toplevel,
-            parameters=parameters,
-            build_dir=build_dir,
-            build_args=args,
-            always=True,
-            waves=waves,
-            timescale=timescale,
-            log_file=build_log,
-        )
-    except (RuntimeError, SystemExit) as exc:
-        raise BuildFailed(
-            f"building {toplevel} {parameters} failed (log: {build_log}):\n{_tail(build_log)}"
-        ) from exc
+
+    def build() -> None:
+        try:
+            runner.build(
+                sources=[Path(s).resolve() for s in sources],
+                hdl_toplevel=toplevel,
+                parameters=parameters,
+                build_dir=build_dir,
+                build_args=args,
+                always=True,
+                waves=waves,
+                timescale=timescale,
+                log_file=build_log,
+            )
+        except (RuntimeError, SystemExit) as exc:
+            raise BuildFailed(
+                f"building {toplevel} {parameters} failed (log: {build_log}):\n{_tail(build_log)}"
+            ) from exc
+
+    if build_dir == work_dir:
+        build()
+    elif not _build_once(build_dir, build):
+        # A cached build: cocotb's test step still reads the source lists the build step sets.
+        runner._set_verilog_sources([])
+        runner._set_vhdl_sources([])
+        runner._set_sources([Path(s).resolve() for s in sources])
 
     env = dict(extra_env or {})
-    results = build_dir / "results.xml"
-    sim_log = build_dir / "sim.log"
+    results = work_dir / "results.xml"
+    sim_log = work_dir / "sim.log"
     # cocotb's runner exits the process itself on failures when it sees pytest; it is
     # hidden here so that this function reports failures the same way everywhere.
     # cocotb's runner hands the simulator PYTHONPATH = sys.path; test_dir goes in front.

@@ -82,7 +82,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     t0 = time.perf_counter()
     with _Progress(progress_path, progress):
         run_cocotb(sources, m["toplevel"], "tony.testbench.bench_model", build_dir=work / "build",
-                   extra_env=env, waves=waves, simulator=simulator)
+                   extra_env=env, waves=waves, simulator=simulator, reuse_build=True)
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
     a = m["array"]
