@@ -102,18 +102,28 @@ def _conv_fast(op: ir.Conv, x, w):
     exact type (arith.exact_float_dtype, bounded like arith.matmul_exact: max|x| times the
     largest sum of |w| over one output channel), converted before the windows are expanded.
 
-    Dense: one matrix product of the windows [N*OH*OW, C*kh*kw] (channels-last) with the weights.
+    Dense: one matrix product of the windows [N*OH*OW, kh*kw*C] (channels-last, filled by one
+    slice copy per kernel tap) with the weights in the same (kh, kw, C) order.
     Depthwise: a multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
     m, cg, kh, kw = w.shape
     bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))
     dt = arith.exact_float_dtype(bound) or np.int64
+    if op.group == 1:
+        t, l, b, r = op.pads
+        (sh, sw), (dh, dw) = op.strides, op.dilations
+        xh = np.pad(x.astype(dt).transpose(0, 2, 3, 1), ((0, 0), (t, b), (l, r), (0, 0)))  # N H W C
+        n, hp, wp, c = xh.shape
+        oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+        cols = np.empty((n, oh, ow, kh, kw, c), dt)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i, j, :] = xh[:, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                            j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
+        res = cols.reshape(n * oh * ow, kh * kw * c) @ w.transpose(0, 2, 3, 1).reshape(m, -1).T.astype(dt)
+        return res.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).astype(np.int64)
     xp = _pad(x.astype(dt), op.pads, 0)
     win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw (a view)
     n, c, oh, ow = win.shape[:4]
-    if op.group == 1:
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-        res = cols @ w.reshape(m, -1).T.astype(dt)                  # (N OH OW) x M
-        return res.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).astype(np.int64)
     wd = w.reshape(1, m, kh, kw).astype(dt)
     acc = np.zeros((n, c, oh, ow), dt)
     for i in range(kh):
