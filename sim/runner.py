@@ -8,14 +8,14 @@ from pathlib import Path
 
 from . import objcache
 from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
-from .verilator import INSTALL_HINT, MAKE_VARS, find_verilator
+from .verilator import MAKE_VARS, find_verilator
 
 
 def _get_runner(simulator: str):
     try:
         from cocotb_tools import runner as cocotb_runner
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SimulatorNotFound(f"cocotb is not installed; pip install tony[sim]") from exc
+        raise SimulatorNotFound("cocotb is not installed; pip install tony[sim]") from exc
 
     if simulator == "verilator":
 

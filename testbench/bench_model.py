@@ -20,26 +20,7 @@ import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from tony.ref.kernels import im2col
-from tony.testbench.common import reset, start_clock
-
-
-def _pack(values, bits: int) -> int:
-    mask = (1 << bits) - 1
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & mask) << (i * bits)
-    return word
-
-
-def _unpack(word: int, n: int, bits: int, signed: bool) -> list[int]:
-    mask = (1 << bits) - 1
-    out = []
-    for i in range(n):
-        v = (word >> (i * bits)) & mask
-        if signed and v >> (bits - 1):
-            v -= 1 << bits
-        out.append(v)
-    return out
+from tony.testbench.common import pack, reset, start_clock, unpack
 
 
 class CoreDriver:
@@ -78,11 +59,11 @@ class CoreDriver:
         d.shift_i.value = rq["shift"]
         d.lo_i.value = rq["lo"]
         d.hi_i.value = rq["hi"]
-        b_words = {c0: [_pack(w[k, c0:c0 + C], self.w_bits) for k in range(K)] for c0 in range(0, M, C)}
-        bias_words = {c0: _pack(bias[c0:c0 + C], self.acc_bits) for c0 in range(0, M, C)}
+        b_words = {c0: [pack(w[k, c0:c0 + C], self.w_bits) for k in range(K)] for c0 in range(0, M, C)}
+        bias_words = {c0: pack(bias[c0:c0 + C], self.acc_bits) for c0 in range(0, M, C)}
         for p0 in range(0, P, R):
             rows = a[p0:p0 + R]
-            a_words = [_pack(rows[:, k], self.a_bits) for k in range(K)]
+            a_words = [pack(rows[:, k], self.a_bits) for k in range(K)]
             for c0 in range(0, M, C):
                 ncols = min(C, M - c0)
                 for k in range(K):
@@ -108,7 +89,7 @@ class CoreDriver:
                     await self.cycle()
                     if int(d.pp_valid_o.value):
                         r = len(rows) - pending
-                        vals = _unpack(int(d.y_o.value), C, 8, out_signed)
+                        vals = unpack(int(d.y_o.value), C, 8, out_signed)
                         y[p0 + r, c0:c0 + ncols] = vals[:ncols]
                         pending -= 1
                 d.pp_valid_i.value = 0

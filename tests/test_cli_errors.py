@@ -1,6 +1,5 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback."""
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 

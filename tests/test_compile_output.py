@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
 
 from tony.backend.memfile import from_hex_lines, to_hex_lines
 from tony.backend.names import safe_id
@@ -19,7 +18,6 @@ def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
         arr = np.load(out / "golden" / files["npy"])
         if "hex" in files:
             lines = (out / "golden" / files["hex"]).read_text().splitlines()
-            signed = arr.min() < 0 or key != "relu0_q"
             back = from_hex_lines(lines, 8, key != "relu0_q")
             assert np.array_equal(back, arr.reshape(-1)), key
     assert sorted(p.name for p in (out / "rtl").iterdir()) == ["tony_core.v", "tony_pe.v", "tony_ppu.v",

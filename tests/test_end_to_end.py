@@ -27,7 +27,6 @@ def test_digits_mlp_is_bit_exact_on_verilator(tmp_path, tony_cli, digits_mlp, ar
     assert rep["cycles"] > rep["macs"] / (r * c)  # cannot beat the array's peak
     # the hardware's own final output equals the reference's
     hw = np.load(out / "sim" / "hw_logits_q.npy")
-    import tony
     from tony.api import load_ir
     from tony.ref import execute
 

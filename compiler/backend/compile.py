@@ -6,8 +6,6 @@ so a failed compile never leaves a folder that looks valid.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from ..ref import execute
 from . import checks
 from .memfile import write_tensor
 from .names import safe_id
+from .output import MANIFEST, staged_output
 
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -106,20 +104,8 @@ def compile_model(model, out_dir, *, array: ArrayConfig = ArrayConfig(), inputs=
         feeds = default_inputs(g, samples, seed)
     else:
         feeds, _ = normalize_inputs(g, inputs)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise InputError(f"output folder {out} exists and is not a Tony build; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        manifest = _write(g, model, tmp, array, feeds, render_to)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    with staged_output(out_dir) as tmp:
+        return _write(g, model, tmp, array, feeds, render_to)
 
 
 def golden(g: ir.Graph, feeds: dict, folder: Path, keys: dict[str, str]) -> dict:

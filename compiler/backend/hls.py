@@ -26,12 +26,11 @@ import onnx
 from .. import __version__, ir
 from ..api import load_ir, normalize_inputs, restack
 from ..errors import InputError, TonyError, UnsupportedError
-from ..ref import KERNELS, execute
+from ..ref import KERNELS
 from . import checks
 from .memfile import write_tensor
 from .names import safe_id
-
-MANIFEST = "manifest.json"
+from .output import MANIFEST, staged_output
 REPORT = "csim_report.json"
 TOP = "tony_top"
 LIB = "libtony_hls.so"
@@ -368,12 +367,7 @@ def compile_hls(model, out_dir, *, config: HlsConfig = HlsConfig(), inputs=None,
         feeds = default_inputs(g, samples, seed)
     else:
         feeds, _ = normalize_inputs(g, inputs)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise InputError(f"output folder {out} exists and is not a Tony build; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out_dir) as tmp:
         keys = tensor_keys(g)
         src = render(g, config, keys, tmp)
         files = golden(g, feeds, tmp / "golden", keys)
@@ -395,12 +389,6 @@ def compile_hls(model, out_dir, *, config: HlsConfig = HlsConfig(), inputs=None,
             "param_words": src["param_words"], "golden": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
