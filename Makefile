@@ -15,7 +15,7 @@ help:
 	@echo "make demo       install into $(VENV) and compile + simulate the bundled digits MLP (bit-exact PASS)"
 	@echo "make test       install and run the whole default test suite"
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
-	@echo "make lint       verilator --lint-only -Wall on every rendered module"
+	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
 	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
 
@@ -46,6 +46,7 @@ test-slow: install
 	$(PY) -m pytest -n $(JOBS) -m slow
 
 lint: install
+	$(PY) -m ruff check --select F compiler sim testbench tests bench
 	$(PY) -m pytest -q testbench/test_lint.py
 
 bench: install
