@@ -1,5 +1,6 @@
 """What `tony compile` writes: golden vectors, memory images, manifest; nothing half-written."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -72,3 +73,20 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path, tony_cli, digits_mlp):
     res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out)
     assert res.returncode == 1 and "refusing" in res.stderr
     assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_fusesoc_parses_the_generated_core(tmp_path, tony_cli, digits_mlp):
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "b"
+    assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--samples", "1").returncode == 0
+    m = json.loads((out / "manifest.json").read_text())
+    vlnv = m["fusesoc"]["vlnv"]
+    fusesoc = shutil.which("fusesoc") or str(Path(sys.executable).parent / "fusesoc")
+    res = subprocess.run([fusesoc, "--cores-root", str(out), "core", "show", vlnv], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert vlnv in res.stdout and "lint" in res.stdout
+    listed = (out / "filelist.f").read_text().split()
+    assert listed == [f"rtl/{n}" for n in m["rtl"]] and all((out / f).is_file() for f in listed)

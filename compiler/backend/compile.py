@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..ref import execute
 from . import checks
 from .memfile import write_tensor
+from .fusesoc import write_core
 from .names import safe_id
 from .output import MANIFEST, staged_output
 
@@ -163,5 +164,8 @@ def _write(g: ir.Graph, model, out: Path, array: ArrayConfig, feeds: dict, rende
         "golden": files,
         "macs_per_sample": sum(l.get("macs", 0) for l in layers),
     }
+    manifest["fusesoc"] = write_core(out, model=g.name, version=__version__, toplevel="tony_core",
+                                     rtl=manifest["rtl"], params=array.hdl_params(),
+                                     description="Tony systolic array core (generated)")
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
