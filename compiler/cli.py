@@ -134,6 +134,14 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .backend.compare import compare, print_compare
+
+    rep = compare(a.build, a.hw_dump, tensor=a.tensor, fmt=a.format, offset=a.offset)
+    print_compare(rep)
+    return 0 if rep["mismatches"] == 0 else 1
+
+
 def cmd_example(a) -> int:
     from .models import build_example
 
@@ -261,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--waves", action="store_true", help="dump waveforms")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(fn=cmd_sim)
+
+    sp = sub.add_parser("compare", help="compare a hardware memory dump with a build's golden vectors")
+    sp.add_argument("build", help="folder written by `tony compile`")
+    sp.add_argument("--hw-dump", required=True, help="dump file: hex (one value per line) or raw little-endian binary")
+    sp.add_argument("--tensor", help="golden tensor the dump holds (default: the final device output)")
+    sp.add_argument("--format", choices=["auto", "hex", "bin"], default="auto")
+    sp.add_argument("--offset", type=int, default=0, help="byte offset of the tensor in a binary dump")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("report", help="print the report of the last simulation of a build")
     sp.add_argument("build")

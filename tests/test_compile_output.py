@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from tony.backend.memfile import from_hex_lines, to_hex_lines
 from tony.backend.names import safe_id
@@ -90,3 +91,29 @@ def test_fusesoc_parses_the_generated_core(tmp_path, tony_cli, digits_mlp):
     assert vlnv in res.stdout and "lint" in res.stdout
     listed = (out / "filelist.f").read_text().split()
     assert listed == [f"rtl/{n}" for n in m["rtl"]] and all((out / f).is_file() for f in listed)
+
+
+@pytest.mark.parametrize("fmt", ["hex", "bin"])
+def test_compare_finds_a_single_flipped_bit(tmp_path, tony_cli, digits_mlp, fmt):
+    out = tmp_path / "b"
+    assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--samples", "3").returncode == 0
+    m = json.loads((out / "manifest.json").read_text())
+    key = m["device_outputs"][-1]
+    want = np.load(out / "golden" / f"{key}.npy")
+    dump = want.copy().reshape(-1)
+    dump[17] ^= 1 << 3
+    path = tmp_path / f"dump.{fmt}"
+    if fmt == "hex":
+        path.write_text("\n".join(to_hex_lines(dump, 8)) + "\n")
+    else:
+        path.write_bytes(b"\xaa" * 64 + dump.astype(np.int8).tobytes())
+    extra = ["--offset", "64"] if fmt == "bin" else []
+    res = tony_cli("compare", out, "--hw-dump", path, *extra)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "1 of 30 values" in res.stdout and key in res.stdout
+    sample, idx = divmod(17, 10)
+    assert f"({sample}, {idx})" in res.stdout and "0x8" in res.stdout
+    good = tmp_path / "good.hex"
+    good.write_text("\n".join(to_hex_lines(want, 8)) + "\n")
+    res = tony_cli("compare", out, "--hw-dump", good)
+    assert res.returncode == 0 and "PASS" in res.stdout

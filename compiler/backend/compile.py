@@ -122,6 +122,7 @@ def golden(g: ir.Graph, feeds: dict, folder: Path, keys: dict[str, str]) -> dict
             files[key] = {"npy": f"{key}.npy"}
         else:
             files[key] = write_tensor(folder / key, arr, t.dtype.bits, comment=f"{key}: {t.dtype} {list(t.shape)}")
+        files[key].update(dtype=t.dtype.name, shape=list(t.shape), tensor=name)
     return files
 
 
