@@ -23,6 +23,15 @@ def rounding_shift(p, s, mode: Rounding = Rounding.HALF_EVEN) -> np.ndarray:
     s = np.asarray(s, dtype=np.int64)
     if np.any(s > MAX_SHIFT):
         raise ValueError(f"shift {int(s.max())} exceeds {MAX_SHIFT}")
+    if s.ndim == 0 and s > 0:
+        # one shift for the whole tensor: the same rounding in one pass. Half-even adds h - 1 plus
+        # r's lowest bit, which carries into r exactly when rem > h, or rem == h and r is odd.
+        k = int(s)
+        if mode is Rounding.FLOOR:
+            return p >> k
+        if mode is Rounding.HALF_UP:
+            return (p + (1 << (k - 1))) >> k
+        return (p + ((1 << (k - 1)) - 1) + ((p >> k) & 1)) >> k
     sr = np.maximum(s, 0)
     r = p >> sr
     if mode is Rounding.FLOOR:
@@ -61,7 +70,11 @@ def requantize(acc, rq: Requant, channel_axis: int = 1) -> np.ndarray:
     acc = np.asarray(acc, dtype=np.int64)
     mult = _per_channel(rq.mult, acc.ndim, channel_axis)
     shift = _per_channel(rq.shift, acc.ndim, channel_axis)
-    return saturate(rounding_shift(acc * mult, shift, rq.rounding) + rq.zero_point, rq.lo, rq.hi)
+    p = acc if (np.ndim(mult) == 0 and mult == 1) else acc * mult
+    y = rounding_shift(p, shift, rq.rounding)
+    if rq.zero_point:
+        y = y + rq.zero_point
+    return np.clip(y, rq.lo, rq.hi, out=y if y is not acc else None)
 
 
 def quantize(x, scale: float, zero_point: int, dt: DType) -> np.ndarray:
