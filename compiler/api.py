@@ -8,6 +8,7 @@ from .errors import InputError
 from .frontend.load import load_model
 from .frontend.lower import lower
 from .frontend.passes import fold_batchnorm, fold_constants, toposort
+from .frontend.qonnx import expand_qonnx
 from .frontend.qop import expand_qoperators
 from .ir.types import Rounding
 
@@ -17,6 +18,7 @@ def load_ir(model, *, requant: str = "auto", rounding: str | Rounding = Rounding
     m = load_model(model)
     m = fold_constants(toposort(m))
     m = fold_batchnorm(m)
+    m = expand_qonnx(m, Rounding(rounding))
     m = expand_qoperators(m)
     return lower(m, requant=requant, rounding=Rounding(rounding))
 
