@@ -72,14 +72,15 @@ def cmd_compile(a) -> int:
 
     if getattr(a, "backend", "rtl") == "hls":
         return cmd_compile_hls(a)
-    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
+    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits, mem_bits=a.mem_bits)
     inputs = _load_npy(a.inputs) if a.inputs else None
     if a.samples < 1:
         raise InputError("--samples must be at least 1")
     m = compile_model(a.model, a.output, array=arr, inputs=inputs, samples=a.samples, seed=a.seed,
-                      requant=a.requant, rounding=a.rounding)
-    print(f"compiled {m['model']}: {len(m['layers'])} layers on a {arr.rows}x{arr.cols} array, "
-          f"{m['macs_per_sample']} MACs/sample, {m['samples']} golden samples -> {a.output}")
+                      requant=a.requant, rounding=a.rounding, batch=a.batch)
+    print(f"compiled {m['model']}: {m['program']['length']} instructions for a {arr.rows}x{arr.cols} accelerator, "
+          f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
+          f"{m['samples']} golden samples -> {a.output}")
     return 0
 
 
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
     sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--batch", type=int, default=1, help="rtl: samples per accelerator run (default 1)")
+    sp.add_argument("--mem-bits", type=int, default=64, choices=[32, 64],
+                    help="rtl: width of the accelerator's memory port (default 64)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",

@@ -39,6 +39,25 @@ MODULES: dict[str, ModuleSpec] = {
         params={"LANES": 4, "ACC_BITS": 32, "OUT_BITS": 8, "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
         doc="post-processing: bias, multiplier, rounding shift, clamp/saturate",
     ),
+    "tony_mac": ModuleSpec(
+        params={"A_BITS": 9, "W_BITS": 8, "ACC_BITS": 32},
+        doc="multiply-accumulate PE with a shadow result register (tiles back to back)",
+    ),
+    "tony_os_array": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 9, "W_BITS": 8, "ACC_BITS": 32},
+        requires=("tony_mac",),
+        doc="output-stationary array of tony_mac: tiles stream back to back, rows drain from the shadows",
+    ),
+    "tony_agu": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "INSTR_BITS": 512, "AW": 20},
+        doc="implicit-im2col address generator (pixel walker, tap walker) of the accelerator",
+    ),
+    "tony_accel": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
+                "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0},
+        requires=("tony_agu", "tony_os_array", "tony_ppu"),
+        doc="the instruction-driven accelerator: controller, DMA, buffers, address generator, array, PPU, vector unit",
+    ),
     "tony_core": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "OUT_BITS": 8,
                 "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
@@ -55,6 +74,27 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
+
+
+def _isa_fields():
+    from ..backend import isa
+
+    return isa.FIELDS
+
+
+_env.globals["F"] = _isa_fields()
+
+
+def _isa_ops():
+    from ..backend import isa
+
+    return {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
+                                          "B_ACT", "B_WGT", "B_BIAS", "B_IMEM")}
+
+
+_env.globals["ops"] = _isa_ops()
+_env.globals["INSTR_BITS"] = 512
+_env.globals["AW"] = 20
 
 
 def list_modules() -> list[str]:

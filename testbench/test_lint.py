@@ -16,6 +16,16 @@ PARAM_SETS = {
         {"ROWS": 16, "COLS": 16},
     ],
     "tony_core": [{}, {"ROWS": 2, "COLS": 3, "ROUND_MODE": 2}, {"ROWS": 1, "COLS": 1}],
+    "tony_mac": [{}, {"A_BITS": 5, "W_BITS": 4, "ACC_BITS": 12}],
+    "tony_os_array": [{}, {"ROWS": 1, "COLS": 1}, {"ROWS": 3, "COLS": 5}],
+    "tony_agu": [{}, {"ROWS": 1, "COLS": 8}, {"ROWS": 16, "COLS": 1}, {"ROWS": 5, "COLS": 12}],
+    "tony_accel": [
+        {},
+        {"ROWS": 1, "COLS": 3, "MEM_BITS": 32, "ROUND_MODE": 1},
+        {"ROWS": 8, "COLS": 8, "ABUF_WORDS": 8192, "WBUF_WORDS": 1152, "BBUF_WORDS": 51, "IMEM_WORDS": 159},
+        {"ROWS": 16, "COLS": 16, "ROUND_MODE": 2},
+        {"ROWS": 5, "COLS": 12, "MEM_BITS": 32},
+    ],
     "tony_ppu": [
         {},
         {"LANES": 1, "ROUND_MODE": 1},

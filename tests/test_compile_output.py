@@ -22,8 +22,8 @@ def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
             lines = (out / "golden" / files["hex"]).read_text().splitlines()
             back = from_hex_lines(lines, 8, key != "relu0_q")
             assert np.array_equal(back, arr.reshape(-1)), key
-    assert sorted(p.name for p in (out / "rtl").iterdir()) == ["tony_core.v", "tony_pe.v", "tony_ppu.v",
-                                                               "tony_systolic_array.v"]
+    assert sorted(p.name for p in (out / "rtl").iterdir()) == ["tony_accel.v", "tony_agu.v", "tony_mac.v",
+                                                               "tony_os_array.v", "tony_ppu.v"]
 
 
 def test_hex_round_trip_twos_complement():

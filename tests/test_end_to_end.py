@@ -1,4 +1,5 @@
-"""End to end: tony compile -> tony sim on Verilator, bit-exact against the golden vectors."""
+"""End to end: tony compile -> tony sim on Verilator, bit-exact against the golden vectors, with the
+cycle model's prediction equal to the simulated cycle count."""
 import json
 
 import numpy as np
@@ -7,24 +8,30 @@ import pytest
 pytestmark = pytest.mark.sim
 
 
-@pytest.mark.parametrize("array", ["4x4", "3x5"])
-def test_digits_mlp_is_bit_exact_on_verilator(tmp_path, tony_cli, digits_mlp, array):
+@pytest.mark.parametrize("array,batch", [("4x4", 1), ("3x5", 5)])
+def test_digits_mlp_is_bit_exact_on_verilator(tmp_path, tony_cli, digits_mlp, array, batch):
     x = np.load(digits_mlp / "inputs.npy")[:24]
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "build"
-    res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", array, "--inputs", tmp_path / "x.npy")
+    res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", array, "--inputs", tmp_path / "x.npy",
+                   "--batch", batch)
     assert res.returncode == 0, res.stderr
     res = tony_cli("sim", out, "-q")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "PASS" in res.stdout
     rep = json.loads((out / "sim_report.json").read_text())
     assert rep["bit_exact"] and rep["mismatches"] == 0
-    assert rep["samples"] == 24 and rep["compared"] == 24 * (32 + 10)
+    assert rep["samples"] == 24 and rep["compared"] == 24 * 10
     assert rep["simulator"] == "verilator"
     r, c = map(int, array.split("x"))
     assert rep["array"]["rows"] == r and rep["array"]["cols"] == c
-    assert rep["macs"] == 24 * (64 * 32 + 32 * 10)
+    assert rep["runs"] == -(-24 // batch) and rep["batch"] == batch
+    assert rep["macs"] == rep["runs"] * batch * (64 * 32 + 32 * 10)
     assert rep["cycles"] > rep["macs"] / (r * c)  # cannot beat the array's peak
+    # the cycle model predicted every run's cycle count and every instruction's issue cycle exactly
+    assert rep["cycles_match"] and rep["issue_match"]
+    assert all(c == rep["predicted_cycles"] for c in rep["cycles_per_run"])
+    assert all(l["cycles"] == l["predicted"] for l in rep["layers"])
     # the hardware's own final output equals the reference's
     hw = np.load(out / "sim" / "hw_logits_q.npy")
     from tony.api import load_ir

@@ -382,7 +382,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                      ibase=src.base + j * src.gstride - pt * W - pl, obase=dst.base + j * dst.gstride,
                      npix=batch * oh * ow, ow=ow, oh=oh, oy0=0, sw=sw, sh=sh, ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt,
                      rjump=sh * W - (ow - 1) * sw, sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W,
-                     kh=kh, kw=kw, dh=dh, dw=dw, dhw=dh * W, nic=1, klen=kh * kw, **rq)
+                     kh=kh, kw=kw, dh=dh, dw=dw, dhw=dh * W, nic=1, klen=kh * kw, period=kh * kw, **rq)
             layer.info = {"window": [kh, kw]}
         elif isinstance(op, (ir.Add, ir.Clamp)):
             rq = _rq_fields(op.requant, out_t, op)
@@ -391,7 +391,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             sa = sb = 0
             boff = 0
             if isinstance(op, ir.Add):
-                if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or max(op.shift_a, op.shift_b) > 31:
+                if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
                     raise UnsupportedError("Add needs power-of-two input scales (alignment by left shifts) on the "
                                            "accelerator", where=_where(op), hint="use --requant pow2")
                 other = stored[reads[1]]
@@ -403,7 +403,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             span = 4095
             emit(isa.EWISE, flags=flags, ibase=src.base, boff=boff, obase=dst.base, npix=total, ow=span, oh=1,
                  sw=1, sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=span, kh=1, kw=1, dh=1, dw=1,
-                 nic=1, klen=1, sa=sa, sb=sb, **rq)
+                 nic=1, klen=1, period=1, sa=sa, sb=sb, **rq)
         else:
             raise UnsupportedError(f"{type(op).__name__} has no accelerator mapping", where=_where(op),
                                    hint="`tony run` executes it in the reference")

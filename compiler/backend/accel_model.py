@@ -251,7 +251,7 @@ def cycles(prog: Program) -> Timing:
             compute_free = max(compute_free, x + 1 + R + (nt - 1) * T + d["klen"] + C + R + 5)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
-            compute_free = stream_free = x + d["npix"] * d["klen"] + 6
+            compute_free = stream_free = x + d["npix"] * d["klen"] + 7
         elif op == isa.SYNC:
             need = [t]
             if d["sync"] & isa.S_DMA:

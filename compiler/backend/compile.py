@@ -1,4 +1,5 @@
-"""`tony compile`: IR -> rendered RTL, memory images, golden vectors and a run manifest.
+"""`tony compile`: IR -> the accelerator's RTL, its program and memory image, golden vectors and a
+run manifest (docs/isa.md for the program, docs/golden.md for the vectors).
 
 The output folder is written to a temporary sibling and moved into place only when complete,
 so a failed compile never leaves a folder that looks valid.
@@ -17,6 +18,7 @@ from ..api import load_ir, normalize_inputs
 from ..errors import InputError
 from ..ref import execute
 from . import checks
+from .accel import AccelConfig, compile_program, input_beats
 from .memfile import write_tensor
 from .fusesoc import write_core
 from .names import safe_id
@@ -31,6 +33,7 @@ class ArrayConfig:
     a_bits: int = 8
     w_bits: int = 8
     acc_bits: int = 32
+    mem_bits: int = 64
 
     @classmethod
     def parse(cls, text: str, **kw) -> "ArrayConfig":
@@ -63,50 +66,25 @@ def default_inputs(g: ir.Graph, n: int, seed: int) -> dict:
     return feeds
 
 
-def schedule(g: ir.Graph, keys: dict[str, str]) -> list[dict]:
-    """Host-driven schedule: one entry per device op, in order."""
-    layers, used = [], set()
-    for op in g.device_ops:
-        lname = safe_id(op.origin or op.outputs[0], used, prefix="layer")
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        entry = {"name": lname, "op": op.kind, "input": keys[x.name], "output": keys[y.name],
-                 "in_dtype": x.dtype.name, "out_dtype": y.dtype.name, "out_shape": list(y.shape)}
-        if isinstance(op, (ir.Dense, ir.Conv)):
-            w = g.constants[op.inputs[1]]
-            if isinstance(op, ir.Dense):
-                k, m = w.shape
-                wmat = w                                       # K x M
-                entry.update(K=int(k), M=int(m), group=1, macs=int(k * m * y.shape[0]))
-            else:
-                m, cg, kh, kw = w.shape
-                wmat = w.reshape(m, cg * kh * kw).T            # (cg*kh*kw) x M, im2col order (c, kh, kw)
-                oh, ow = y.shape[2:]
-                entry.update(K=int(cg * kh * kw), M=int(m), group=op.group, macs=int(cg * kh * kw * m * oh * ow),
-                             kernel=[int(kh), int(kw)], strides=list(op.strides), pads=list(op.pads),
-                             dilations=list(op.dilations))
-            bias = g.constants[op.inputs[2]] if len(op.inputs) > 2 else np.zeros(wmat.shape[1], np.int64)
-            rq = op.requant
-            entry.update(weight=f"mem/{lname}_w", bias=f"mem/{lname}_b",
-                         requant={"shift": int(rq.shift), "mult": int(rq.mult), "lo": int(rq.lo), "hi": int(rq.hi),
-                                  "rounding": rq.rounding.value})
-            entry["_arrays"] = (wmat, bias)
-        layers.append(entry)
-    return layers
-
-
 def compile_model(model, out_dir, *, array: ArrayConfig = ArrayConfig(), inputs=None, samples: int = 20,
-                  seed: int = 0, requant: str = "pow2", rounding: str = "half_even") -> dict:
-    """Compile `model` for the host-driven array slice; returns the manifest."""
+                  seed: int = 0, requant: str = "pow2", rounding: str = "half_even", batch: int = 1,
+                  mem_latency: int = 2) -> dict:
+    """Compile `model` for the accelerator (tony_accel) with `batch` samples per run; returns the manifest."""
     from ..hw_templates import render_to
 
     g = load_ir(model, requant=requant, rounding=rounding)
-    checks.check_hardware(g, a_bits=array.a_bits, w_bits=array.w_bits, acc_bits=array.acc_bits)
+    checks.check_overflow(g, array.acc_bits)
+    if batch < 1:
+        raise InputError("--batch must be at least 1")
+    cfg = AccelConfig(array.rows, array.cols, array.a_bits, array.w_bits, array.acc_bits, array.mem_bits,
+                      mem_latency=mem_latency)
+    prog = compile_program(g, cfg, batch=batch)
     if inputs is None:
         feeds = default_inputs(g, samples, seed)
     else:
         feeds, _ = normalize_inputs(g, inputs)
     with staged_output(out_dir) as tmp:
-        return _write(g, model, tmp, array, feeds, render_to)
+        return _write(g, model, tmp, prog, feeds, render_to)
 
 
 def golden(g: ir.Graph, feeds: dict, folder: Path, keys: dict[str, str]) -> dict:
@@ -132,41 +110,85 @@ def tensor_keys(g: ir.Graph) -> dict[str, str]:
     return {n: safe_id(n, used) for n in names}
 
 
-def _write(g: ir.Graph, model, out: Path, array: ArrayConfig, feeds: dict, render_to) -> dict:
-    keys = tensor_keys(g)
-    layers = schedule(g, keys)
-    for entry in layers:
-        arrays = entry.pop("_arrays", None)
-        if arrays:
-            wmat, bias = arrays
-            write_tensor(out / entry["weight"], wmat, array.w_bits, comment=f"{entry['name']} weights K x M")
-            write_tensor(out / entry["bias"], bias, array.acc_bits, comment=f"{entry['name']} bias")
-    from ..ir.types import Rounding
+def device_runs(g: ir.Graph, prog, feeds: dict, keys: dict[str, str]) -> np.ndarray:
+    """External-memory beats of the device inputs, one row per run of `prog.batch` samples
+    (the last run padded with zero samples); inputs laid out back to back in manifest order."""
+    env = execute(g, feeds, keep_all=True)
+    n = next(iter(feeds.values())).shape[0]
+    rows = []
+    for r in range(-(-n // prog.batch)):
+        part = {}
+        for name in prog.inputs:
+            x = np.asarray(env[name][r * prog.batch:(r + 1) * prog.batch])
+            if x.shape[0] < prog.batch:
+                x = np.concatenate([x, np.zeros((prog.batch - x.shape[0],) + x.shape[1:], x.dtype)])
+            part[name] = x
+        beats = input_beats(prog, part)
+        rows.append([b for name in prog.inputs for b in beats[name]])
+    return np.asarray(rows, dtype=np.uint64)
 
-    rtl = render_to(out / "rtl", ["tony_core"], ROUND_MODE=Rounding(g.meta["rounding"]).code, **array.hdl_params())
+
+def _write(g: ir.Graph, model, out: Path, prog, feeds: dict, render_to) -> dict:
+    from ..ir.types import Rounding
+    from . import accel_model
+
+    cfg = prog.cfg
+    keys = tensor_keys(g)
+    rtl = render_to(out / "rtl", ["tony_accel"], ROUND_MODE=Rounding(g.meta["rounding"]).code, **cfg.hdl_params())
     files = golden(g, feeds, out / "golden", keys)
     src = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     onnx.save(src, out / "model.onnx")
     np.save(out / "inputs.npy", *[feeds[n] for n in g.inputs][:1])
     (out / "ir.txt").write_text(ir.format_graph(g) + "\n")
-    device_in = [keys[op.inputs[0]] for op in g.device_ops][:1]
+    (out / "program.txt").write_text("".join(f"{i:5d}  {t}\n" for i, t in enumerate(prog.text)))
+    mem = out / "mem"
+    mem.mkdir()
+    if cfg.mem_bits > 64:
+        raise InputError(f"--mem-bits {cfg.mem_bits}: the memory image is written as 64-bit words; use 32 or 64")
+    np.save(mem / "image.npy", np.asarray(prog.image, dtype=np.uint64))
+    digits = cfg.mem_bits // 4
+    (mem / "image.hex").write_text(f"// tony_accel memory image: {len(prog.image)} beats of {cfg.mem_bits} bits, "
+                                   "program at beat 0\n" + "".join(format(b, f"0{digits}x") + "\n" for b in prog.image))
+    runs = device_runs(g, prog, feeds, keys)
+    np.save(mem / "runs.npy", runs)
+    timing = accel_model.cycles(prog)
+    table = accel_model.layer_table(prog, timing)
+    off, inputs = 0, []
+    for name, info in prog.inputs.items():
+        inputs.append({"key": keys[name], "ext": info["ext"], "beats": info["beats"], "offset": off})
+        off += info["beats"]
+    outputs = []
+    for name, info in prog.outputs.items():
+        st = info["stored"]
+        outputs.append({"key": keys[name], "ext": info["ext"], "beats": info["beats"], "n": st.n, "c": st.c,
+                        "h": st.h, "w": st.w, "signed": info["signed"], "shape": list(info["shape"])})
     manifest = {
         "tony_version": __version__,
         "model": g.name,
-        "array": {"rows": array.rows, "cols": array.cols, "a_bits": array.a_bits, "w_bits": array.w_bits,
-                  "acc_bits": array.acc_bits},
+        "accel": {"rows": cfg.rows, "cols": cfg.cols, "a_bits": cfg.a_bits, "w_bits": cfg.w_bits,
+                  "acc_bits": cfg.acc_bits, "mem_bits": cfg.mem_bits, "abuf_words": cfg.abuf_words,
+                  "wbuf_words": cfg.wbuf_words, "bbuf_words": cfg.bbuf_words, "imem_words": cfg.imem_words,
+                  "mem_latency": cfg.mem_latency},
+        "array": {"rows": cfg.rows, "cols": cfg.cols, "a_bits": cfg.a_bits, "w_bits": cfg.w_bits,
+                  "acc_bits": cfg.acc_bits},
         "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
         "samples": int(next(iter(feeds.values())).shape[0]),
+        "batch": prog.batch,
+        "runs": int(runs.shape[0]),
         "rtl": [p.name for p in rtl],
-        "toplevel": "tony_core",
-        "device_input": device_in[0] if device_in else None,
-        "device_outputs": [keys[op.outputs[0]] for op in g.device_ops][-1:],
-        "layers": layers,
+        "toplevel": "tony_accel",
+        "program": {"addr": prog.prog_addr, "length": len(prog.words), "text": "program.txt"},
+        "inputs": inputs,
+        "outputs": outputs,
+        "device_outputs": [o["key"] for o in outputs],
+        "predicted_cycles": timing.total,
+        "predicted_issue": timing.issue,
+        "layers": table,
         "golden": files,
-        "macs_per_sample": sum(l.get("macs", 0) for l in layers),
+        "macs_per_run": sum(r["macs"] for r in table),
     }
-    manifest["fusesoc"] = write_core(out, model=g.name, version=__version__, toplevel="tony_core",
-                                     rtl=manifest["rtl"], params=array.hdl_params(),
-                                     description="Tony systolic array core (generated)")
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest["fusesoc"] = write_core(out, model=g.name, version=__version__, toplevel="tony_accel",
+                                     rtl=manifest["rtl"], params=cfg.hdl_params(),
+                                     description="Tony instruction-driven systolic accelerator (generated)")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -1,5 +1,6 @@
-"""`tony sim`: build the compiled RTL with Verilator through cocotb's runner, run the whole-model
-bench (testbench/bench_model.py), compare every layer output with the golden vectors."""
+"""`tony sim`: build the compiled accelerator with Verilator through cocotb's runner, run the
+whole-model bench (testbench/bench_accel.py) on the memory image, compare every output byte with
+the golden vectors, and hold the measured cycles to the cycle model's prediction."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ class _Progress:
             except (OSError, ValueError):
                 continue
             if bar is None:
-                bar = tqdm(total=int(total), desc="simulating", unit="tile", leave=False)
+                bar = tqdm(total=int(total), desc="simulating", unit="run", leave=False)
             bar.set_postfix_str(what.strip()[:30])
             bar.update(int(done) - bar.n)
         if bar is not None:
@@ -62,14 +63,27 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
 
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
+    if m.get("toplevel") != "tony_accel":
+        raise InputError(f"{build} was compiled by an older Tony (no accelerator program)",
+                         hint="compile it again with `tony compile`")
     golden_dir = build / "golden"
     if inputs is not None:
+        import numpy as np
+
         from ..api import load_ir, normalize_inputs
+        from .accel import AccelConfig, compile_program
+        from .compile import device_runs
 
         g = load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
         feeds, _ = normalize_inputs(g, inputs)
         golden_dir = build / "sim" / "golden"
-        golden(g, feeds, golden_dir, tensor_keys(g))
+        keys = tensor_keys(g)
+        golden(g, feeds, golden_dir, keys)
+        a = m["accel"]
+        cfg = AccelConfig(a["rows"], a["cols"], a["a_bits"], a["w_bits"], a["acc_bits"], a["mem_bits"],
+                          a["abuf_words"], a["wbuf_words"], a["bbuf_words"], a["imem_words"], a["mem_latency"])
+        prog = compile_program(g, cfg, batch=m["batch"])
+        np.save(golden_dir / "runs.npy", device_runs(g, prog, feeds, keys))
     work = build / "sim"
     work.mkdir(exist_ok=True)
     result_path, progress_path = work / "bench_result.json", work / "progress"
@@ -81,28 +95,44 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
            "TONY_PROGRESS": str(progress_path)}
     t0 = time.perf_counter()
     with _Progress(progress_path, progress):
-        run_cocotb(sources, m["toplevel"], "tony.testbench.bench_model", build_dir=work / "build",
-                   extra_env=env, waves=waves, simulator=simulator, reuse_build=True)
+        run_cocotb(sources, m["toplevel"], "tony.testbench.bench_accel", build_dir=work / "build",
+                   extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
-    a = m["array"]
-    peak = a["rows"] * a["cols"]
-    layers = []
-    for l, r in zip(m["layers"], res["layers"]):
-        macs = l.get("macs", 0) * res["samples"]
-        layers.append({"name": l["name"], "op": l["op"], "K": l.get("K"), "M": l.get("M"), "macs": macs,
-                       "cycles": r["cycles"], "mismatches": r["mismatches"],
-                       "utilization": macs / (r["cycles"] * peak) if r["cycles"] and macs else None})
-    cycles = res["cycles"]
-    macs = sum(l["macs"] for l in layers)
-    rep = {
-        "model": m["model"], "array": a, "simulator": simulator, "samples": res["samples"],
-        "bit_exact": res["mismatches"] == 0 and res["compared"] > 0, "mismatches": res["mismatches"],
-        "compared": res["compared"], "first_mismatches": res.get("first_mismatches", []),
-        "cycles": cycles, "macs": macs, "utilization": macs / (cycles * peak) if cycles else 0.0,
-        "sim_seconds": res.get("sim_seconds"), "wall_seconds": wall,
-        "cycles_per_second": cycles / res["sim_seconds"] if res.get("sim_seconds") else 0.0,
-        "layers": layers, "golden": str(golden_dir),
-    }
+    rep = report_from(m, res)
+    rep.update(simulator=simulator, wall_seconds=wall, golden=str(golden_dir))
     (build / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
     return rep
+
+
+def report_from(m: dict, res: dict) -> dict:
+    """The sim report: bit-exactness, measured and predicted cycles, the per-layer table."""
+    a = m["accel"]
+    peak = a["rows"] * a["cols"]
+    runs = res["runs"]
+    first = runs[0] if runs else {"cycles": 0, "issue": []}
+    issue = first["issue"]
+    layers = []
+    for row in m["layers"]:
+        meas = None
+        if len(issue) == len(m["predicted_issue"]):
+            end = issue[row["last"]] if row["last"] < len(issue) else first["cycles"]
+            meas = end - (0 if row["name"] == "(load)" else issue[row["first"]])
+        macs = row["macs"]
+        layers.append({**{k: v for k, v in row.items() if k not in ("first", "last")}, "cycles": meas,
+                       "utilization": macs / (meas * peak) if meas and macs else None,
+                       "predicted_utilization": row.get("utilization")})
+    cycles = res["cycles"]
+    macs = m["macs_per_run"] * len(runs)
+    sim_s = res.get("sim_seconds") or 0.0
+    return {
+        "model": m["model"], "array": m["array"], "accel": a, "samples": res["samples"], "batch": m["batch"],
+        "runs": len(runs), "bit_exact": res["mismatches"] == 0 and res["compared"] > 0,
+        "mismatches": res["mismatches"], "compared": res["compared"], "first_mismatches": res.get("first_mismatches", []),
+        "cycles": cycles, "cycles_per_run": [r["cycles"] for r in runs], "predicted_cycles": m["predicted_cycles"],
+        "cycles_match": all(r["cycles"] == m["predicted_cycles"] for r in runs) and bool(runs),
+        "issue_match": all(r["issue"] == m["predicted_issue"] for r in runs) and bool(runs),
+        "macs": macs, "utilization": macs / (cycles * peak) if cycles else 0.0,
+        "sim_seconds": sim_s, "cycles_per_second": cycles / sim_s if sim_s else 0.0,
+        "layers": layers,
+    }
