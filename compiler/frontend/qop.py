@@ -10,6 +10,10 @@ QDQ models and get the same integer arithmetic (docs/arithmetic.md, 'Requantizat
   MatMulInteger(a, b, az, bz)                   ->  Q(MatMul(DQ(a, 1, az), DQ(b, 1, bz)), 1, int32 0)
   QGemm(a, as, az, b, bs, bz, C, ys, yz)         ->  Q(Gemm(DQ(a), DQ(b), DQ(C, as*bs)), ys, yz)
                                                     (com.microsoft; a QGemm without ys is refused)
+  QLinearAdd(a, as, az, b, bs, bz, ys, yz)       ->  Q(Add(DQ(a), DQ(b)), ys, yz)          (com.microsoft)
+  QLinearConcat(ys, yz, x0, s0, z0, x1, ...)     ->  Q(Concat(DQ(x0), DQ(x1), ...), ys, yz) (com.microsoft)
+  QLinearAveragePool / QLinearGlobalAveragePool  ->  Q(AveragePool(DQ(x)), ys, yz)        (com.microsoft,
+                                                    NCHW only: channels_last=1 is refused)
 
 ConvInteger/MatMulInteger have no output scale: their int32 result is the accumulator itself, which
 the lowering expresses as a requantization with multiplier 1, shift 0 and the int32 range as clamp.
@@ -25,7 +29,8 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 from ..errors import UnsupportedError, node_where
 
 QOPERATORS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
-MS_QOPERATORS = ("QGemm",)  # com.microsoft, as written by onnxruntime's quantizer
+MS_QOPERATORS = ("QGemm", "QLinearAdd", "QLinearConcat", "QLinearAveragePool",
+                 "QLinearGlobalAveragePool")  # com.microsoft, as written by onnxruntime's quantizer
 
 
 def _elem_types(g: onnx.GraphProto) -> dict[str, int]:
@@ -93,8 +98,48 @@ class _Rewriter:
                                    hint="QOperator scales and zero points must be initializers")
         return numpy_helper.to_array(self.inits[name])
 
+    def expand_elementwise(self, node) -> list:
+        """com.microsoft QLinearAdd / QLinearConcat / QLinearAveragePool / QLinearGlobalAveragePool:
+        every quantized input through a DequantizeLinear, the float op, a QuantizeLinear."""
+        op, y = node.op_type, node.output[0]
+        pre = node.name or y
+        attrs = [a for a in node.attribute]
+        ins = list(node.input)
+        if op == "QLinearConcat":  # (y_scale, y_zp, then (x, x_scale, x_zp) per input)
+            ys, yz = ins[0], ins[1]
+            triples = [tuple(ins[i:i + 3]) for i in range(2, len(ins), 3)]
+        elif op == "QLinearAdd":
+            ins += [""] * (8 - len(ins))
+            triples = [tuple(ins[0:3]), tuple(ins[3:6])]
+            ys, yz = ins[6], ins[7]
+        else:  # pools: X, x_scale, x_zp, y_scale, y_zp
+            ins += [""] * (5 - len(ins))
+            triples = [tuple(ins[0:3])]
+            ys, yz = ins[3], ins[4]
+            if any(a.name == "channels_last" and a.i for a in attrs):
+                raise UnsupportedError(f"{op} with channels_last=1 is not supported", where=node_where(node),
+                                       hint="export the model in NCHW layout")
+            attrs = [a for a in attrs if a.name != "channels_last"]
+        if any(len(t) != 3 or not t[0] or not t[1] for t in triples) or not ys:
+            raise UnsupportedError(f"{op} lacks a scale", where=node_where(node))
+        nodes, floats = [], []
+        for x, xs, xz in triples:
+            n, xf = self.dq(node, x, xs, self.zero_point(node, xz, x))
+            nodes += n
+            floats.append(xf)
+        yz = yz or self.zero_point(node, "", triples[0][0])
+        yf = self.float_value(f"{y}_float", y)
+        float_op = op[len("QLinear"):]
+        nodes.append(helper.make_node(float_op, floats, [yf], name=f"{pre}/{float_op.lower()}"))
+        if float_op != "Add":
+            nodes[-1].attribute.extend(attrs)
+        nodes.append(helper.make_node("QuantizeLinear", [yf, ys, yz], [y], name=pre))
+        return nodes
+
     def expand(self, node) -> list:
         op = node.op_type
+        if op in ("QLinearAdd", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool"):
+            return self.expand_elementwise(node)
         y = node.output[0]
         attrs = [a for a in node.attribute]
         pre = node.name or y
