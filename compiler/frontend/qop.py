@@ -213,13 +213,81 @@ class _Rewriter:
         return self.m
 
 
+_SCALE_PRESERVING = ("MaxPool", "Flatten", "Reshape")
+
+
+def _requantize_chains(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Two patterns onnxruntime's QOperator output leaves around the rewritten nodes:
+
+    - MaxPool/Flatten/Reshape run directly on an integer value (onnxruntime pools int8 natively):
+      wrapped as DQ -> op -> Q with that value's own scale and zero point (exact: max and reshape
+      commute with the monotone dequantization);
+    - a float Relu whose output reaches a QuantizeLinear only through MaxPool/Flatten/Reshape:
+      that quantizer's copy is inserted right after the Relu (exact: Q is monotone, so it commutes
+      with max and reshape), so the Relu becomes a requantization and the chain keeps one scale.
+    """
+    g = m.graph
+    qparams = {n.output[0]: (n.input[1], n.input[2] if len(n.input) > 2 else "")
+               for n in g.node if n.op_type == "QuantizeLinear"}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    names = {v for n in g.node for v in list(n.input) + list(n.output)} | {i.name for i in g.initializer}
+
+    def fresh(base):
+        name, k = base, 0
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.add(name)
+        return name
+    out = []
+    for node in g.node:
+        if node.op_type in _SCALE_PRESERVING and node.domain in ("", "ai.onnx") and node.input[0] in qparams:
+            s, z = qparams[node.input[0]]
+            xf, yf = fresh(f"{node.input[0]}_dequantized"), fresh(f"{node.output[0]}_float")
+            pre = node.name or node.output[0]
+            new = onnx.NodeProto()
+            new.CopyFrom(node)
+            new.input[0], new.output[0] = xf, yf
+            out += [helper.make_node("DequantizeLinear", [node.input[0], s, z], [xf], name=f"{pre}/dq"), new,
+                    helper.make_node("QuantizeLinear", [yf, s, z], [node.output[0]], name=pre)]
+            qparams[node.output[0]] = (s, z)
+            continue
+        out.append(node)
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs:
+            v, q = node.output[0], None
+            while len(consumers.get(v, [])) == 1 and v not in outputs:
+                c = consumers[v][0]
+                if c.op_type == "QuantizeLinear":
+                    q = c
+                    break
+                if c.op_type not in _SCALE_PRESERVING:
+                    break
+                v = c.output[0]
+            if q is not None and v != node.output[0]:
+                y = node.output[0]
+                yq, yd = fresh(f"{y}_quantized"), fresh(f"{y}_requantized")
+                out += [helper.make_node("QuantizeLinear", [y, *q.input[1:]], [yq], name=f"{node.name or y}/q"),
+                        helper.make_node("DequantizeLinear", [yq, *q.input[1:]], [yd], name=f"{node.name or y}/dq")]
+                for c in consumers[y]:
+                    for k, i in enumerate(c.input):
+                        if i == y:
+                            c.input[k] = yd
+    del g.node[:]
+    g.node.extend(out)
+    return m
+
+
 def expand_qoperators(model: onnx.ModelProto) -> onnx.ModelProto:
     """Model with every QOperator node (QOPERATORS) replaced by its DQ -> op -> Q form.
 
     Expects a model after shape inference (the new values take their shapes from the outputs)."""
     if not any(n.op_type in QOPERATORS + MS_QOPERATORS for n in model.graph.node):
         return model
-    m = _Rewriter(model).run()
+    m = _requantize_chains(_Rewriter(model).run())
     try:  # fill shapes that inference could not give the (non-standard) QOperator nodes
         return shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort here; the lowering reports what stays unknown
