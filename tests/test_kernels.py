@@ -148,3 +148,108 @@ def test_verifier_rejects_bad_shapes():
                  (ir.Dense(("x", "w"), ("y",), requant=Requant(0, -128, 127)),), ("x",), ("y",))
     with pytest.raises(ir.IRVerifyError, match="shapes"):
         ir.verify(g)
+
+
+# ---- the remaining ops against Python-int / Fraction implementations of docs/arithmetic.md ------------
+def _slow_requant(v: int, mult: int, shift: int, zp: int, lo: int, hi: int) -> int:
+    """round_half_even(v * mult / 2^shift) + zp, clamped; exact with Fractions."""
+    from fractions import Fraction
+
+    q = Fraction(v * mult) / Fraction(2) ** shift
+    fl = q.numerator // q.denominator
+    r = q - fl
+    y = fl + (1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and fl % 2) else 0)
+    return min(max(y + zp, lo), hi)
+
+
+def _dt(data):
+    bits = data.draw(st.sampled_from([2, 4, 8, 16]))
+    return ir.DType(bits, data.draw(st.booleans()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_add_matches_fractions(data):
+    da, db, dy = _dt(data), _dt(data), _dt(data)
+    shape = (1, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5)))
+    za = data.draw(st.integers(da.min, da.max)) if not da.signed else 0
+    zb = data.draw(st.integers(db.min, db.max)) if not db.signed else 0
+    ma, mb, mult = (data.draw(st.integers(1, 2**20)) for _ in range(3))
+    sa, sb = data.draw(st.integers(0, 4)), data.draw(st.integers(0, 4))
+    shift = data.draw(st.integers(-2, 40))
+    zp = data.draw(st.integers(dy.min, dy.max))
+    seed = data.draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    a = rng.integers(da.min, da.max + 1, size=(2,) + shape[1:])
+    b = rng.integers(db.min, db.max + 1, size=(2,) + shape[1:])
+    rq = Requant(shift=shift, lo=dy.min, hi=dy.max, mult=mult, zero_point=zp)
+    tensors = {"a": Tensor("a", shape, da, zero_point=za), "b": Tensor("b", shape, db, zero_point=zb),
+               "y": Tensor("y", shape, dy)}
+    op = ir.Add(("a", "b"), ("y",), shift_a=sa, shift_b=sb, mult_a=ma, mult_b=mb, requant=rq)
+    g = ir.verify(ir.Graph("t", tensors, {}, (op,), ("a", "b"), ("y",)))
+    got = execute(g, {"a": a, "b": b})["y"]
+    sums = [((int(x) - za) * ma << sa) + ((int(y) - zb) * mb << sb) for x, y in zip(a.ravel(), b.ravel())]
+    if shift >= 0:
+        want = [_slow_requant(v, mult, shift, zp, dy.min, dy.max) for v in sums]
+    else:  # an exact left shift
+        want = [min(max(v * mult * 2**-shift + zp, dy.min), dy.max) for v in sums]
+    assert got.ravel().tolist() == want, f"seed={seed}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_concat_and_clamp_match_fractions(data):
+    n_in = data.draw(st.integers(1, 3))
+    dy = _dt(data)
+    axis = data.draw(st.integers(1, 2))
+    seed = data.draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    tensors, xs, rqs, parts = {}, {}, [], []
+    for i in range(n_in):
+        dt = _dt(data)
+        z = data.draw(st.integers(dt.min, dt.max))
+        shape = (1, 2, 3)
+        shape = shape[:axis] + (data.draw(st.integers(1, 3)),) + shape[axis + 1:]
+        rq = Requant(shift=data.draw(st.integers(0, 34)), lo=data.draw(st.integers(dy.min, 0 if dy.signed else dy.max)),
+                     hi=dy.max, mult=data.draw(st.integers(1, 2**31 - 1)), zero_point=data.draw(st.integers(dy.min, dy.max)))
+        x = rng.integers(dt.min, dt.max + 1, size=(2,) + shape[1:])
+        tensors[f"x{i}"] = Tensor(f"x{i}", shape, dt, zero_point=z)
+        xs[f"x{i}"] = x
+        rqs.append(rq)
+        parts.append(np.array([_slow_requant(int(v) - z, rq.mult, rq.shift, rq.zero_point, rq.lo, rq.hi)
+                               for v in x.ravel()]).reshape(x.shape))
+    out_shape = list(tensors["x0"].shape)
+    out_shape[axis] = sum(t.shape[axis] for t in tensors.values())
+    tensors["y"] = Tensor("y", tuple(out_shape), dy)
+    op = ir.Concat(tuple(xs), ("y",), axis=axis, requants=tuple(rqs))
+    g = ir.verify(ir.Graph("t", tensors, {}, (op,), tuple(xs), ("y",)))
+    assert np.array_equal(execute(g, xs)["y"], np.concatenate(parts, axis=axis)), f"seed={seed}"
+    # Clamp of the first input with the first requant: the same formula alone
+    t0 = tensors["x0"]
+    g = ir.verify(ir.Graph("t", {"x0": t0, "y": Tensor("y", t0.shape, dy)}, {},
+                           (ir.Clamp(("x0",), ("y",), requant=rqs[0]),), ("x0",), ("y",)))
+    assert np.array_equal(execute(g, {"x0": xs["x0"]})["y"], parts[0]), f"seed={seed}"
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), k=st.integers(1, 24), m=st.integers(1, 6), seed=st.integers(0, 2**31),
+       per_channel=st.booleans())
+def test_dense_multiplier_and_per_channel_requant_match_fractions(n, k, m, seed, per_channel):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, k))
+    w = rng.integers(-128, 128, size=(k, m))
+    b = rng.integers(-5000, 5000, size=(m,))
+    mults = [int(v) for v in rng.integers(2**30, 2**31, size=m)]
+    shifts = [int(v) for v in rng.integers(30, 44, size=m)]
+    zx = int(rng.integers(0, 256))
+    if per_channel:
+        rq = Requant(shift=tuple(shifts), lo=-128, hi=127, mult=tuple(mults), zero_point=0)
+    else:
+        mults, shifts = [mults[0]] * m, [shifts[0]] * m
+        rq = Requant(shift=shifts[0], lo=-128, hi=127, mult=mults[0], zero_point=3)
+    tensors = {"x": Tensor("x", (1, k), UINT8, zero_point=zx), "w": Tensor("w", (k, m), INT8),
+               "b": Tensor("b", (m,), INT32), "y": Tensor("y", (1, m), INT8)}
+    g = _graph(ir.Dense(("x", "w", "b"), ("y",), requant=rq), tensors, {"w": w, "b": b}, "x", "y")
+    want = [[_slow_requant(sum((int(x[i, j]) - zx) * int(w[j, c]) for j in range(k)) + int(b[c]), mults[c], shifts[c],
+                           rq.zero_point, -128, 127) for c in range(m)] for i in range(n)]
+    assert execute(g, {"x": x})["y"].tolist() == want, f"seed={seed}"
