@@ -64,6 +64,17 @@ MODULES: dict[str, ModuleSpec] = {
         requires=("tony_systolic_array", "tony_ppu"),
         doc="array + post-processing unit driven layer by layer by a host (the whole-model bench)",
     ),
+    "tony_axil_regs": ModuleSpec(
+        params={"ADDR_BITS": 12, "ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
+                "ROUND_MODE": 0, "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256,
+                "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "MAX_BURST": 16, "BUILD_ID": 0},
+        doc="AXI4-Lite control/status registers and run state machine (docs/registers.md)",
+    ),
+    "tony_axi_master": ModuleSpec(
+        params={"MEM_BITS": 64, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1, "MAX_BURST": 16,
+                "WFIFO_DEPTH": 32, "MAX_READS": 32},
+        doc="AXI4 master bridge for the accelerator's memory port: INCR bursts, narrow transfers, error flags",
+    ),
 }
 
 ROUND_MODES = {"half_even": 0, "half_up": 1, "floor": 2}

@@ -32,6 +32,12 @@ PARAM_SETS = {
         {"LANES": 3, "ROUND_MODE": 2, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6, "MULT_BITS": 12},
         {"LANES": 8, "ACC_BITS": 24, "OUT_BITS": 16, "SHIFT_BITS": 8, "MULT_BITS": 16},
     ],
+    "tony_axil_regs": [{}, {"ADDR_BITS": 8, "ROWS": 16, "COLS": 16, "MEM_BITS": 32, "MAX_BURST": 256}],
+    "tony_axi_master": [
+        {},
+        {"MEM_BITS": 32, "AXI_DATA_BITS": 128, "MAX_BURST": 256, "WFIFO_DEPTH": 512, "AXI_ADDR_BITS": 40},
+        {"MEM_BITS": 64, "AXI_DATA_BITS": 128, "MAX_BURST": 1, "WFIFO_DEPTH": 2, "MAX_READS": 2, "AXI_ID_BITS": 4},
+    ],
 }
 
 
