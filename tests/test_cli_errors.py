@@ -75,3 +75,46 @@ def test_run_writes_outputs(tmp_path, tony_cli, digits_mlp):
     assert res.returncode == 0, res.stderr
     y = np.load(tmp_path / "y.npy")
     assert np.array_equal(y, tony.run_reference(digits_mlp / "model.onnx", np.load(digits_mlp / "inputs.npy"))[0])
+
+
+def _qdq_gemm_model(tmp_path, *, input_dims=(1, 4), weight_zp=0, name="m.onnx"):
+    import numpy as np
+    from onnx import numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_dims))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_dims[0], 3])
+    inits = [numpy_helper.from_array(np.array(0.125, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(np.ones((4, 3), np.int8), "w"),
+             numpy_helper.from_array(np.array(0.0625, np.float32), "ws"),
+             numpy_helper.from_array(np.array(weight_zp, np.int8), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], name="dqw"),
+             helper.make_node("MatMul", ["xd", "wd"], ["mm"], name="the_matmul"),
+             helper.make_node("QuantizeLinear", ["mm", "s", "z"], ["yq"], name="qy"),
+             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"], name="dqy")]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
+    p = tmp_path / name
+    onnx.save(m, p)
+    return p
+
+
+def test_dynamic_non_batch_dimension_is_refused(tmp_path, tony_cli):
+    p = _qdq_gemm_model(tmp_path, input_dims=("N", "features"))
+    err = _one_line_error(tony_cli("compile", p, "-o", tmp_path / "o"), "dynamic dimension", "axis 1")
+    assert "static shapes" in err
+    # a symbolic batch axis alone is fine
+    ok = _qdq_gemm_model(tmp_path, input_dims=("N", 4), name="ok.onnx")
+    assert tony_cli("ir", ok).returncode == 0
+
+
+def test_weight_zero_point_is_refused_for_hardware_but_runs_in_the_reference(tmp_path, tony_cli):
+    import numpy as np
+
+    p = _qdq_gemm_model(tmp_path, weight_zp=3)
+    _one_line_error(tony_cli("compile", p, "-o", tmp_path / "o"), "the_matmul", "zero point")
+    assert not (tmp_path / "o").exists()
+    np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
+    res = tony_cli("run", p, "--inputs", tmp_path / "x.npy")
+    assert res.returncode == 0, res.stderr
