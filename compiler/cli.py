@@ -116,7 +116,7 @@ def cmd_sim(a) -> int:
     from .backend.simulate import simulate
 
     inputs = _load_npy(a.inputs) if a.inputs else None
-    rep = simulate(a.build, inputs=inputs, waves=a.waves, progress=not a.quiet)
+    rep = simulate(a.build, inputs=inputs, waves=a.waves, progress=not a.quiet, axi_stall=a.axi_stall)
     from .backend.report import print_sim_report
 
     print_sim_report(rep)
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", help=".npy inputs (default: the compiled golden inputs)")
     sp.add_argument("--waves", action="store_true", help="dump waveforms")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--axi-stall", type=float, default=None, metavar="P",
+                    help="run through the AXI SoC wrapper (tony_axi_top) with idle/back-pressure on every "
+                         "AXI channel in a fraction P of the cycles (0 = none)")
     sp.set_defaults(fn=cmd_sim)
 
     sp = sub.add_parser("compare", help="compare a hardware memory dump with a build's golden vectors")

@@ -75,6 +75,14 @@ MODULES: dict[str, ModuleSpec] = {
                 "WFIFO_DEPTH": 32, "MAX_READS": 32},
         doc="AXI4 master bridge for the accelerator's memory port: INCR bursts, narrow transfers, error flags",
     ),
+    "tony_axi_top": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
+                "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
+                "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1, "MAX_BURST": 16,
+                "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
+        requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
+        doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
+    ),
 }
 
 ROUND_MODES = {"half_even": 0, "half_up": 1, "floor": 2}

@@ -38,6 +38,7 @@ PARAM_SETS = {
         {"MEM_BITS": 32, "AXI_DATA_BITS": 128, "MAX_BURST": 256, "WFIFO_DEPTH": 512, "AXI_ADDR_BITS": 40},
         {"MEM_BITS": 64, "AXI_DATA_BITS": 128, "MAX_BURST": 1, "WFIFO_DEPTH": 2, "MAX_READS": 2, "AXI_ID_BITS": 4},
     ],
+    "tony_axi_top": [{}, {"ROWS": 2, "COLS": 8, "MEM_BITS": 32, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40}],
 }
 
 

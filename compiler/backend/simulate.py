@@ -57,7 +57,7 @@ class _Progress:
 
 
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
-             simulator: str = "verilator") -> dict:
+             simulator: str = "verilator", axi_stall: float | None = None) -> dict:
     """Run the compiled build; returns (and writes) the sim report."""
     from ..sim import run_cocotb
 
@@ -95,12 +95,19 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
            "TONY_PROGRESS": str(progress_path)}
     t0 = time.perf_counter()
     with _Progress(progress_path, progress):
-        run_cocotb(sources, m["toplevel"], "tony.testbench.bench_accel", build_dir=work / "build",
-                   extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
+        if axi_stall is not None:  # through the SoC wrapper (AXI4-Lite host, AXI4 memory): sim_axi.py
+            from .sim_axi import run_axi
+
+            m = run_axi(build, m, work, env, axi_stall, waves=waves, simulator=simulator)
+        else:
+            run_cocotb(sources, m["toplevel"], "tony.testbench.bench_accel", build_dir=work / "build",
+                       extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
     rep = report_from(m, res)
     rep.update(simulator=simulator, wall_seconds=wall, golden=str(golden_dir))
+    if axi_stall is not None:
+        rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
     (build / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
     return rep
 
