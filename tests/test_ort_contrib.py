@@ -23,16 +23,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _ort_helpers import compare_predictions, rhe
 from tony.api import load_ir, run_reference
 
 SEED = 20240611
-
-
-def rhe(v: Fraction) -> int:
-    """round half to even of an exact fraction"""
-    fl = v.numerator // v.denominator
-    r = v - fl
-    return fl + (1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and fl % 2) else 0)
 
 
 def _model(nodes, inputs, out, out_shape, inits, elem):
@@ -52,24 +46,6 @@ def _qparams(inits, name, scale, zp, npt):
 def _ort(m, feeds):
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)[0].astype(np.int64)
-
-
-def _tie_between(u: Fraction, v: Fraction) -> bool:
-    """Is some k + 1/2 in [min(u, v), max(u, v)]? (then round-half-to-even of u and v may differ)"""
-    lo, hi = min(u, v) - Fraction(1, 2), max(u, v) - Fraction(1, 2)
-    return -((-lo.numerator) // lo.denominator) <= hi.numerator // hi.denominator
-
-
-def _compare(name, ort_y, ref_y, ort_pred, ref_pred, ort_val, ref_val):
-    """ort_val / ref_val: each side's value before rounding, in output LSBs, as exact fractions."""
-    assert np.array_equal(ort_y, ort_pred), f"{name}: onnxruntime differs from its predicted rounding"
-    assert np.array_equal(ref_y, ref_pred), f"{name}: the reference differs from its integer formula"
-    diff = ort_y != ref_y
-    predicted = int((ort_pred != ref_pred).sum())
-    print(f"{name}: {int(diff.sum())} of {diff.size} elements differ from onnxruntime (predicted {predicted})")
-    assert int(diff.sum()) == predicted
-    assert all(_tie_between(u, v) for u, v in zip(ort_val[diff], ref_val[diff])), "a difference not at a tie"
-    assert (np.abs(ort_y - ref_y) <= 1).all()
 
 
 def _types(signed):
@@ -124,7 +100,7 @@ def test_qlinear_add_against_onnxruntime(signed, scales):
                        rq.lo, rq.hi)
     ort_val = np.vectorize(lambda v: Fraction(float(v)), otypes=[object])(fma)
     ref_val = np.array([Fraction(v * rq.mult, 2**rq.shift) for v in acc], dtype=object).reshape(shape)
-    _compare(f"QLinearAdd {scales} {npt.__name__}", ort_y, ref_y, ort_pred, ref_pred, ort_val, ref_val)
+    compare_predictions(f"QLinearAdd {scales} {npt.__name__}", ort_y, ref_y, ort_pred, ref_pred, ort_val, ref_val)
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["uint8", "int8"])
@@ -159,7 +135,7 @@ def test_qlinear_concat_against_onnxruntime(signed):
                                  for v in x.ravel()], dtype=object).reshape(x.shape))
     cat = lambda parts: np.concatenate(parts, axis=1)  # noqa: E731
     assert np.array_equal(ref_y[:, :2], xs["x0"])  # same scale and zero point: copied
-    _compare(f"QLinearConcat {npt.__name__}", ort_y, ref_y, cat(ort_pred), cat(ref_pred), cat(exact), cat(ref_val))
+    compare_predictions(f"QLinearConcat {npt.__name__}", ort_y, ref_y, cat(ort_pred), cat(ref_pred), cat(exact), cat(ref_val))
 
 
 POOLS = [("QLinearAveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], count_include_pad=1, pads=[1, 1, 1, 1])),
@@ -204,4 +180,4 @@ def test_qlinear_average_pools_against_onnxruntime(op_type, attrs, signed, scale
     ort_pred = np.clip(np.vectorize(rhe, otypes=[object])(exact + yz), lo, hi).astype(np.int64)
     ref_val = np.vectorize(lambda s: Fraction(int(s) * rq.mult, 2**rq.shift), otypes=[object])(sums)
     ref_pred = np.clip(np.vectorize(rhe, otypes=[object])(ref_val) + rq.zero_point, rq.lo, rq.hi).astype(np.int64)
-    _compare(f"{op_type} {k} {npt.__name__} {scales} scale", ort_y, ref_y, ort_pred, ref_pred, exact, ref_val)
+    compare_predictions(f"{op_type} {k} {npt.__name__} {scales} scale", ort_y, ref_y, ort_pred, ref_pred, exact, ref_val)

@@ -15,6 +15,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import tony
+from _ort_helpers import ort_run, rhe
 from tony.api import load_ir
 from tony.models import tiny
 from tony.ref import KERNELS, execute
@@ -115,15 +116,6 @@ def test_float_graph_is_batch_1_opset_13_with_batchnorm(name, built):
 
 # ---- the reference against onnxruntime -----------------------------------------------------------
 
-def _ort(path_or_model, feeds_list, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = level
-    src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    outs = [sess.run(None, {"input": x}) for x in feeds_list]
-    return [np.stack([o[k] for o in outs]) for k in range(len(outs[0]))]
-
-
 @pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL], ids=["unfused", "fused"])
 @pytest.mark.parametrize("name", ["resnet8", "fc-autoencoder"])
@@ -133,15 +125,9 @@ def test_reference_equals_onnxruntime(name, level, built):
     d = built(name)
     x = np.load(d / "inputs.npy")
     ref = tony.run_reference(d / "model.onnx", x)[0]
-    got = _ort(str(d / "model.onnx"), list(x), level)[0]
+    got = ort_run(str(d / "model.onnx"), list(x), level)[0]
     assert ref.shape == got.shape and ref.dtype == got.dtype == np.float32
     assert np.array_equal(ref, got), f"{int((ref != got).sum())} of {ref.size} elements differ"
-
-
-def _round_half_even(q: Fraction) -> int:
-    f = q.numerator // q.denominator
-    rem = q - f
-    return f + (rem > Fraction(1, 2) or (rem == Fraction(1, 2) and f % 2 == 1))
 
 
 @pytest.mark.parametrize("name", ["dscnn", "mobilenet-v1-025"])
@@ -167,7 +153,7 @@ def test_reference_differs_from_onnxruntime_only_where_the_reciprocal_pool_predi
     # onnxruntime with the pool's integer input and output as extra graph outputs
     m = onnx.load(d / "model.onnx")
     m.graph.output.extend([helper.make_empty_tensor_value_info(pin), helper.make_empty_tensor_value_info(pout)])
-    y_ort, in_ort, pool_ort = _ort(m, list(x))
+    y_ort, in_ort, pool_ort = ort_run(m, list(x))
     feeds, _ = tony.api.normalize_inputs(g, x)
     env = execute(g, feeds, keep_all=True)
     assert np.array_equal(env[pin], in_ort.reshape(env[pin].shape).astype(np.int64))
@@ -180,9 +166,9 @@ def test_reference_differs_from_onnxruntime_only_where_the_reciprocal_pool_predi
     kh, kw = pool.kernel
     sums = in_ort.reshape(env[pin].shape)[:, :, :kh, :kw].astype(np.int64).sum(axis=(2, 3))  # one window (1x1 out)
     assert env[pout].shape[2:] == (1, 1)
-    onnx_pred = np.array([[min(max(_round_half_even(int(s) * s_in / (area * s_out)), rq.lo), rq.hi) for s in row]
+    onnx_pred = np.array([[min(max(rhe(int(s) * s_in / (area * s_out)), rq.lo), rq.hi) for s in row]
                           for row in sums])
-    recip_pred = np.array([[min(max(_round_half_even(Fraction(int(s) * rq.mult, 2**rq.shift)), rq.lo), rq.hi)
+    recip_pred = np.array([[min(max(rhe(Fraction(int(s) * rq.mult, 2**rq.shift)), rq.lo), rq.hi)
                             for s in row] for row in sums])
     ref_pool = env[pout].reshape(sums.shape)
     ort_pool = pool_ort.reshape(sums.shape).astype(np.int64)
