@@ -253,3 +253,214 @@ def test_dense_multiplier_and_per_channel_requant_match_fractions(n, k, m, seed,
     want = [[_slow_requant(sum((int(x[i, j]) - zx) * int(w[j, c]) for j in range(k)) + int(b[c]), mults[c], shifts[c],
                            rq.zero_point, -128, 127) for c in range(m)] for i in range(n)]
     assert execute(g, {"x": x})["y"].tolist() == want, f"seed={seed}"
+
+
+def _slow_requant_mode(v: int, mult: int, shift: int, zp: int, lo: int, hi: int, rounding: ir.Rounding) -> int:
+    """v * mult / 2^shift rounded by `rounding` (exact Fractions), plus zp, clamped."""
+    from fractions import Fraction
+
+    if rounding is ir.Rounding.HALF_EVEN:
+        return _slow_requant(v, mult, shift, zp, lo, hi)
+    q = Fraction(v * mult) / Fraction(2) ** shift
+    if rounding is ir.Rounding.HALF_UP:
+        q += Fraction(1, 2)
+    return min(max(q.numerator // q.denominator + zp, lo), hi)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_conv_multiplier_and_per_channel_requant_match_fractions(data):
+    """Conv in multiplier mode: acc (loops, Python ints, input and weight zero points) times a
+    31-bit multiplier and shifted, per tensor or per output channel (shifts <= 0 included),
+    each rounding mode, output zero point and clamp, against exact Fractions."""
+    group = data.draw(st.sampled_from([1, 2]))
+    cg, mg = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    if data.draw(st.booleans()):  # depthwise
+        cg, mg = 1, 1
+    c, m = cg * group, mg * group
+    h, w = data.draw(st.integers(2, 5)), data.draw(st.integers(2, 5))
+    kh, kw = data.draw(st.integers(1, min(3, h))), data.draw(st.integers(1, min(3, w)))
+    strides = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    pads = tuple(data.draw(st.integers(0, 1)) for _ in range(4))
+    dt, dy = _dt(data), _dt(data)
+    if dt.bits > 8:
+        dt = ir.DType(8, dt.signed)
+    zx = data.draw(st.integers(dt.min, dt.max))
+    zw = data.draw(st.sampled_from([0, 0, -3, 5]))
+    per_channel = data.draw(st.booleans())
+    n_rq = m if per_channel else 1
+    mults = [data.draw(st.integers(1, 2**31 - 1)) for _ in range(n_rq)]
+    shifts = [data.draw(st.integers(-2, 46)) for _ in range(n_rq)]
+    rounding = data.draw(st.sampled_from(list(ir.Rounding)))
+    zp = data.draw(st.integers(dy.min, dy.max))
+    lo = data.draw(st.integers(dy.min, dy.max))
+    hi = data.draw(st.integers(lo, dy.max))
+    seed = data.draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(dt.min, dt.max + 1, size=(2, c, h, w))
+    wt = rng.integers(-128, 128, size=(m, cg, kh, kw))
+    b = rng.integers(-20000, 20000, size=(m,))
+    oh = (h + pads[0] + pads[2] - kh) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - kw) // strides[1] + 1
+    if per_channel:
+        rq = Requant(shift=tuple(shifts), lo=lo, hi=hi, mult=tuple(mults), rounding=rounding, zero_point=zp)
+    else:
+        rq = Requant(shift=shifts[0], lo=lo, hi=hi, mult=mults[0], rounding=rounding, zero_point=zp)
+        mults, shifts = mults * m, shifts * m
+    tensors = {"x": Tensor("x", (1, c, h, w), dt, zero_point=zx), "w": Tensor("w", wt.shape, INT8, zero_point=zw),
+               "b": Tensor("b", (m,), INT32), "y": Tensor("y", (1, m, oh, ow), dy)}
+    op = ir.Conv(("x", "w", "b"), ("y",), strides=strides, pads=pads, group=group, requant=rq)
+    g = _graph(op, tensors, {"w": wt, "b": b}, "x", "y")
+    got = execute(g, {"x": x})["y"]
+    acc = slow_conv(x, wt - zw, b, strides, pads, (1, 1), group, zx)
+    want = np.array([_slow_requant_mode(int(acc[i]), mults[i[1]], shifts[i[1]], zp, lo, hi, rounding)
+                     for i in np.ndindex(acc.shape)]).reshape(acc.shape)
+    assert np.array_equal(got, want), f"seed={seed}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_reshape_keeps_row_major_order(data):
+    """Reshape of a stack of samples: element k of each sample, in row-major order, stays element k."""
+    import itertools
+    import math
+
+    dims = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))
+    size = math.prod(dims)
+    factors = [p for p in range(2, size + 1) for _ in range(_multiplicity(size, p))]
+    perm = data.draw(st.permutations(factors))
+    cut = sorted(data.draw(st.lists(st.integers(0, len(perm)), max_size=3)))
+    bounds = [0, *cut, len(perm)]
+    new = tuple(math.prod(perm[a:b]) for a, b in zip(bounds, bounds[1:]))
+    dt = _dt(data)
+    seed = data.draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    samples = data.draw(st.integers(1, 3))
+    x = rng.integers(dt.min, dt.max + 1, size=(samples, *dims))
+    tensors = {"x": Tensor("x", (1, *dims), dt), "y": Tensor("y", (1, *new), dt)}
+    g = _graph(ir.Reshape(("x",), ("y",), shape=(1, *new)), tensors, {}, "x", "y")
+    got = execute(g, {"x": x})["y"]
+    assert got.shape == (samples, *new)
+    for s in range(samples):
+        flat_in = [int(x[(s, *i)]) for i in itertools.product(*map(range, dims))]
+        flat_out = [int(got[(s, *i)]) for i in itertools.product(*map(range, new))]
+        assert flat_out == flat_in, f"seed={seed}"
+
+
+def _multiplicity(n: int, p: int) -> int:
+    """How often the prime p divides n (0 for a composite p)."""
+    if any(p % d == 0 for d in range(2, p)):
+        return 0
+    k = 0
+    while n % p == 0:
+        n, k = n // p, k + 1
+    return k
+
+
+def _boundary_layout(data, shape):
+    """A Quantize/Dequantize layout for `shape` (batch axis included): per tensor, per axis or
+    blocked, as ONNX QuantizeLinear's axis / block_size. Returns (axis, block_size, param_shape)."""
+    kind = data.draw(st.sampled_from(["tensor", "axis", "blocked"]))
+    if kind == "tensor":
+        return 1, 0, ()
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    a = axis % len(shape)
+    if kind == "axis":
+        return axis, 0, (shape[a],)
+    block = data.draw(st.integers(1, 3))
+    return axis, block, tuple(-(-d // block) if i == a else d for i, d in enumerate(shape))
+
+
+def _param_index(idx, axis, block, param_shape):
+    """Flat index of the scale / zero point that applies at element `idx` (ONNX layout rules)."""
+    if not param_shape:
+        return 0
+    a = axis % len(idx)
+    if not block:
+        return idx[a]
+    return int(np.ravel_multi_index(idx[:a] + (idx[a] // block,) + idx[a + 1:], param_shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_quantize_matches_onnx_definition(data):
+    """ONNX QuantizeLinear: saturate(round_half_even(x / y_scale) + y_zero_point), the division in
+    float32 (numpy float32 scalars, one element at a time), the rounding and saturation on exact
+    Fractions and Python ints. Inputs include exact .5 ties, huge values and an overflow to inf."""
+    from fractions import Fraction
+
+    shape = (1, *data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    dt = _dt(data)
+    axis, block, param_shape = _boundary_layout(data, shape)
+    n_par = int(np.prod(param_shape)) if param_shape else 1
+    scales = [np.float32(data.draw(st.floats(2.0**-12, 2.0**6, width=32))) for _ in range(n_par)]
+    zps = [data.draw(st.integers(dt.min, dt.max)) for _ in range(n_par)]
+    samples = data.draw(st.integers(1, 2))
+    x = np.zeros((samples, *shape), np.float32)
+    for i in np.ndindex(x.shape):
+        sc = scales[_param_index(i[1:], axis, block, param_shape)]
+        x[i] = data.draw(st.one_of(
+            st.floats(width=32, allow_nan=False, allow_infinity=False),
+            st.integers(2 * dt.min - 4, 2 * dt.max + 4).map(lambda k, sc=sc: np.float32(k / 2 * float(sc))),
+            st.floats(-300.0, 300.0, width=32)))
+    if param_shape:
+        op = ir.Quantize(("x",), ("y",), scale=tuple(float(s) for s in scales), zero_point=tuple(zps), dtype=dt,
+                         axis=axis, block_size=block, param_shape=param_shape)
+    else:
+        op = ir.Quantize(("x",), ("y",), scale=float(scales[0]), zero_point=zps[0], dtype=dt)
+    tensors = {"x": Tensor("x", shape, ir.FLOAT32), "y": Tensor("y", shape, dt)}
+    got = execute(_graph(op, tensors, {}, "x", "y"), {"x": x})["y"]
+    want = np.zeros(x.shape, np.int64)
+    with np.errstate(over="ignore"):
+        for i in np.ndindex(x.shape):
+            k = _param_index(i[1:], axis, block, param_shape)
+            q = x[i] / scales[k]                      # float32 / float32 -> float32
+            assert q.dtype == np.float32
+            if np.isinf(q):
+                y = dt.max if q > 0 else dt.min
+            else:
+                v = Fraction(float(q))
+                fl = v.numerator // v.denominator
+                r = v - fl
+                y = fl + (1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and fl % 2) else 0) + zps[k]
+            want[i] = min(max(y, dt.min), dt.max)
+    assert np.array_equal(got, want), [(i, x[i], got[i], want[i]) for i in np.ndindex(x.shape) if got[i] != want[i]][:3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_dequantize_matches_onnx_definition(data):
+    """ONNX DequantizeLinear: (x - x_zero_point) * x_scale in float32. The product of an integer of
+    at most 17 bits and a float32 is exact as a Fraction and in float64 (checked), so rounding it
+    once to float32 is the float32 product; compared bit for bit. The scale and zero point come
+    from the input tensor, from the op (per tensor), or per axis / blocked."""
+    from fractions import Fraction
+
+    shape = (1, *data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    dt = _dt(data)
+    source = data.draw(st.sampled_from(["tensor", "op"]))
+    axis, block, param_shape = _boundary_layout(data, shape) if source == "op" else (1, 0, ())
+    n_par = int(np.prod(param_shape)) if param_shape else 1
+    scales = [np.float32(data.draw(st.floats(2.0**-30, 2.0**30, width=32))) for _ in range(n_par)]
+    zps = [data.draw(st.integers(dt.min, dt.max)) for _ in range(n_par)]
+    seed = data.draw(st.integers(0, 2**31))
+    q = np.random.default_rng(seed).integers(dt.min, dt.max + 1, size=(data.draw(st.integers(1, 2)), *shape))
+    if source == "tensor":
+        xt = Tensor("x", shape, dt, scale=float(scales[0]), zero_point=zps[0])
+        op = ir.Dequantize(("x",), ("y",))
+    elif param_shape:
+        xt = Tensor("x", shape, dt)
+        op = ir.Dequantize(("x",), ("y",), scale=tuple(float(s) for s in scales), zero_point=tuple(zps),
+                           axis=axis, block_size=block, param_shape=param_shape)
+    else:
+        xt = Tensor("x", shape, dt)
+        op = ir.Dequantize(("x",), ("y",), scale=float(scales[0]), zero_point=zps[0])
+    got = execute(_graph(op, {"x": xt, "y": Tensor("y", shape, ir.FLOAT32)}, {}, "x", "y"), {"x": q})["y"]
+    assert got.dtype == np.float32
+    want = np.zeros(q.shape, np.float32)
+    for i in np.ndindex(q.shape):
+        k = _param_index(i[1:], axis, block, param_shape)
+        exact = (int(q[i]) - zps[k]) * Fraction(float(scales[k]))
+        assert Fraction(float(exact)) == exact
+        want[i] = np.float32(float(exact))
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)), f"seed={seed}"
