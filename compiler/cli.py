@@ -138,6 +138,12 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from .backend.compare import compare, print_compare
 
+    if getattr(a, "memory", False):
+        from .backend.compare import compare_memory, print_compare_memory
+
+        rep = compare_memory(a.build, a.hw_dump, fmt=a.format)
+        print_compare_memory(rep)
+        return 0 if rep["mismatches"] == 0 and rep["image_mismatches"] == 0 else 1
     rep = compare(a.build, a.hw_dump, tensor=a.tensor, fmt=a.format, offset=a.offset)
     print_compare(rep)
     return 0 if rep["mismatches"] == 0 else 1
@@ -283,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tensor", help="golden tensor the dump holds (default: the final device output)")
     sp.add_argument("--format", choices=["auto", "hex", "bin"], default="auto")
     sp.add_argument("--offset", type=int, default=0, help="byte offset of the tensor in a binary dump")
+    sp.add_argument("--memory", action="store_true",
+                    help="the dump is the accelerator's whole memory after each run (images back to back): "
+                         "check every device output")
     sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("report", help="print the report of the last simulation of a build")

@@ -107,3 +107,98 @@ def print_compare(rep: dict) -> None:
         t.add_row(str(tuple(r["index"])), str(r["flat"]), str(r["expected"]), str(r["got"]), f"{r['xor']:#x}")
     c.print(t)
     c.print(f"[bold red]FAIL[/] tensor {rep['tensor']} (ONNX {rep['onnx_name']!r})")
+
+
+# ---- whole-memory dumps of the accelerator (docs/golden.md, 'Whole-memory dumps') -------------
+
+def read_memory_dump(path: Path, mem_bits: int, fmt: str = "auto") -> list[int]:
+    """Beats of a whole-memory dump: raw little-endian MEM_BITS/8-byte beats, or hex with one beat
+    per line (like mem/image.hex; `//` comments and `@address` lines skipped)."""
+    if not path.is_file():
+        raise InputError("no such file", where=f"--hw-dump {path}")
+    data = path.read_bytes()
+    if fmt == "auto":
+        fmt = "hex" if _looks_like_hex(data) else "bin"
+    if fmt == "hex":
+        beats = []
+        for ln in data.decode("ascii").splitlines():
+            ln = ln.split("//")[0].strip()
+            if not ln or ln.startswith("@"):
+                continue
+            try:
+                beats.append(int(ln, 16))
+            except ValueError:
+                raise InputError(f"not a hex memory dump (line {ln[:20]!r})", where=f"--hw-dump {path}") from None
+        return beats
+    mb = mem_bits // 8
+    if len(data) % mb:
+        raise InputError(f"{len(data)} bytes is not a whole number of {mb}-byte beats", where=f"--hw-dump {path}")
+    return [int(v) for v in np.frombuffer(data, dtype=f"<u{mb}")]
+
+
+def compare_memory(build_dir, dump, *, fmt: str = "auto", limit: int = 20) -> dict:
+    """Check a dump of the accelerator's memory after each run (images back to back) against the
+    golden vectors of every device output, and the program/parameter region against the image."""
+    from .accel import beats_to_words, unpack_act
+
+    build = Path(build_dir)
+    m = _read_manifest(build)
+    if "accel" not in m or "outputs" not in m:
+        raise InputError(f"{build} has no accelerator memory map", hint="compile it again with `tony compile`")
+    a = m["accel"]
+    image = [int(v) for v in np.load(build / "mem" / "image.npy", allow_pickle=False).astype(np.uint64)]
+    beats = read_memory_dump(Path(dump), a["mem_bits"], fmt)
+    n = len(image)
+    if len(beats) < n or len(beats) % n:
+        raise InputError(f"dump holds {len(beats)} beats; a memory image of this build is {n} beats "
+                         f"(one image per run, back to back)", where=f"--hw-dump {dump}")
+    runs = len(beats) // n
+    if runs > m["runs"]:
+        raise InputError(f"dump holds {runs} memory images, the build has {m['runs']} runs", where=f"--hw-dump {dump}")
+    ro_end = min([r["ext"] for r in m["inputs"] + m["outputs"]], default=n)
+    batch, rows, tensors, image_diff = m["batch"], [], {}, 0
+    for r in range(runs):
+        mem = beats[r * n:(r + 1) * n]
+        image_diff += sum(1 for i in range(ro_end) if mem[i] != image[i])
+        for o in m["outputs"]:
+            want_all = np.load(build / "golden" / m["golden"][o["key"]]["npy"])
+            lo, hi = r * batch, min((r + 1) * batch, want_all.shape[0])
+            words = beats_to_words(mem[o["ext"]:o["ext"] + o["beats"]], a["cols"], a["a_bits"], a["mem_bits"])
+            got = unpack_act(words, o["n"], o["c"], o["h"], o["w"], a["cols"], a["a_bits"], o["signed"])
+            got = got.reshape((batch,) + tuple(o["shape"][1:]))[:hi - lo]
+            want = want_all[lo:hi].reshape(got.shape)
+            t = tensors.setdefault(o["key"], {"tensor": o["key"], "compared": 0, "mismatches": 0})
+            t["compared"] += int(got.size)
+            bad = np.argwhere(got != want)
+            t["mismatches"] += int(len(bad))
+            bits = parse_dtype(m["golden"][o["key"]]["dtype"]).bits
+            for idx in bad[:max(0, limit - len(rows))]:
+                e, g_ = int(want[tuple(idx)]), int(got[tuple(idx)])
+                rows.append({"tensor": o["key"], "run": r, "index": [lo + int(idx[0])] + [int(i) for i in idx[1:]],
+                             "expected": e, "got": g_, "xor": (e ^ g_) & ((1 << bits) - 1)})
+    mism = sum(t["mismatches"] for t in tensors.values())
+    return {"runs": runs, "tensors": list(tensors.values()), "compared": sum(t["compared"] for t in tensors.values()),
+            "mismatches": mism, "image_mismatches": image_diff, "first": rows}
+
+
+def print_compare_memory(rep: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    ok = rep["mismatches"] == 0 and rep["image_mismatches"] == 0
+    if rep["first"]:
+        t = Table(title=f"{rep['mismatches']} of {rep['compared']} output values differ ({rep['runs']} run(s))")
+        for col in ("tensor", "index (sample, ...)", "expected", "got", "bits flipped"):
+            t.add_column(col, justify="right")
+        for r in rep["first"]:
+            t.add_row(r["tensor"], str(tuple(r["index"])), str(r["expected"]), str(r["got"]), f"{r['xor']:#x}")
+        c.print(t)
+    for tns in rep["tensors"]:
+        c.print(f"  {tns['tensor']}: {tns['compared']} values, {tns['mismatches']} differ")
+    if rep["image_mismatches"]:
+        c.print(f"[bold red]{rep['image_mismatches']} beats of the program/parameter region differ from mem/image[/]")
+    if ok:
+        c.print(f"[bold green]PASS[/] {rep['compared']} output values of {rep['runs']} run(s) equal the golden vectors")
+    else:
+        c.print("[bold red]FAIL[/]")

@@ -21,6 +21,7 @@ from . import checks
 from .accel import AccelConfig, compile_program, input_beats
 from .memfile import write_tensor
 from .fusesoc import write_core
+from .bringup import write_bringup
 from .names import safe_id
 from .output import MANIFEST, staged_output
 
@@ -187,8 +188,10 @@ def _write(g: ir.Graph, model, out: Path, prog, feeds: dict, render_to) -> dict:
         "golden": files,
         "macs_per_run": sum(r["macs"] for r in table),
     }
+    manifest.update(write_bringup(out, manifest, len(prog.image)))  # AXI wrapper RTL, C header, driver
     manifest["fusesoc"] = write_core(out, model=g.name, version=__version__, toplevel="tony_accel",
                                      rtl=manifest["rtl"], params=cfg.hdl_params(),
-                                     description="Tony instruction-driven systolic accelerator (generated)")
+                                     description="Tony instruction-driven systolic accelerator (generated)",
+                                     axi=manifest["axi"])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

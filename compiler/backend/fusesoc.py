@@ -13,12 +13,17 @@ def core_name(model: str, version: str) -> str:
 
 
 def write_core(out: Path, *, model: str, version: str, toplevel: str, rtl: list[str], params: dict,
-               description: str) -> dict:
+               description: str, axi: dict | None = None) -> dict:
     """Write OUT/<toplevel>.core and OUT/filelist.f; returns their names.
 
-    Paths in the core are relative to OUT (FuseSoC resolves them against the core file).
+    Paths in the core are relative to OUT (FuseSoC resolves them against the core file). With
+    `axi` ({"rtl": [paths relative to OUT], "toplevel": ..., "params": {...}}) the core also holds the SoC wrapper's
+    files, and targets `axi` (synthesis/IP packaging: the AXI top) and `axi_lint` use it;
+    OUT/filelist_axi.f then names every file, the wrapper's last.
     """
     files = [f"rtl/{name}" for name in rtl]
+    axi_files = list((axi or {}).get("rtl", []))  # paths relative to OUT
+    axi_params = {k: v for k, v in (axi or {}).get("params", {}).items() if k not in params}
     lines = [
         "CAPI=2:",
         f"name: {core_name(model, version)}",
@@ -29,6 +34,8 @@ def write_core(out: Path, *, model: str, version: str, toplevel: str, rtl: list[
         "    file_type: verilogSource",
         "    files:",
         *[f"      - {f}" for f in files],
+        *(["  axi:", "    file_type: verilogSource", "    files:", *[f"      - {f}" for f in axi_files]]
+          if axi_files else []),
         "",
         "targets:",
         "  default: &default",
@@ -42,12 +49,28 @@ def write_core(out: Path, *, model: str, version: str, toplevel: str, rtl: list[
         "      verilator:",
         "        mode: lint-only",
         "        verilator_options: [-Wall]",
-        "",
-        "parameters:",
     ]
-    for name, value in params.items():
+    if axi_files:
+        lines += [
+            "  axi: &axi",
+            "    filesets: [rtl, axi]",
+            f"    toplevel: {axi['toplevel']}",
+            f"    parameters: [{', '.join(list(params) + list(axi_params))}]",
+            "  axi_lint:",
+            "    <<: *axi",
+            "    default_tool: verilator",
+            "    tools:",
+            "      verilator:",
+            "        mode: lint-only",
+            "        verilator_options: [-Wall]",
+        ]
+    lines += ["", "parameters:"]
+    for name, value in {**params, **axi_params}.items():
         lines += [f"  {name}:", "    datatype: int", "    paramtype: vlogparam", f"    default: {int(value)}"]
     core = out / f"{toplevel}.core"
     core.write_text("\n".join(lines) + "\n")
     (out / "filelist.f").write_text("".join(f"{f}\n" for f in files))
-    return {"core": core.name, "filelist": "filelist.f", "vlnv": core_name(model, version)}
+    if axi_files:
+        (out / "filelist_axi.f").write_text("".join(f"{f}\n" for f in files + axi_files))
+    return {"core": core.name, "filelist": "filelist.f", "vlnv": core_name(model, version),
+            **({"filelist_axi": "filelist_axi.f", "axi_target": "axi"} if axi_files else {})}
