@@ -6,8 +6,9 @@ waits for the interrupt, reads STATUS and CYCLES and clears ISR. Memory is an Ax
 holding the compiled image at a non-zero base address. With TONY_AXI_STALL = p, every AXI and
 AXI-Lite channel idles / back-pressures in a random fraction p of the cycles.
 
-Tests: `run_model` (used by `tony sim --axi-stall`) runs every batch of the build and compares
-every output element with the golden vectors; the others check robustness: a bus error
+Tests: `run_model` (used by `tony sim --axi-stall`) runs every batch of the build, compares
+every output element with the golden vectors and writes the memory after each run to
+OUT/sim/hw_memory.bin (a whole-memory dump for `tony compare --memory`); the others check robustness: a bus error
 response stops the run cleanly and the next run is exact, CTRL.ABORT and a reset in the middle
 of a run recover. Configured by environment: TONY_BUILD, TONY_GOLDEN, TONY_RESULT,
 TONY_PROGRESS (optional), TONY_AXI_STALL (default 0).
@@ -165,6 +166,7 @@ async def run_model(dut):
     report = {"runs": [], "mismatches": 0, "compared": 0, "first_mismatches": [], "samples": 0,
               "axi_stall": float(os.environ.get("TONY_AXI_STALL", "0"))}
     hw = {k: [] for k in h.wants}
+    dump = open(result_path.parent / "hw_memory.bin", "wb")  # for `tony compare OUT --hw-dump ... --memory`
     t0 = time.perf_counter()
     for run in range(h.n_runs):
         h.load_inputs(run)
@@ -182,11 +184,13 @@ async def run_model(dut):
             report["mismatches"] += int(len(bad))
             report["compared"] += int(y.size)
             report["samples"] += y.shape[0] if key == h.m["outputs"][0]["key"] else 0
+        dump.write(h.ram.read(BASE, len(h.image) * h.mb))
         report["runs"].append({"cycles": st["cycles"], "core_cycles": st["core_cycles"],
                                "issue": [c for _, c in sorted(h.issues)]})
         if progress_path:
             Path(progress_path).write_text(f"{run + 1} {h.n_runs} run\n")
     report["sim_seconds"] = time.perf_counter() - t0
+    dump.close()
     report["cycles"] = sum(r["cycles"] for r in report["runs"])
     for k, parts in hw.items():
         if parts:

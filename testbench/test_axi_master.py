@@ -211,7 +211,6 @@ async def test_read_after_write_waits_for_the_write(dut):
 async def test_error_responses_are_flagged(dut):
     """SLVERR on reads and writes pulses rd_err_o / wr_err_o; the bridge still completes."""
     tb = TB(dut)
-    rng = log_seed(dut)
     bad = range(0x2000, 0x3000)
     rd, wr = tb.ram.read_if, tb.ram.write_if
     orig_read, orig_write = rd._read, wr._write

@@ -44,6 +44,9 @@ def test_sim_axi_stall_flag_heavy_stalls(cnn_build, tony_cli):
     assert res.returncode == 0, res.stdout + res.stderr
     rep = json.loads((cnn_build / "sim_report.json").read_text())
     assert rep["bit_exact"] and rep["axi_stall"] == 0.7 and rep["toplevel"] == "tony_axi_top"
+    # the memory the simulated SoC left after each run passes the board-side check
+    res = tony_cli("compare", cnn_build, "--hw-dump", cnn_build / "sim" / "hw_memory.bin", "--memory")
+    assert res.returncode == 0 and "PASS" in res.stdout, res.stdout + res.stderr
 
 
 def test_axi_top_robustness(cnn_build):
