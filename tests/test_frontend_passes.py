@@ -1,6 +1,5 @@
 """Frontend passes: constant folding, BatchNorm folding, topological order — each alone."""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

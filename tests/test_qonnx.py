@@ -8,7 +8,6 @@ powers of two (as Brevitas/FINN po2 scaling writes them), so the float model is 
 integer reference must equal it element for element.
 """
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
