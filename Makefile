@@ -13,7 +13,7 @@ DEMO   ?= build/demo
 
 help:
 	@echo "make demo       install into $(VENV) and compile + simulate the bundled digits MLP (bit-exact PASS)"
-	@echo "make test       install and run the whole default test suite"
+	@echo "make test       install (with the CPU torch for threshold training) and run the default test suite"
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-install-train: install
+$(VENV)/.installed-train: $(VENV)/.installed
 	$(PIP_INSTALL) -e ".[dev,train]"
+	touch $@
+
+install-train: $(VENV)/.installed-train
 
 demo: install
 	$(TONY) example digits-mlp -o $(DEMO)/model
@@ -36,13 +39,14 @@ demo: install
 	$(TONY) sim $(DEMO)/build
 	@echo "RTL: $(DEMO)/build/rtl   golden vectors: $(DEMO)/build/golden   report: $(DEMO)/build/sim_report.json"
 
-test: install
+# the suite includes threshold training, so it installs the CPU torch pinned in constraints.txt
+test: install-train
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
 
 test-fast: install
 	$(PY) -m pytest -n $(JOBS) -m "not slow and not sim"
 
-test-slow: install
+test-slow: install-train
 	$(PY) -m pytest -n $(JOBS) -m slow
 
 lint: install
