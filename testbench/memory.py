@@ -17,15 +17,22 @@ from cocotb.utils import get_sim_time
 class Memory:
     """Word-addressed memory of MEM_BITS-bit beats, served on the DUT's mem_* port."""
 
-    def __init__(self, dut, words, latency: int = 2, period_ns: int = 10):
+    def __init__(self, dut, words, latency: int = 2, period_ns: int = 10, pause=None, latencies=None):
+        """`latency`: cycles from an accepted read to its response (fixed, what the cycle model
+        assumes). Optional, for stress tests: `pause` yields True for a cycle in which no request
+        is accepted (mem_req_ready_i low), `latencies` yields each read's latency (responses
+        stay in order)."""
         if latency < 1:
             raise ValueError("latency must be >= 1 cycle")
         self.dut = dut
         self.mem = list(int(w) for w in words)
         self.latency = latency
         self.period = period_ns
+        self.pause = pause
+        self.latencies = latencies
         self.reads = self.writes = 0
-        dut.mem_req_ready_i.value = 1
+        self._ready = 0 if pause is not None and next(pause) else 1
+        dut.mem_req_ready_i.value = self._ready
         dut.mem_resp_valid_i.value = 0
         dut.mem_resp_rdata_i.value = 0
         self._task = cocotb.start_soon(self._serve())
@@ -37,18 +44,26 @@ class Memory:
         d = self.dut
         pending: deque = deque()  # (due cycle, data)
         driving = False
+        last_due = -1
+        ready = self._ready  # (a value just written is not readable back until the next step)
         while True:
             if not pending and not driving and not int(d.mem_req_valid_o.value):
                 await RisingEdge(d.mem_req_valid_o)
             await FallingEdge(d.clk_i)
             now = self._now()
-            if int(d.mem_req_valid_o.value):
+            # what is driven now is what the DUT samples at the edge that ends this cycle
+            if self.pause is not None:
+                ready = 0 if next(self.pause) else 1
+                d.mem_req_ready_i.value = ready
+            if ready and int(d.mem_req_valid_o.value):
                 addr = int(d.mem_req_addr_o.value)
                 if int(d.mem_req_we_o.value):
                     self.mem[addr] = int(d.mem_req_wdata_o.value)
                     self.writes += 1
                 else:
-                    pending.append((now + self.latency, self.mem[addr]))
+                    lat = next(self.latencies) if self.latencies is not None else self.latency
+                    last_due = max(now + lat, last_due + 1)
+                    pending.append((last_due, self.mem[addr]))
                     self.reads += 1
             if pending and pending[0][0] == now:
                 _, data = pending.popleft()

@@ -5,23 +5,36 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _pct(v) -> str:
+    return f"{100 * v:.1f}%" if v is not None else ""
+
+
 def print_sim_report(rep: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=140)
     arr = rep.get("array", {})
-    t = Table(title=f"{rep.get('model', 'model')} on a {arr.get('rows')}x{arr.get('cols')} array "
-                    f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples)")
-    for col in ("layer", "op", "K x M", "MACs", "cycles", "utilization", "mismatches"):
+    runs = rep.get("runs", 1)
+    t = Table(title=f"{rep.get('model', 'model')} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
+                    f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples, batch {rep.get('batch', 1)}); "
+                    "cycles per run")
+    for col in ("layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
         t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
     for l in rep.get("layers", []):
-        util = l.get("utilization")
+        cyc, pred = l.get("cycles"), l.get("predicted")
+        mark = "" if cyc == pred else " [bold red]!=[/]"
         t.add_row(l["name"], l["op"], f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
-                  f"{l.get('macs', 0):,}", f"{l.get('cycles', 0):,}",
-                  f"{100 * util:.1f}%" if util is not None else "", str(l.get("mismatches", 0)))
+                  f"{l.get('macs', 0):,}", f"{cyc:,}" if cyc is not None else "?", f"{pred:,}{mark}",
+                  _pct(l.get("utilization")), _pct(l.get("bound")))
     console.print(t)
     util = rep.get("utilization")
-    console.print(f"total: {rep.get('cycles', 0):,} cycles, {rep.get('macs', 0):,} MACs, "
-                  f"MAC utilization {100 * (util or 0):.1f}% of 100%, "
-                  f"{rep.get('cycles_per_second', 0):,.0f} simulated cycles/s")
+    pred = rep.get("predicted_cycles")
+    per_run = rep.get("cycles_per_run") or [rep.get("cycles", 0)]
+    match = "equal to" if rep.get("cycles_match") else "[bold red]DIFFERENT from[/]"
+    console.print(f"total: {rep.get('cycles', 0):,} cycles in {runs} run(s) ({per_run[0]:,} per run, {match} the "
+                  f"predicted {pred:,}), {rep.get('macs', 0):,} MACs, MAC utilization {100 * (util or 0):.1f}% of "
+                  f"100%, {rep.get('cycles_per_second', 0):,.0f} simulated cycles/s")
+    for l in rep.get("layers", []):
+        if l.get("bound_why"):
+            console.print(f"  bound of {l['name']}: {_pct(l.get('bound'))} ({l['bound_why']})")
     verdict = "[bold green]PASS[/] bit-exact" if rep.get("bit_exact") else \
         f"[bold red]FAIL[/] {rep.get('mismatches')} mismatching elements"
-    console.print(f"{verdict}: every layer output of {rep.get('samples')} samples compared with the golden vectors")
+    console.print(f"{verdict}: every output value of {rep.get('samples')} samples compared with the golden vectors")

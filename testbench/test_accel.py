@@ -1,0 +1,155 @@
+"""Unit testbench of tony_accel (controller, DMA, buffers, address generator, array, PPU, vector
+unit) on a small network with every instruction kind: convolution with padding, depthwise
+convolution with stride, residual Add, max and average pooling, a dense layer.
+
+Against the Python model of the accelerator (tony.backend.accel_model): with the memory the
+cycle model assumes, every output byte and the cycle count must equal the model's; with random
+back-pressure and random read latencies on the memory port, the outputs must still be equal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
+
+from .common import bench_module, log_seed, reset, start_clock
+
+
+def small_net(path, seed: int = 0) -> None:
+    """A float ONNX net with Conv, depthwise Conv (stride 2), Add, MaxPool, GlobalAveragePool,
+    Gemm, quantized to pow2 QDQ; written to `path`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tony.quant.qdq import quantize_static
+
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    nodes = [
+        helper.make_node("Conv", ["x", init("w1", rng.normal(0, 0.3, (10, 3, 3, 3))), init("b1", rng.normal(0, .1, 10))],
+                         ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["a"], name="relu1"),
+        helper.make_node("Conv", ["a", init("w2", rng.normal(0, 0.3, (10, 1, 3, 3))), init("b2", rng.normal(0, .1, 10))],
+                         ["c2"], pads=[1, 1, 1, 1], group=10, name="dw2"),
+        helper.make_node("Relu", ["c2"], ["b"], name="relu2"),
+        helper.make_node("Add", ["a", "b"], ["s"], name="add3"),
+        helper.make_node("Relu", ["s"], ["sr"], name="relu3"),
+        helper.make_node("MaxPool", ["sr"], ["m"], kernel_shape=[2, 2], strides=[2, 2], name="pool4"),
+        helper.make_node("Conv", ["m", init("w5", rng.normal(0, 0.3, (12, 10, 1, 1))), init("b5", rng.normal(0, .1, 12))],
+                         ["c5"], strides=[2, 1], name="pw5"),
+        helper.make_node("GlobalAveragePool", ["c5"], ["g"], name="gap6"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat7"),
+        helper.make_node("Gemm", ["f", init("w8", rng.normal(0, 0.3, (12, 6))), init("b8", rng.normal(0, .1, 6))],
+                         ["y"], name="fc8"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])
+    m = helper.make_model(helper.make_graph(nodes, "small", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
+    q = quantize_static(m, rng.uniform(-1, 1, (16, 3, 9, 7)).astype(np.float32))
+    onnx.save(q, path)
+
+
+def _program(cfg_env: dict):
+    from tony.api import load_ir
+    from tony.backend.accel import AccelConfig, compile_program
+
+    g = load_ir(cfg_env["model"], requant="pow2")
+    cfg = AccelConfig(cfg_env["rows"], cfg_env["cols"], mem_bits=cfg_env["mem_bits"], mem_latency=cfg_env["latency"])
+    return g, compile_program(g, cfg, batch=cfg_env["batch"])
+
+
+async def _run(dut, prog, beats, mem, limit: int):
+    for name, b in beats.items():
+        e = prog.inputs[name]["ext"]
+        mem.mem[e:e + len(b)] = b
+    await FallingEdge(dut.clk_i)
+    dut.start_i.value = 1
+    await FallingEdge(dut.clk_i)
+    dut.start_i.value = 0
+    if not int(dut.done_o.value):
+        try:
+            await with_timeout(RisingEdge(dut.done_o), 10 * limit, "ns")
+        except Exception:
+            dut._log.error("stuck: pc %d, cycle %d, dma busy %s, agu busy %s", int(dut.pc_o.value),
+                           int(dut.cycles_o.value), dut.dma_busy_q.value, dut.agu_busy.value)
+            raise
+    return int(dut.cycles_o.value)
+
+
+@cocotb.test()
+async def test_accel_matches_model(dut):
+    from tony.backend import accel_model
+    from tony.backend.accel import input_beats, read_outputs
+    from tony.ref import execute
+
+    from .memory import Memory
+
+    rng = log_seed(dut)
+    env = json.loads(os.environ["TONY_ACCEL_TEST"])
+    g, prog = _program(env)
+    start_clock(dut.clk_i)
+    dut.start_i.value = 0
+    dut.prog_addr_i.value = prog.prog_addr
+    dut.prog_len_i.value = len(prog.words)
+    await reset(dut.clk_i, dut.rst_ni)
+    stress = env["stress"]
+    pause = (iter(lambda: rng.random() < 0.4, None)) if stress else None
+    lats = (iter(lambda: rng.randint(1, 9), None)) if stress else None
+    mem = Memory(dut, prog.image, latency=env["latency"], pause=pause, latencies=lats)
+    qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
+    want_cycles = accel_model.cycles(prog).total
+    for run in range(3):
+        x = np.asarray([[rng.uniform(-1, 1) for _ in range(3 * 9 * 7)] for _ in range(prog.batch)], np.float32)
+        feeds = {g.inputs[0]: x.reshape(prog.batch, 3, 9, 7)}
+        ref = execute(g, feeds, keep_all=True)
+        beats = input_beats(prog, {qin: ref[qin]})
+        dut._log.info("run %d starts", run)
+        cycles = await _run(dut, prog, beats, mem, 20 * want_cycles + 10000)
+        model_mem = accel_model.run(prog, beats)
+        got, model = read_outputs(prog, mem.mem), read_outputs(prog, model_mem)
+        for name in got:
+            assert np.array_equal(got[name], model[name]), (run, name, got[name], model[name])
+            assert np.array_equal(got[name], ref[name]), (run, name)
+        if not stress:
+            assert cycles == want_cycles, (cycles, want_cycles)
+        dut._log.info("run %d: %d cycles (model %d), outputs equal", run, cycles, want_cycles)
+
+
+try:
+    import pytest
+except ImportError:
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.mark.sim
+    @pytest.mark.parametrize("rows,cols,mem_bits,batch,latency,stress", [
+        (4, 4, 64, 1, 2, False),
+        (3, 5, 32, 2, 1, False),
+        (2, 6, 64, 1, 3, True),
+    ], ids=lambda v: str(v))
+    def test_accel(rows, cols, mem_bits, batch, latency, stress, tmp_path):
+        from tony.api import load_ir
+        from tony.backend.accel import AccelConfig, compile_program
+        from tony.hw_templates import render_to
+        from tony.sim import run_cocotb
+
+        model = tmp_path / "small.onnx"
+        small_net(model)
+        cfg = {"model": str(model), "rows": rows, "cols": cols, "mem_bits": mem_bits, "batch": batch,
+               "latency": latency, "stress": stress}
+        g = load_ir(model, requant="pow2")
+        prog = compile_program(g, AccelConfig(rows, cols, mem_bits=mem_bits, mem_latency=latency), batch=batch)
+        sources = render_to(tmp_path / "rtl", "tony_accel", **prog.cfg.hdl_params())
+        run_cocotb(sources, "tony_accel", bench_module(__name__), build_dir=tmp_path / "build",
+                   extra_env={"TONY_ACCEL_TEST": json.dumps(cfg)},
+                   seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None)
