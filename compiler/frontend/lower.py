@@ -558,7 +558,6 @@ class _Lowering:
             raise UnsupportedError("output shape could not be inferred", where=node_where(node))
 
         def make(ins, outs, rq):
-            out_name = outs[0]
             if rq is None:
                 return ir.Reshape(ins, outs, origin=node.name, shape=shape)
             raise UnsupportedError("a reshape that changes the scale is not supported", where=node_where(node))
