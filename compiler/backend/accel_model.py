@@ -286,7 +286,9 @@ def layer_table(prog: Program, timing: Timing) -> list[dict]:
         end = timing.issue[L.last] if L.last < len(timing.issue) else timing.total
         cyc = end - timing.issue[L.first]
         stream = sum(-(-d["npix"] // c.rows) * d["klen"] for d in ins[L.first:L.last] if d["op"] == isa.CONV)
-        wbeats = sum(d["nwords"] * c.wgt_beats for d in ins[L.first:L.last] if d["op"] == isa.LOAD and d["buf"] == isa.B_WGT)
+        # its own weight blocks (each CONV's block is loaded one CONV ahead, so in steady state the
+        # memory port must deliver them at the pace the layer consumes them)
+        wbeats = sum(d["klen"] * c.wgt_beats for d in ins[L.first:L.last] if d["op"] == isa.CONV)
         row = {"name": L.name, "op": L.op, "first": L.first, "last": L.last, "macs": L.macs, "predicted": cyc,
                **{k: v for k, v in L.info.items()}}
         if L.macs:

@@ -1,0 +1,85 @@
+"""Whole workloads on the accelerator in Verilator: tony compile -> tony sim, every output byte
+equal to the reference's, and the cycle model's prediction equal to the simulated cycles, in
+total, per instruction and per layer. The digits CNN and ResNet-8 at 8x8 run by default; the
+other workloads and array sizes are behind -m slow."""
+import json
+
+import numpy as np
+import pytest
+
+from tony.backend.compile import ArrayConfig, compile_model
+from tony.backend.simulate import simulate
+
+pytestmark = pytest.mark.sim
+
+_built: dict = {}
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    def get(name):
+        if name not in _built:
+            from tony.models import build_example
+
+            d = tmp_path_factory.mktemp(name)
+            build_example(name, d)
+            _built[name] = d
+        return _built[name]
+    return get
+
+
+def _run(workload, tmp_path, name, arr, samples=1, batch=1):
+    d = workload(name)
+    x = np.load(d / "inputs.npy")[:samples]
+    r, c = arr
+    out = tmp_path / f"{name}_{r}x{c}"
+    compile_model(d / "model.onnx", out, array=ArrayConfig(r, c), inputs=x, batch=batch)
+    rep = simulate(out, progress=False)
+    assert rep["bit_exact"], rep["first_mismatches"]
+    assert rep["samples"] == samples and rep["compared"] > 0
+    assert rep["cycles_match"] and rep["issue_match"], (rep["cycles_per_run"], rep["predicted_cycles"])
+    assert all(l["cycles"] == l["predicted"] for l in rep["layers"])
+    assert sum(l["cycles"] for l in rep["layers"]) == rep["predicted_cycles"]
+    peak = r * c
+    for l in rep["layers"]:
+        if l["macs"]:
+            # a layer's span holds all its streaming: the dataflow bound is a hard limit
+            assert l["utilization"] <= l["dataflow_bound"] + 1e-9, l
+    assert rep["macs"] <= rep["cycles"] * peak
+    assert json.loads((out / "sim_report.json").read_text())["cycles"] == rep["cycles"]
+    return rep
+
+
+@pytest.mark.parametrize("name,arr", [("digits-cnn", (8, 8)), ("digits-mobilenet", (5, 3))],
+                         ids=["digits-cnn-8x8", "digits-mobilenet-5x3"])
+def test_digits_workload_on_verilator(workload, tmp_path, name, arr):
+    rep = _run(workload, tmp_path, name, arr, samples=3, batch=2)
+    assert rep["runs"] == 2
+
+
+def test_resnet8_at_8x8_is_bit_exact_with_80_percent_utilization(workload, tmp_path):
+    rep = _run(workload, tmp_path, "resnet8", (8, 8))
+    print(f"ResNet-8 8x8: {rep['cycles']} cycles, utilization {rep['utilization']:.3f}, "
+          f"{rep['cycles_per_second']:.0f} simulated cycles/s")
+    assert rep["utilization"] >= 0.80
+
+
+SLOW = [
+    ("resnet8", (16, 16)), ("resnet8", (12, 6)),
+    ("dscnn", (8, 8)), ("dscnn", (16, 16)), ("dscnn", (6, 12)),
+    ("mobilenet-v1-025", (8, 8)), ("mobilenet-v1-025", (16, 16)),
+    ("fc-autoencoder", (8, 8)), ("fc-autoencoder", (16, 16)),
+    ("digits-cnn", (16, 16)), ("digits-mobilenet", (8, 8)), ("digits-mobilenet", (16, 16)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,arr", SLOW, ids=[f"{n}-{a[0]}x{a[1]}" for n, a in SLOW])
+def test_workload_on_verilator(workload, tmp_path, name, arr):
+    rep = _run(workload, tmp_path, name, arr)
+    if name == "resnet8" and arr == (16, 16):
+        assert rep["utilization"] >= 0.65
+    if name in ("dscnn", "mobilenet-v1-025"):
+        dw = [l for l in rep["layers"] if l.get("group", 1) > 1]
+        # one input channel per output lane: at most 1/COLS of the products are useful
+        assert dw and all(l["dataflow_bound"] <= 1 / arr[1] + 1e-9 for l in dw)
