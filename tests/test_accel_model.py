@@ -113,3 +113,12 @@ def test_unsupported_op_names_the_node(tmp_path):
     g = load_ir(q, requant="pow2")
     with pytest.raises(UnsupportedError, match="Concat"):
         compile_program(g, AccelConfig(4, 4))
+
+
+def test_isa_doc_lists_every_field_at_its_position():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "isa.md").read_text()
+    for group in (isa.HEADER, isa.DMA_FIELDS, isa.COMPUTE_FIELDS):
+        for name, f in group.items():
+            assert f"| {name} | {f.lo} | {f.bits}" in doc, name
