@@ -77,7 +77,7 @@ def cmd_compile(a) -> int:
     if a.samples < 1:
         raise InputError("--samples must be at least 1")
     m = compile_model(a.model, a.output, array=arr, inputs=inputs, samples=a.samples, seed=a.seed,
-                      requant=a.requant, rounding=a.rounding, batch=a.batch)
+                      requant=a.requant, rounding=a.rounding, batch=a.batch, abuf_words=a.abuf_words)
     print(f"compiled {m['model']}: {m['program']['length']} instructions for a {arr.rows}x{arr.cols} accelerator, "
           f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
           f"{m['samples']} golden samples -> {a.output}")
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=1, help="rtl: samples per accelerator run (default 1)")
     sp.add_argument("--mem-bits", type=int, default=64, choices=[32, 64],
                     help="rtl: width of the accelerator's memory port (default 64)")
+    sp.add_argument("--abuf-words", type=int, default=0,
+                    help="rtl: activation-buffer words (default: what the model needs); with fewer, tensors "
+                         "spill to external memory")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",

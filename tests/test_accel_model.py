@@ -122,3 +122,10 @@ def test_isa_doc_lists_every_field_at_its_position():
     for group in (isa.HEADER, isa.DMA_FIELDS, isa.COMPUTE_FIELDS):
         for name, f in group.items():
             assert f"| {name} | {f.lo} | {f.bits}" in doc, name
+
+
+def test_activations_spill_when_the_buffer_is_small(workloads):
+    prog = _check(workloads["resnet8"], AccelConfig(8, 8, abuf_words=6144), batch=1, samples=1)
+    assert any(t.startswith("STORE act") for t in prog.text[:-3])  # a spill before the final STORE
+    with pytest.raises(UnsupportedError, match="--abuf-words"):
+        compile_program(load_ir(workloads["resnet8"] / "model.onnx", requant="pow2"), AccelConfig(8, 8, abuf_words=4096))

@@ -28,12 +28,12 @@ def workload(tmp_path_factory):
     return get
 
 
-def _run(workload, tmp_path, name, arr, samples=1, batch=1):
+def _run(workload, tmp_path, name, arr, samples=1, batch=1, abuf_words=0):
     d = workload(name)
     x = np.load(d / "inputs.npy")[:samples]
     r, c = arr
     out = tmp_path / f"{name}_{r}x{c}"
-    compile_model(d / "model.onnx", out, array=ArrayConfig(r, c), inputs=x, batch=batch)
+    compile_model(d / "model.onnx", out, array=ArrayConfig(r, c), inputs=x, batch=batch, abuf_words=abuf_words)
     rep = simulate(out, progress=False)
     assert rep["bit_exact"], rep["first_mismatches"]
     assert rep["samples"] == samples and rep["compared"] > 0
@@ -55,6 +55,15 @@ def _run(workload, tmp_path, name, arr, samples=1, batch=1):
 def test_digits_workload_on_verilator(workload, tmp_path, name, arr):
     rep = _run(workload, tmp_path, name, arr, samples=3, batch=2)
     assert rep["runs"] == 2
+
+
+def test_small_activation_buffer_spills_to_external_memory(workload, tmp_path):
+    """With 384 activation-buffer words (the model needs 512), the residual branch of the digits
+    CNN is stored to external memory and loaded back before the Add."""
+    rep = _run(workload, tmp_path, "digits-cnn", (4, 4), samples=2, abuf_words=384)
+    text = (tmp_path / "digits-cnn_4x4" / "program.txt").read_text()
+    assert "STORE act" in text and text.count("LOAD act") >= 2
+    assert rep["accel"]["abuf_words"] == 384
 
 
 def test_resnet8_at_8x8_is_bit_exact_with_80_percent_utilization(workload, tmp_path):

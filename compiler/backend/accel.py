@@ -188,17 +188,20 @@ def _rq_fields(rq: ir.Requant | None, out: ir.Tensor, op) -> dict:
 class _Alloc:
     """First-fit allocation of activation-buffer words."""
 
-    def __init__(self):
+    def __init__(self, limit: int = 0):
         self.free_list: list[tuple[int, int]] = []  # (base, words) in use
         self.high = 0
+        self.limit = limit  # 0: unlimited
 
-    def alloc(self, words: int) -> int:
+    def alloc(self, words: int) -> int | None:
         used = sorted(self.free_list)
         pos = 0
         for b, n in used:
             if b - pos >= words:
                 break
             pos = max(pos, b + n)
+        if self.limit and pos + words > self.limit:
+            return None
         self.free_list.append((pos, words))
         self.high = max(self.high, pos + words)
         return pos
@@ -251,34 +254,82 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         raise UnsupportedError(f"tensor '{name}' has shape {list(shp)}; the accelerator stores [N, C, H, W] or [N, K]",
                                where=f"tensor {name}")
 
-    alloc = _Alloc()
+    # Tensors live in the activation buffer while they are needed. With a limited buffer
+    # (cfg.abuf_words), a tensor that is not needed by the current op may be spilled to external
+    # memory (STORE once; tensors never change) and loaded back before its next use.
+    alloc = _Alloc(cfg.abuf_words)
     stored: dict[str, Stored] = {}
-
-    def place(name):
-        c, h, w = chw(name)
-        s = Stored(0, c, h, w, batch, C)
-        s.base = alloc.alloc(s.words)
-        stored[name] = s
-        return s
-
-    def release_after(i):
-        for name, lu in list(last_use.items()):
-            if lu == i and name in stored:
-                alloc.free(stored[name].base, stored[name].words)
-                del last_use[name]
-
-    for name in dev_inputs:
-        place(name)
-
-    # ---- instructions ----------------------------------------------------------------------
+    resident: set[str] = set()
+    in_dram: set[str] = set()
+    input_base: dict[str, int] = {}
     prog: list[tuple[int, dict]] = []   # (op, fields)
-    chunks: list[np.ndarray] = []       # weight blocks [K, COLS] in CONV order
-    biases: list[np.ndarray] = []       # bias words [COLS]
-    layers: list[Layer] = []
     dirty: set[str] = set()
 
     def emit(op, flags=0, sync=0, **f):
         prog.append((op, dict(flags=flags, sync=sync, **f)))
+
+    def next_use(name, i):
+        uses = [j for j, op in enumerate(ops) if j >= i and any(root(n) == name for n in op.inputs)]
+        return uses[0] if uses else (len(ops) if name in {root(o) for o in dev_outputs} else -1)
+
+    def evict(protect, i) -> bool:
+        cands = [n for n in resident if n not in protect]
+        if not cands:
+            return False
+        victim = max(cands, key=lambda n: next_use(n, i))
+        s = stored[victim]
+        if victim not in in_dram:
+            emit(isa.SYNC, sync=isa.S_COMPUTE)
+            dirty.clear()
+            emit(isa.STORE, buf=isa.B_ACT, baddr=s.base, eaddr=("spill", victim), nwords=s.words)
+            emit(isa.SYNC, sync=isa.S_DMA)  # the region is free only once the STORE has read it
+            in_dram.add(victim)
+        alloc.free(s.base, s.words)
+        resident.discard(victim)
+        return True
+
+    def alloc_words(words, protect, i, what):
+        while True:
+            base = alloc.alloc(words)
+            if base is not None:
+                return base
+            if not evict(protect, i):
+                raise UnsupportedError(f"{what} needs {words} activation-buffer words with its operands; the buffer "
+                                       f"has {cfg.abuf_words}", where="--abuf-words",
+                                       hint="build with a larger activation buffer")
+
+    def place(name, protect=(), i=0):
+        c, h, w = chw(name)
+        s = Stored(0, c, h, w, batch, C)
+        s.base = alloc_words(s.words, set(protect) | {name}, i, f"tensor '{name}'")
+        stored[name] = s
+        resident.add(name)
+        return s
+
+    def reload(name, protect, i):
+        s = stored[name]
+        s.base = alloc_words(s.words, set(protect), i, f"tensor '{name}'")
+        resident.add(name)
+        emit(isa.SYNC, sync=isa.S_COMPUTE)
+        dirty.clear()
+        emit(isa.LOAD, buf=isa.B_ACT, baddr=s.base, eaddr=("spill", name), nwords=s.words)
+        emit(isa.SYNC, sync=isa.S_DMA)
+
+    def release_after(i):
+        for name, lu in list(last_use.items()):
+            if lu == i and name in stored:
+                if name in resident:
+                    alloc.free(stored[name].base, stored[name].words)
+                    resident.discard(name)
+                del last_use[name]
+
+    for name in dev_inputs:
+        input_base[name] = place(name).base
+
+    # ---- instructions ----------------------------------------------------------------------
+    chunks: list[np.ndarray] = []       # weight blocks [K, COLS] in CONV order
+    biases: list[np.ndarray] = []       # bias words [COLS]
+    layers: list[Layer] = []
 
     conv_slots: list[int] = []          # program index of each CONV (for weight-load insertion below)
 
@@ -289,6 +340,9 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         first = len(prog)
         out_t = g.tensors[op.outputs[0]]
         reads = [root(n) for n in (op.inputs[:1] if isinstance(op, (ir.Conv, ir.Dense)) else op.inputs)]
+        for r in reads:
+            if r not in resident:
+                reload(r, set(reads), i)
         if any(r in dirty for r in reads):
             emit(isa.SYNC, sync=isa.S_COMPUTE)
             dirty.clear()
@@ -337,7 +391,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                     raise UnsupportedError("kernel, stride and dilation must be <= 255 on the accelerator",
                                            where=_where(op))
             b = np.asarray(g.constants[op.inputs[2]], np.int64) if len(op.inputs) > 2 else np.zeros(m, np.int64)
-            dst = place(op.outputs[0])
+            dst = place(op.outputs[0], reads, i)
             cg, mg = w4.shape[1], m // group
             pt, pl = pads[0], pads[1]
             H, W = src.h, src.w
@@ -368,7 +422,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             layer.info = {"K": cg * kh * kw, "M": m, "group": group, "pixels": npix}
         elif isinstance(op, (ir.MaxPool, ir.AvgPool)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = place(op.outputs[0])
+            dst = place(op.outputs[0], reads, i)
             kh, kw = op.kernel
             sh, sw = op.strides
             dh, dw = op.dilations if isinstance(op, ir.MaxPool) else (1, 1)
@@ -386,7 +440,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             layer.info = {"window": [kh, kw]}
         elif isinstance(op, (ir.Add, ir.Clamp)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = place(op.outputs[0])
+            dst = place(op.outputs[0], reads, i)
             flags = isa.F_A_SIGNED if a_signed else 0
             sa = sb = 0
             boff = 0
@@ -427,7 +481,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     head.append((isa.LOAD, dict(buf=isa.B_BIAS, baddr=0, eaddr=("bias", 0), nwords=max(1, len(biases)))))
     for name in dev_inputs:
         s = stored[name]
-        head.append((isa.LOAD, dict(buf=isa.B_ACT, baddr=s.base, eaddr=("in", name), nwords=s.words)))
+        head.append((isa.LOAD, dict(buf=isa.B_ACT, baddr=input_base[name], eaddr=("in", name), nwords=s.words)))
     if chunks:
         head.append((isa.LOAD, dict(buf=isa.B_WGT, baddr=0, eaddr=("w", 0), nwords=chunks[0].shape[0])))
     head.append((isa.SYNC, dict(sync=isa.S_DMA)))
@@ -447,7 +501,8 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     tail: list[tuple[int, dict]] = [(isa.SYNC, dict(sync=isa.S_COMPUTE))]
     for name in dev_outputs:
         s = stored[root(name)]
-        tail.append((isa.STORE, dict(buf=isa.B_ACT, baddr=s.base, eaddr=("out", name), nwords=s.words)))
+        if root(name) in resident:
+            tail.append((isa.STORE, dict(buf=isa.B_ACT, baddr=s.base, eaddr=("out", name), nwords=s.words)))
     tail.append((isa.END, {}))
     allp = head + final + tail
     off = len(head)
@@ -481,14 +536,21 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         inputs[name] = {"ext": addr, "stored": s, "beats": n_beats}
         blobs.append([0] * n_beats)
         addr += n_beats
-    for name in dev_outputs:
-        s = stored[root(name)]
-        ext[("out", name)] = addr
-        n_beats = s.words * cfg.act_beats
-        outputs[name] = {"ext": addr, "stored": s, "beats": n_beats, "signed": g.tensors[name].dtype.signed,
-                         "shape": (batch,) + tuple(g.tensors[name].shape[1:])}
+    for name in sorted(in_dram):
+        ext[("spill", name)] = addr
+        n_beats = stored[name].words * cfg.act_beats
         blobs.append([0] * n_beats)
         addr += n_beats
+    for name in dev_outputs:
+        s = stored[root(name)]
+        n_beats = s.words * cfg.act_beats
+        if root(name) in resident:
+            ext[("out", name)] = addr
+            blobs.append([0] * n_beats)
+            addr += n_beats
+        outputs[name] = {"ext": ext[("out", name)] if root(name) in resident else ext[("spill", root(name))],
+                         "stored": s, "beats": n_beats, "signed": g.tensors[name].dtype.signed,
+                         "shape": (batch,) + tuple(g.tensors[name].shape[1:])}
     words, text = [], []
     for op, f in allp:
         f = {k2: (ext[v] if isinstance(v, tuple) else v) for k2, v in f.items()}

@@ -69,7 +69,7 @@ def default_inputs(g: ir.Graph, n: int, seed: int) -> dict:
 
 def compile_model(model, out_dir, *, array: ArrayConfig = ArrayConfig(), inputs=None, samples: int = 20,
                   seed: int = 0, requant: str = "pow2", rounding: str = "half_even", batch: int = 1,
-                  mem_latency: int = 2) -> dict:
+                  mem_latency: int = 2, abuf_words: int = 0) -> dict:
     """Compile `model` for the accelerator (tony_accel) with `batch` samples per run; returns the manifest."""
     from ..hw_templates import render_to
 
@@ -78,7 +78,7 @@ def compile_model(model, out_dir, *, array: ArrayConfig = ArrayConfig(), inputs=
     if batch < 1:
         raise InputError("--batch must be at least 1")
     cfg = AccelConfig(array.rows, array.cols, array.a_bits, array.w_bits, array.acc_bits, array.mem_bits,
-                      mem_latency=mem_latency)
+                      abuf_words=abuf_words, mem_latency=mem_latency)
     prog = compile_program(g, cfg, batch=batch)
     if inputs is None:
         feeds = default_inputs(g, samples, seed)
