@@ -12,7 +12,7 @@ DEMO   ?= build/demo
 .PHONY: install install-train demo test test-fast test-slow lint bench accuracy clean help
 
 help:
-	@echo "make demo       install into $(VENV) and compile + simulate the bundled digits MLP (bit-exact PASS)"
+	@echo "make demo       install into $(VENV); train, quantize, compile and simulate the bundled digits CNN (bit-exact PASS)"
 	@echo "make test       install (with the CPU torch for threshold training) and run the default test suite"
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
@@ -34,8 +34,8 @@ $(VENV)/.installed-train: $(VENV)/.installed
 install-train: $(VENV)/.installed-train
 
 demo: install
-	$(TONY) example digits-mlp -o $(DEMO)/model
-	$(TONY) compile $(DEMO)/model/model.onnx -o $(DEMO)/build --array 4x4 --inputs $(DEMO)/model/inputs.npy
+	$(TONY) example digits-cnn -o $(DEMO)/model
+	$(TONY) compile $(DEMO)/model/model.onnx -o $(DEMO)/build --array 8x8 --inputs $(DEMO)/model/inputs.npy
 	$(TONY) sim $(DEMO)/build
 	@echo "RTL: $(DEMO)/build/rtl   golden vectors: $(DEMO)/build/golden   report: $(DEMO)/build/sim_report.json"
 
