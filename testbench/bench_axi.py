@@ -264,3 +264,32 @@ async def test_reset_mid_run_recovers(dut):
     again = await h.run_exact(0)
     if float(os.environ.get("TONY_AXI_STALL", "0")) == 0:
         assert again["cycles"] == clean["cycles"]
+
+
+@cocotb.test()
+async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
+    """An unknown opcode in the middle of the program: STATUS.ERROR code 3 with ERR_INFO = its PC,
+    the bus is idle; with the program restored, the next START runs bit-exactly without a reset."""
+    from tony.backend import isa
+    from tony.backend.bringup import ERR_CODES
+
+    h = _host(dut)
+    rng = random.Random(random.getrandbits(32))  # cocotb seeds `random` with the logged seed
+    await reset(dut.clk_i, dut.rst_ni)
+    await h.configure()
+    per = isa.INSTR_BITS // h.mem_bits
+    n = h.m["program"]["length"]
+    k = rng.randint(n // 3, n - 2)
+    at = h.m["program"]["addr"] + k * per
+    good = h.ram.read(BASE + at * h.mb, per * h.mb)
+    bad = isa.to_words([rng.randint(isa.EWISE + 1, 15)], h.mem_bits)
+    h.ram.write(BASE + at * h.mb, b"".join(int(b).to_bytes(h.mb, "little") for b in bad))
+    h.load_inputs(0)
+    await h.start()
+    st = await h.wait_irq()
+    assert st["error"] and not st["done"] and st["code"] == ERR_CODES["illegal"], st
+    assert await h.rd("ERR_INFO") == k, (await h.rd("ERR_INFO"), k)
+    assert int(dut.u_master.idle_o.value) == 1
+    dut._log.info("illegal instruction at PC %d: ERROR code %d, ERR_INFO %d", k, st["code"], k)
+    h.ram.write(BASE + at * h.mb, good)
+    await h.run_exact(0)

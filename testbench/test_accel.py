@@ -124,6 +124,75 @@ async def test_accel_matches_model(dut):
         dut._log.info("run %d: %d cycles (model %d), outputs equal", run, cycles, want_cycles)
 
 
+def _illegal_words(cfg, rng) -> list[tuple[str, int]]:
+    """Instructions docs/isa.md calls illegal, one of each kind (a random unknown opcode)."""
+    from tony.backend import isa
+
+    return [
+        ("unknown opcode", rng.randint(isa.EWISE + 1, 15)),
+        ("LOAD into the instruction memory", isa.encode(isa.LOAD, buf=isa.B_IMEM, baddr=0, eaddr=0, nwords=1)),
+        ("buffer id out of range", isa.encode(isa.LOAD, buf=rng.randint(4, 7), baddr=0, eaddr=0, nwords=1)),
+        ("STORE from the weight buffer", isa.encode(isa.STORE, buf=isa.B_WGT, baddr=0, eaddr=0, nwords=1)),
+        ("LOAD of no words", isa.encode(isa.LOAD, buf=isa.B_BIAS, baddr=0, eaddr=0, nwords=0)),
+        ("LOAD past the end of the buffer", isa.encode(isa.LOAD, buf=isa.B_ACT, baddr=cfg.abuf_words - 1, eaddr=0,
+                                                       nwords=2)),
+    ]
+
+
+@cocotb.test()
+async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
+    """An illegal instruction in the middle of the program: the controller stops on it (done_o,
+    illegal_o, pc_o = its index) and makes no further memory request; with the program restored,
+    the next start runs exactly, without a reset."""
+    from tony.backend import accel_model, isa
+    from tony.backend.accel import input_beats, read_outputs
+    from tony.ref import execute
+
+    from .memory import Memory
+
+    rng = log_seed(dut)
+    env = json.loads(os.environ["TONY_ACCEL_TEST"])
+    g, prog = _program(env)
+    start_clock(dut.clk_i)
+    dut.start_i.value = 0
+    dut.prog_addr_i.value = prog.prog_addr
+    dut.prog_len_i.value = len(prog.words)
+    await reset(dut.clk_i, dut.rst_ni)
+    stress = env["stress"]
+    pause = (iter(lambda: rng.random() < 0.4, None)) if stress else None
+    lats = (iter(lambda: rng.randint(1, 9), None)) if stress else None
+    mem = Memory(dut, prog.image, latency=env["latency"], pause=pause, latencies=lats)
+    qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
+    want_cycles = accel_model.cycles(prog).total
+    per = isa.INSTR_BITS // prog.cfg.mem_bits
+    n = len(prog.words)
+    x = np.asarray([[rng.uniform(-1, 1) for _ in range(3 * 9 * 7)] for _ in range(prog.batch)], np.float32)
+    ref = execute(g, {g.inputs[0]: x.reshape(prog.batch, 3, 9, 7)}, keep_all=True)
+    beats = input_beats(prog, {qin: ref[qin]})
+    for what, word in _illegal_words(prog.cfg, rng):
+        k = rng.randint(n // 4, n - 2)  # after the first loads, before END
+        at = prog.prog_addr + k * per
+        mem.mem[at:at + per] = isa.to_words([word], prog.cfg.mem_bits)
+        await _run(dut, prog, beats, mem, 20 * want_cycles + 10000)
+        assert int(dut.illegal_o.value) == 1 and int(dut.done_o.value) == 1, what
+        assert int(dut.pc_o.value) == k, (what, int(dut.pc_o.value), k)
+        reads, writes = mem.reads, mem.writes
+        for _ in range(64):
+            await RisingEdge(dut.clk_i)
+            assert int(dut.mem_req_valid_o.value) == 0, f"{what}: memory request after the stop"
+        assert (mem.reads, mem.writes) == (reads, writes)
+        dut._log.info("%s at PC %d: stopped after %d cycles", what, k, int(dut.cycles_o.value))
+        mem.mem[at:at + per] = [int(v) for v in prog.image[at:at + per]]
+        cycles = await _run(dut, prog, beats, mem, 20 * want_cycles + 10000)
+        assert int(dut.illegal_o.value) == 0
+        got, model = read_outputs(prog, mem.mem), read_outputs(prog, accel_model.run(prog, beats))
+        for name in got:
+            assert np.array_equal(got[name], model[name]), (what, name)
+            assert np.array_equal(got[name], ref[name]), (what, name)
+        if not stress:
+            assert cycles == want_cycles, (what, cycles, want_cycles)
+
+
 try:
     import pytest
 except ImportError:

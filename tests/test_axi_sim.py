@@ -50,8 +50,8 @@ def test_sim_axi_stall_flag_heavy_stalls(cnn_build, tony_cli):
 
 
 def test_axi_top_robustness(cnn_build):
-    """Bus error response, CTRL.ABORT and rst_ni in the middle of a run: each stops cleanly and the
-    next run is bit-exact (cocotb tests in testbench/bench_axi.py), under 30% stalls."""
+    """Bus error response, CTRL.ABORT, rst_ni and an illegal instruction in the middle of a run: each
+    stops cleanly and the next run is bit-exact (cocotb tests in testbench/bench_axi.py), under 30% stalls."""
     from tony.backend.sim_axi import run_axi
 
     m = json.loads((cnn_build / "manifest.json").read_text())
@@ -61,7 +61,8 @@ def test_axi_top_robustness(cnn_build):
            "TONY_RESULT": str(work / "unused.json")}
     run_axi(cnn_build, m, work, env, 0.3, testcase=["test_bus_error_stops_cleanly_then_next_run_is_exact",
                                                     "test_abort_mid_run_then_next_run_is_exact",
-                                                    "test_reset_mid_run_recovers"])
+                                                    "test_reset_mid_run_recovers",
+                                                    "test_illegal_instruction_stops_then_next_run_is_exact"])
 
 
 def test_axi_stall_out_of_range_is_refused(cnn_build, tony_cli):

@@ -77,7 +77,8 @@ REGISTERS: tuple[Reg, ...] = (
     Reg("ABUF_WORDS", 0x44, "RO", "build", "activation buffer words"),
     Reg("WBUF_WORDS", 0x48, "RO", "build", "weight buffer words"),
     Reg("BBUF_WORDS", 0x4C, "RO", "build", "bias buffer words"),
-    Reg("ERR_INFO", 0x50, "RO", "0", "PC (bits 15:0) when the last error stopped the run"),
+    Reg("ERR_INFO", 0x50, "RO", "0", "PC (bits 15:0) when the last error stopped the run; "
+        "for code 3 the illegal instruction's index"),
 )
 
 
