@@ -111,8 +111,9 @@ def test_unsupported_op_names_the_node(tmp_path):
     m = helper.make_model(helper.make_graph([n], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
     q = quantize_static(m, np.random.default_rng(0).uniform(-1, 1, (4, 4, 2, 2)).astype(np.float32))
     g = load_ir(q, requant="pow2")
-    with pytest.raises(UnsupportedError, match="Concat"):
-        compile_program(g, AccelConfig(4, 4))
+    # the second input starts at channel 4: not a whole number of 3-channel activation words
+    with pytest.raises(UnsupportedError, match=r'cat0.*Concat.*starts at channel 4.*3 columns'):
+        compile_program(g, AccelConfig(4, 3))
 
 
 def test_isa_doc_lists_every_field_at_its_position():
@@ -129,3 +130,58 @@ def test_activations_spill_when_the_buffer_is_small(workloads):
     assert any(t.startswith("STORE act") for t in prog.text[:-3])  # a spill before the final STORE
     with pytest.raises(UnsupportedError, match="--abuf-words"):
         compile_program(load_ir(workloads["resnet8"] / "model.onnx", requant="pow2"), AccelConfig(8, 8, abuf_words=4096))
+
+
+# ---- Concat ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def concat_model():
+    """tests/test_ort_quantized.py's CNN (a residual block whose 8-channel output is concatenated
+    with a 4-channel 1x1 Conv of itself), quantized by tony.quant (shared Concat scales)."""
+    from test_ort_quantized import concat_cnn
+    from tony.quant.qdq import quantize_static
+
+    x = np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    return quantize_static(concat_cnn(), x), x
+
+
+def _check_graph(g, x, cfg, batch):
+    feeds, _ = normalize_inputs(g, x)
+    env = execute(g, feeds, keep_all=True)
+    prog = compile_program(g, cfg, batch=batch)
+    qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
+    for s in range(0, len(x), batch):
+        ext = am.run(prog, input_beats(prog, {qin: env[qin][s:s + batch]}))
+        outs = read_outputs(prog, ext)
+        assert outs
+        for name, y in outs.items():
+            assert np.array_equal(y, env[name][s:s + batch]), (name, s)
+    return prog
+
+
+@pytest.mark.parametrize("arr", [(8, 8), (4, 4), (2, 4)])
+def test_concat_at_a_shared_scale_is_zero_copy_and_bit_exact(concat_model, arr):
+    q, x = concat_model
+    g = load_ir(q, requant="pow2")
+    cat = next(op for op in g.ops if op.kind == "concat")
+    assert all(rq.mult == 1 and rq.shift == 0 for rq in cat.requants)
+    prog = _check_graph(g, x, AccelConfig(*arr), batch=2)
+    layer = next(L for L in prog.layers if L.op == "concat")
+    assert layer.info["copied"] == []
+    assert not any(t.split()[0] in ("EWISE", "CONV", "POOL") for t in prog.text[layer.first:layer.last])
+
+
+def test_concat_with_a_rescaled_input_requantizes_through_the_vector_unit(concat_model):
+    from dataclasses import replace as dreplace
+
+    q, x = concat_model
+    g = load_ir(q, requant="pow2")
+    ops = list(g.ops)
+    k = next(i for i, op in enumerate(ops) if op.kind == "concat")
+    rq0, rq1 = ops[k].requants
+    # the first input at twice the output's scale: a rounding right shift by one through EWISE
+    ops[k] = dreplace(ops[k], requants=(dreplace(rq0, shift=1), rq1))
+    g = dreplace(g, ops=tuple(ops))
+    prog = _check_graph(g, x, AccelConfig(4, 4), batch=1)
+    layer = next(L for L in prog.layers if L.op == "concat")
+    assert layer.info["copied"] == [ops[k].inputs[0]]
+    assert sum(t.startswith("EWISE") and "shift=1" in t for t in prog.text[layer.first:layer.last]) == 1

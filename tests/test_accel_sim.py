@@ -92,3 +92,23 @@ def test_workload_on_verilator(workload, tmp_path, name, arr):
         dw = [l for l in rep["layers"] if l.get("group", 1) > 1]
         # one input channel per output lane: at most 1/COLS of the products are useful
         assert dw and all(l["dataflow_bound"] <= 1 / arr[1] + 1e-9 for l in dw)
+
+
+def test_concat_cnn_on_verilator(tmp_path):
+    """A CNN with a channel Concat (its inputs written in place into the output's channel groups),
+    quantized by tony.quant: bit-exact and cycle-exact on Verilator."""
+    import onnx
+
+    from test_ort_quantized import concat_cnn
+    from tony.quant.qdq import quantize_static
+
+    x = np.random.default_rng(0).uniform(0, 1, (3, 1, 8, 8)).astype(np.float32)
+    onnx.save(quantize_static(concat_cnn(), x), tmp_path / "model.onnx")
+    out = tmp_path / "concat-cnn_4x4"
+    compile_model(tmp_path / "model.onnx", out, array=ArrayConfig(4, 4), inputs=x, batch=1)
+    rep = simulate(out, progress=False)
+    assert rep["bit_exact"], rep["first_mismatches"]
+    assert rep["samples"] == 3 and rep["compared"] > 0
+    assert rep["cycles_match"] and rep["issue_match"], (rep["cycles_per_run"], rep["predicted_cycles"])
+    assert any(l["op"] == "concat" for l in rep["layers"])
+    assert all(l["cycles"] == l["predicted"] for l in rep["layers"])

@@ -216,14 +216,48 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     ops = g.device_ops
     # ---- storage: views for Reshape, last use of every tensor -------------------------------
     view: dict[str, str] = {}          # tensor -> tensor whose storage it shares
+    producers = {o: op for op in ops for o in op.outputs}
+
+    def producer_of(name):
+        return producers.get(name)
+
     for op in ops:
         if isinstance(op, ir.Reshape):
             view[op.outputs[0]] = view.get(op.inputs[0], op.inputs[0])
 
-    def root(name):
-        return view.get(name, name)
+    produced = {view.get(o, o) for op in ops if not isinstance(op, ir.Reshape) for o in op.outputs}
+    # Concat along channels: an input at the output's scale whose channel offset is a whole number
+    # of channel groups is written by its producer straight into its slice of the output (zero
+    # copy); every other input is copied (and requantized) by the vector unit (EWISE).
+    cslice: dict[str, tuple[str, int]] = {}   # tensor -> (concat output holding it, first group)
+    graph_outs = set(g.outputs) | {op.inputs[0] for op in g.ops if op.host}
+    for op in ops:
+        if not isinstance(op, ir.Concat):
+            continue
+        nd = len(g.tensors[op.outputs[0]].shape)
+        if op.axis != 1 or nd not in (2, 4):
+            raise UnsupportedError(f"Concat along axis {op.axis} of a {nd}-d tensor; the accelerator concatenates "
+                                   "channels (axis 1) of [N, C, H, W] or [N, K] tensors", where=_where(op))
+        off = 0
+        for name, rq in zip(op.inputs, op.requants):
+            t = g.tensors[name]
+            if off % C:
+                raise UnsupportedError(f"Concat input '{name}' starts at channel {off}, not a multiple of the "
+                                       f"array's {C} columns (channels per activation word); the accelerator "
+                                       "cannot move channels between lanes", where=_where(op),
+                                       hint=f"use input channel counts that are multiples of {C}, or an array "
+                                            "whose column count divides them")
+            identity = (rq is not None and not rq.per_channel and rq.mult == 1 and rq.shift == 0
+                        and not rq.zero_point and rq.lo <= t.dtype.min and rq.hi >= t.dtype.max)
+            if (identity and name in produced and name not in view and name not in cslice
+                    and name not in graph_outs and not isinstance(producer_of(name), ir.Concat)):
+                cslice[name] = (op.outputs[0], off // C)
+            off += t.shape[1]
 
-    produced = {root(o) for op in ops if not isinstance(op, ir.Reshape) for o in op.outputs}
+    def root(name):
+        r = view.get(name, name)
+        return cslice[r][0] if r in cslice else r
+
     dev_inputs = []
     for op in ops:
         for name in op.inputs[:1] if isinstance(op, (ir.Conv, ir.Dense)) else op.inputs:
@@ -260,7 +294,8 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     alloc = _Alloc(cfg.abuf_words)
     stored: dict[str, Stored] = {}
     resident: set[str] = set()
-    in_dram: set[str] = set()
+    in_dram: set[str] = set()           # its external-memory copy is current
+    spilled: set[str] = set()           # has a spill region in external memory
     input_base: dict[str, int] = {}
     prog: list[tuple[int, dict]] = []   # (op, fields)
     dirty: set[str] = set()
@@ -284,6 +319,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             emit(isa.STORE, buf=isa.B_ACT, baddr=s.base, eaddr=("spill", victim), nwords=s.words)
             emit(isa.SYNC, sync=isa.S_DMA)  # the region is free only once the STORE has read it
             in_dram.add(victim)
+            spilled.add(victim)
         alloc.free(s.base, s.words)
         resident.discard(victim)
         return True
@@ -315,6 +351,28 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         emit(isa.LOAD, buf=isa.B_ACT, baddr=s.base, eaddr=("spill", name), nwords=s.words)
         emit(isa.SYNC, sync=isa.S_DMA)
 
+    def loc(name) -> Stored:
+        """Where `name` lives now: its own storage, or its channel groups' slice of a Concat output."""
+        r = view.get(name, name)
+        if r not in cslice:
+            return stored[r]
+        cr, goff = cslice[r]
+        s = stored[cr]
+        c, h, w = chw(r)
+        return Stored(s.base + goff * s.gstride, c, h, w, batch, C)
+
+    def dest(name, protect, i) -> Stored:
+        """Storage for an op's result; a Concat input's slice keeps the rest of its Concat output."""
+        if name not in cslice:
+            return place(name, protect, i)
+        cr = cslice[name][0]
+        if cr not in stored:
+            place(cr, protect, i)
+        elif cr not in resident:
+            reload(cr, set(protect) | {cr}, i)
+        in_dram.discard(cr)  # the external copy (if any) lacks this slice from now on
+        return loc(name)
+
     def release_after(i):
         for name, lu in list(last_use.items()):
             if lu == i and name in stored:
@@ -343,7 +401,8 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         for r in reads:
             if r not in resident:
                 reload(r, set(reads), i)
-        if any(r in dirty for r in reads):
+        zero_copy = isinstance(op, ir.Concat) and all(n in cslice for n in op.inputs)
+        if any(r in dirty for r in reads) and not zero_copy:
             emit(isa.SYNC, sync=isa.S_COMPUTE)
             dirty.clear()
         for n in op.inputs:
@@ -357,7 +416,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         if out_t.dtype.bits > cfg.a_bits:
             raise UnsupportedError(f"'{op.outputs[0]}' is {out_t.dtype}; the accelerator writes {cfg.a_bits}-bit "
                                    "activations", where=_where(op))
-        src = stored[reads[0]]
+        src = loc(op.inputs[0])
         a_signed = g.tensors[op.inputs[0]].dtype.signed
         layer = Layer(lname, op.kind, first, first)
         if isinstance(op, (ir.Conv, ir.Dense)):
@@ -391,7 +450,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                     raise UnsupportedError("kernel, stride and dilation must be <= 255 on the accelerator",
                                            where=_where(op))
             b = np.asarray(g.constants[op.inputs[2]], np.int64) if len(op.inputs) > 2 else np.zeros(m, np.int64)
-            dst = place(op.outputs[0], reads, i)
+            dst = dest(op.outputs[0], reads, i)
             cg, mg = w4.shape[1], m // group
             pt, pl = pads[0], pads[1]
             H, W = src.h, src.w
@@ -422,7 +481,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             layer.info = {"K": cg * kh * kw, "M": m, "group": group, "pixels": npix}
         elif isinstance(op, (ir.MaxPool, ir.AvgPool)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = place(op.outputs[0], reads, i)
+            dst = dest(op.outputs[0], reads, i)
             kh, kw = op.kernel
             sh, sw = op.strides
             dh, dw = op.dilations if isinstance(op, ir.MaxPool) else (1, 1)
@@ -440,7 +499,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             layer.info = {"window": [kh, kw]}
         elif isinstance(op, (ir.Add, ir.Clamp)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = place(op.outputs[0], reads, i)
+            dst = dest(op.outputs[0], reads, i)
             flags = isa.F_A_SIGNED if a_signed else 0
             sa = sb = 0
             boff = 0
@@ -448,7 +507,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                 if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
                     raise UnsupportedError("Add needs power-of-two input scales (alignment by left shifts) on the "
                                            "accelerator", where=_where(op), hint="use --requant pow2")
-                other = stored[reads[1]]
+                other = loc(op.inputs[1])
                 if (other.c, other.h, other.w) != (src.c, src.h, src.w):
                     raise UnsupportedError("Add with broadcasting is not supported on the accelerator", where=_where(op))
                 flags |= isa.F_HAS_B | (isa.F_B_SIGNED if g.tensors[op.inputs[1]].dtype.signed else 0)
@@ -458,10 +517,31 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             emit(isa.EWISE, flags=flags, ibase=src.base, boff=boff, obase=dst.base, npix=total, ow=span, oh=1,
                  sw=1, sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=span, kh=1, kw=1, dh=1, dw=1,
                  nic=1, klen=1, period=1, sa=sa, sb=sb, **rq)
+        elif isinstance(op, ir.Concat):
+            # zero-copy inputs are already in place; the others go through the vector unit's
+            # stand-alone requantization (EWISE without B) into their channel groups
+            cat = op.outputs[0]
+            dst = stored[cat] if cat in stored else dest(cat, reads, i)
+            in_dram.discard(cat)
+            off = 0
+            for name, rq0 in zip(op.inputs, op.requants):
+                part = loc(name)
+                if name not in cslice:
+                    if (part.c, part.h, part.w) != chw(name):
+                        raise UnsupportedError(f"Concat input '{name}' is a reshaped tensor; the accelerator "
+                                               "concatenates channels of tensors in their own layout",
+                                               where=_where(op))
+                    rq = _rq_fields(rq0, out_t, op)
+                    emit(isa.EWISE, flags=isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0, ibase=part.base,
+                         boff=0, obase=dst.base + (off // C) * dst.gstride, npix=part.words, ow=4095, oh=1, sw=1,
+                         sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=4095, kh=1, kw=1, dh=1, dw=1,
+                         nic=1, klen=1, period=1, sa=0, sb=0, **rq)
+                off += g.tensors[name].shape[1]
+            layer.info = {"copied": [n for n in op.inputs if n not in cslice]}
         else:
             raise UnsupportedError(f"{type(op).__name__} has no accelerator mapping", where=_where(op),
                                    hint="`tony run` executes it in the reference")
-        dirty.add(op.outputs[0])
+        dirty.add(root(op.outputs[0]))
         layer.last = len(prog)
         layers.append(layer)
         release_after(i)
@@ -536,7 +616,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         inputs[name] = {"ext": addr, "stored": s, "beats": n_beats}
         blobs.append([0] * n_beats)
         addr += n_beats
-    for name in sorted(in_dram):
+    for name in sorted(spilled):
         ext[("spill", name)] = addr
         n_beats = stored[name].words * cfg.act_beats
         blobs.append([0] * n_beats)
