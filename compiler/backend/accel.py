@@ -258,6 +258,11 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         r = view.get(name, name)
         return cslice[r][0] if r in cslice else r
 
+    def in_place(op) -> list[bool]:
+        """Per Concat input: was it written in place (by its producer) into its channel groups?"""
+        offs = np.cumsum([0] + [g.tensors[n].shape[1] for n in op.inputs])
+        return [cslice.get(n) == (op.outputs[0], int(o) // C) for n, o in zip(op.inputs, offs)]
+
     dev_inputs = []
     for op in ops:
         for name in op.inputs[:1] if isinstance(op, (ir.Conv, ir.Dense)) else op.inputs:
@@ -401,7 +406,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         for r in reads:
             if r not in resident:
                 reload(r, set(reads), i)
-        zero_copy = isinstance(op, ir.Concat) and all(n in cslice for n in op.inputs)
+        zero_copy = isinstance(op, ir.Concat) and all(in_place(op))
         if any(r in dirty for r in reads) and not zero_copy:
             emit(isa.SYNC, sync=isa.S_COMPUTE)
             dirty.clear()
@@ -524,9 +529,9 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
             dst = stored[cat] if cat in stored else dest(cat, reads, i)
             in_dram.discard(cat)
             off = 0
-            for name, rq0 in zip(op.inputs, op.requants):
+            for name, rq0, done in zip(op.inputs, op.requants, in_place(op)):
                 part = loc(name)
-                if name not in cslice:
+                if not done:
                     if (part.c, part.h, part.w) != chw(name):
                         raise UnsupportedError(f"Concat input '{name}' is a reshaped tensor; the accelerator "
                                                "concatenates channels of tensors in their own layout",
@@ -537,7 +542,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                          sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=4095, kh=1, kw=1, dh=1, dw=1,
                          nic=1, klen=1, period=1, sa=0, sb=0, **rq)
                 off += g.tensors[name].shape[1]
-            layer.info = {"copied": [n for n in op.inputs if n not in cslice]}
+            layer.info = {"copied": [n for n, done in zip(op.inputs, in_place(op)) if not done]}
         else:
             raise UnsupportedError(f"{type(op).__name__} has no accelerator mapping", where=_where(op),
                                    hint="`tony run` executes it in the reference")
