@@ -308,6 +308,10 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     def emit(op, flags=0, sync=0, **f):
         prog.append((op, dict(flags=flags, sync=sync, **f)))
 
+    def ext_key(name):
+        """Where a tensor's external-memory copy lives: the input region for device inputs."""
+        return ("in", name) if name in dev_inputs else ("spill", name)
+
     def next_use(name, i):
         uses = [j for j, op in enumerate(ops) if j >= i and any(root(n) == name for n in op.inputs)]
         return uses[0] if uses else (len(ops) if name in {root(o) for o in dev_outputs} else -1)
@@ -353,7 +357,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         resident.add(name)
         emit(isa.SYNC, sync=isa.S_COMPUTE)
         dirty.clear()
-        emit(isa.LOAD, buf=isa.B_ACT, baddr=s.base, eaddr=("spill", name), nwords=s.words)
+        emit(isa.LOAD, buf=isa.B_ACT, baddr=s.base, eaddr=ext_key(name), nwords=s.words)
         emit(isa.SYNC, sync=isa.S_DMA)
 
     def loc(name) -> Stored:
@@ -387,7 +391,105 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                 del last_use[name]
 
     for name in dev_inputs:
-        input_base[name] = place(name).base
+        in_dram.add(name)  # the host writes it to external memory; it never needs a spill
+        c, h, w = chw(name)
+        if cfg.abuf_words and Stored(0, c, h, w, batch, C).words > cfg.abuf_words:
+            stored[name] = Stored(0, c, h, w, batch, C)  # read band by band from external memory
+        else:
+            input_base[name] = place(name).base
+
+    # ---- row bands: a layer whose operands and result do not fit the buffer together ----------
+    def geometry(op):
+        """(kernel height, stride y, dilation y, pad top) of a layer that can run in bands of output rows."""
+        if isinstance(op, ir.Conv) and len(g.tensors[op.inputs[0]].shape) == 4:
+            return g.tensors[op.inputs[1]].shape[2], op.strides[0], op.dilations[0], op.pads[0]
+        if isinstance(op, ir.MaxPool):
+            return op.kernel[0], op.strides[0], op.dilations[0], op.pads[0]
+        if isinstance(op, ir.AvgPool):
+            return op.kernel[0], op.strides[0], 1, op.pads[0]
+        if isinstance(op, (ir.Add, ir.Clamp)) and len(g.tensors[op.inputs[0]].shape) == 4:
+            return 1, 1, 1, 0
+        return None
+
+    def band_plan(op, reads):
+        """None if the layer fits the buffer (with spilling); else its output rows per band."""
+        if not cfg.abuf_words:
+            return None
+        names = [n for n in op.inputs if n not in g.constants]
+        out = Stored(0, *chw(op.outputs[0]), batch, C)
+        need = sum(stored[r].words for r in set(reads)) + out.words
+        geo = geometry(op)
+        if need <= cfg.abuf_words or geo is None:
+            return None
+        if op.outputs[0] in cslice or any(view.get(n, n) in cslice or chw(n) != chw(root(n)) for n in names):
+            raise UnsupportedError(f"the layer needs {need} activation-buffer words and would run in row bands, "
+                                   "which Concat slices and reshaped inputs do not support", where=_where(op),
+                                   hint="build with a larger activation buffer (--abuf-words)")
+        kh, sh, dh, _ = geo
+        srcs = [stored[root(n)] for n in names]
+        for rows in range(out.h, 0, -1):
+            ih = min(srcs[0].h, (rows - 1) * sh + (kh - 1) * dh + 1)
+            words = sum(sv.groups * batch * ih * sv.w for sv in srcs) + out.groups * batch * rows * out.w
+            if words <= cfg.abuf_words:
+                return rows
+        raise UnsupportedError(f"one output row of the layer needs {words} activation-buffer words with its input "
+                               f"rows; the buffer has {cfg.abuf_words}", where=_where(op),
+                               hint="build with a larger activation buffer (--abuf-words)")
+
+    def band_dma(opc, sv, key, base, y0, y1):
+        """LOAD/STORE rows y0..y1 of every channel group and sample of `sv` (external) at `base` (buffer),
+        laid out as a tensor of y1 - y0 rows."""
+        rows = y1 - y0
+        if rows <= 0:
+            return
+        ab = cfg.act_beats
+        if rows == sv.h:
+            emit(opc, buf=isa.B_ACT, baddr=base, eaddr=key, nwords=sv.words)
+            return
+        for gi in range(sv.groups):
+            for n in range(sv.n):
+                emit(opc, buf=isa.B_ACT, baddr=base + (gi * sv.n + n) * rows * sv.w,
+                     eaddr=key + ((gi * sv.gstride + n * sv.h * sv.w + y0 * sv.w) * ab,), nwords=rows * sv.w)
+
+    def run_bands(op, i, rows, body) -> int:
+        """Run a layer band by band: every live tensor goes to external memory, then per band of
+        `rows` output rows: LOAD the input rows it needs (with the kernel's halo), compute
+        (`body(band inputs, band output, band input height, band pad top, band output height)`),
+        STORE the output rows. The result stays in external memory. Returns the number of bands."""
+        while resident:
+            evict(set(), i)
+        kh, sh, dh, pt = geometry(op)
+        names = [n for n in op.inputs if n not in g.constants]
+        srcs = [stored[root(n)] for n in names]
+        H = srcs[0].h
+        out = op.outputs[0]
+        so = Stored(0, *chw(out), batch, C)
+        stored[out] = so
+        in_dram.add(out)
+        spilled.add(out)
+        ih = min(H, (rows - 1) * sh + (kh - 1) * dh + 1)
+        bases = [alloc.alloc(Stored(0, sv.c, ih, sv.w, batch, C).words) for sv in srcs]
+        obase = alloc.alloc(Stored(0, so.c, rows, so.w, batch, C).words)
+        nb = 0
+        for a in range(0, so.h, rows):
+            b = min(so.h, a + rows)
+            y0 = max(0, a * sh - pt)
+            y1 = min(H, max(y0, (b - 1) * sh - pt + (kh - 1) * dh + 1))
+            emit(isa.SYNC, sync=isa.S_COMPUTE)  # the previous band has been read (LOAD act never overlaps compute)
+            for n, sv, base in zip(names, srcs, bases):
+                band_dma(isa.LOAD, sv, ext_key(root(n)), base, y0, y1)
+            emit(isa.SYNC, sync=isa.S_DMA)  # the band is in, and the previous band's STORE has read its rows
+            body([Stored(base, sv.c, y1 - y0, sv.w, batch, C) for sv, base in zip(srcs, bases)],
+                 Stored(obase, so.c, b - a, so.w, batch, C), y1 - y0, pt - (a * sh - y0), b - a)
+            emit(isa.SYNC, sync=isa.S_COMPUTE)
+            band_dma(isa.STORE, so, ("spill", out), obase, a, b)
+            nb += 1
+        emit(isa.SYNC, sync=isa.S_DMA)  # the regions are free only once the last STORE has read them
+        dirty.clear()
+        for base, sv in zip(bases, srcs):
+            alloc.free(base, Stored(0, sv.c, ih, sv.w, batch, C).words)
+        alloc.free(obase, Stored(0, so.c, rows, so.w, batch, C).words)
+        return nb
 
     # ---- instructions ----------------------------------------------------------------------
     chunks: list[np.ndarray] = []       # weight blocks [K, COLS] in CONV order
@@ -403,11 +505,12 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         first = len(prog)
         out_t = g.tensors[op.outputs[0]]
         reads = [root(n) for n in (op.inputs[:1] if isinstance(op, (ir.Conv, ir.Dense)) else op.inputs)]
+        band = band_plan(op, reads)
         for r in reads:
-            if r not in resident:
+            if r not in resident and band is None:
                 reload(r, set(reads), i)
         zero_copy = isinstance(op, ir.Concat) and all(in_place(op))
-        if any(r in dirty for r in reads) and not zero_copy:
+        if any(r in dirty for r in reads) and not zero_copy and band is None:
             emit(isa.SYNC, sync=isa.S_COMPUTE)
             dirty.clear()
         for n in op.inputs:
@@ -455,11 +558,10 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                     raise UnsupportedError("kernel, stride and dilation must be <= 255 on the accelerator",
                                            where=_where(op))
             b = np.asarray(g.constants[op.inputs[2]], np.int64) if len(op.inputs) > 2 else np.zeros(m, np.int64)
-            dst = dest(op.outputs[0], reads, i)
             cg, mg = w4.shape[1], m // group
             pt, pl = pads[0], pads[1]
-            H, W = src.h, src.w
-            npix = batch * oh * ow
+            W = src.w
+            blocks = []
             for j in range(-(-m // C)):
                 ocs = np.arange(j * C, min(m, (j + 1) * C))
                 g_lo, g_hi = ocs[0] // mg, ocs[-1] // mg
@@ -472,42 +574,55 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                     blk[rel * kh * kw:(rel + cg) * kh * kw, l] = w4[oc].reshape(-1)
                 bw = np.zeros(C, np.int64)
                 bw[:len(ocs)] = b[ocs]
-                ibase = src.base + (ic0 // C) * src.gstride + (-pt) * W + (-pl)
-                conv_slots.append(len(prog))
-                emit(isa.CONV, flags=isa.F_A_SIGNED if a_signed else 0,
-                     ibase=ibase, obase=dst.base + j * dst.gstride, npix=npix, ow=ow, oh=oh, oy0=0, sw=sw, sh=sh,
-                     ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt, rjump=sh * W - (ow - 1) * sw,
-                     sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W, kh=kh, kw=kw, dh=dh, dw=dw,
-                     dhw=dh * W, nic=nic, lane0=ic0 % C, cstride=src.gstride, klen=K, period=max(K, R, C),
-                     wbase=0, bbase=len(biases), **rq)
-                chunks.append(blk)
+                blocks.append((ic0, nic, K, blk, len(biases)))
                 biases.append(bw)
+
+            def emit_conv(srcs, dst, H, pt, oh):
+                src = srcs[0]
+                for j, (ic0, nic, K, blk, bbase) in enumerate(blocks):
+                    conv_slots.append(len(prog))
+                    emit(isa.CONV, flags=isa.F_A_SIGNED if a_signed else 0,
+                         ibase=src.base + (ic0 // C) * src.gstride + (-pt) * W + (-pl), obase=dst.base + j * dst.gstride,
+                         npix=batch * oh * ow, ow=ow, oh=oh, oy0=0, sw=sw, sh=sh,
+                         ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt, rjump=sh * W - (ow - 1) * sw,
+                         sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W, kh=kh, kw=kw, dh=dh, dw=dw,
+                         dhw=dh * W, nic=nic, lane0=ic0 % C, cstride=src.gstride, klen=K, period=max(K, R, C),
+                         wbase=0, bbase=bbase, **rq)
+                    chunks.append(blk)
+            if band is None:
+                emit_conv([src], dest(op.outputs[0], reads, i), src.h, pt, oh)
+            else:
+                layer.info["bands"] = run_bands(op, i, band, emit_conv)
             layer.macs = batch * oh * ow * m * cg * kh * kw
-            layer.info = {"K": cg * kh * kw, "M": m, "group": group, "pixels": npix}
+            layer.info.update({"K": cg * kh * kw, "M": m, "group": group, "pixels": batch * oh * ow})
         elif isinstance(op, (ir.MaxPool, ir.AvgPool)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = dest(op.outputs[0], reads, i)
             kh, kw = op.kernel
             sh, sw = op.strides
             dh, dw = op.dilations if isinstance(op, ir.MaxPool) else (1, 1)
             pt, pl = op.pads[0], op.pads[1]
             oh, ow = out_t.shape[2:]
-            H, W = src.h, src.w
+            W = src.w
             if max(sh, sw, dh, dw, kh, kw) > 255:
                 raise UnsupportedError("pooling window too large for the accelerator", where=_where(op))
-            for j in range(src.groups):
-                emit(isa.POOL, flags=(isa.F_A_SIGNED if a_signed else 0) | (isa.F_MAX if isinstance(op, ir.MaxPool) else 0),
-                     ibase=src.base + j * src.gstride - pt * W - pl, obase=dst.base + j * dst.gstride,
-                     npix=batch * oh * ow, ow=ow, oh=oh, oy0=0, sw=sw, sh=sh, ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt,
-                     rjump=sh * W - (ow - 1) * sw, sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W,
-                     kh=kh, kw=kw, dh=dh, dw=dw, dhw=dh * W, nic=1, klen=kh * kw, period=kh * kw, **rq)
+
+            def emit_pool(srcs, dst, H, pt, oh):
+                src = srcs[0]
+                for j in range(src.groups):
+                    emit(isa.POOL, flags=(isa.F_A_SIGNED if a_signed else 0) | (isa.F_MAX if isinstance(op, ir.MaxPool) else 0),
+                         ibase=src.base + j * src.gstride - pt * W - pl, obase=dst.base + j * dst.gstride,
+                         npix=batch * oh * ow, ow=ow, oh=oh, oy0=0, sw=sw, sh=sh, ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt,
+                         rjump=sh * W - (ow - 1) * sw, sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W,
+                         kh=kh, kw=kw, dh=dh, dw=dw, dhw=dh * W, nic=1, klen=kh * kw, period=kh * kw, **rq)
             layer.info = {"window": [kh, kw]}
+            if band is None:
+                emit_pool([src], dest(op.outputs[0], reads, i), src.h, pt, oh)
+            else:
+                layer.info["bands"] = run_bands(op, i, band, emit_pool)
         elif isinstance(op, (ir.Add, ir.Clamp)):
             rq = _rq_fields(op.requant, out_t, op)
-            dst = dest(op.outputs[0], reads, i)
             flags = isa.F_A_SIGNED if a_signed else 0
             sa = sb = 0
-            boff = 0
             if isinstance(op, ir.Add):
                 if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
                     raise UnsupportedError("Add needs power-of-two input scales (alignment by left shifts) on the "
@@ -516,12 +631,18 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                 if (other.c, other.h, other.w) != (src.c, src.h, src.w):
                     raise UnsupportedError("Add with broadcasting is not supported on the accelerator", where=_where(op))
                 flags |= isa.F_HAS_B | (isa.F_B_SIGNED if g.tensors[op.inputs[1]].dtype.signed else 0)
-                sa, sb, boff = op.shift_a, op.shift_b, other.base - src.base
-            total = src.words
-            span = 4095
-            emit(isa.EWISE, flags=flags, ibase=src.base, boff=boff, obase=dst.base, npix=total, ow=span, oh=1,
-                 sw=1, sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=span, kh=1, kw=1, dh=1, dw=1,
-                 nic=1, klen=1, period=1, sa=sa, sb=sb, **rq)
+                sa, sb = op.shift_a, op.shift_b
+
+            def emit_ewise(srcs, dst, *_):
+                span = 4095
+                emit(isa.EWISE, flags=flags, ibase=srcs[0].base, boff=srcs[-1].base - srcs[0].base if len(srcs) > 1 else 0,
+                     obase=dst.base, npix=srcs[0].words, ow=span, oh=1, sw=1, sh=1, ixs=0, iys=0, ix0=0, iy0=0,
+                     rjump=0, sjump=1, h=1, w=span, kh=1, kw=1, dh=1, dw=1, nic=1, klen=1, period=1, sa=sa, sb=sb,
+                     **rq)
+            if band is None:
+                emit_ewise([loc(n) for n in op.inputs], dest(op.outputs[0], reads, i))
+            else:
+                layer.info["bands"] = run_bands(op, i, band, emit_ewise)
         elif isinstance(op, ir.Concat):
             # zero-copy inputs are already in place; the others go through the vector unit's
             # stand-alone requantization (EWISE without B) into their channel groups
@@ -564,7 +685,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     head: list[tuple[int, dict]] = []
     ext_marks: list[tuple[str, int]] = []  # placeholders resolved after the image is laid out
     head.append((isa.LOAD, dict(buf=isa.B_BIAS, baddr=0, eaddr=("bias", 0), nwords=max(1, len(biases)))))
-    for name in dev_inputs:
+    for name in input_base:
         s = stored[name]
         head.append((isa.LOAD, dict(buf=isa.B_ACT, baddr=input_base[name], eaddr=("in", name), nwords=s.words)))
     if chunks:
@@ -638,7 +759,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                          "shape": (batch,) + tuple(g.tensors[name].shape[1:])}
     words, text = [], []
     for op, f in allp:
-        f = {k2: (ext[v] if isinstance(v, tuple) else v) for k2, v in f.items()}
+        f = {k2: (ext[v[:2]] + sum(v[2:]) if isinstance(v, tuple) else v) for k2, v in f.items()}
         wd = isa.encode(op, **f)
         words.append(wd)
         text.append(isa.describe(wd))
