@@ -112,3 +112,13 @@ def test_concat_cnn_on_verilator(tmp_path):
     assert rep["cycles_match"] and rep["issue_match"], (rep["cycles_per_run"], rep["predicted_cycles"])
     assert any(l["op"] == "concat" for l in rep["layers"])
     assert all(l["cycles"] == l["predicted"] for l in rep["layers"])
+
+
+def test_layers_larger_than_the_buffer_run_in_row_bands_on_verilator(workload, tmp_path):
+    """With 128 activation-buffer words (each 8-channel 8x8 tensor of the digits CNN is 128 words at
+    4 columns), the convolutions, the Add and the max pooling run in bands of output rows loaded
+    from and stored to external memory."""
+    rep = _run(workload, tmp_path, "digits-cnn", (4, 4), samples=2, abuf_words=128)
+    assert rep["accel"]["abuf_words"] == 128
+    banded = {l["op"] for l in rep["layers"] if l.get("bands", 1) > 1}
+    assert {"conv", "add", "maxpool"} <= banded, banded

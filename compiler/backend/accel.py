@@ -436,6 +436,19 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
                                f"rows; the buffer has {cfg.abuf_words}", where=_where(op),
                                hint="build with a larger activation buffer (--abuf-words)")
 
+    def fits(op, reads) -> bool:
+        """Would the operands and the result find room, with every other tensor evicted?"""
+        if not cfg.abuf_words:
+            return True
+        sim = _Alloc(cfg.abuf_words)
+        sim.free_list = [(stored[r].base, stored[r].words) for r in set(reads) if r in resident]
+        need = [stored[r].words for r in dict.fromkeys(reads) if r not in resident]
+        out = op.outputs[0]
+        r_out = cslice[out][0] if out in cslice else out
+        if r_out not in resident and not (isinstance(op, ir.Concat) and r_out in reads):
+            need.append(stored[r_out].words if r_out in stored else Stored(0, *chw(r_out), batch, C).words)
+        return all(sim.alloc(n) is not None for n in need)
+
     def band_dma(opc, sv, key, base, y0, y1):
         """LOAD/STORE rows y0..y1 of every channel group and sample of `sv` (external) at `base` (buffer),
         laid out as a tensor of y1 - y0 rows."""
@@ -506,6 +519,9 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         out_t = g.tensors[op.outputs[0]]
         reads = [root(n) for n in (op.inputs[:1] if isinstance(op, (ir.Conv, ir.Dense)) else op.inputs)]
         band = band_plan(op, reads)
+        if band is None and not fits(op, reads):
+            while resident:  # the buffer is fragmented: spill everything, then place the layer from word 0
+                evict(set(), i)
         for r in reads:
             if r not in resident and band is None:
                 reload(r, set(reads), i)
