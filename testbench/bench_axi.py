@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Edge, FallingEdge, RisingEdge
+from cocotb.triggers import ClockCycles, Edge, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from tony.testbench.common import log_seed, reset, start_clock
@@ -70,11 +70,22 @@ class Host:
                 ch.set_pause_generator(_stall(rng, stall))
         self.ram.write(BASE, b"".join(int(v).to_bytes(self.mb, "little") for v in self.image))
         self.issues: list = []
+        self.ar = [0, 0]  # read bursts, read beats on the AXI bus (since the last start)
+        cocotb.start_soon(self._watch_ar())
         try:
             self.pc = dut.u_accel.pc_o
             cocotb.start_soon(self._watch_pc())
         except AttributeError:
             self.pc = None
+
+    async def _watch_ar(self):
+        d = self.dut
+        while True:
+            await RisingEdge(d.clk_i)
+            await ReadOnly()
+            if int(d.m_axi_arvalid.value) and int(d.m_axi_arready.value):
+                self.ar[0] += 1
+                self.ar[1] += int(d.m_axi_arlen.value) + 1
 
     async def _watch_pc(self):
         cyc = self.dut.u_accel.cycles_o
@@ -110,6 +121,7 @@ class Host:
 
     async def start(self) -> None:
         self.issues.clear()
+        self.ar = [0, 0]
         await self.wr("CTRL", 1)
 
     async def wait_irq(self, limit: int = 50_000_000) -> dict:
@@ -186,6 +198,7 @@ async def run_model(dut):
             report["samples"] += y.shape[0] if key == h.m["outputs"][0]["key"] else 0
         dump.write(h.ram.read(BASE, len(h.image) * h.mb))
         report["runs"].append({"cycles": st["cycles"], "core_cycles": st["core_cycles"],
+                               "ar_bursts": h.ar[0], "read_beats": h.ar[1],
                                "issue": [c for _, c in sorted(h.issues)]})
         if progress_path:
             Path(progress_path).write_text(f"{run + 1} {h.n_runs} run\n")

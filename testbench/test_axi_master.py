@@ -43,6 +43,8 @@ class TB:
         dut.mem_req_addr_i.value = 0
         dut.mem_req_we_i.value = 0
         dut.mem_req_wdata_i.value = 0
+        dut.mem_req_len_i.value = 0
+        dut.flush_i.value = 0
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk_i, dut.rst_ni, reset_active_level=False,
                           size=ram_bytes)
         self.responses: list[int] = []
@@ -75,12 +77,12 @@ class TB:
             self.errors["wr"] += int(d.wr_err_o.value)
 
     async def run(self, requests, pause=None) -> list[tuple[int, int]]:
-        """Drive (we, beat address, data) requests in order; returns (cycle accepted, request)
-        for each, so a test can pair reads with their responses."""
+        """Drive (we, beat address, data[, announced run length]) requests in order; returns (cycle
+        accepted, request) for each, so a test can pair reads with their responses."""
         d = self.dut
         accepted = []
         for req in requests:
-            we, addr, data = req
+            we, addr, data, *run = req
             while True:
                 await FallingEdge(d.clk_i)
                 if pause is not None and next(pause):
@@ -90,6 +92,7 @@ class TB:
                 d.mem_req_we_i.value = we
                 d.mem_req_addr_i.value = addr
                 d.mem_req_wdata_i.value = data
+                d.mem_req_len_i.value = run[0] if run else 0
                 await ReadOnly()
                 if int(d.mem_req_ready_o.value):
                     accepted.append((self.cycle + 1, req))
@@ -115,15 +118,19 @@ class TB:
             assert addr // PAGE == (addr + n * self.mb - 1) // PAGE, f"{ch} burst at {addr:#x} x{n} crosses 4 KiB"
 
 
-def random_requests(rng: random.Random, n_runs: int, beats: int, width: int):
+def random_requests(rng: random.Random, n_runs: int, beats: int, width: int, announce: float = 0.0):
+    """Runs of consecutive reads or writes; a read run is announced (mem_req_len_i) with
+    probability `announce`."""
     reqs = []
     for _ in range(n_runs):
         we = rng.random() < 0.5
+        ann = not we and rng.random() < announce
         start = rng.randrange(min(200, beats - 64))
         if rng.random() < 0.2:  # just below a 4 KiB page
             start = max(0, (rng.randrange(1, 4) * PAGE) // (width // 8) - rng.randrange(1, 8))
-        for k in range(rng.randrange(1, 48)):
-            reqs.append((int(we), start + k, rng.getrandbits(width) if we else 0))
+        n = rng.randrange(1, 48)
+        for k in range(n):
+            reqs.append((int(we), start + k, rng.getrandbits(width) if we else 0) + ((n - k,) if ann else ()))
     return reqs
 
 
@@ -132,12 +139,12 @@ async def run_and_check(tb: TB, rng: random.Random, reqs, pause=None):
     ref = [rng.getrandbits(tb.mem_bits) for _ in range(beats)]
     tb.ram.write(0, b"".join(v.to_bytes(tb.mb, "little") for v in ref))
     expected = []
-    for we, addr, data in reqs:
+    for we, addr, data, *_ in reqs:
         if we:
             ref[addr] = data
         else:
             expected.append((addr, ref[addr]))
-    await tb.run(reqs, pause)
+    accepted = await tb.run(reqs, pause)
     await tb.drain()
     got = [v for _, v in tb.responses]
     assert len(got) == len(expected), (len(got), len(expected))
@@ -146,6 +153,7 @@ async def run_and_check(tb: TB, rng: random.Random, reqs, pause=None):
     for b in range(beats):
         assert tb.ram_beat(b) == ref[b], f"beat {b}: RAM {tb.ram_beat(b):#x}, expected {ref[b]:#x}"
     tb.check_bursts()
+    return accepted
 
 
 @cocotb.test()
@@ -156,7 +164,7 @@ async def test_random_traffic_matches_port_order(dut, stall: float, idle: bool):
     rng = log_seed(dut)
     tb.set_stalls(rng, stall)
     await tb.reset()
-    reqs = random_requests(rng, 60, tb.ram_bytes // tb.mb, tb.mem_bits)
+    reqs = random_requests(rng, 60, tb.ram_bytes // tb.mb, tb.mem_bits, announce=0.5)
     await run_and_check(tb, rng, reqs, stall_pause(rng, 0.3) if idle else None)
     dut._log.info("stall %.1f: %d requests, %d bursts (%d multi-beat)", stall, len(reqs), len(tb.bursts),
                   sum(n > 1 for _, _, n in tb.bursts))
@@ -191,6 +199,58 @@ async def test_reads_one_per_cycle_fixed_latency(dut):
     lat = {rc - ac for (ac, _), (rc, _) in zip(accepted, tb.responses)}
     assert len(lat) == 1, f"read latencies vary: {sorted(lat)}"
     dut._log.info("read latency %d cycles", lat.pop())
+
+
+@cocotb.test()
+async def test_announced_reads_leave_as_bursts_at_the_same_timing(dut):
+    """Announced read runs (mem_req_len_i) leave as MAX_BURST bursts, split at 4 KiB pages, yet
+    are accepted every cycle and answered with the same fixed latency as unannounced reads."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    await tb.reset()
+    lat = {}
+    for ann in (False, True):
+        reqs = []
+        for start, n in ((64, 4 * tb.max_burst + 3), (PAGE // tb.mb - 5, 2 * tb.max_burst), (900, 1)):
+            reqs += [(0, start + k, 0) + ((n - k,) if ann else ()) for k in range(n)]
+        tb.bursts.clear()
+        tb.responses.clear()
+        t0 = tb.cycle
+        accepted = await run_and_check(tb, rng, reqs)
+        assert [c for c, _ in accepted] == list(range(accepted[0][0], accepted[0][0] + len(reqs))), "a read stalled"
+        assert accepted[0][0] - t0 <= 2
+        lat[ann] = {rc - ac for (ac, _), (rc, _) in zip(accepted, tb.responses)}
+        ars = [n for ch, _, n in tb.bursts if ch == "ar"]
+        assert sum(ars) == len(reqs)
+        if ann:
+            assert max(ars) == min(tb.max_burst, int(dut.MAX_READS.value)), ars
+            assert len(ars) <= 2 * (len(reqs) // tb.max_burst) + 4, ars
+        dut._log.info("announced %s: %d reads in %d AR bursts, latency %s", ann, len(reqs), len(ars), lat[ann])
+    assert len(lat[True]) == 1 and lat[True] == lat[False], lat
+
+
+@cocotb.test()
+async def test_flush_forgets_an_announced_run(dut):
+    """The requester announces a long run, makes two reads and is reset (flush_i): the burst's other
+    beats still arrive, the bridge goes idle, and the next reads are answered correctly."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    await tb.reset()
+    beats = tb.ram_bytes // tb.mb
+    ref = [rng.getrandbits(tb.mem_bits) for _ in range(beats)]
+    tb.ram.write(0, b"".join(v.to_bytes(tb.mb, "little") for v in ref))
+    n = 3 * tb.max_burst
+    await tb.run([(0, 100, 0, n), (0, 101, 0, n - 1)])
+    tb.dut.flush_i.value = 1
+    await FallingEdge(tb.dut.clk_i)
+    tb.dut.flush_i.value = 0
+    await tb.drain()
+    burst = next(b for ch, _, b in tb.bursts if ch == "ar")
+    assert [v for _, v in tb.responses] == ref[100:100 + burst]
+    tb.responses.clear()
+    await tb.run([(0, 300 + k, 0, 5 - k) for k in range(5)] + [(0, 7, 0)])
+    await tb.drain()
+    assert [v for _, v in tb.responses] == ref[300:305] + [ref[7]]
 
 
 @cocotb.test()
