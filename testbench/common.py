@@ -95,3 +95,19 @@ def bench_module(module_name: str) -> str:
     except ImportError:
         pass
     return module_name
+
+
+def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None, render_params=None,
+                   extra_env=None) -> None:
+    """Render `toplevel` (and what it instantiates) into tmp_path/rtl and run the cocotb tests of
+    `module_name` on it with HDL `parameters` (or defaults baked in by `render_params`).
+    COCOTB_RANDOM_SEED in the environment repeats a run."""
+    import os
+
+    from tony.hw_templates import render_to
+    from tony.sim import run_cocotb
+
+    sources = render_to(tmp_path / "rtl", toplevel, **(render_params or {}))
+    seed = os.environ.get("COCOTB_RANDOM_SEED")
+    run_cocotb(sources, toplevel, bench_module(module_name), parameters=parameters, build_dir=tmp_path / "build",
+               extra_env=extra_env, seed=int(seed) if seed else None)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 
-from .common import bench_module, log_seed, reset, start_clock
+from .common import run_unit_bench, log_seed, reset, start_clock
 
 
 def small_net(path, seed: int = 0) -> None:
@@ -209,8 +208,6 @@ if pytest is not None:
     def test_accel(rows, cols, mem_bits, batch, latency, stress, tmp_path):
         from tony.api import load_ir
         from tony.backend.accel import AccelConfig, compile_program
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
 
         model = tmp_path / "small.onnx"
         small_net(model)
@@ -218,7 +215,5 @@ if pytest is not None:
                "latency": latency, "stress": stress}
         g = load_ir(model, requant="pow2")
         prog = compile_program(g, AccelConfig(rows, cols, mem_bits=mem_bits, mem_latency=latency), batch=batch)
-        sources = render_to(tmp_path / "rtl", "tony_accel", **prog.cfg.hdl_params())
-        run_cocotb(sources, "tony_accel", bench_module(__name__), build_dir=tmp_path / "build",
-                   extra_env={"TONY_ACCEL_TEST": json.dumps(cfg)},
-                   seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None)
+        run_unit_bench(__name__, "tony_accel", tmp_path, render_params=prog.cfg.hdl_params(),
+                       extra_env={"TONY_ACCEL_TEST": json.dumps(cfg)})

@@ -7,12 +7,11 @@ and slices must come at exactly the cycles docs/isa.md gives ('Timing').
 """
 from __future__ import annotations
 
-import os
 
 import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from .common import bench_module, log_seed, reset, start_clock
+from .common import run_unit_bench, log_seed, reset, start_clock
 
 
 def random_conv(rng, rows: int, cols: int) -> dict:
@@ -124,9 +123,5 @@ if pytest is not None:
     @pytest.mark.parametrize("params", [{"ROWS": 4, "COLS": 4}, {"ROWS": 1, "COLS": 8}, {"ROWS": 3, "COLS": 5}],
                              ids=lambda p: f"{p['ROWS']}x{p['COLS']}")
     def test_agu(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
 
-        sources = render_to(tmp_path / "rtl", "tony_agu")
-        run_cocotb(sources, "tony_agu", bench_module(__name__), parameters=params, build_dir=tmp_path / "build",
-                   seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None)
+        run_unit_bench(__name__, "tony_agu", tmp_path, parameters=params)

@@ -10,14 +10,13 @@ that memory. A burst monitor checks lengths, 4 KiB boundaries and that writes co
 """
 from __future__ import annotations
 
-import os
 import random
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiRam
 
-from .common import bench_module, log_seed, reset, start_clock
+from .common import run_unit_bench, log_seed, reset, start_clock
 
 PAGE = 4096
 
@@ -316,15 +315,4 @@ if pytest is not None:
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )
     def test_axi_master(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
-
-        sources = render_to(tmp_path / "rtl", "tony_axi_master")
-        run_cocotb(
-            sources,
-            "tony_axi_master",
-            bench_module(__name__),
-            parameters=params,
-            build_dir=tmp_path / "build",
-            seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
-        )
+        run_unit_bench(__name__, "tony_axi_master", tmp_path, parameters=params)

@@ -9,13 +9,12 @@ tony.backend.bringup.REGISTERS, the table docs/registers.md and the C header are
 """
 from __future__ import annotations
 
-import os
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from .common import bench_module, log_seed, make_pause, reset, start_clock
+from .common import run_unit_bench, log_seed, make_pause, reset, start_clock
 
 
 def regs():
@@ -273,15 +272,4 @@ if pytest is not None:
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()) or "defaults",
     )
     def test_axil_regs(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
-
-        sources = render_to(tmp_path / "rtl", "tony_axil_regs")
-        run_cocotb(
-            sources,
-            "tony_axil_regs",
-            bench_module(__name__),
-            parameters=params,
-            build_dir=tmp_path / "build",
-            seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
-        )
+        run_unit_bench(__name__, "tony_axil_regs", tmp_path, parameters=params)

@@ -6,12 +6,11 @@ it renders the template for a few parameter sets and runs the cocotb tests on Ve
 """
 from __future__ import annotations
 
-import os
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import bench_module, log_seed, reset, start_clock
+from .common import run_unit_bench, log_seed, reset, start_clock
 from .models import pe_step
 
 
@@ -119,15 +118,4 @@ if pytest is not None:
         ids=lambda p: "a{A_BITS}w{W_BITS}acc{ACC_BITS}".format(**p),
     )
     def test_pe(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
-
-        sources = render_to(tmp_path / "rtl", "tony_pe")
-        run_cocotb(
-            sources,
-            "tony_pe",
-            bench_module(__name__),
-            parameters=params,
-            build_dir=tmp_path / "build",
-            seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
-        )
+        run_unit_bench(__name__, "tony_pe", tmp_path, parameters=params)

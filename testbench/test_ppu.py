@@ -10,14 +10,13 @@ left shifts (s <= 0) that land just inside or outside [lo, hi].
 from __future__ import annotations
 
 import collections
-import os
 import random
 from collections.abc import Iterator
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import bench_module, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
+from .common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
 from .models import PPU_LATENCY, ppu
 
 
@@ -298,15 +297,4 @@ if pytest is not None:
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )
     def test_ppu(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
-
-        sources = render_to(tmp_path / "rtl", "tony_ppu")
-        run_cocotb(
-            sources,
-            "tony_ppu",
-            bench_module(__name__),
-            parameters=params,
-            build_dir=tmp_path / "build",
-            seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
-        )
+        run_unit_bench(__name__, "tony_ppu", tmp_path, parameters=params)

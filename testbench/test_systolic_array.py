@@ -6,13 +6,12 @@ models.systolic_matmul. `test_systolic_array` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import bench_module, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
+from .common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
 from .models import array_latency, systolic_matmul
 
 
@@ -182,15 +181,4 @@ if pytest is not None:
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )
     def test_systolic_array(params, tmp_path):
-        from tony.hw_templates import render_to
-        from tony.sim import run_cocotb
-
-        sources = render_to(tmp_path / "rtl", "tony_systolic_array")
-        run_cocotb(
-            sources,
-            "tony_systolic_array",
-            bench_module(__name__),
-            parameters=params,
-            build_dir=tmp_path / "build",
-            seed=int(os.environ["COCOTB_RANDOM_SEED"]) if "COCOTB_RANDOM_SEED" in os.environ else None,
-        )
+        run_unit_bench(__name__, "tony_systolic_array", tmp_path, parameters=params)

@@ -100,7 +100,6 @@ def test_activation_layout_round_trips(rng):
 
 
 def test_unsupported_op_names_the_node(tmp_path):
-    import onnx
     from onnx import TensorProto, helper
 
     from tony.quant.qdq import quantize_static
@@ -190,7 +189,6 @@ def test_concat_with_a_rescaled_input_requantizes_through_the_vector_unit(concat
 
 
 def test_concat_of_a_graph_input_and_a_repeated_input_is_bit_exact():
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from tony.quant.qdq import quantize_static

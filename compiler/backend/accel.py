@@ -12,7 +12,6 @@ kernel covers the whole un-flattened image, so Reshape never moves data.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -699,7 +698,6 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     k = 0
     # prologue: biases, inputs, first weight block
     head: list[tuple[int, dict]] = []
-    ext_marks: list[tuple[str, int]] = []  # placeholders resolved after the image is laid out
     head.append((isa.LOAD, dict(buf=isa.B_BIAS, baddr=0, eaddr=("bias", 0), nwords=max(1, len(biases)))))
     for name in input_base:
         s = stored[name]
