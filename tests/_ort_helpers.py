@@ -44,3 +44,18 @@ def ort_run(path_or_model, feeds_list, level=ort.GraphOptimizationLevel.ORT_DISA
     sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     outs = [sess.run(None, {name: x}) for x in feeds_list]
     return [np.stack([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def calibration_reader(x, name: str = "input", *, add_batch_axis: bool = True):
+    """An onnxruntime.quantization CalibrationDataReader over the samples of x, one feed each
+    (with a batch axis of 1 added unless the samples already have it)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{name: xi[None] if add_batch_axis else xi} for xi in x])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    return _Reader()

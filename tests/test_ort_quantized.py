@@ -7,23 +7,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-from _ort_helpers import compare_predictions, ort_run, rhe
+from _ort_helpers import calibration_reader, compare_predictions, ort_run, rhe
 from tony.api import load_ir, normalize_inputs, run_reference
 from tony.errors import UnsupportedError
 from tony.models.digits import digits_data, mlp_onnx, train_mlp
 
 VARIANTS = [(fmt, sym) for fmt in ("QDQ", "QOperator") for sym in (False, True)]
 LEVELS = {"unfused": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "fused": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self.it = iter([{"input": xi[None]} for xi in x])
-
-    def get_next(self):
-        return next(self.it, None)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def ort_models(tmp_path_factory):
     paths = {}
     for fmt, sym in VARIANTS:
         out = d / f"mlp_{fmt}_{'sym' if sym else 'asym'}.onnx"
-        quantize_static(str(d / "float.onnx"), str(out), _Reader(xtr[:200]),
+        quantize_static(str(d / "float.onnx"), str(out), calibration_reader(xtr[:200]),
                         quant_format=getattr(QuantFormat, fmt),
                         activation_type=QuantType.QInt8 if sym else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": sym})
@@ -107,14 +99,6 @@ def concat_cnn(seed=0) -> onnx.ModelProto:
     return m
 
 
-class _ImageReader(CalibrationDataReader):
-    def __init__(self, x):
-        self.it = iter([{"input": xi} for xi in x])
-
-    def get_next(self):
-        return next(self.it, None)
-
-
 CNNS = ("concat-cnn", "digits-cnn", "digits-mobilenet")
 
 
@@ -138,7 +122,7 @@ def ort_cnns(tmp_path_factory):
     for name in CNNS:
         for fmt, sym in VARIANTS:
             out = d / f"{name}_{fmt}_{'sym' if sym else 'asym'}.onnx"
-            quantize_static(str(src[name]), str(out), _ImageReader(calib), quant_format=getattr(QuantFormat, fmt),
+            quantize_static(str(src[name]), str(out), calibration_reader(calib, add_batch_axis=False), quant_format=getattr(QuantFormat, fmt),
                             activation_type=QuantType.QInt8 if sym else QuantType.QUInt8,
                             weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": sym})
             paths[(name, fmt, sym)] = out

@@ -4,20 +4,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+from _ort_helpers import calibration_reader
 from tony.api import load_ir, run_reference
 from tony.ir.types import pow2_exponent
 from tony.models.digits import digits_data, mlp_onnx, train_mlp
 from tony.quant.snap import ceil_pow2
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self.it = iter([{"input": xi[None]} for xi in x])
-
-    def get_next(self):
-        return next(self.it, None)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +19,7 @@ def ort_mlp(tmp_path_factory):
     layers, _ = train_mlp((32,), seed=0)
     xtr, _, xte, yte = digits_data(0)
     onnx.save(mlp_onnx(layers), d / "float.onnx")
-    quantize_static(str(d / "float.onnx"), str(d / "q.onnx"), _Reader(xtr[:200]), quant_format=QuantFormat.QDQ,
+    quantize_static(str(d / "float.onnx"), str(d / "q.onnx"), calibration_reader(xtr[:200]), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": True})
     np.save(d / "x.npy", xte[:, None, :])

@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..errors import ModelError, UnsupportedError, node_where
+from .rewrite import GraphRewriter
 from ..ir.types import Rounding
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
@@ -77,14 +78,11 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-class _Rewriter:
+class _Rewriter(GraphRewriter):
     def __init__(self, model: onnx.ModelProto, rounding: Rounding):
-        self.m = onnx.ModelProto()
-        self.m.CopyFrom(model)
-        self.g = self.m.graph
+        super().__init__(model)
         self.rounding = Rounding(rounding)
         self.inits = {i.name: numpy_helper.to_array(i) for i in self.g.initializer}
-        self.names = {n for node in self.g.node for n in list(node.input) + list(node.output)} | set(self.inits)
         self.producer = {o: n for n in self.g.node for o in n.output}
         self.consumers: dict[str, int] = {}
         for n in self.g.node:
@@ -92,25 +90,7 @@ class _Rewriter:
                 self.consumers[i] = self.consumers.get(i, 0) + 1
         self.graph_inputs = {i.name for i in self.g.input} - set(self.inits)
         self.graph_outputs = {o.name for o in self.g.output}
-        self.new_inits: list[onnx.TensorProto] = []
         self.dropped: set[str] = set()
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
-
-    def const(self, base: str, arr: np.ndarray, elem_type: int | None = None) -> str:
-        name = self.fresh(base)
-        if elem_type is None:
-            t = numpy_helper.from_array(arr, name)
-        else:  # packed sub-byte types (int2/int4...) need make_tensor
-            t = helper.make_tensor(name, elem_type, arr.shape, arr.reshape(-1).astype(np.int64).tolist())
-        self.new_inits.append(t)
-        return name
 
     def param(self, node, name: str, role: str) -> np.ndarray:
         if name not in self.inits:

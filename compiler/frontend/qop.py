@@ -27,6 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..errors import UnsupportedError, node_where
+from .rewrite import GraphRewriter
 
 QOPERATORS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
 MS_QOPERATORS = ("QGemm", "QLinearAdd", "QLinearConcat", "QLinearAveragePool",
@@ -40,32 +41,15 @@ def _elem_types(g: onnx.GraphProto) -> dict[str, int]:
     return types
 
 
-class _Rewriter:
+class _Rewriter(GraphRewriter):
     def __init__(self, model: onnx.ModelProto):
-        self.m = onnx.ModelProto()
-        self.m.CopyFrom(model)
-        self.g = self.m.graph
+        super().__init__(model)
         self.types = _elem_types(self.g)
         self.inits = {i.name: i for i in self.g.initializer}
-        self.names = {n for node in self.g.node for n in list(node.input) + list(node.output)} | set(self.inits)
         self.vinfo = {vi.name: vi for vi in list(self.g.input) + list(self.g.value_info) + list(self.g.output)}
         for i in self.g.initializer:
             self.vinfo.setdefault(i.name, helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)))
-        self.new_inits: list[onnx.TensorProto] = []
         self.new_vinfo: list[onnx.ValueInfoProto] = []
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
-
-    def const(self, base: str, arr: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.new_inits.append(numpy_helper.from_array(arr, name))
-        return name
 
     def float_value(self, base: str, like: str) -> str:
         """A new float32 value with the shape of the value `like`."""
