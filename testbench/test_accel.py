@@ -84,11 +84,10 @@ async def _run(dut, prog, beats, mem, limit: int):
     return int(dut.cycles_o.value)
 
 
-@cocotb.test()
-async def test_accel_matches_model(dut):
+async def _start(dut):
+    """Clock, reset, program registers and the memory model (with random back-pressure and read
+    latencies when the configuration asks for stress); returns what the tests need."""
     from tony.backend import accel_model
-    from tony.backend.accel import input_beats, read_outputs
-    from tony.ref import execute
 
     from .memory import Memory
 
@@ -105,7 +104,17 @@ async def test_accel_matches_model(dut):
     lats = (iter(lambda: rng.randint(1, 9), None)) if stress else None
     mem = Memory(dut, prog.image, latency=env["latency"], pause=pause, latencies=lats)
     qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
-    want_cycles = accel_model.cycles(prog).total
+    return rng, env, g, prog, mem, qin, accel_model.cycles(prog).total
+
+
+@cocotb.test()
+async def test_accel_matches_model(dut):
+    from tony.backend import accel_model
+    from tony.backend.accel import input_beats, read_outputs
+    from tony.ref import execute
+
+
+    rng, env, g, prog, mem, qin, want_cycles = await _start(dut)
     for run in range(3):
         x = np.asarray([[rng.uniform(-1, 1) for _ in range(3 * 9 * 7)] for _ in range(prog.batch)], np.float32)
         feeds = {g.inputs[0]: x.reshape(prog.batch, 3, 9, 7)}
@@ -118,7 +127,7 @@ async def test_accel_matches_model(dut):
         for name in got:
             assert np.array_equal(got[name], model[name]), (run, name, got[name], model[name])
             assert np.array_equal(got[name], ref[name]), (run, name)
-        if not stress:
+        if not env["stress"]:
             assert cycles == want_cycles, (cycles, want_cycles)
         dut._log.info("run %d: %d cycles (model %d), outputs equal", run, cycles, want_cycles)
 
@@ -147,22 +156,8 @@ async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
     from tony.backend.accel import input_beats, read_outputs
     from tony.ref import execute
 
-    from .memory import Memory
 
-    rng = log_seed(dut)
-    env = json.loads(os.environ["TONY_ACCEL_TEST"])
-    g, prog = _program(env)
-    start_clock(dut.clk_i)
-    dut.start_i.value = 0
-    dut.prog_addr_i.value = prog.prog_addr
-    dut.prog_len_i.value = len(prog.words)
-    await reset(dut.clk_i, dut.rst_ni)
-    stress = env["stress"]
-    pause = (iter(lambda: rng.random() < 0.4, None)) if stress else None
-    lats = (iter(lambda: rng.randint(1, 9), None)) if stress else None
-    mem = Memory(dut, prog.image, latency=env["latency"], pause=pause, latencies=lats)
-    qin = next(op.outputs[0] for op in g.ops if op.host and op.kind == "quantize")
-    want_cycles = accel_model.cycles(prog).total
+    rng, env, g, prog, mem, qin, want_cycles = await _start(dut)
     per = isa.INSTR_BITS // prog.cfg.mem_bits
     n = len(prog.words)
     x = np.asarray([[rng.uniform(-1, 1) for _ in range(3 * 9 * 7)] for _ in range(prog.batch)], np.float32)
@@ -188,7 +183,7 @@ async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
         for name in got:
             assert np.array_equal(got[name], model[name]), (what, name)
             assert np.array_equal(got[name], ref[name]), (what, name)
-        if not stress:
+        if not env["stress"]:
             assert cycles == want_cycles, (what, cycles, want_cycles)
 
 
