@@ -7,7 +7,7 @@ so a failed compile never leaves a folder that looks valid.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +46,11 @@ class ArrayConfig:
             raise InputError(f"--array {text!r}: rows and columns must be between 1 and 64")
         return cls(r, c, **kw)
 
-    def hdl_params(self) -> dict:
-        return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
-                "ACC_BITS": self.acc_bits}
+
+def rebuild_program(build: Path, m: dict):
+    """The IR graph and the program of a build, compiled again from its model and manifest."""
+    g = load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
+    return g, compile_program(g, AccelConfig(**m["accel"]), batch=m["batch"])
 
 
 def default_inputs(g: ir.Graph, n: int, seed: int) -> dict:
@@ -166,10 +168,7 @@ def _write(g: ir.Graph, model, out: Path, prog, feeds: dict, render_to) -> dict:
     manifest = {
         "tony_version": __version__,
         "model": g.name,
-        "accel": {"rows": cfg.rows, "cols": cfg.cols, "a_bits": cfg.a_bits, "w_bits": cfg.w_bits,
-                  "acc_bits": cfg.acc_bits, "mem_bits": cfg.mem_bits, "abuf_words": cfg.abuf_words,
-                  "wbuf_words": cfg.wbuf_words, "bbuf_words": cfg.bbuf_words, "imem_words": cfg.imem_words,
-                  "mem_latency": cfg.mem_latency},
+        "accel": asdict(cfg),
         "array": {"rows": cfg.rows, "cols": cfg.cols, "a_bits": cfg.a_bits, "w_bits": cfg.w_bits,
                   "acc_bits": cfg.acc_bits},
         "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),

@@ -44,15 +44,10 @@ def _round_code(rounding: str) -> int:
 
 def axi_prediction(build: Path, m: dict) -> dict:
     """The cycle model's prediction for the AXI path: the build's program with the AXI read latency."""
-    from ..api import load_ir
     from . import accel_model
-    from .accel import AccelConfig, compile_program
+    from .compile import rebuild_program
 
-    g = load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
-    a = m["accel"]
-    cfg = AccelConfig(a["rows"], a["cols"], a["a_bits"], a["w_bits"], a["acc_bits"], a["mem_bits"],
-                      a["abuf_words"], a["wbuf_words"], a["bbuf_words"], a["imem_words"], a["mem_latency"])
-    prog = compile_program(g, cfg, batch=m["batch"])
+    _, prog = rebuild_program(build, m)
     prog = replace(prog, cfg=replace(prog.cfg, mem_latency=AXI_READ_LATENCY))
     t = accel_model.cycles(prog)
     return {"predicted_cycles": t.total, "predicted_issue": t.issue}

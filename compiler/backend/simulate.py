@@ -70,19 +70,14 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     if inputs is not None:
         import numpy as np
 
-        from ..api import load_ir, normalize_inputs
-        from .accel import AccelConfig, compile_program
-        from .compile import device_runs
+        from ..api import normalize_inputs
+        from .compile import device_runs, rebuild_program
 
-        g = load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
+        g, prog = rebuild_program(build, m)
         feeds, _ = normalize_inputs(g, inputs)
         golden_dir = build / "sim" / "golden"
         keys = tensor_keys(g)
         golden(g, feeds, golden_dir, keys)
-        a = m["accel"]
-        cfg = AccelConfig(a["rows"], a["cols"], a["a_bits"], a["w_bits"], a["acc_bits"], a["mem_bits"],
-                          a["abuf_words"], a["wbuf_words"], a["bbuf_words"], a["imem_words"], a["mem_latency"])
-        prog = compile_program(g, cfg, batch=m["batch"])
         np.save(golden_dir / "runs.npy", device_runs(g, prog, feeds, keys))
     work = build / "sim"
     work.mkdir(exist_ok=True)
