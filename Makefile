@@ -50,7 +50,7 @@ test-slow: install-train
 	$(PY) -m pytest -n $(JOBS) -m slow
 
 lint: install
-	$(PY) -m ruff check --select F compiler sim testbench tests bench
+	$(PY) -m ruff check --select F src testbench tests bench
 	$(PY) -m pytest -q testbench/test_lint.py
 
 bench: install

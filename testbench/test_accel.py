@@ -15,7 +15,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 
-from .common import run_unit_bench, log_seed, reset, start_clock
+from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 
 def small_net(path, seed: int = 0) -> None:
@@ -89,7 +89,7 @@ async def _start(dut):
     latencies when the configuration asks for stress); returns what the tests need."""
     from tony.backend import accel_model
 
-    from .memory import Memory
+    from tony.sim.benches.memory import Memory
 
     rng = log_seed(dut)
     env = json.loads(os.environ["TONY_ACCEL_TEST"])

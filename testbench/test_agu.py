@@ -11,7 +11,7 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from .common import run_unit_bench, log_seed, reset, start_clock
+from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 
 def random_conv(rng, rows: int, cols: int) -> dict:

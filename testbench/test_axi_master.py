@@ -16,7 +16,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiRam
 
-from .common import run_unit_bench, log_seed, reset, start_clock
+from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 PAGE = 4096
 

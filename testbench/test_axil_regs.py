@@ -14,7 +14,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from .common import run_unit_bench, log_seed, make_pause, reset, start_clock
+from tony.sim.benches.common import run_unit_bench, log_seed, make_pause, reset, start_clock
 
 
 def regs():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tony.hw_templates import MODULES, list_modules, render, render_to
+from tony.rtl import MODULES, list_modules, render, render_to
 
 # A couple of parameter sets per module: defaults, plus small/odd/wide corners.
 PARAM_SETS = {
@@ -49,7 +49,7 @@ def test_every_template_has_lint_cases():
 def test_rendered_header_names_template_and_parameters():
     text = render("tony_ppu", LANES=3)
     first = text.splitlines()[:2]
-    assert "hw_templates/verilog/tony_ppu.v.j2" in first[0]
+    assert "tony/rtl/templates/tony_ppu.v.j2" in first[0]
     assert "LANES=3" in first[1] and "ROUND_MODE=0" in first[1]
     assert "parameter integer LANES      = 3" in text
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import run_unit_bench, log_seed, reset, start_clock
-from .models import pe_step
+from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
+from tony.sim.benches.models import pe_step
 
 
 class TB:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
-from .models import PPU_LATENCY, ppu
+from tony.sim.benches.common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
+from tony.sim.benches.models import PPU_LATENCY, ppu
 
 
 class TB:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
-from .models import array_latency, systolic_matmul
+from tony.sim.benches.common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
+from tony.sim.benches.models import array_latency, systolic_matmul
 
 
 class TB:

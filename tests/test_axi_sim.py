@@ -1,5 +1,5 @@
 """The compiled accelerator through its SoC wrapper (tony_axi_top): AXI4-Lite host, AXI4 memory
-with random idle/back-pressure on every channel (testbench/bench_axi.py, `tony sim --axi-stall`)."""
+with random idle/back-pressure on every channel (tony/sim/benches/axi.py, `tony sim --axi-stall`)."""
 from __future__ import annotations
 
 import json
@@ -51,7 +51,7 @@ def test_sim_axi_stall_flag_heavy_stalls(cnn_build, tony_cli):
 
 def test_axi_top_robustness(cnn_build):
     """Bus error response, CTRL.ABORT, rst_ni and an illegal instruction in the middle of a run: each
-    stops cleanly and the next run is bit-exact (cocotb tests in testbench/bench_axi.py), under 30% stalls."""
+    stops cleanly and the next run is bit-exact (cocotb tests in tony/sim/benches/axi.py), under 30% stalls."""
     from tony.backend.sim_axi import run_axi
 
     m = json.loads((cnn_build / "manifest.json").read_text())

@@ -15,7 +15,7 @@ import pytest
 
 import tony
 from tony import ir
-from tony.backend import hls
+from tony.hls import backend as hls
 from tony.errors import InputError, OverflowRisk
 from tony.ir import INT8, INT32, UINT8, Requant, Rounding, Tensor
 from tony.ref import execute

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.sim
 
 def test_rtl_hls_and_reference_agree_on_digits_mlp(tmp_path, digits_mlp):
     from tony.backend.compile import ArrayConfig, compile_model
-    from tony.backend.hls import compile_hls, run_csim
+    from tony.hls.backend import compile_hls, run_csim
     from tony.backend.simulate import simulate
 
     model = digits_mlp / "model.onnx"

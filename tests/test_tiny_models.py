@@ -242,7 +242,7 @@ def _hls_case(name, built, tony_cli, tmp_path):
 
     if shutil.which("g++") is None:
         pytest.skip("needs g++")
-    from tony.backend import hls
+    from tony.hls import backend as hls
 
     d = built(name)
     r = tony_cli("compile", "--backend", "hls", d / "model.onnx", "-o", tmp_path / "b", "--inputs", d / "inputs.npy")

@@ -1,7 +1,7 @@
 """Board bring-up files for the AXI build (tony_axi_top): the register map as data, a C header
 with the registers and the build's memory layout, and a Python driver for PYNQ-style boards.
 
-REGISTERS is the one description of the register block (hw_templates/verilog/tony_axil_regs.v.j2
+REGISTERS is the one description of the register block (tony/rtl/templates/tony_axil_regs.v.j2
 implements it; docs/registers.md shows it; the unit bench reads its offsets from here).
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def write_axi_rtl(out: Path, params: dict) -> list[str]:
     """The SoC wrapper's own modules into OUT/rtl_axi (the accelerator's are in OUT/rtl with the
     build's parameters as defaults; tony_axi_top passes the same values down). Returns their
     paths relative to OUT."""
-    from ..hw_templates import MODULES, render
+    from ..rtl import MODULES, render
 
     d = out / "rtl_axi"
     d.mkdir(exist_ok=True)

@@ -55,9 +55,9 @@ def axi_prediction(build: Path, m: dict) -> dict:
 
 def run_axi(build: Path, m: dict, work: Path, env: dict, stall: float, *, waves: bool = False,
             simulator: str = "verilator", testcase=None) -> dict:
-    """Render tony_axi_top for the build, run testbench/bench_axi.py; returns the manifest with the
+    """Render tony_axi_top for the build, run tony/sim/benches/axi.py; returns the manifest with the
     AXI path's predicted cycles (for the sim report)."""
-    from ..hw_templates import render_to
+    from ..rtl import render_to
     from ..sim import run_cocotb
 
     if not 0.0 <= stall < 1.0:
@@ -65,7 +65,7 @@ def run_axi(build: Path, m: dict, work: Path, env: dict, stall: float, *, waves:
     params = axi_top_params(m)
     sources = render_to(work / "rtl_axi", ["tony_axi_top"], **params)
     env = {**env, "TONY_AXI_STALL": repr(float(stall))}
-    run_cocotb(sources, "tony_axi_top", "tony.testbench.bench_axi", build_dir=work / "build_axi",
+    run_cocotb(sources, "tony_axi_top", "tony.sim.benches.axi", build_dir=work / "build_axi",
                extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"], reuse_build=True,
                testcase=testcase or "run_model")
     return {**m, **axi_prediction(build, m), "toplevel": "tony_axi_top"}

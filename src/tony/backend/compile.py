@@ -73,7 +73,7 @@ def compile_model(model, out_dir, *, array: ArrayConfig = ArrayConfig(), inputs=
                   seed: int = 0, requant: str = "pow2", rounding: str = "half_even", batch: int = 1,
                   mem_latency: int = 2, abuf_words: int = 0) -> dict:
     """Compile `model` for the accelerator (tony_accel) with `batch` samples per run; returns the manifest."""
-    from ..hw_templates import render_to
+    from ..rtl import render_to
 
     g = load_ir(model, requant=requant, rounding=rounding)
     checks.check_overflow(g, array.acc_bits)

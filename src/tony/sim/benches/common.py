@@ -80,23 +80,6 @@ def pack(values, bits: int) -> int:
     return word
 
 
-def bench_module(module_name: str) -> str:
-    """The importable name of a testbench module, for the simulator's Python to import.
-
-    Prefers the installed package name (tony.testbench.<file>); falls back to the name the
-    module was imported under (e.g. testbench.<file> when pytest runs from the repo root).
-    """
-    import importlib.util
-
-    stem = module_name.rsplit(".", 1)[-1]
-    try:
-        if importlib.util.find_spec(f"tony.testbench.{stem}") is not None:
-            return f"tony.testbench.{stem}"
-    except ImportError:
-        pass
-    return module_name
-
-
 def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None, render_params=None,
                    extra_env=None) -> None:
     """Render `toplevel` (and what it instantiates) into tmp_path/rtl and run the cocotb tests of
@@ -104,10 +87,10 @@ def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None
     COCOTB_RANDOM_SEED in the environment repeats a run."""
     import os
 
-    from tony.hw_templates import render_to
+    from tony.rtl import render_to
     from tony.sim import run_cocotb
 
     sources = render_to(tmp_path / "rtl", toplevel, **(render_params or {}))
     seed = os.environ.get("COCOTB_RANDOM_SEED")
-    run_cocotb(sources, toplevel, bench_module(module_name), parameters=parameters, build_dir=tmp_path / "build",
+    run_cocotb(sources, toplevel, module_name, parameters=parameters, build_dir=tmp_path / "build",
                extra_env=extra_env, seed=int(seed) if seed else None)

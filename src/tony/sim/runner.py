@@ -122,7 +122,7 @@ def run_cocotb(
     ~/.cache/tony, under verilated-designs/) and reused by later runs; results and logs
     still go to `build_dir`.
 
-    `test_module` is an importable module name (e.g. "tony.testbench.test_ppu"); if it is a
+    `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
     so a module file there is found. Returns the path of the results XML. Raises
     BuildFailed if the HDL does not build and SimulationFailed if any test failed.

@@ -26,7 +26,7 @@ def compile(model, *, backend: str = "hls", output_dir=None, **options):
     (options: requant, rounding, array="4x4", acc_bits, weights="const"|"axi"). The build folder
     (`output_dir`, default a new temporary folder) also holds the testbench, Makefile and Tcl.
     """
-    from .backend.hls import compile as _compile
+    from .hls.backend import compile as _compile
 
     return _compile(model, backend=backend, output_dir=output_dir, **options)
 

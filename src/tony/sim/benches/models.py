@@ -1,7 +1,7 @@
 """Cycle-free Python models of the hardware blocks, for the unit testbenches.
 
 Plain Python ints, written to be obviously right; they follow the integer arithmetic
-contract (docs/) and the module header comments in hw_templates/verilog/.
+contract (docs/) and the module header comments in tony/rtl/templates/.
 """
 from __future__ import annotations
 

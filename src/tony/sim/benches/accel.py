@@ -19,8 +19,8 @@ import cocotb
 import numpy as np
 from cocotb.triggers import Edge, FallingEdge, RisingEdge
 
-from tony.testbench.common import reset, start_clock
-from tony.testbench.memory import Memory
+from tony.sim.benches.common import reset, start_clock
+from tony.sim.benches.memory import Memory
 
 
 def _unpack(beats, info, cols, a_bits, mem_bits) -> np.ndarray:

@@ -1,5 +1,5 @@
 """`tony sim`: build the compiled accelerator with Verilator through cocotb's runner, run the
-whole-model bench (testbench/bench_accel.py) on the memory image, compare every output byte with
+whole-model bench (tony/sim/benches/accel.py) on the memory image, compare every output byte with
 the golden vectors, and hold the measured cycles to the cycle model's prediction."""
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
 
             m = run_axi(build, m, work, env, axi_stall, waves=waves, simulator=simulator)
         else:
-            run_cocotb(sources, m["toplevel"], "tony.testbench.bench_accel", build_dir=work / "build",
+            run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())

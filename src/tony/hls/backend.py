@@ -27,10 +27,10 @@ from .. import __version__, ir
 from ..api import load_ir, normalize_inputs, restack
 from ..errors import InputError, TonyError, UnsupportedError
 from ..ref import KERNELS
-from . import checks
-from .memfile import write_tensor
-from .names import safe_id
-from .output import MANIFEST, staged_output
+from ..backend import checks
+from ..backend.memfile import write_tensor
+from ..backend.names import safe_id
+from ..backend.output import MANIFEST, staged_output
 REPORT = "csim_report.json"
 TOP = "tony_top"
 LIB = "libtony_hls.so"
@@ -63,7 +63,7 @@ class HlsConfig:
 def _env():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("tony.hw_templates", "hls"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("tony.hls", "templates"),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               autoescape=False)
 
@@ -345,7 +345,7 @@ def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict
     from importlib.resources import files
 
     for n in STATIC:
-        (out / n).write_text(files("tony.hw_templates").joinpath("hls", n).read_text())
+        (out / n).write_text(files("tony.hls").joinpath("templates", n).read_text())
     if axi:
         words = np.concatenate([a["values"] for a in b.arrays]) if b.arrays else np.zeros(1, np.int64)
         write_tensor(out / "params", words, 32, comment="weights and biases, one int32 word each")
@@ -359,7 +359,7 @@ def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict
 def compile_hls(model, out_dir, *, config: HlsConfig = HlsConfig(), inputs=None, samples: int = 20, seed: int = 0,
                 requant: str = "pow2", rounding: str = "half_even", graph: ir.Graph | None = None) -> dict:
     """Compile `model` (path, ModelProto, or `graph` given directly) to HLS C++ in `out_dir`."""
-    from .compile import default_inputs, golden, tensor_keys
+    from ..backend.compile import default_inputs, golden, tensor_keys
 
     g = graph if graph is not None else load_ir(model, requant=requant, rounding=rounding)
     check_hls(g, config)

@@ -26,7 +26,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, Edge, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from tony.testbench.common import log_seed, reset, start_clock
+from tony.sim.benches.common import log_seed, reset, start_clock
 
 BASE = 0x0004_0000  # byte address of beat 0 in the bench's memory
 

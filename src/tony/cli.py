@@ -86,7 +86,7 @@ def cmd_compile(a) -> int:
 
 def cmd_compile_hls(a) -> int:
     from .backend.compile import ArrayConfig
-    from .backend.hls import HlsConfig, compile_hls
+    from .hls.backend import HlsConfig, compile_hls
 
     arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
     inputs = _load_npy(a.inputs) if a.inputs else None
@@ -101,7 +101,7 @@ def cmd_compile_hls(a) -> int:
 
 
 def cmd_csim(a) -> int:
-    from .backend.hls import csim
+    from .hls.backend import csim
 
     rep = csim(a.build)
     for line in rep["first_mismatches"]:
