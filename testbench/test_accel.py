@@ -2,7 +2,7 @@
 unit) on a small network with every instruction kind: convolution with padding, depthwise
 convolution with stride, residual Add, max and average pooling, a dense layer.
 
-Against the Python model of the accelerator (tony.backend.accel_model): with the memory the
+Against the Python model of the accelerator (tony.accel.model): with the memory the
 cycle model assumes, every output byte and the cycle count must equal the model's; with random
 back-pressure and random read latencies on the memory port, the outputs must still be equal.
 """
@@ -59,7 +59,7 @@ def small_net(path, seed: int = 0) -> None:
 
 def _program(cfg_env: dict):
     from tony.api import load_ir
-    from tony.backend.accel import AccelConfig, compile_program
+    from tony.accel.schedule import AccelConfig, compile_program
 
     g = load_ir(cfg_env["model"], requant="pow2")
     cfg = AccelConfig(cfg_env["rows"], cfg_env["cols"], mem_bits=cfg_env["mem_bits"], mem_latency=cfg_env["latency"])
@@ -87,7 +87,7 @@ async def _run(dut, prog, beats, mem, limit: int):
 async def _start(dut):
     """Clock, reset, program registers and the memory model (with random back-pressure and read
     latencies when the configuration asks for stress); returns what the tests need."""
-    from tony.backend import accel_model
+    from tony.accel import model as accel_model
 
     from tony.sim.benches.memory import Memory
 
@@ -109,8 +109,8 @@ async def _start(dut):
 
 @cocotb.test()
 async def test_accel_matches_model(dut):
-    from tony.backend import accel_model
-    from tony.backend.accel import input_beats, read_outputs
+    from tony.accel import model as accel_model
+    from tony.accel.schedule import input_beats, read_outputs
     from tony.ref import execute
 
 
@@ -134,7 +134,7 @@ async def test_accel_matches_model(dut):
 
 def _illegal_words(cfg, rng) -> list[tuple[str, int]]:
     """Instructions docs/isa.md calls illegal, one of each kind (a random unknown opcode)."""
-    from tony.backend import isa
+    from tony.accel import isa
 
     return [
         ("unknown opcode", rng.randint(isa.EWISE + 1, 15)),
@@ -152,8 +152,8 @@ async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
     """An illegal instruction in the middle of the program: the controller stops on it (done_o,
     illegal_o, pc_o = its index) and makes no further memory request; with the program restored,
     the next start runs exactly, without a reset."""
-    from tony.backend import accel_model, isa
-    from tony.backend.accel import input_beats, read_outputs
+    from tony.accel import isa, model as accel_model
+    from tony.accel.schedule import input_beats, read_outputs
     from tony.ref import execute
 
 
@@ -202,7 +202,7 @@ if pytest is not None:
     ], ids=lambda v: str(v))
     def test_accel(rows, cols, mem_bits, batch, latency, stress, tmp_path):
         from tony.api import load_ir
-        from tony.backend.accel import AccelConfig, compile_program
+        from tony.accel.schedule import AccelConfig, compile_program
 
         model = tmp_path / "small.onnx"
         small_net(model)

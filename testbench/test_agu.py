@@ -2,7 +2,7 @@
 
 Random convolution geometries (kernel, stride, dilation, padding, channel range, batch) are
 encoded as CONV instructions; every cycle's per-row addresses, in-bounds flags, lanes and
-slice markers must equal the Python model (tony.backend.accel_model.pixel_walk / tap_walk),
+slice markers must equal the Python model (tony.accel.model.pixel_walk / tap_walk),
 and slices must come at exactly the cycles docs/isa.md gives ('Timing').
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 def random_conv(rng, rows: int, cols: int) -> dict:
     """Instruction fields of a random (valid) CONV on a C x H x W input, N samples."""
-    from tony.backend import isa
+    from tony.accel import isa
 
     n = rng.randint(1, 2)
     c = rng.randint(1, 2 * cols + 3)
@@ -43,7 +43,7 @@ def random_conv(rng, rows: int, cols: int) -> dict:
 
 def expected(d: dict, rows: int, cols: int):
     """Per slice (tile, k): row addresses, in-bounds flags, lane; per tile (oaddr, nvalid)."""
-    from tony.backend.accel_model import AMASK, pixel_walk, tap_walk
+    from tony.accel.model import AMASK, pixel_walk, tap_walk
 
     nt = -(-d["npix"] // rows)
     base, iy, ix = pixel_walk(d, nt * rows)
@@ -64,7 +64,7 @@ def expected(d: dict, rows: int, cols: int):
 
 @cocotb.test()
 async def test_agu_matches_model(dut):
-    from tony.backend import isa
+    from tony.accel import isa
 
     rng = log_seed(dut)
     rows, cols = int(dut.ROWS.value), int(dut.COLS.value)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tony.api import load_ir, normalize_inputs
-from tony.backend import accel_model as am
-from tony.backend import isa
-from tony.backend.accel import AccelConfig, compile_program, input_beats, pack_act, read_outputs, unpack_act
+from tony.accel import model as am
+from tony.accel import isa
+from tony.accel.schedule import AccelConfig, compile_program, input_beats, pack_act, read_outputs, unpack_act
 from tony.errors import UnsupportedError
 from tony.ref import execute
 

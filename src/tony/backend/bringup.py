@@ -112,7 +112,7 @@ AXI_MODULES = ("tony_axil_regs", "tony_axi_master", "tony_axi_top")
 def memory_layout(m: dict, image_beats: int) -> list[dict]:
     """Regions of the memory image, in beats: program, parameters (biases and weights), device
     inputs and outputs (what the host writes before a run and reads after it)."""
-    from .isa import INSTR_BITS
+    from ..accel.isa import INSTR_BITS
 
     mem_bits = m["accel"]["mem_bits"]
     prog = m["program"]

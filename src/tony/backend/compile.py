@@ -18,7 +18,7 @@ from ..api import load_ir, normalize_inputs
 from ..errors import InputError
 from ..ref import execute
 from . import checks
-from .accel import AccelConfig, compile_program, input_beats
+from ..accel.schedule import AccelConfig, compile_program, input_beats
 from .memfile import write_tensor
 from .fusesoc import write_core
 from .bringup import write_bringup
@@ -133,7 +133,7 @@ def device_runs(g: ir.Graph, prog, feeds: dict, keys: dict[str, str]) -> np.ndar
 
 def _write(g: ir.Graph, model, out: Path, prog, feeds: dict, render_to) -> dict:
     from ..ir.types import Rounding
-    from . import accel_model
+    from ..accel import model as accel_model
 
     cfg = prog.cfg
     keys = tensor_keys(g)

@@ -44,7 +44,7 @@ def _round_code(rounding: str) -> int:
 
 def axi_prediction(build: Path, m: dict) -> dict:
     """The cycle model's prediction for the AXI path: the build's program with the AXI read latency."""
-    from . import accel_model
+    from ..accel import model as accel_model
     from .compile import rebuild_program
 
     _, prog = rebuild_program(build, m)

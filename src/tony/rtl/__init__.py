@@ -96,7 +96,7 @@ _env = jinja2.Environment(
 
 
 def _isa_fields():
-    from ..backend import isa
+    from ..accel import isa
 
     return isa.FIELDS
 
@@ -105,7 +105,7 @@ _env.globals["F"] = _isa_fields()
 
 
 def _isa_ops():
-    from ..backend import isa
+    from ..accel import isa
 
     return {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
                                           "B_ACT", "B_WGT", "B_BIAS", "B_IMEM")}

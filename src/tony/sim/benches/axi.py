@@ -136,7 +136,7 @@ class Host:
         return st
 
     def outputs(self, run: int):
-        from tony.backend.accel import beats_to_words, unpack_act
+        from tony.accel.schedule import beats_to_words, unpack_act
 
         lo, hi = run * self.batch, min((run + 1) * self.batch, self.n_total)
         for o in self.m["outputs"]:
@@ -283,7 +283,7 @@ async def test_reset_mid_run_recovers(dut):
 async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
     """An unknown opcode in the middle of the program: STATUS.ERROR code 3 with ERR_INFO = its PC,
     the bus is idle; with the program restored, the next START runs bit-exactly without a reset."""
-    from tony.backend import isa
+    from tony.accel import isa
     from tony.backend.bringup import ERR_CODES
 
     h = _host(dut)
