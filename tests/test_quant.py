@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import tony
+from _ort_helpers import require_exact_int8_kernels
 from tony.quant.qdq import quantize_static
 
 
@@ -29,9 +30,12 @@ def digits_mobilenet(tmp_path_factory):
     return d
 
 
-def _ort(model, x):
+def _ort(model, x, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+    """onnxruntime's outputs; by default on its unoptimized Q/DQ path (the same on every CPU)"""
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.stack([sess.run(None, {name: xi})[0] for xi in x])
 
@@ -72,12 +76,18 @@ def test_every_scale_in_the_written_model_is_a_power_of_two(example, request, tm
 
 @pytest.mark.parametrize("example", ["digits_mlp", "digits_cnn", "digits_mobilenet"])
 @pytest.mark.parametrize("method,bits", [("kl-j", 8), ("max", 8), ("kl-j", 4)])
-def test_reference_equals_onnxruntime_on_quantized_model(example, method, bits, request):
+@pytest.mark.parametrize("level", ["unfused", "fused"])
+def test_reference_equals_onnxruntime_on_quantized_model(example, method, bits, level, request):
+    """unfused: onnxruntime's Q/DQ path, the same on every CPU; fused: its int8 kernels, where this
+    CPU makes them exact (see _ort_helpers)."""
+    if level == "fused":
+        require_exact_int8_kernels()
     d = request.getfixturevalue(example)
     x = np.load(d / "inputs.npy")[:120]
     q = quantize_static(onnx.load(d / "float.onnx"), x[:64], method=method, weight_bits=bits)
     ref = tony.run_reference(q, x)[0]
-    got = _ort(q, x)
+    got = _ort(q, x, {"unfused": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                      "fused": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level])
     assert ref.shape == got.shape
     assert np.array_equal(ref, got), f"{int((ref != got).sum())} of {ref.size} elements differ"
 
