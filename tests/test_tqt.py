@@ -60,7 +60,6 @@ def test_threshold_gradient_of_clipped_values_matches_finite_differences():
 
 def test_training_through_the_cli_writes_a_pow2_model_that_onnxruntime_and_the_reference_agree_on(
         digits_mlp, tmp_path, tony_cli):
-    import onnxruntime as ort
     from tony.models.digits import digits_data
 
     xtr, ytr, xte, yte = digits_data(0)
