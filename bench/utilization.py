@@ -45,11 +45,12 @@ def model_row(d: Path, rows: int, cols: int):
 
 
 def simulate(d: Path, rows: int, cols: int, work: Path) -> dict:
-    from tony.backend.compile import ArrayConfig, compile_model
-    from tony.backend.simulate import simulate as sim
+    from tony.accel.schedule import AccelConfig
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate as sim
 
     out = work / f"{d.name}_{rows}x{cols}"
-    compile_model(d / "model.onnx", out, array=ArrayConfig(rows, cols), inputs=np.load(d / "inputs.npy")[:1])
+    compile_model(d / "model.onnx", out, config=AccelConfig(rows, cols), inputs=np.load(d / "inputs.npy")[:1])
     return sim(out, progress=False)
 
 

@@ -4,7 +4,7 @@ cocotbext-axi's AxiLiteMaster is the host (with and without idle/back-pressure o
 AXI4-Lite channel); a small core model stands in for tony_accel and the bus bridge: it counts
 cycles after start_o, raises done_i after a chosen number of cycles, and holds bus_idle_i low
 for a while after that (writes still in flight). Register offsets come from
-tony.backend.bringup.REGISTERS, the table docs/registers.md and the C header are made from.
+tony.board.bringup.REGISTERS, the table docs/registers.md and the C header are made from.
 `test_axil_regs` at the bottom is the pytest entry.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tony.sim.benches.common import run_unit_bench, log_seed, make_pause, reset,
 
 
 def regs():
-    from tony.backend.bringup import REGISTERS
+    from tony.board.bringup import REGISTERS
 
     return {r.name: r.offset for r in REGISTERS}
 
@@ -103,7 +103,7 @@ class TB:
         await self.axil.write_dword(self.r[name], value)
 
     async def status(self) -> dict:
-        from tony.backend.bringup import decode_status
+        from tony.board.bringup import decode_status
 
         return decode_status(await self.rd("STATUS"))
 
@@ -119,7 +119,7 @@ class TB:
 @cocotb.parametrize(idle=["none", "random"])
 async def test_identity_and_configuration(dut, idle: str):
     """ID, VERSION and the configuration registers report the build's parameters."""
-    from tony.backend.bringup import REG_ID, REG_VERSION
+    from tony.board.bringup import REG_ID, REG_VERSION
 
     tb = TB(dut)
     tb.set_idle(idle, log_seed(dut))
@@ -201,7 +201,7 @@ async def test_run_done_waits_for_bus_and_raises_interrupt(dut, idle: str):
 async def test_error_drains_and_reports(dut, cause: str, idle: str):
     """A bus error, an illegal instruction or CTRL.ABORT holds the core in reset until the bus
     is idle, then reports ERROR with its code (and the bus response); a new run then works."""
-    from tony.backend.bringup import ERR_CODES
+    from tony.board.bringup import ERR_CODES
 
     tb = TB(dut)
     tb.set_idle(idle, log_seed(dut))
@@ -242,7 +242,7 @@ async def test_error_drains_and_reports(dut, cause: str, idle: str):
 @cocotb.test()
 async def test_bad_program_length_does_not_start(dut):
     """PROG_LEN 0 or above IMEM_WORDS: ERROR with code BAD_LEN, start_o never pulses."""
-    from tony.backend.bringup import ERR_CODES
+    from tony.board.bringup import ERR_CODES
 
     tb = TB(dut)
     await tb.reset()

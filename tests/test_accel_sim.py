@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from tony.backend.compile import ArrayConfig, compile_model
-from tony.backend.simulate import simulate
+from tony.accel.schedule import AccelConfig
+from tony.compiler import compile_model
+from tony.sim.accel import simulate
 
 pytestmark = pytest.mark.sim
 
@@ -33,7 +34,7 @@ def _run(workload, tmp_path, name, arr, samples=1, batch=1, abuf_words=0):
     x = np.load(d / "inputs.npy")[:samples]
     r, c = arr
     out = tmp_path / f"{name}_{r}x{c}"
-    compile_model(d / "model.onnx", out, array=ArrayConfig(r, c), inputs=x, batch=batch, abuf_words=abuf_words)
+    compile_model(d / "model.onnx", out, config=AccelConfig(r, c, abuf_words=abuf_words), inputs=x, batch=batch)
     rep = simulate(out, progress=False)
     assert rep["bit_exact"], rep["first_mismatches"]
     assert rep["samples"] == samples and rep["compared"] > 0
@@ -105,7 +106,7 @@ def test_concat_cnn_on_verilator(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (3, 1, 8, 8)).astype(np.float32)
     onnx.save(quantize_static(concat_cnn(), x), tmp_path / "model.onnx")
     out = tmp_path / "concat-cnn_4x4"
-    compile_model(tmp_path / "model.onnx", out, array=ArrayConfig(4, 4), inputs=x, batch=1)
+    compile_model(tmp_path / "model.onnx", out, config=AccelConfig(4, 4), inputs=x, batch=1)
     rep = simulate(out, progress=False)
     assert rep["bit_exact"], rep["first_mismatches"]
     assert rep["samples"] == 3 and rep["compared"] > 0

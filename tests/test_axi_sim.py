@@ -13,7 +13,7 @@ pytestmark = pytest.mark.sim
 def cnn_build(tmp_path_factory):
     """digits-cnn compiled for a 4x4 accelerator, 2 golden samples (2 runs: the second one
     checks that a run after DONE needs no reset)."""
-    from tony.backend.compile import compile_model
+    from tony.compiler import compile_model
     from tony.models import build_example
 
     d = tmp_path_factory.mktemp("digits_cnn")
@@ -24,7 +24,7 @@ def cnn_build(tmp_path_factory):
 
 @pytest.mark.parametrize("stall", [0.0, 0.3])
 def test_digits_cnn_bit_exact_through_axi(cnn_build, stall):
-    from tony.backend.simulate import simulate
+    from tony.sim.accel import simulate
 
     rep = simulate(cnn_build, axi_stall=stall, progress=False)
     res = json.loads((cnn_build / "sim" / "bench_result.json").read_text())
@@ -52,14 +52,14 @@ def test_sim_axi_stall_flag_heavy_stalls(cnn_build, tony_cli):
 def test_axi_top_robustness(cnn_build):
     """Bus error response, CTRL.ABORT, rst_ni and an illegal instruction in the middle of a run: each
     stops cleanly and the next run is bit-exact (cocotb tests in tony/sim/benches/axi.py), under 30% stalls."""
-    from tony.backend.sim_axi import run_axi
+    from tony.build import Build
+    from tony.sim.axi import run_axi
 
-    m = json.loads((cnn_build / "manifest.json").read_text())
     work = cnn_build / "sim_robust"
     work.mkdir(exist_ok=True)
     env = {"TONY_BUILD": str(cnn_build), "TONY_GOLDEN": str(cnn_build / "golden"),
            "TONY_RESULT": str(work / "unused.json")}
-    run_axi(cnn_build, m, work, env, 0.3, testcase=["test_bus_error_stops_cleanly_then_next_run_is_exact",
+    run_axi(Build.open(cnn_build), work, env, 0.3, testcase=["test_bus_error_stops_cleanly_then_next_run_is_exact",
                                                     "test_abort_mid_run_then_next_run_is_exact",
                                                     "test_reset_mid_run_recovers",
                                                     "test_illegal_instruction_stops_then_next_run_is_exact"])
@@ -73,12 +73,12 @@ def test_axi_stall_out_of_range_is_refused(cnn_build, tony_cli):
 @pytest.mark.slow
 @pytest.mark.parametrize("example", ["digits-mlp", "digits-mobilenet", "dscnn", "resnet8"])
 def test_workload_bit_exact_through_axi(tmp_path, example):
-    from tony.backend.compile import compile_model
-    from tony.backend.simulate import simulate
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
     from tony.models import build_example
 
     build_example(example, tmp_path / "model")
-    compile_model(tmp_path / "model" / "model.onnx", tmp_path / "build", samples=2, array=_array())
+    compile_model(tmp_path / "model" / "model.onnx", tmp_path / "build", samples=2, config=_array())
     for stall in (0.0, 0.5):
         rep = simulate(tmp_path / "build", axi_stall=stall, progress=False)
         assert rep["bit_exact"], rep["first_mismatches"]
@@ -87,6 +87,6 @@ def test_workload_bit_exact_through_axi(tmp_path, example):
 
 
 def _array():
-    from tony.backend.compile import ArrayConfig
+    from tony.accel.schedule import AccelConfig
 
-    return ArrayConfig(8, 8)
+    return AccelConfig(8, 8)

@@ -16,7 +16,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory, digits_mlp):
-    from tony.backend.compile import compile_model
+    from tony.compiler import compile_model
 
     out = tmp_path_factory.mktemp("bringup") / "b"
     compile_model(digits_mlp / "model.onnx", out, samples=3)
@@ -98,7 +98,7 @@ def test_compare_memory_flags_a_changed_weight(build, tmp_path, tony_cli):
 
 
 def test_c_header_compiles_and_matches_the_register_map(build, tmp_path):
-    from tony.backend.bringup import REGISTERS
+    from tony.board.bringup import REGISTERS
 
     m = json.loads((build / "manifest.json").read_text())
     header = build / m["bringup"]["header"]
@@ -127,7 +127,7 @@ def test_driver_sketch_compiles(build):
 
 
 def test_build_id_names_the_parameters(build):
-    from tony.backend.bringup import build_id
+    from tony.board.bringup import build_id
 
     p = json.loads((build / "manifest.json").read_text())["axi"]["params"]
     assert build_id(p) == p["BUILD_ID"]
@@ -148,6 +148,6 @@ def test_fusesoc_axi_target_lints(build):
 
 
 def test_register_docs_show_the_register_map():
-    from tony.backend.bringup import markdown_table
+    from tony.board.bringup import markdown_table
 
     assert markdown_table() in (DOCS / "registers.md").read_text()

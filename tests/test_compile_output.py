@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from tony.backend.memfile import from_hex_lines, to_hex_lines
-from tony.backend.names import safe_id
+from tony.golden import from_hex_lines, to_hex_lines
+from tony.names import safe_id
 
 
 def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
@@ -15,7 +15,9 @@ def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
     res = tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--samples", "5")
     assert res.returncode == 0, res.stderr
     m = json.loads((out / "manifest.json").read_text())
-    assert m["samples"] == 5 and m["array"] == {"rows": 4, "cols": 4, "a_bits": 8, "w_bits": 8, "acc_bits": 32}
+    assert m["samples"] == 5 and m["kind"] == "accel"
+    assert {k: m["accel"][k] for k in ("rows", "cols", "a_bits", "w_bits", "acc_bits")} == \
+        {"rows": 8, "cols": 8, "a_bits": 8, "w_bits": 8, "acc_bits": 32}  # the CLI's default array
     for key, files in m["golden"].items():
         arr = np.load(out / "golden" / files["npy"])
         if "hex" in files:

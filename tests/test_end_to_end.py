@@ -24,7 +24,7 @@ def test_digits_mlp_is_bit_exact_on_verilator(tmp_path, tony_cli, digits_mlp, ar
     assert rep["samples"] == 24 and rep["compared"] == 24 * 10
     assert rep["simulator"] == "verilator"
     r, c = map(int, array.split("x"))
-    assert rep["array"]["rows"] == r and rep["array"]["cols"] == c
+    assert rep["accel"]["rows"] == r and rep["accel"]["cols"] == c
     assert rep["runs"] == -(-24 // batch) and rep["batch"] == batch
     assert rep["macs"] == rep["runs"] * batch * (64 * 32 + 32 * 10)
     assert rep["cycles"] > rep["macs"] / (r * c)  # cannot beat the array's peak

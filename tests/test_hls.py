@@ -15,6 +15,7 @@ import pytest
 
 import tony
 from tony import ir
+from tony.build import Build
 from tony.hls import backend as hls
 from tony.errors import InputError, OverflowRisk
 from tony.ir import INT8, INT32, UINT8, Requant, Rounding, Tensor
@@ -233,7 +234,7 @@ def random_build(tmp_path_factory):
     print(f"seed={seed}")
     g, feeds, kinds = random_graph(seed)
     d = tmp_path_factory.mktemp("hls_random") / "build"
-    hls.compile_hls(None, d, graph=g, inputs=feeds, config=hls.HlsConfig(rows=3, cols=2, weights="axi"))
+    hls.compile_hls(g, d, feeds=feeds, config=hls.HlsConfig(rows=3, cols=2, weights="axi"))
     return d, g, feeds, kinds, seed
 
 
@@ -272,7 +273,7 @@ def test_testbench_reports_a_corrupted_golden_value(random_build, tmp_path):
     d, g, *_ = random_build
     bad = tmp_path / "bad"
     shutil.copytree(d, bad)
-    out = hls.read_manifest(bad)["device_outputs"][0]
+    out = Build.open(bad).manifest["device_outputs"][0]
     lines = (bad / out["golden"]).read_text().splitlines()
     i = next(k for k, ln in enumerate(lines) if not ln.startswith("//"))
     lines[i] = format((int(lines[i], 16) + 1) & 0xFF, "02x")
@@ -302,7 +303,7 @@ def test_digits_mlp_cli_compile_and_csim_bit_exact(mlp_build, tony_cli):
         assert (mlp_build / "b" / f).is_file(), f
     r = tony_cli("csim", mlp_build / "b")
     assert r.returncode == 0, r.stdout + r.stderr
-    rep = hls.read_manifest(mlp_build / "b")
+    rep = Build.open(mlp_build / "b").manifest
     import json
 
     csim_rep = json.loads((mlp_build / "b" / hls.REPORT).read_text())
@@ -434,7 +435,7 @@ def test_random_ops_sweep(seed, tmp_path):
     print(f"seed={seed}")
     g, feeds, kinds = random_graph(seed, per_kind=6)
     rows, cols = (int(v) for v in np.random.default_rng(seed).integers(1, 9, 2))
-    hls.compile_hls(None, tmp_path / "b", graph=g, inputs=feeds, config=hls.HlsConfig(rows=rows, cols=cols))
+    hls.compile_hls(g, tmp_path / "b", feeds=feeds, config=hls.HlsConfig(rows=rows, cols=cols))
     assert hls.csim(tmp_path / "b")["bit_exact"], f"seed={seed}"
     got = dict(zip(g.outputs, hls.run_csim(tmp_path / "b", feeds, graph=g)))
     _assert_equal_per_output(g, got, execute(g, feeds), kinds, seed)
@@ -449,9 +450,15 @@ def _tiny_dense(name="t", k=4, m=3, wval=1):
                               ("x",), ("y",)))
 
 
+def _feeds(g, n):
+    from tony.golden import default_inputs
+
+    return default_inputs(g, n, 0)
+
+
 def test_hostile_model_and_node_names_never_reach_generated_files(tmp_path):
     g = _tiny_dense(name='evil */ "; $(touch PWNED) \n#include <x>')
-    hls.compile_hls(None, tmp_path / "b", graph=g, samples=2)
+    hls.compile_hls(g, tmp_path / "b", feeds=_feeds(g, 2))
     for f in (tmp_path / "b").iterdir():
         if f.suffix in (".cpp", ".h", ".tcl", "") and f.is_file():
             text = f.read_text()
@@ -463,14 +470,14 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not a Tony build"):
-        hls.compile_hls(None, tmp_path / "b", graph=_tiny_dense(), samples=1)
+        hls.compile_hls(_tiny_dense(), tmp_path / "b", feeds=_feeds(_tiny_dense(), 1))
     assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
 
 
 def test_accumulator_overflow_is_refused(tmp_path):
     g = _tiny_dense(k=200, m=2, wval=127)
     with pytest.raises(OverflowRisk):
-        hls.compile_hls(None, tmp_path / "b", graph=g, samples=1, config=hls.HlsConfig(acc_bits=16))
+        hls.compile_hls(g, tmp_path / "b", feeds=_feeds(g, 1), config=hls.HlsConfig(acc_bits=16))
     assert not (tmp_path / "b").exists()
 
 

@@ -9,15 +9,16 @@ pytestmark = pytest.mark.sim
 
 
 def test_rtl_hls_and_reference_agree_on_digits_mlp(tmp_path, digits_mlp):
-    from tony.backend.compile import ArrayConfig, compile_model
-    from tony.hls.backend import compile_hls, run_csim
-    from tony.backend.simulate import simulate
+    from tony.accel.schedule import AccelConfig
+    from tony.compiler import compile_model
+    from tony.hls.backend import run_csim
+    from tony.sim.accel import simulate
 
     model = digits_mlp / "model.onnx"
     x = np.load(digits_mlp / "inputs.npy")[200:221]
-    compile_model(model, tmp_path / "rtl", array=ArrayConfig(3, 4), inputs=x)
+    compile_model(model, tmp_path / "rtl", config=AccelConfig(3, 4), inputs=x)
     rep = simulate(tmp_path / "rtl", progress=False)
-    compile_hls(model, tmp_path / "hls", inputs=x)
+    compile_model(model, tmp_path / "hls", backend="hls", inputs=x)
     hls = run_csim(tmp_path / "hls", x)[0]
 
     g = load_ir(model, requant="pow2")

@@ -23,7 +23,7 @@ def compile(model, *, backend: str = "hls", output_dir=None, **options):
 
     backend="hls" renders the HLS C++, builds it with g++ into a shared library and returns an
     object whose `.predict(x)` runs that C++ with the same semantics as `run_reference`
-    (options: requant, rounding, array="4x4", acc_bits, weights="const"|"axi"). The build folder
+    (options: requant, rounding, array="8x8", acc_bits, weights="const"|"axi"). The build folder
     (`output_dir`, default a new temporary folder) also holds the testbench, Makefile and Tcl.
     """
     from .hls.backend import compile as _compile

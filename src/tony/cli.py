@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, TonyError
+from .build import write_onnx
+from .errors import InputError, TonyError, show
+from .names import safe_id
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,19 +25,6 @@ def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
         return np.load(p, allow_pickle=False)
     except Exception as e:
         raise InputError(f"not a .npy array file ({type(e).__name__})", where=f"{flag} {path}") from None
-
-
-def _atomic_save(path: str, arr) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npy", dir=p.parent)
-    os.close(fd)
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_ir(a) -> int:
@@ -56,9 +43,11 @@ def cmd_run(a) -> int:
     feeds, stacked = normalize_inputs(g, _load_npy(a.inputs))
     outs = restack(g, execute(g, feeds), stacked)
     if a.output:
-        _atomic_save(a.output, outs[0])
+        from .build import write_npy
+
+        write_npy(a.output, outs[0])
         for extra, name in zip(outs[1:], g.outputs[1:]):
-            _atomic_save(str(Path(a.output).with_suffix("")) + f".{name}.npy", extra)
+            write_npy(str(Path(a.output).with_suffix("")) + f".{safe_id(name)}.npy", extra)
         print(f"wrote {a.output} {tuple(outs[0].shape)} {outs[0].dtype}")
     else:
         for name, y in zip(g.outputs, outs):
@@ -68,35 +57,26 @@ def cmd_run(a) -> int:
 
 
 def cmd_compile(a) -> int:
-    from .backend.compile import ArrayConfig, compile_model
+    from .compiler import compile_model, parse_array
 
-    if getattr(a, "backend", "rtl") == "hls":
-        return cmd_compile_hls(a)
-    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits, mem_bits=a.mem_bits)
+    rows, cols = parse_array(a.array)
     inputs = _load_npy(a.inputs) if a.inputs else None
-    if a.samples < 1:
-        raise InputError("--samples must be at least 1")
-    m = compile_model(a.model, a.output, array=arr, inputs=inputs, samples=a.samples, seed=a.seed,
-                      requant=a.requant, rounding=a.rounding, batch=a.batch, abuf_words=a.abuf_words)
-    print(f"compiled {m['model']}: {m['program']['length']} instructions for a {arr.rows}x{arr.cols} accelerator, "
+    opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding)
+    if a.backend == "hls":
+        from .hls.backend import HlsConfig
+
+        cfg = HlsConfig(rows=rows, cols=cols, acc_bits=a.acc_bits, weights=a.weights)
+        m = compile_model(a.model, a.output, backend="hls", config=cfg, **opts)
+        print(f"compiled {show(m['model'])} to HLS C++: {len(m['layers'])} layers, {rows}x{cols} MAC array, "
+              f"weights {cfg.weights}, {m['samples']} golden samples -> {show(a.output)}")
+        return 0
+    from .accel.schedule import AccelConfig
+
+    cfg = AccelConfig(rows, cols, acc_bits=a.acc_bits, mem_bits=a.mem_bits, abuf_words=a.abuf_words)
+    m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
+    print(f"compiled {show(m['model'])}: {m['program']['length']} instructions for a {rows}x{cols} accelerator, "
           f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
-          f"{m['samples']} golden samples -> {a.output}")
-    return 0
-
-
-def cmd_compile_hls(a) -> int:
-    from .backend.compile import ArrayConfig
-    from .hls.backend import HlsConfig, compile_hls
-
-    arr = ArrayConfig.parse(a.array, acc_bits=a.acc_bits)
-    inputs = _load_npy(a.inputs) if a.inputs else None
-    if a.samples < 1:
-        raise InputError("--samples must be at least 1")
-    cfg = HlsConfig(rows=arr.rows, cols=arr.cols, acc_bits=a.acc_bits, weights=a.weights)
-    m = compile_hls(a.model, a.output, config=cfg, inputs=inputs, samples=a.samples, seed=a.seed,
-                    requant=a.requant, rounding=a.rounding)
-    print(f"compiled {m['model']} to HLS C++: {len(m['layers'])} layers, {arr.rows}x{arr.cols} MAC array, "
-          f"weights {m['weights']}, {m['samples']} golden samples -> {a.output}")
+          f"{m['samples']} golden samples -> {show(a.output)}")
     return 0
 
 
@@ -113,33 +93,28 @@ def cmd_csim(a) -> int:
 
 
 def cmd_sim(a) -> int:
-    from .backend.simulate import simulate
+    from .sim.accel import simulate
 
     inputs = _load_npy(a.inputs) if a.inputs else None
     rep = simulate(a.build, inputs=inputs, waves=a.waves, progress=not a.quiet, axi_stall=a.axi_stall)
-    from .backend.report import print_sim_report
+    from .report import print_sim_report
 
     print_sim_report(rep)
     return 0 if rep["bit_exact"] else 1
 
 
 def cmd_report(a) -> int:
-    import json
+    from .report import read_sim_report, print_sim_report
 
-    from .backend.report import print_sim_report
-
-    p = Path(a.build) / "sim_report.json"
-    if not p.is_file():
-        raise InputError(f"no sim_report.json in {a.build}", hint="run `tony sim` first")
-    print_sim_report(json.loads(p.read_text()))
+    print_sim_report(read_sim_report(a.build))
     return 0
 
 
 def cmd_compare(a) -> int:
-    from .backend.compare import compare, print_compare
+    from .board.compare import compare, print_compare
 
-    if getattr(a, "memory", False):
-        from .backend.compare import compare_memory, print_compare_memory
+    if a.memory:
+        from .board.compare import compare_memory, print_compare_memory
 
         rep = compare_memory(a.build, a.hw_dump, fmt=a.format)
         print_compare_memory(rep)
@@ -178,7 +153,6 @@ def _load_train_npz(path: str):
 
 
 def _snap_pow2(a) -> int:
-    import onnx
 
     from .frontend.load import load_model
     from .frontend.qop import expand_qoperators
@@ -186,9 +160,7 @@ def _snap_pow2(a) -> int:
 
     m = expand_qoperators(load_model(a.model))
     q, changed = snap_pow2(m)
-    tmp = Path(a.output).with_name(f".{Path(a.output).name}.tmp")
-    onnx.save(q, tmp)
-    os.replace(tmp, a.output)
+    write_onnx(a.output, q)
     print(f"wrote {a.output}: {changed} scale values moved up to the next power of two")
     if a.inputs:
         labels = _load_npy(a.labels, "--labels") if a.labels else None
@@ -201,7 +173,6 @@ def _snap_pow2(a) -> int:
 
 
 def cmd_quantize(a) -> int:
-    import onnx
 
     from .frontend.load import load_model
     from .quant.qdq import quantize_static
@@ -222,10 +193,8 @@ def cmd_quantize(a) -> int:
     else:
         q = quantize_static(m, calib, weight_bits=a.weight_bits, method=a.method,
                             first_last_8bit=a.first_last_8bit)
-    tmp = Path(a.output).with_name(f".{Path(a.output).name}.tmp")
-    onnx.save(q, tmp)
-    os.replace(tmp, a.output)
-    print(f"wrote {a.output}")
+    write_onnx(a.output, q)
+    print(f"wrote {show(a.output)}")
     return 0
 
 
@@ -255,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compile", help="render RTL, memory images, golden vectors and a manifest")
     model_opts(sp, default_requant="pow2")
     sp.add_argument("-o", "--output", required=True, help="output folder")
-    sp.add_argument("--array", default="4x4", help="systolic array ROWSxCOLS (default 4x4)")
+    sp.add_argument("--array", default="8x8", help="systolic array ROWSxCOLS (default 8x8)")
     sp.add_argument("--acc-bits", type=int, default=32, choices=range(16, 33), metavar="{16..32}")
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
     sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")

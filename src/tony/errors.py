@@ -21,7 +21,13 @@ class TonyError(Exception):
             text = f"{self.where}: {text}"
         if self.hint:
             text = f"{text}; {self.hint}"
-        return text
+        return show(text)
+
+
+def show(text) -> str:
+    """`text` for a terminal line: newlines, escapes and other unprintable characters (which model
+    names may hold) written as Python escapes, so one message stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 class ModelError(TonyError):

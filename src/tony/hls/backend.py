@@ -17,20 +17,20 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from .. import __version__, ir
-from ..api import load_ir, normalize_inputs, restack
-from ..errors import InputError, TonyError, UnsupportedError
-from ..ref import KERNELS
+from ..api import normalize_inputs, restack
 from ..backend import checks
-from ..backend.memfile import write_tensor
-from ..backend.names import safe_id
-from ..backend.output import MANIFEST, staged_output
+from ..build import MANIFEST, Build, staged_output, write_json, write_onnx
+from ..errors import InputError, TonyError, UnsupportedError
+from ..golden import tensor_keys, write_golden, write_tensor
+from ..names import safe_id
+from ..ref import KERNELS
+
 REPORT = "csim_report.json"
 TOP = "tony_top"
 LIB = "libtony_hls.so"
@@ -44,8 +44,8 @@ class BuildError(TonyError):
 
 @dataclass(frozen=True)
 class HlsConfig:
-    rows: int = 4
-    cols: int = 4
+    rows: int = 8
+    cols: int = 8
     acc_bits: int = 32
     weights: str = "const"      # "const": constant arrays (ROM); "axi": one int32 word each over m_axi
     part: str = "xc7z020clg400-1"
@@ -356,50 +356,31 @@ def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict
 
 # ---- compile ----------------------------------------------------------------------------------
 
-def compile_hls(model, out_dir, *, config: HlsConfig = HlsConfig(), inputs=None, samples: int = 20, seed: int = 0,
-                requant: str = "pow2", rounding: str = "half_even", graph: ir.Graph | None = None) -> dict:
-    """Compile `model` (path, ModelProto, or `graph` given directly) to HLS C++ in `out_dir`."""
-    from ..backend.compile import default_inputs, golden, tensor_keys
-
-    g = graph if graph is not None else load_ir(model, requant=requant, rounding=rounding)
+def compile_hls(g: ir.Graph, out_dir, *, config: HlsConfig = HlsConfig(), feeds: dict, source=None) -> dict:
+    """Compile the IR graph `g` to HLS C++ in `out_dir`, golden vectors from `feeds`; `source` (an
+    onnx ModelProto) is kept in the build as model.onnx. Returns the manifest."""
     check_hls(g, config)
-    if inputs is None:
-        feeds = default_inputs(g, samples, seed)
-    else:
-        feeds, _ = normalize_inputs(g, inputs)
     with staged_output(out_dir) as tmp:
         keys = tensor_keys(g)
         src = render(g, config, keys, tmp)
-        files = golden(g, feeds, tmp / "golden", keys)
-        if model is not None:
-            m = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-            onnx.save(m, tmp / "model.onnx")
+        files, _ = write_golden(g, feeds, tmp / "golden", keys)
+        if source is not None:
+            write_onnx(tmp / "model.onnx", source)
         (tmp / "ir.txt").write_text(ir.format_graph(g) + "\n")
         for name in g.inputs:
             np.save(tmp / f"inputs.{keys[name]}.npy", feeds[name])
         np.save(tmp / "inputs.npy", feeds[g.inputs[0]])
         manifest = {
-            "tony_version": __version__, "backend": "hls", "model": g.name, "top": TOP,
-            "array": {"rows": config.rows, "cols": config.cols, "acc_bits": config.acc_bits},
-            "weights": config.weights, "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
+            "kind": "hls", "tony_version": __version__, "model": g.name, "top": TOP,
+            "hls": asdict(config), "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
             "samples": int(next(iter(feeds.values())).shape[0]), "cxxflags": CXXFLAGS,
             "device_inputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["inputs"]],
             "device_outputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["outputs"]],
             "layers": src["layers"], "sources": src["sources"], "dataflow": src["dataflow"],
             "param_words": src["param_words"], "golden": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(tmp / MANIFEST, manifest)
     return manifest
-
-
-def read_manifest(build_dir) -> dict:
-    p = Path(build_dir) / MANIFEST
-    if not p.is_file():
-        raise InputError(f"no {MANIFEST} in {build_dir}", hint="run `tony compile --backend hls` first")
-    m = json.loads(p.read_text())
-    if m.get("backend") != "hls":
-        raise InputError(f"{build_dir} is not an HLS build", hint="compile it with `tony compile --backend hls`")
-    return m
 
 
 # ---- build and run ------------------------------------------------------------------------------
@@ -441,7 +422,7 @@ _TB_LINE = re.compile(r"TONY_CSIM samples=(\d+) compared=(\d+) mismatches=(\d+)"
 def csim(build_dir, *, rebuild: bool = True) -> dict:
     """Build the testbench with g++, run it on the golden vectors, write csim_report.json."""
     build = Path(build_dir)
-    m = read_manifest(build)
+    m = Build.open(build, kind="hls").manifest
     compile_s = build_tb(build) if rebuild or not (build / "tb").is_file() else 0.0
     t0 = time.perf_counter()
     r = subprocess.run([str(build.resolve() / "tb"), "."], cwd=build, capture_output=True, text=True)
@@ -472,7 +453,7 @@ class _Lib:
         self.dll.tony_run.restype = ctypes.c_int
         self.manifest = manifest
         self.params = None
-        if manifest["weights"] == "axi":
+        if manifest["hls"]["weights"] == "axi":
             self.params = np.ascontiguousarray(np.load(build / "params.npy").astype(np.int32))
 
     def run(self, dins: list[np.ndarray]) -> list[np.ndarray]:
@@ -505,30 +486,20 @@ def _run_graph(g: ir.Graph, feeds: dict, lib: _Lib) -> dict:
     return {name: env[name] for name in g.outputs}
 
 
-def _graph_of(build: Path, m: dict) -> ir.Graph:
-    if not (build / "model.onnx").is_file():
-        raise InputError(f"{build} was compiled from an IR graph and holds no model.onnx",
-                         hint="pass graph= with the same graph")
-    return load_ir(build / "model.onnx", requant=m["requant"], rounding=m["rounding"])
-
-
 def run_csim(build_dir, inputs, *, graph: ir.Graph | None = None) -> list[np.ndarray]:
     """Run the build's HLS C++ on `inputs` (like tony.run_reference: one input or a dict, single or
     stacked); returns the list of graph outputs with the same semantics as the reference."""
-    build = Path(build_dir)
-    m = read_manifest(build)
-    g = graph if graph is not None else _graph_of(build, m)
-    feeds, stacked = normalize_inputs(g, inputs)
-    return restack(g, _run_graph(g, feeds, _Lib(build, m)), stacked)
+    return HlsModel(build_dir, graph).predict(inputs)
 
 
 class HlsModel:
     """A model compiled to HLS C++ and loaded as a shared library; `predict` runs it."""
 
     def __init__(self, build_dir, graph: ir.Graph | None = None):
-        self.build_dir = Path(build_dir)
-        self.manifest = read_manifest(self.build_dir)
-        self.graph = graph if graph is not None else _graph_of(self.build_dir, self.manifest)
+        build = Build.open(build_dir, kind="hls")
+        self.build_dir = build.path
+        self.manifest = build.manifest
+        self.graph = graph if graph is not None else build.graph()
         self._lib = _Lib(self.build_dir, self.manifest)
 
     def predict(self, x) -> list[np.ndarray]:
@@ -541,19 +512,20 @@ class HlsModel:
 
 
 def compile(model, *, backend: str = "hls", output_dir=None, requant: str = "auto", rounding: str = "half_even",
-            array: str = "4x4", acc_bits: int = 32, weights: str = "const", samples: int = 4, seed: int = 0):
+            array: str = "8x8", acc_bits: int = 32, weights: str = "const", samples: int = 4, seed: int = 0):
     """See tony.compile."""
+    from ..compiler import compile_model, parse_array
+    from ..golden import default_inputs
+
     if backend != "hls":
         raise InputError(f"backend {backend!r}: tony.compile runs 'hls' from Python; "
                          "use `tony compile` and `tony sim` for the RTL")
-    try:
-        r, c = (int(v) for v in str(array).lower().split("x"))
-    except ValueError:
-        raise InputError(f"array {array!r}: expected ROWSxCOLS, e.g. 8x8") from None
+    r, c = parse_array(array)
     cfg = HlsConfig(rows=r, cols=c, acc_bits=acc_bits, weights=weights)
-    g = model if isinstance(model, ir.Graph) else load_ir(model, requant=requant, rounding=rounding)
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="tony_hls_")) / "build"
-    src = None if isinstance(model, ir.Graph) else model
-    compile_hls(src, out, config=cfg, samples=samples, seed=seed, graph=g)
-    return HlsModel(out, graph=g)
-
+    if isinstance(model, ir.Graph):
+        compile_hls(model, out, config=cfg, feeds=default_inputs(model, samples, seed))
+        return HlsModel(out, graph=model)
+    compile_model(model, out, backend="hls", config=cfg, samples=samples, seed=seed, requant=requant,
+                  rounding=rounding)
+    return HlsModel(out)

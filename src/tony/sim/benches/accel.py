@@ -19,7 +19,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import Edge, FallingEdge, RisingEdge
 
-from tony.sim.benches.common import reset, start_clock
+from tony.sim.benches.common import load_runs, reset, start_clock
 from tony.sim.benches.memory import Memory
 
 
@@ -50,14 +50,11 @@ async def run_model(dut):
     acc = m["accel"]
     cols, a_bits, mem_bits = acc["cols"], acc["a_bits"], acc["mem_bits"]
     image = [int(v) for v in np.load(build / "mem" / "image.npy", allow_pickle=False).astype(np.uint64)]
-    runs = np.load(build / "mem" / "runs.npy", allow_pickle=False).astype(np.uint64)
     batch = m["batch"]
     wants = {o["key"]: np.load(golden / f"{o['key']}.npy") for o in m["outputs"]}
     n_total = next(iter(wants.values())).shape[0]
-    n_runs = -(-n_total // batch)
-    if n_runs > len(runs):
-        # new inputs (tony sim --inputs): the driver wrote their beats next to the golden vectors
-        runs = np.load(golden / "runs.npy", allow_pickle=False).astype(np.uint64)
+    runs = load_runs(build, golden, n_total, batch)
+    n_runs = len(runs)
 
     start_clock(dut.clk_i)
     dut.start_i.value = 0

@@ -1,7 +1,7 @@
 """Whole-model bench of tony_axi_top: the accelerator as an SoC block.
 
 A host (cocotbext-axi AxiLiteMaster on s_axil_*) programs the registers exactly as a driver on
-a board does (tony.backend.bringup.REGISTERS): BASE, PROG_ADDR, PROG_LEN, IER, CTRL.START, then
+a board does (tony.board.bringup.REGISTERS): BASE, PROG_ADDR, PROG_LEN, IER, CTRL.START, then
 waits for the interrupt, reads STATUS and CYCLES and clears ISR. Memory is an AxiRam on m_axi_*
 holding the compiled image at a non-zero base address. With TONY_AXI_STALL = p, every AXI and
 AXI-Lite channel idles / back-pressures in a random fraction p of the cycles.
@@ -26,7 +26,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, Edge, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from tony.sim.benches.common import log_seed, reset, start_clock
+from tony.sim.benches.common import load_runs, log_seed, reset, start_clock
 
 BASE = 0x0004_0000  # byte address of beat 0 in the bench's memory
 
@@ -40,7 +40,7 @@ class Host:
     """AXI-Lite host + AXI RAM around tony_axi_top, with the build's manifest and image."""
 
     def __init__(self, dut, build: Path, golden: Path, stall: float, rng: random.Random):
-        from tony.backend.bringup import REGISTERS
+        from tony.board.bringup import REGISTERS
 
         self.dut = dut
         self.m = json.loads((build / "manifest.json").read_text())
@@ -48,13 +48,11 @@ class Host:
         self.cols, self.a_bits, self.mem_bits = a["cols"], a["a_bits"], a["mem_bits"]
         self.mb = self.mem_bits // 8
         self.image = [int(v) for v in np.load(build / "mem" / "image.npy", allow_pickle=False).astype(np.uint64)]
-        self.runs = np.load(build / "mem" / "runs.npy", allow_pickle=False).astype(np.uint64)
         self.wants = {o["key"]: np.load(golden / f"{o['key']}.npy") for o in self.m["outputs"]}
         self.n_total = next(iter(self.wants.values())).shape[0]
         self.batch = self.m["batch"]
-        self.n_runs = -(-self.n_total // self.batch)
-        if self.n_runs > len(self.runs):
-            self.runs = np.load(golden / "runs.npy", allow_pickle=False).astype(np.uint64)
+        self.runs = load_runs(build, golden, self.n_total, self.batch)
+        self.n_runs = len(self.runs)
         self.reg = {r.name: r.offset for r in REGISTERS}
         size = 1 << (BASE + len(self.image) * self.mb).bit_length()
         start_clock(dut.clk_i)
@@ -102,7 +100,7 @@ class Host:
         return await self.axil.read_dword(self.reg[name])
 
     async def configure(self) -> None:
-        from tony.backend.bringup import REG_ID
+        from tony.board.bringup import REG_ID
 
         assert await self.rd("ID") == REG_ID, "not a Tony register block"
         assert await self.rd("IMEM_WORDS") >= self.m["program"]["length"]
@@ -125,7 +123,7 @@ class Host:
         await self.wr("CTRL", 1)
 
     async def wait_irq(self, limit: int = 50_000_000) -> dict:
-        from tony.backend.bringup import decode_status
+        from tony.board.bringup import decode_status
 
         if not int(self.dut.irq_o.value):
             await cocotb.triggers.with_timeout(RisingEdge(self.dut.irq_o), limit * 10, "ns")
@@ -217,7 +215,7 @@ async def run_model(dut):
 async def test_bus_error_stops_cleanly_then_next_run_is_exact(dut):
     """SLVERR on the input reads: STATUS.ERROR code 1 (RRESP 2), the core stops, the bus drains;
     with the memory fixed, the next START runs bit-exactly without a reset."""
-    from tony.backend.bringup import ERR_CODES
+    from tony.board.bringup import ERR_CODES
 
     h = _host(dut)
     await reset(dut.clk_i, dut.rst_ni)
@@ -245,7 +243,7 @@ async def test_bus_error_stops_cleanly_then_next_run_is_exact(dut):
 @cocotb.test()
 async def test_abort_mid_run_then_next_run_is_exact(dut):
     """CTRL.ABORT in the middle of a run: ERROR code 4; the next START is exact."""
-    from tony.backend.bringup import ERR_CODES
+    from tony.board.bringup import ERR_CODES
 
     h = _host(dut)
     await reset(dut.clk_i, dut.rst_ni)
@@ -284,7 +282,7 @@ async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
     """An unknown opcode in the middle of the program: STATUS.ERROR code 3 with ERR_INFO = its PC,
     the bus is idle; with the program restored, the next START runs bit-exactly without a reset."""
     from tony.accel import isa
-    from tony.backend.bringup import ERR_CODES
+    from tony.board.bringup import ERR_CODES
 
     h = _host(dut)
     rng = random.Random(random.getrandbits(32))  # cocotb seeds `random` with the logged seed

@@ -94,3 +94,18 @@ def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None
     seed = os.environ.get("COCOTB_RANDOM_SEED")
     run_cocotb(sources, toplevel, module_name, parameters=parameters, build_dir=tmp_path / "build",
                extra_env=extra_env, seed=int(seed) if seed else None)
+
+
+def load_runs(build, golden, n_samples: int, batch: int):
+    """The device inputs' memory contents, one row per run: beside the golden vectors for new
+    inputs (`tony sim --inputs` writes them there), else the build's own (mem/runs.npy)."""
+    import numpy as np
+    from pathlib import Path
+
+    path = Path(golden) / "runs.npy"
+    if not path.is_file():
+        path = Path(build) / "mem" / "runs.npy"
+    runs = np.load(path, allow_pickle=False).astype(np.uint64)
+    n_runs = -(-n_samples // batch)
+    assert len(runs) == n_runs, f"{path}: {len(runs)} runs for {n_samples} golden samples in batches of {batch}"
+    return runs

@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .names import safe_id
+from ..names import safe_id
 
 REG_ID = 0x544F4E59          # "TONY"
 REG_VERSION = 0x00010000     # register map 1.0
@@ -72,7 +72,7 @@ REGISTERS: tuple[Reg, ...] = (
         Field("MEM_BITS", 16, 16, "beat width of the memory image"))),
     Reg("CFG_AXI", 0x38, "RO", "build", "AXI4 master", (
         Field("DATA_BITS", 0, 16, ""), Field("ADDR_BITS", 16, 7, ""), Field("MAX_BURST_M1", 23, 9, "MAX_BURST - 1"))),
-    Reg("BUILD_ID", 0x3C, "RO", "build", "CRC-32 of the build's HDL parameters (tony.backend.bringup.build_id)"),
+    Reg("BUILD_ID", 0x3C, "RO", "build", "CRC-32 of the build's HDL parameters (tony.board.bringup.build_id)"),
     Reg("IMEM_WORDS", 0x40, "RO", "build", "instruction memory size (the longest program)"),
     Reg("ABUF_WORDS", 0x44, "RO", "build", "activation buffer words"),
     Reg("WBUF_WORDS", 0x48, "RO", "build", "weight buffer words"),
@@ -102,6 +102,32 @@ def markdown_table() -> str:
         cell = "<br>".join(parts).replace("|", "\\|")
         rows.append(f"| 0x{r.offset:02X} | {r.name} | {r.access} | {r.reset} | {cell} |")
     return "\n".join(rows) + "\n"
+
+
+# ---- the SoC wrapper's parameters and timing ------------------------------------------------------
+
+AXI_READ_LATENCY = 4
+"""Cycles from a read accepted by tony_axi_master to its response, with a slave that never stalls
+(the bridge registers AR and R; cocotbext-axi's AxiRam drives R two cycles after it takes AR).
+The cycle model predicts a run through tony_axi_top exactly with this memory latency."""
+
+AXI_DEFAULTS = {"AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
+                "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32}
+
+
+def axi_top_params(m: dict, **axi) -> dict:
+    """HDL parameters of tony_axi_top for a build's manifest (BUILD_ID included)."""
+    from ..ir.types import Rounding
+
+    a = m["accel"]
+    p = {"ROWS": a["rows"], "COLS": a["cols"], "A_BITS": a["a_bits"], "W_BITS": a["w_bits"],
+         "ACC_BITS": a["acc_bits"], "MEM_BITS": a["mem_bits"], "ABUF_WORDS": a["abuf_words"],
+         "WBUF_WORDS": a["wbuf_words"], "BBUF_WORDS": a["bbuf_words"], "IMEM_WORDS": a["imem_words"],
+         "ROUND_MODE": Rounding(m["rounding"]).code, **AXI_DEFAULTS, **axi}
+    if p["AXI_DATA_BITS"] < p["MEM_BITS"]:
+        p["AXI_DATA_BITS"] = p["MEM_BITS"]
+    p["BUILD_ID"] = build_id(p)
+    return p
 
 
 # ---- files written by `tony compile` -------------------------------------------------------------
@@ -316,8 +342,6 @@ def driver(m: dict, params: dict) -> str:
 def write_bringup(out: Path, m: dict, image_beats: int) -> dict:
     """Write the AXI wrapper's RTL (OUT/rtl_axi), OUT/bringup/tony_<model>.h and OUT/bringup/tony_driver.py;
     returns the manifest entries that describe them."""
-    from .sim_axi import axi_top_params
-
     params = axi_top_params(m)
     rtl = write_axi_rtl(out, params)
     d = out / "bringup"

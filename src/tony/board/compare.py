@@ -9,23 +9,15 @@ Values cover every sample of the build, sample after sample, each in row-major o
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ..build import Build
 from ..errors import InputError
+from ..golden import from_hex_lines
 from ..ir.types import dtype as parse_dtype
-from .memfile import from_hex_lines
-from .output import MANIFEST
-
-
-def _read_manifest(build: Path) -> dict:
-    p = build / MANIFEST
-    if not p.is_file():
-        raise InputError(f"{build} is not a Tony build (no {MANIFEST})", hint="run `tony compile MODEL -o DIR` first")
-    return json.loads(p.read_text())
 
 
 _HEX_LINE = re.compile(r"^\s*(?:[0-9a-fA-F]+|@[0-9a-fA-F]+|//.*)?\s*$")
@@ -64,8 +56,8 @@ def read_dump(path: Path, dt, count: int, fmt: str = "auto", offset: int = 0) ->
 
 def compare(build_dir, dump, *, tensor: str | None = None, fmt: str = "auto", offset: int = 0,
             limit: int = 20) -> dict:
-    build = Path(build_dir)
-    m = _read_manifest(build)
+    build = Build.open(build_dir)
+    m = build.manifest
     golden = m["golden"]
     key = tensor or (m.get("device_outputs") or [None])[-1]
     if key not in golden or "hex" not in golden[key]:
@@ -73,7 +65,7 @@ def compare(build_dir, dump, *, tensor: str | None = None, fmt: str = "auto", of
         raise InputError(f"no integer golden tensor {key!r} in this build; choose one of: {', '.join(ints)}",
                          where="--tensor")
     info = golden[key]
-    want = np.load(build / "golden" / info["npy"]).reshape(-1)
+    want = build.golden(key).reshape(-1)
     dt = parse_dtype(info["dtype"])
     got = read_dump(Path(dump), dt, want.size, fmt, offset)
     if got.size < want.size:
@@ -141,12 +133,10 @@ def compare_memory(build_dir, dump, *, fmt: str = "auto", limit: int = 20) -> di
     golden vectors of every device output, and the program/parameter region against the image."""
     from ..accel.schedule import beats_to_words, unpack_act
 
-    build = Path(build_dir)
-    m = _read_manifest(build)
-    if "accel" not in m or "outputs" not in m:
-        raise InputError(f"{build} has no accelerator memory map", hint="compile it again with `tony compile`")
+    build = Build.open(build_dir, kind="accel")
+    m = build.manifest
     a = m["accel"]
-    image = [int(v) for v in np.load(build / "mem" / "image.npy", allow_pickle=False).astype(np.uint64)]
+    image = [int(v) for v in build.load_npy("mem/image.npy").astype(np.uint64)]
     beats = read_memory_dump(Path(dump), a["mem_bits"], fmt)
     n = len(image)
     if len(beats) < n or len(beats) % n:
@@ -161,7 +151,7 @@ def compare_memory(build_dir, dump, *, fmt: str = "auto", limit: int = 20) -> di
         mem = beats[r * n:(r + 1) * n]
         image_diff += sum(1 for i in range(ro_end) if mem[i] != image[i])
         for o in m["outputs"]:
-            want_all = np.load(build / "golden" / m["golden"][o["key"]]["npy"])
+            want_all = build.golden(o["key"])
             lo, hi = r * batch, min((r + 1) * batch, want_all.shape[0])
             words = beats_to_words(mem[o["ext"]:o["ext"] + o["beats"]], a["cols"], a["a_bits"], a["mem_bits"])
             got = unpack_act(words, o["n"], o["c"], o["h"], o["w"], a["cols"], a["a_bits"], o["signed"])

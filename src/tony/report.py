@@ -1,8 +1,12 @@
 """Human-readable reports: tables a person would rather look at than read."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
+
+from .errors import show
 
 
 def _pct(v) -> str:
@@ -11,9 +15,9 @@ def _pct(v) -> str:
 
 def print_sim_report(rep: dict, console: Console | None = None) -> None:
     console = console or Console(width=140)
-    arr = rep.get("array", {})
+    arr = rep.get("accel", {})
     runs = rep.get("runs", 1)
-    t = Table(title=f"{rep.get('model', 'model')} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
+    t = Table(title=f"{show(rep.get('model', 'model'))} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
                     f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples, batch {rep.get('batch', 1)}); "
                     "cycles per run")
     for col in ("layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
@@ -38,3 +42,21 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     verdict = "[bold green]PASS[/] bit-exact" if rep.get("bit_exact") else \
         f"[bold red]FAIL[/] {rep.get('mismatches')} mismatching elements"
     console.print(f"{verdict}: every output value of {rep.get('samples')} samples compared with the golden vectors")
+
+
+def read_sim_report(build_dir) -> dict:
+    """The report of the last `tony sim` of a build."""
+    import json
+
+    from .build import Build
+    from .errors import InputError
+    from .sim.accel import REPORT
+
+    build = Build.open(build_dir, kind="accel")
+    p = Path(build.path) / REPORT
+    if not p.is_file():
+        raise InputError(f"no {REPORT} in {build.path}", hint="run `tony sim` first")
+    try:
+        return json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"{p} is not valid JSON", hint="run `tony sim` again") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .names import safe_id
+from ..names import safe_id
 
 
 def core_name(model: str, version: str) -> str:

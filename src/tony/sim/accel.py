@@ -4,21 +4,16 @@ the golden vectors, and hold the measured cycles to the cycle model's prediction
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
 
-from ..errors import InputError
-from .compile import MANIFEST, golden, tensor_keys
+import numpy as np
+
+from ..build import Build, write_json
 
 REPORT = "sim_report.json"
-
-
-def _read_manifest(build: Path) -> dict:
-    p = build / MANIFEST
-    if not p.is_file():
-        raise InputError(f"{build} is not a Tony build (no {MANIFEST})", hint="run `tony compile MODEL -o DIR` first")
-    return json.loads(p.read_text())
 
 
 class _Progress:
@@ -56,44 +51,53 @@ class _Progress:
             self.thread.join()
 
 
+def _golden_for(build: Build, inputs) -> Path:
+    """The golden folder to compare with: the build's own, or for new `inputs` a fresh one under
+    sim/golden with the reference's vectors and the per-run memory contents of those inputs."""
+    if inputs is None:
+        return build.path / "golden"
+    from ..accel.runs import run_beats
+    from ..accel.schedule import AccelConfig
+    from ..api import normalize_inputs
+    from ..golden import tensor_keys, write_golden
+
+    m = build.manifest
+    g = build.graph()
+    feeds, _ = normalize_inputs(g, inputs)
+    folder = build.path / "sim" / "golden"
+    if folder.exists():
+        shutil.rmtree(folder)
+    _, env = write_golden(g, feeds, folder, tensor_keys(g))
+    by_key = {k: n for n, k in tensor_keys(g).items()}
+    arrays = {i["key"]: env[by_key[i["key"]]] for i in m["inputs"]}
+    np.save(folder / "runs.npy", run_beats(AccelConfig(**m["accel"]), m["batch"], m["inputs"], arrays))
+    return folder
+
+
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
              simulator: str = "verilator", axi_stall: float | None = None) -> dict:
-    """Run the compiled build; returns (and writes) the sim report."""
-    from ..sim import run_cocotb
+    """Run the compiled build on `inputs` (default: the build's golden inputs); returns (and
+    writes) the sim report."""
+    from . import run_cocotb
 
-    build = Path(build_dir).resolve()
-    m = _read_manifest(build)
-    if m.get("toplevel") != "tony_accel":
-        raise InputError(f"{build} was compiled by an older Tony (no accelerator program)",
-                         hint="compile it again with `tony compile`")
-    golden_dir = build / "golden"
-    if inputs is not None:
-        import numpy as np
-
-        from ..api import normalize_inputs
-        from .compile import device_runs, rebuild_program
-
-        g, prog = rebuild_program(build, m)
-        feeds, _ = normalize_inputs(g, inputs)
-        golden_dir = build / "sim" / "golden"
-        keys = tensor_keys(g)
-        golden(g, feeds, golden_dir, keys)
-        np.save(golden_dir / "runs.npy", device_runs(g, prog, feeds, keys))
-    work = build / "sim"
+    build = Build.open(Path(build_dir).resolve(), kind="accel")
+    m = build.manifest
+    golden_dir = _golden_for(build, inputs)
+    work = build.path / "sim"
     work.mkdir(exist_ok=True)
     result_path, progress_path = work / "bench_result.json", work / "progress"
     for p in (result_path, progress_path):
         p.unlink(missing_ok=True)
-    (build / REPORT).unlink(missing_ok=True)
-    sources = [build / "rtl" / name for name in m["rtl"]]
-    env = {"TONY_BUILD": str(build), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
+    (build.path / REPORT).unlink(missing_ok=True)
+    sources = [build.file(f"rtl/{name}") for name in m["rtl"]]
+    env = {"TONY_BUILD": str(build.path), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
            "TONY_PROGRESS": str(progress_path)}
     t0 = time.perf_counter()
     with _Progress(progress_path, progress):
-        if axi_stall is not None:  # through the SoC wrapper (AXI4-Lite host, AXI4 memory): sim_axi.py
-            from .sim_axi import run_axi
+        if axi_stall is not None:  # through the SoC wrapper (AXI4-Lite host, AXI4 memory)
+            from .axi import run_axi
 
-            m = run_axi(build, m, work, env, axi_stall, waves=waves, simulator=simulator)
+            m = run_axi(build, work, env, axi_stall, waves=waves, simulator=simulator)
         else:
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
@@ -103,7 +107,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     rep.update(simulator=simulator, wall_seconds=wall, golden=str(golden_dir))
     if axi_stall is not None:
         rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
-    (build / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
+    write_json(build.path / REPORT, rep)
     return rep
 
 
@@ -128,7 +132,7 @@ def report_from(m: dict, res: dict) -> dict:
     macs = m["macs_per_run"] * len(runs)
     sim_s = res.get("sim_seconds") or 0.0
     return {
-        "model": m["model"], "array": m["array"], "accel": a, "samples": res["samples"], "batch": m["batch"],
+        "model": m["model"], "accel": a, "samples": res["samples"], "batch": m["batch"],
         "runs": len(runs), "bit_exact": res["mismatches"] == 0 and res["compared"] > 0,
         "mismatches": res["mismatches"], "compared": res["compared"], "first_mismatches": res.get("first_mismatches", []),
         "cycles": cycles, "cycles_per_run": [r["cycles"] for r in runs], "predicted_cycles": m["predicted_cycles"],

@@ -1,0 +1,149 @@
+"""A build folder: what `tony compile` writes and what every later command (sim, csim, report,
+compare, synth) reads. `Build` is the one reader; `staged_output` and the `write_*` helpers are the
+one way files are written (whole or not at all).
+
+Layout (docs/golden.md): manifest.json (what was built and how), model.onnx and ir.txt, golden/
+(reference vectors), and per back end: rtl/, mem/ (image and per-run inputs), program.txt,
+rtl_axi/, bringup/ (accelerator) or model.cpp, tb.cpp, ... (HLS).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+MANIFEST = "manifest.json"
+KINDS = {"accel": "`tony compile`", "hls": "`tony compile --backend hls`"}
+
+
+# ---- writing: whole files or nothing --------------------------------------------------------------
+
+def _atomic(path, write) -> None:
+    """Write `path` through a hidden temporary sibling moved into place only when `write(tmp)` returns."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    _atomic(path, lambda t: t.write_text(text))
+
+
+def write_json(path, data) -> None:
+    write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_npy(path, arr) -> None:
+    def save(t: Path):
+        with open(t, "wb") as f:
+            np.save(f, arr)
+    _atomic(path, save)
+
+
+def write_onnx(path, model) -> None:
+    import onnx
+
+    _atomic(path, lambda t: onnx.save(model, str(t)))
+
+
+@contextmanager
+def staged_output(out_dir):
+    """Yield a temporary folder beside `out_dir`; on success it replaces `out_dir`, on any error it
+    is removed. Refuses to replace an existing non-empty folder that is not a Tony build."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise InputError(f"output folder {out} exists and is not a Tony build; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+
+@dataclass
+class Build:
+    """A build folder and its manifest."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path, kind: str | None = None) -> "Build":
+        """Read the build at `path`; with `kind` ("accel" or "hls"), refuse a build of another kind."""
+        p = Path(path)
+        mf = p / MANIFEST
+        if not mf.is_file():
+            raise InputError(f"{p} is not a Tony build (no {MANIFEST})",
+                             hint=f"run {KINDS.get(kind or 'accel')} MODEL -o DIR first")
+        try:
+            m = json.loads(mf.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{mf} is not valid JSON ({type(e).__name__})",
+                             hint="compile the build again") from None
+        if not isinstance(m, dict) or m.get("kind") not in KINDS:
+            raise InputError(f"{p} was written by another version of Tony (no build kind in {MANIFEST})",
+                             hint="compile it again")
+        if kind is not None and m["kind"] != kind:
+            raise InputError(f"{p} is a{'n' if m['kind'][0] in 'aeiou' else ''} {m['kind']} build, not {kind}",
+                             hint=f"compile it with {KINDS[kind]}")
+        return cls(p, m)
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def file(self, rel: str) -> Path:
+        """A file the manifest names, checked to exist inside the build."""
+        f = (self.path / rel).resolve()
+        if self.path.resolve() not in f.parents or not f.is_file():
+            raise InputError(f"{self.path} is incomplete: {rel} is missing", hint="compile the build again")
+        return f
+
+    def load_npy(self, rel: str) -> np.ndarray:
+        f = self.file(rel)
+        try:
+            return np.load(f, allow_pickle=False)
+        except Exception as e:
+            raise InputError(f"{rel} is not a .npy array ({type(e).__name__})", where=str(self.path),
+                             hint="compile the build again") from None
+
+    def golden(self, key: str, folder: str = "golden") -> np.ndarray:
+        """The golden vectors of one tensor (all samples), by the manifest's key."""
+        entry = self.manifest["golden"].get(key)
+        if entry is None:
+            raise InputError(f"no golden tensor {key!r}; the build has {sorted(self.manifest['golden'])}",
+                             where=str(self.path))
+        return self.load_npy(f"{folder}/{entry['npy']}")
+
+    def graph(self):
+        """The build's IR graph, lowered again from its model.onnx with the build's settings."""
+        from .api import load_ir
+
+        self.file("model.onnx")
+        m = self.manifest
+        return load_ir(self.path / "model.onnx", requant=m["requant"], rounding=m["rounding"])
+
+    def write_json(self, rel: str, data) -> None:
+        write_json(self.path / rel, data)

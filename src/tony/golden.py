@@ -1,0 +1,85 @@
+"""Golden vectors: the reference run on a set of inputs, every tensor as $readmemh hex and .npy (docs/golden.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def to_hex_lines(arr, bits: int) -> list[str]:
+    """One two's-complement value per line, ceil(bits/4) hex digits, row-major order."""
+    a = np.asarray(arr, dtype=np.int64).reshape(-1)
+    mask = (1 << bits) - 1
+    width = (bits + 3) // 4
+    return [format(int(v) & mask, f"0{width}x") for v in a]
+
+
+def from_hex_lines(lines, bits: int, signed: bool) -> np.ndarray:
+    vals = []
+    for ln in lines:
+        ln = ln.split("//")[0].strip()
+        if not ln or ln.startswith("@"):
+            continue
+        v = int(ln, 16)
+        if signed and v >= 1 << (bits - 1):
+            v -= 1 << bits
+        vals.append(v)
+    return np.asarray(vals, dtype=np.int64)
+
+
+def write_tensor(base: Path, arr, bits: int, *, comment: str = "") -> dict:
+    """Write base.npy and base.hex; return the file names relative to base's folder."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(arr, dtype=np.int64)
+    np.save(base.with_suffix(".npy"), arr)
+    lines = to_hex_lines(arr, bits)
+    head = f"// {comment}\n" if comment else ""
+    base.with_suffix(".hex").write_text(head + "\n".join(lines) + "\n")
+    return {"npy": base.with_suffix(".npy").name, "hex": base.with_suffix(".hex").name}
+
+
+def tensor_keys(g) -> dict[str, str]:
+    """Every tensor of the graph (inputs, op outputs) -> a file- and identifier-safe unique key."""
+    from .names import safe_id
+
+    used: set[str] = set()
+    names = list(g.inputs) + [o for op in g.ops for o in op.outputs]
+    return {n: safe_id(n, used) for n in names}
+
+
+def default_inputs(g, n: int, seed: int) -> dict:
+    """Seeded random inputs spanning each input quantizer's range (integers for integer inputs)."""
+    from . import ir
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in g.inputs:
+        t = g.tensors[name]
+        q = next((op for op in g.ops if isinstance(op, ir.Quantize) and op.inputs[0] == name), None)
+        if q is not None:
+            lo, hi = (q.dtype.min - q.zero_point) * q.scale, (q.dtype.max - q.zero_point) * q.scale
+            x = rng.uniform(lo, hi, size=(n,) + t.shape[1:]).astype(np.float32)
+        else:
+            x = rng.integers(t.dtype.min, t.dtype.max + 1, size=(n,) + t.shape[1:])
+        feeds[name] = x
+    return feeds
+
+
+def write_golden(g, feeds: dict, folder: Path, keys: dict[str, str]) -> tuple[dict, dict]:
+    """Run the reference on `feeds` and write every tensor as golden vectors (integers: .npy and
+    .hex; floats at the host boundary: .npy). Returns (files by key, the reference's environment)."""
+    from .ref import execute
+
+    env = execute(g, feeds, keep_all=True)
+    files = {}
+    for name, key in keys.items():
+        t = g.tensors[name]
+        arr = env[name]
+        if t.dtype.is_float:
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{key}.npy", np.asarray(arr, np.float32))
+            files[key] = {"npy": f"{key}.npy"}
+        else:
+            files[key] = write_tensor(folder / key, arr, t.dtype.bits, comment=f"{key}: {t.dtype} {list(t.shape)}")
+        files[key].update(dtype=t.dtype.name, shape=list(t.shape), tensor=name)
+    return files, env
