@@ -123,3 +123,28 @@ def test_layers_larger_than_the_buffer_run_in_row_bands_on_verilator(workload, t
     assert rep["accel"]["abuf_words"] == 128
     banded = {l["op"] for l in rep["layers"] if l.get("bands", 1) > 1}
     assert {"conv", "add", "maxpool"} <= banded, banded
+
+
+@pytest.mark.parametrize("n_new", [2, 23])
+def test_sim_with_other_inputs_than_the_build_compares_those_inputs(workload, tmp_path, tony_cli, n_new):
+    """A build compiled with 20 random samples, simulated with fewer and with more real digits:
+    the hardware runs the new inputs (not the compiled ones) and equals their reference outputs."""
+    d = workload("digits-cnn")
+    out = tmp_path / "b"
+    r = tony_cli("compile", d / "model.onnx", "-o", out, "--array", "4x4")
+    assert r.returncode == 0, r.stderr
+    x = np.load(d / "inputs.npy")[:n_new]
+    np.save(tmp_path / "x.npy", x)
+    r = tony_cli("sim", out, "--inputs", tmp_path / "x.npy", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((out / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["samples"] == n_new and rep["runs"] == n_new
+    from tony.api import load_ir, normalize_inputs
+    from tony.ref import execute
+
+    m = json.loads((out / "manifest.json").read_text())
+    key = m["device_outputs"][-1]
+    g = load_ir(d / "model.onnx")
+    want = execute(g, normalize_inputs(g, x)[0], keep_all=True)[m["golden"][key]["tensor"]]
+    got = np.load(out / "sim" / f"hw_{key}.npy")
+    assert np.array_equal(got.reshape(want.shape), want)

@@ -1,16 +1,16 @@
 """Python API: load a model into the IR, run the reference."""
 from __future__ import annotations
 
-import numpy as np
-
 from . import ir
-from .errors import InputError
 from .frontend.load import load_model
 from .frontend.lower import lower
 from .frontend.passes import fold_batchnorm, fold_constants, toposort
 from .frontend.qonnx import expand_qonnx
 from .frontend.qop import expand_qoperators
 from .ir.types import Rounding
+from .ref.feeds import normalize_inputs, restack
+
+__all__ = ["load_ir", "normalize_inputs", "restack", "run_reference"]
 
 
 def load_ir(model, *, requant: str = "auto", rounding: str | Rounding = Rounding.HALF_EVEN) -> ir.Graph:
@@ -21,63 +21,6 @@ def load_ir(model, *, requant: str = "auto", rounding: str | Rounding = Rounding
     m = expand_qonnx(m, Rounding(rounding))
     m = expand_qoperators(m)
     return lower(m, requant=requant, rounding=Rounding(rounding))
-
-
-def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
-    """Feeds with a leading batch axis from one input or a stack of inputs.
-
-    Returns (feeds, stacked): stacked is True when the user gave a stack of exact-shape inputs
-    (first axis = sample), so outputs are returned stacked the same way.
-    """
-    if not isinstance(inputs, dict):
-        if len(g.inputs) != 1:
-            raise InputError(f"the model has {len(g.inputs)} inputs ({', '.join(g.inputs)}); pass a dict name -> array")
-        inputs = {g.inputs[0]: inputs}
-    unknown = set(inputs) - set(g.inputs)
-    if unknown:
-        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are {list(g.inputs)}")
-    feeds, stacked = {}, None
-    for name in g.inputs:
-        if name not in inputs:
-            raise InputError(f"missing input '{name}'")
-        x = np.asarray(inputs[name])
-        t = g.tensors[name]
-        shape = t.shape
-        if x.shape == shape:
-            st = False
-        elif x.ndim == len(shape) + 1 and x.shape[1:] == shape:
-            st, x = True, x.reshape((x.shape[0] * shape[0],) + shape[1:])
-        elif shape[0] == 1 and x.ndim == len(shape) and x.shape[1:] == shape[1:]:
-            st = False
-        else:
-            raise InputError(f"input '{name}' has shape {x.shape}; the model expects {shape} "
-                             f"or a stack of them ({('N',) + shape})")
-        if x.shape[0] == 0:
-            raise InputError(f"input '{name}' is empty")
-        if t.dtype.is_float:
-            if not np.issubdtype(x.dtype, np.number):
-                raise InputError(f"input '{name}' is not numeric ({x.dtype})")
-            x = x.astype(np.float32)
-            if not np.all(np.isfinite(x)):
-                raise InputError(f"input '{name}' contains NaN or infinity")
-        else:
-            if np.any(x != np.rint(x)) or x.min() < t.dtype.min or x.max() > t.dtype.max:
-                raise InputError(f"input '{name}' must hold {t.dtype} integers")
-            x = x.astype(np.int64)
-        stacked = st if stacked is None else (stacked or st)
-        feeds[name] = x
-    return feeds, bool(stacked)
-
-
-def restack(g: ir.Graph, outs: dict, stacked: bool) -> list:
-    res = []
-    for name in g.outputs:
-        y = outs[name]
-        shape = g.tensors[name].shape
-        if stacked:
-            y = y.reshape((-1,) + shape)
-        res.append(y)
-    return res
 
 
 def run_reference(model, inputs, *, requant: str = "auto") -> list:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, ir
-from ..api import normalize_inputs, restack
+from ..ref.feeds import normalize_inputs, restack
 from ..backend import checks
 from ..build import MANIFEST, Build, staged_output, write_json, write_onnx
 from ..errors import InputError, TonyError, UnsupportedError

@@ -58,7 +58,7 @@ def _golden_for(build: Build, inputs) -> Path:
         return build.path / "golden"
     from ..accel.runs import run_beats
     from ..accel.schedule import AccelConfig
-    from ..api import normalize_inputs
+    from ..ref.feeds import normalize_inputs
     from ..golden import tensor_keys, write_golden
 
     m = build.manifest
