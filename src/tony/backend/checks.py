@@ -7,10 +7,6 @@ from .. import ir
 from ..errors import OverflowRisk, UnsupportedError
 
 
-def _where(op: ir.Op) -> str:
-    return f'node "{op.origin or op.outputs[0]}" ({type(op).__name__})'
-
-
 def accumulator_bound(g: ir.Graph, op: ir.Op) -> int:
     """Largest |acc| this MAC op can reach for any input in its dtype range (exact, from the weights)."""
     x = g.tensors[op.inputs[0]]
@@ -31,7 +27,7 @@ def check_overflow(g: ir.Graph, acc_bits: int) -> None:
             b = accumulator_bound(g, op)
             if b >= lim:
                 raise OverflowRisk(f"accumulator can reach {b} (needs {b.bit_length() + 1} bits) but ACC_BITS={acc_bits}",
-                                   where=_where(op), hint="raise --acc-bits, or quantize weights/activations to fewer bits")
+                                   where=op.where, hint="raise --acc-bits, or quantize weights/activations to fewer bits")
 
 
 HOST_DRIVEN = (ir.Dense, ir.Conv, ir.Reshape)
@@ -42,30 +38,30 @@ def check_hardware(g: ir.Graph, *, a_bits: int = 8, w_bits: int = 8, acc_bits: i
     for op in g.device_ops:
         if not isinstance(op, HOST_DRIVEN):
             raise UnsupportedError(f"{type(op).__name__} has no hardware mapping yet (supported on the array: "
-                                   "Conv, Gemm/MatMul, Reshape/Flatten)", where=_where(op),
+                                   "Conv, Gemm/MatMul, Reshape/Flatten)", where=op.where,
                                    hint="`tony run` executes it in the reference")
         for name in op.inputs + op.outputs:
             t = g.tensors[name]
             if t.zero_point and name not in g.constants:
                 raise UnsupportedError(f"tensor '{name}' has zero point {t.zero_point}; the accelerator needs 0",
-                                       where=_where(op), hint="quantize activations symmetrically")
+                                       where=op.where, hint="quantize activations symmetrically")
         if isinstance(op, ir.Dense) and (len(g.tensors[op.inputs[0]].shape) != 2
                                          or len(g.tensors[op.inputs[1]].shape) != 2):
             raise UnsupportedError("the array runs MatMul/Gemm as [N, K] x [K, M]; this one is "
                                    f"{list(g.tensors[op.inputs[0]].shape)} x {list(g.tensors[op.inputs[1]].shape)}",
-                                   where=_where(op), hint="`tony run` executes it in the reference")
+                                   where=op.where, hint="`tony run` executes it in the reference")
         if isinstance(op, (ir.Conv, ir.Dense)):
             w = g.tensors[op.inputs[1]]
             if w.zero_point:
-                raise UnsupportedError("weight zero point must be 0 on hardware", where=_where(op))
+                raise UnsupportedError("weight zero point must be 0 on hardware", where=op.where)
             if not (w.dtype.signed and w.dtype.bits <= w_bits):
-                raise UnsupportedError(f"weights are {w.dtype}; the array takes signed <= {w_bits} bits", where=_where(op))
+                raise UnsupportedError(f"weights are {w.dtype}; the array takes signed <= {w_bits} bits", where=op.where)
             for name in (op.inputs[0], op.outputs[0]):
                 t = g.tensors[name]
                 if t.dtype.bits > a_bits:
                     raise UnsupportedError(f"'{name}' is {t.dtype}; the array takes {a_bits}-bit activations",
-                                           where=_where(op))
+                                           where=op.where)
             if op.requant.per_channel:
                 raise UnsupportedError("per-channel requantization is not supported on hardware yet",
-                                       where=_where(op))
+                                       where=op.where)
     check_overflow(g, acc_bits)

@@ -29,6 +29,7 @@ from ..build import MANIFEST, Build, staged_output, write_json, write_onnx
 from ..errors import InputError, TonyError, UnsupportedError
 from ..golden import tensor_keys, write_golden, write_tensor
 from ..names import safe_id
+from ..ir.partition import partition
 from ..ref import KERNELS
 
 REPORT = "csim_report.json"
@@ -72,10 +73,6 @@ def ctype(dt: ir.DType) -> str:
     return f"tony_{'int' if dt.signed else 'uint'}<{dt.bits}>"
 
 
-def _where(op: ir.Op) -> str:
-    return f'node "{op.origin or op.outputs[0]}" ({type(op).__name__})'
-
-
 def _lit(v: int) -> str:
     """A long long literal that is valid for every 64-bit value."""
     v = int(v)
@@ -84,45 +81,6 @@ def _lit(v: int) -> str:
 
 def _float_lit(x: float) -> str:
     return float(np.float32(x)).hex()
-
-
-# ---- graph partition: host ops before, device ops, host ops after -----------------------------
-
-def partition(g: ir.Graph) -> tuple[list, list, list, list[str], list[str]]:
-    """(pre-host ops, device ops, post-host ops, device inputs, device outputs)."""
-    dev = g.device_ops
-    if not dev:
-        raise UnsupportedError("the model has no operator that runs on the device", where="model",
-                               hint="`tony run` executes it in the reference")
-    produced_dev = {o for op in dev for o in op.outputs}
-    tainted = set(produced_dev)
-    pre, post = [], []
-    for op in g.ops:
-        if not op.host:
-            continue
-        if any(i in tainted for i in op.inputs):
-            post.append(op)
-            tainted.update(op.outputs)
-        else:
-            pre.append(op)
-    post_out = {o for op in post for o in op.outputs}
-    for op in dev:
-        if any(i in post_out for i in op.inputs):
-            raise UnsupportedError("a host operator sits between device operators", where=_where(op),
-                                   hint="keep Quantize/Dequantize at the model's boundary")
-    seen, dins = set(), []
-    for op in dev:
-        for i in op.inputs:
-            if i not in produced_dev and i not in g.constants and i not in seen:
-                seen.add(i)
-                dins.append(i)
-    douts = []
-    consumed_host = {i for op in post for i in op.inputs}
-    for op in dev:
-        for o in op.outputs:
-            if o in consumed_host or o in g.outputs:
-                douts.append(o)
-    return pre, dev, post, dins, douts
 
 
 def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
@@ -134,17 +92,17 @@ def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
                 continue
             if rq.per_channel and not isinstance(op, (ir.Conv, ir.Dense)):
                 raise UnsupportedError("per-channel requantization is only supported on Conv and Gemm/MatMul",
-                                       where=_where(op))
+                                       where=op.where)
             shifts = rq.shift if isinstance(rq.shift, tuple) else (rq.shift,)
             if any(s > 62 for s in shifts):
-                raise UnsupportedError(f"rescale shift {max(shifts)} exceeds 62", where=_where(op))
+                raise UnsupportedError(f"rescale shift {max(shifts)} exceeds 62", where=op.where)
         for name in op.inputs + op.outputs:
             t = g.tensors[name]
             if t.dtype.is_float or t.dtype.bits > 32:
                 raise UnsupportedError(f"tensor '{name}' is {t.dtype}; the device takes integers of <= 32 bits",
-                                       where=_where(op))
+                                       where=op.where)
         if isinstance(op, ir.Concat) and op.axis == 0:
-            raise UnsupportedError("Concat along the batch axis is not supported", where=_where(op))
+            raise UnsupportedError("Concat along the batch axis is not supported", where=op.where)
     checks.check_overflow(g, cfg.acc_bits)
 
 
@@ -280,7 +238,7 @@ class _Builder:
             return {"structs": [], "small": [],
                     "call": f"tony::reshape<{ctype(x.dtype)}, {_per_sample(x)}>({a}, {o})",
                     "describe": f"Reshape {list(x.shape)} -> {list(y.shape)}"}
-        raise UnsupportedError(f"{type(op).__name__} has no HLS mapping", where=_where(op))  # pragma: no cover
+        raise UnsupportedError(f"{type(op).__name__} has no HLS mapping", where=op.where)  # pragma: no cover
 
 
 def _boundary(g: ir.Graph, name: str, key: str, arg: str, index: int, golden_dir: str,
@@ -300,7 +258,7 @@ def _boundary(g: ir.Graph, name: str, key: str, arg: str, index: int, golden_dir
 
 def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict:
     """Write the C++ sources, Makefile and Tcl for `g` into `out`; return the source description."""
-    pre, dev, post, dins, douts = partition(g)
+    pre, dev, post, dins, douts = partition(g).parts()
     arg = {name: f"{'in' if name in dins else 'out' if name in douts else 't'}_{keys[name]}"
            for name in keys}
     b = _Builder(g, cfg, arg)
@@ -474,7 +432,7 @@ class _Lib:
 
 def _run_graph(g: ir.Graph, feeds: dict, lib: _Lib) -> dict:
     """Host ops in the reference, device ops in the compiled C++."""
-    pre, dev, post, dins, douts = partition(g)
+    pre, dev, post, dins, douts = partition(g).parts()
     env = {name: np.asarray(arr) for name, arr in g.constants.items()}
     env.update(feeds)
     for op in pre:

@@ -20,6 +20,11 @@ class Op:
     host = False  # True for ops that run on the host (float <-> int boundary)
     kind = "op"
 
+    @property
+    def where(self) -> str:
+        """'node "name" (Op)' for messages: the ONNX node it came from, or its first output."""
+        return f'node "{self.origin or self.outputs[0]}" ({type(self).__name__})'
+
     def attrs(self) -> dict:
         """Attributes shown by the printer (everything but inputs/outputs/origin)."""
         skip = {"inputs", "outputs", "origin"}
