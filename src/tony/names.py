@@ -18,3 +18,16 @@ def safe_id(name: str, used: set[str] | None = None, *, prefix: str = "t", max_l
     if used is not None:
         used.add(s.lower())
     return s
+
+
+_PLAIN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:;+=()[]@")
+
+
+def comment_text(name: str, max_len: int = 80) -> str:
+    """`name` for a comment or docstring in any generated language (C/C++, Verilog, Python, Tcl,
+    Make, YAML, shell): letters, digits and a few harmless marks stay, every other character is
+    written as \\xHH / \\uHHHH, so no comment terminator, quote, newline or line continuation
+    can come through. Long names are cut with '...'."""
+    out = "".join(ch if ch in _PLAIN else (f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+                                          if ord(ch) < 65536 else f"\\U{ord(ch):08x}") for ch in str(name))
+    return out if len(out) <= max_len else out[:max_len - 3] + "..."

@@ -1,0 +1,66 @@
+"""Model, graph and node names are data, never code: a build of a model with hostile names has
+every generated file parse as its language with nothing of the name outside comments and string
+literals, and nothing runs or appears outside the build."""
+import json
+import py_compile
+import shutil
+import subprocess
+import sys
+
+import onnx
+import pytest
+import yaml
+
+HOSTILE = [
+    'm"""; import os; os.system("touch PWNED"); """',
+    "a */ int pwned_symbol; /* b",
+    "x\n#include <pwned.h>\ny",
+    "$(touch PWNED) `touch PWNED`; rm -rf ..; echo \\",
+    "../../etc/passwd",
+    "q'''\u202e\u540d\\",
+    "n" * 300,
+]
+
+
+def _hostile_model(src, name):
+    m = onnx.load(src)
+    m.graph.name = name
+    for i, n in enumerate(m.graph.node):
+        n.name = f"{name}{i}"
+    return m
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))
+def test_generated_files_parse_and_hold_the_name_only_as_data(name, digits_mlp, tmp_path, tony_cli):
+    onnx.save(_hostile_model(digits_mlp / "model.onnx", name), tmp_path / "evil.onnx")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out = tmp_path / "b"
+    r = subprocess.run([sys.executable, "-m", "tony.cli", "compile", str(tmp_path / "evil.onnx"), "-o", str(out),
+                        "--array", "4x4", "--samples", "2"], cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1, r.stdout  # the name is shown escaped, on one line
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == name  # JSON keeps the real name
+
+    driver = out / "bringup" / "tony_driver.py"
+    py_compile.compile(str(driver), doraise=True)
+    r = subprocess.run([sys.executable, "-c", "import tony_driver; print(tony_driver.PROG_LEN)"],
+                       cwd=driver.parent, capture_output=True, text=True, env={"PYTHONPATH": str(driver.parent)})
+    assert "PWNED" not in r.stderr
+    assert not any(p.name == "PWNED" for p in tmp_path.rglob("*")), "a name ran as code"
+
+    core = next(out.glob("*.core"))
+    assert yaml.safe_load(core.read_text())["name"].startswith("tony:generated:")
+    header = next((out / "bringup").glob("*.h"))
+    if shutil.which("gcc"):
+        r = subprocess.run(["gcc", "-E", "-P", "-x", "c", str(header)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "pwned" not in r.stdout.lower() and "PWNED" not in r.stdout
+        r = subprocess.run(["gcc", "-fsyntax-only", "-Wall", "-Werror", "-x", "c", str(header)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    for f in list((out / "rtl").iterdir()) + list((out / "rtl_axi").iterdir()) + [out / "filelist.f"]:
+        text = f.read_text()
+        for frag in ("pwned", "PWNED", "#include <pwned", "../../etc", "$(touch"):
+            assert frag not in text, (f.name, frag)
