@@ -118,3 +118,33 @@ def test_weight_zero_point_is_refused_for_hardware_but_runs_in_the_reference(tmp
     np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
     res = tony_cli("run", p, "--inputs", tmp_path / "x.npy")
     assert res.returncode == 0, res.stderr
+
+
+def _empty_graph(tmp_path):
+    """input wired straight to output, no nodes"""
+    import numpy as np
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    m = helper.make_model(helper.make_graph([], "empty", [x], [x]), opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(m, tmp_path / "empty.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 4), np.float32))
+    return tmp_path / "empty.onnx"
+
+
+def test_empty_graph_is_refused_by_compile_and_quantize(tmp_path, tony_cli):
+    p = _empty_graph(tmp_path)
+    _one_line_error(tony_cli("compile", p, "-o", tmp_path / "o"), "no operator that runs on the device")
+    _one_line_error(tony_cli("compile", "--backend", "hls", p, "-o", tmp_path / "o"), "no operator")
+    _one_line_error(tony_cli("quantize", p, "--calib", tmp_path / "x.npy", "-o", tmp_path / "q.onnx"),
+                    "nothing to quantize")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["empty.onnx", "x.npy"]
+
+
+def test_a_node_name_with_a_newline_stays_on_one_line(tmp_path, tony_cli):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    m = helper.make_model(helper.make_graph([helper.make_node("Softsign", ["x"], ["y"], name="bad\nname\x1b[2J")],
+                                            "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(m, tmp_path / "m.onnx")
+    err = _one_line_error(tony_cli("ir", tmp_path / "m.onnx"), "Softsign")
+    assert "bad\\nname\\x1b[2J" in err

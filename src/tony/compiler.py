@@ -21,6 +21,7 @@ from .backend import checks
 from .board.bringup import AXI_READ_LATENCY, write_bringup
 from .build import MANIFEST, staged_output, write_json, write_onnx
 from .errors import InputError
+from .ir.partition import partition
 from .golden import default_inputs, tensor_keys, write_golden
 from .accel.runs import run_beats
 from .rtl import render_to
@@ -56,6 +57,7 @@ def compile_model(model, out_dir, *, backend: str = "rtl", config=None, inputs=N
     import onnx
 
     g = load_ir(model, requant=requant, rounding=rounding)
+    partition(g)  # refuses a graph with nothing for the device, naming what to do
     feeds = _feeds(g, inputs, samples, seed)
     source = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     if backend == "hls":

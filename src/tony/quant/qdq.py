@@ -39,6 +39,9 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     from ..frontend.passes import fold_batchnorm, fold_constants
 
     model = fold_batchnorm(fold_constants(model))
+    if not model.graph.node:
+        raise UnsupportedError("the graph has no operators (its inputs are its outputs): there is nothing to "
+                               "quantize", where="model")
     for n in model.graph.node:
         if n.op_type not in _SUPPORTED:
             hint = ("fold it into the Conv before it (only a BatchNormalization right after a Conv with "
