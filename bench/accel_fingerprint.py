@@ -103,7 +103,8 @@ def main(argv=None) -> int:
             print(f"{name} {r}x{c} {kw} batch={batch}: {fingerprint(graphs[name], cfg, batch)}", flush=True)
     for name, g in concat_graphs().items():
         for r, c, kw in ((8, 8, {}), (4, 4, {}), (2, 4, {}), (2, 2, {}), (4, 4, {"abuf_words": 128}),
-                         (4, 4, {"abuf_words": 256}), (2, 2, {"abuf_words": 192})):
+                         (4, 4, {"abuf_words": 256}), (2, 2, {"abuf_words": 192}), (4, 4, {"abuf_words": 384}),
+                         (4, 4, {"abuf_words": 448}), (4, 4, {"abuf_words": 512}), (4, 4, {"abuf_words": 96})):
             for batch in (1, 2):
                 cfg = AccelConfig(r, c, **kw)
                 print(f"{name} {r}x{c} {kw} batch={batch}: {fingerprint(g, cfg, batch)}", flush=True)
