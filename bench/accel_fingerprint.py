@@ -3,9 +3,11 @@
 For every bundled workload at several array sizes and activation-buffer limits (spilling, row
 bands), compile the program and print one hash per run of: the encoded instruction words, the
 external-memory image, the buffer sizes, the layer table, the input/output regions and the
-cycle model's issue cycles and total. Compare two runs with diff.
+cycle model's issue cycles and total. Compare two runs with diff, under the same
+PYTHONHASHSEED: where spilling must choose between tensors needed equally late, the choice
+follows the iteration order of a set of names, which Python's string hashing varies per process.
 
-    .venv/bin/python bench/accel_fingerprint.py [--cache DIR] > before.txt
+    PYTHONHASHSEED=0 .venv/bin/python bench/accel_fingerprint.py [--cache DIR] > before.txt
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ EXTRA = [("digits-cnn", (4, 4, {"abuf_words": 128})), ("digits-cnn", (8, 8, {"ab
 
 def fingerprint(g, cfg, batch) -> str:
     from tony.accel import model as accel_model
-    from tony.accel.schedule import compile_program
+    from tony.accel.compiler import compile_program
     from tony.errors import UnsupportedError
 
     try:
@@ -81,7 +83,7 @@ def concat_graphs() -> dict:
 
 
 def main(argv=None) -> int:
-    from tony.accel.schedule import AccelConfig
+    from tony.accel.program import AccelConfig
     from tony.api import load_ir
     from tony.models import build_example
 

@@ -18,7 +18,9 @@ from ..api import load_ir, normalize_inputs
 from ..errors import InputError
 from ..ref import execute
 from . import checks
-from ..accel.schedule import AccelConfig, compile_program, input_beats
+from ..accel.compiler import compile_program
+from ..accel.layout import input_beats
+from ..accel.program import AccelConfig
 from .memfile import write_tensor
 from .fusesoc import write_core
 from .bringup import write_bringup
