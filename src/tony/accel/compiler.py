@@ -8,10 +8,12 @@ stages that each take one data structure to the next:
     plan.plan_memory   Tensors -> MemoryPlan     placements, spills, reloads, row bands (bands.py)
     emit.emit          OpPlan -> Code            per op type (EMITTERS), instructions + weights
     link.link          Codes -> Program          weight double-buffering, image, encoding, sizes
+    check.check        Program -> ok | error     every rule of docs/isa.md (check.RULES)
 """
 from __future__ import annotations
 
 from .. import ir
+from .check import check
 from .emit import Ctx, emit
 from .link import link
 from .liveness import analyse
@@ -20,7 +22,7 @@ from .program import AccelConfig, Program
 
 
 def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
-    """Schedule every device op of `g` onto the accelerator; returns the program and memory image."""
+    """Schedule every device op of `g` onto the accelerator; returns the checked program and memory image."""
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
     codes, bias0 = [], 0
@@ -30,4 +32,5 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         codes.append(code)
     names = [(s.op.origin or s.op.outputs[0], s.op.kind) for s in mp.steps]
     prog = link(t, cfg, batch, mp, codes, names)
+    check(prog)
     return prog
