@@ -36,7 +36,8 @@ def build(name: str, root: Path) -> Path:
 def model_row(d: Path, rows: int, cols: int):
     from tony.api import load_ir
     from tony.accel import model as accel_model
-    from tony.accel.schedule import AccelConfig, compile_program
+    from tony.accel.compiler import compile_program
+    from tony.accel.program import AccelConfig
 
     g = load_ir(d / "model.onnx", requant="pow2")
     prog = compile_program(g, AccelConfig(rows, cols), batch=1)
@@ -45,7 +46,7 @@ def model_row(d: Path, rows: int, cols: int):
 
 
 def simulate(d: Path, rows: int, cols: int, work: Path) -> dict:
-    from tony.accel.schedule import AccelConfig
+    from tony.accel.program import AccelConfig
     from tony.compiler import compile_model
     from tony.sim.accel import simulate as sim
 

@@ -59,7 +59,8 @@ def small_net(path, seed: int = 0) -> None:
 
 def _program(cfg_env: dict):
     from tony.api import load_ir
-    from tony.accel.schedule import AccelConfig, compile_program
+    from tony.accel.compiler import compile_program
+    from tony.accel.program import AccelConfig
 
     g = load_ir(cfg_env["model"], requant="pow2")
     cfg = AccelConfig(cfg_env["rows"], cfg_env["cols"], mem_bits=cfg_env["mem_bits"], mem_latency=cfg_env["latency"])
@@ -110,7 +111,7 @@ async def _start(dut):
 @cocotb.test()
 async def test_accel_matches_model(dut):
     from tony.accel import model as accel_model
-    from tony.accel.schedule import input_beats, read_outputs
+    from tony.accel.layout import input_beats, read_outputs
     from tony.ref import execute
 
 
@@ -153,7 +154,7 @@ async def test_illegal_instruction_stops_then_next_run_is_exact(dut):
     illegal_o, pc_o = its index) and makes no further memory request; with the program restored,
     the next start runs exactly, without a reset."""
     from tony.accel import isa, model as accel_model
-    from tony.accel.schedule import input_beats, read_outputs
+    from tony.accel.layout import input_beats, read_outputs
     from tony.ref import execute
 
 
@@ -202,7 +203,8 @@ if pytest is not None:
     ], ids=lambda v: str(v))
     def test_accel(rows, cols, mem_bits, batch, latency, stress, tmp_path):
         from tony.api import load_ir
-        from tony.accel.schedule import AccelConfig, compile_program
+        from tony.accel.compiler import compile_program
+        from tony.accel.program import AccelConfig
 
         model = tmp_path / "small.onnx"
         small_net(model)

@@ -8,7 +8,9 @@ import pytest
 from tony.api import load_ir, normalize_inputs
 from tony.accel import model as am
 from tony.accel import isa
-from tony.accel.schedule import AccelConfig, compile_program, input_beats, pack_act, read_outputs, unpack_act
+from tony.accel.compiler import compile_program
+from tony.accel.layout import input_beats, pack_act, read_outputs, unpack_act
+from tony.accel.program import AccelConfig
 from tony.errors import UnsupportedError
 from tony.ref import execute
 

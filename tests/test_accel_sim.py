@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tony.accel.schedule import AccelConfig
+from tony.accel.program import AccelConfig
 from tony.compiler import compile_model
 from tony.sim.accel import simulate
 

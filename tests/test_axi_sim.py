@@ -87,6 +87,6 @@ def test_workload_bit_exact_through_axi(tmp_path, example):
 
 
 def _array():
-    from tony.accel.schedule import AccelConfig
+    from tony.accel.program import AccelConfig
 
     return AccelConfig(8, 8)

@@ -26,7 +26,7 @@ def build(tmp_path_factory, digits_mlp):
 def golden_memory(build: Path) -> list[int]:
     """The memory the accelerator must leave after each run, back to back: the image with that
     run's inputs, and the reference's outputs packed as the accelerator stores them."""
-    from tony.accel.schedule import pack_act, words_to_beats
+    from tony.accel.layout import pack_act, words_to_beats
 
     m = json.loads((build / "manifest.json").read_text())
     a = m["accel"]

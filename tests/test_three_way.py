@@ -9,7 +9,7 @@ pytestmark = pytest.mark.sim
 
 
 def test_rtl_hls_and_reference_agree_on_digits_mlp(tmp_path, digits_mlp):
-    from tony.accel.schedule import AccelConfig
+    from tony.accel.program import AccelConfig
     from tony.compiler import compile_model
     from tony.hls.backend import run_csim
     from tony.sim.accel import simulate

@@ -70,7 +70,7 @@ def cmd_compile(a) -> int:
         print(f"compiled {show(m['model'])} to HLS C++: {len(m['layers'])} layers, {rows}x{cols} MAC array, "
               f"weights {cfg.weights}, {m['samples']} golden samples -> {show(a.output)}")
         return 0
-    from .accel.schedule import AccelConfig
+    from .accel.program import AccelConfig
 
     cfg = AccelConfig(rows, cols, acc_bits=a.acc_bits, mem_bits=a.mem_bits, abuf_words=a.abuf_words)
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)

@@ -15,7 +15,8 @@ import numpy as np
 
 from . import __version__, ir
 from .accel import model as accel_model
-from .accel.schedule import AccelConfig, compile_program
+from .accel.compiler import compile_program
+from .accel.program import AccelConfig
 from .api import load_ir, normalize_inputs
 from .backend import checks
 from .board.bringup import AXI_READ_LATENCY, write_bringup
@@ -23,7 +24,7 @@ from .build import MANIFEST, staged_output, write_json, write_onnx
 from .errors import InputError
 from .ir.partition import partition
 from .golden import default_inputs, tensor_keys, write_golden
-from .accel.runs import run_beats
+from .accel.layout import run_beats
 from .rtl import render_to
 from .rtl.fusesoc import write_core
 

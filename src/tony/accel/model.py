@@ -16,7 +16,8 @@ import numpy as np
 from ..ir.types import Rounding
 from ..ref import arith
 from . import isa
-from .schedule import AccelConfig, Program, beats_to_words
+from .layout import beats_to_words, words_to_beats
+from .program import AccelConfig, Program
 
 AMASK = (1 << isa.ADDR_BITS) - 1
 
@@ -118,7 +119,6 @@ class Machine:
         per = c.buf_beats(buf)
         if store:
             words = self.abuf[d["baddr"]:d["baddr"] + n]
-            from .schedule import words_to_beats
             beats = words_to_beats(words, c.a_bits, c.mem_bits)
             self.ext[d["eaddr"]:d["eaddr"] + len(beats)] = beats
             return

@@ -131,7 +131,7 @@ def read_memory_dump(path: Path, mem_bits: int, fmt: str = "auto") -> list[int]:
 def compare_memory(build_dir, dump, *, fmt: str = "auto", limit: int = 20) -> dict:
     """Check a dump of the accelerator's memory after each run (images back to back) against the
     golden vectors of every device output, and the program/parameter region against the image."""
-    from ..accel.schedule import beats_to_words, unpack_act
+    from ..accel.layout import beats_to_words, unpack_act
 
     build = Build.open(build_dir, kind="accel")
     m = build.manifest

@@ -56,8 +56,8 @@ def _golden_for(build: Build, inputs) -> Path:
     sim/golden with the reference's vectors and the per-run memory contents of those inputs."""
     if inputs is None:
         return build.path / "golden"
-    from ..accel.runs import run_beats
-    from ..accel.schedule import AccelConfig
+    from ..accel.layout import run_beats
+    from ..accel.program import AccelConfig
     from ..ref.feeds import normalize_inputs
     from ..golden import tensor_keys, write_golden
 

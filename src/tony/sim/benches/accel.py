@@ -24,7 +24,7 @@ from tony.sim.benches.memory import Memory
 
 
 def _unpack(beats, info, cols, a_bits, mem_bits) -> np.ndarray:
-    from tony.accel.schedule import beats_to_words, unpack_act
+    from tony.accel.layout import beats_to_words, unpack_act
 
     words = beats_to_words(beats, cols, a_bits, mem_bits)
     return unpack_act(words, info["n"], info["c"], info["h"], info["w"], cols, a_bits, info["signed"])

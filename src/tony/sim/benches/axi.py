@@ -134,7 +134,7 @@ class Host:
         return st
 
     def outputs(self, run: int):
-        from tony.accel.schedule import beats_to_words, unpack_act
+        from tony.accel.layout import beats_to_words, unpack_act
 
         lo, hi = run * self.batch, min((run + 1) * self.batch, self.n_total)
         for o in self.m["outputs"]:

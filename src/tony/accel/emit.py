@@ -1,0 +1,278 @@
+"""Per IR op, the compute instructions of one layer (docs/isa.md, 'Semantics').
+
+`EMITTERS` maps each IR op type the accelerator runs to its emitter, like tony.ref's KERNELS:
+`emitter(ctx, plan) -> Code` turns one op, placed by the planner (plan.py, bands.py), into its
+instructions: the planner's DMA around them, one run of compute instructions per site (the
+whole tensors, or each row band), CONV instructions carrying their weight blocks (linking
+places them) and bias words numbered from `ctx.bias0`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import ir
+from ..errors import UnsupportedError
+from . import isa
+from .liveness import Tensors, where
+from .plan import OpPlan, Site
+from .program import AccelConfig, Instr, instr
+
+
+@dataclass(frozen=True)
+class Ctx:
+    g: ir.Graph
+    cfg: AccelConfig
+    batch: int
+    t: Tensors
+    bias0: int = 0       # index of the layer's first bias word
+
+
+@dataclass(frozen=True)
+class Code:
+    """One layer's instructions and its report data."""
+
+    instrs: tuple
+    biases: tuple = ()    # bias words [COLS], numbered from ctx.bias0
+    macs: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def rq_fields(rq: ir.Requant | None, out: ir.Tensor, op) -> dict:
+    if rq is None:
+        return {"mult": 1, "shift": 0, "lo": out.dtype.min, "hi": out.dtype.max}
+    if rq.per_channel:
+        raise UnsupportedError("per-channel requantization is not supported on the accelerator", where=where(op),
+                               hint="quantize weights per tensor")
+    if rq.zero_point:
+        raise UnsupportedError(f"output zero point {rq.zero_point}; the accelerator needs 0", where=where(op),
+                               hint="quantize activations symmetrically")
+    if not (0 < rq.mult < 1 << 32) or not (-128 <= rq.shift <= 127):
+        raise UnsupportedError(f"requantization *{rq.mult} >>{rq.shift} is outside the post-processing unit's range",
+                               where=where(op))
+    return {"mult": rq.mult, "shift": rq.shift, "lo": max(rq.lo, -2048), "hi": min(rq.hi, 2047)}
+
+
+def check_operands(ctx: Ctx, op) -> None:
+    """Activations in and out: zero point 0, at most A_BITS bits."""
+    g, cfg = ctx.g, ctx.cfg
+    for n in op.inputs:
+        t = g.tensors[n]
+        if n not in g.constants and t.zero_point:
+            raise UnsupportedError(f"tensor '{n}' has zero point {t.zero_point}; the accelerator needs 0",
+                                   where=where(op), hint="quantize activations symmetrically")
+        if n not in g.constants and t.dtype.bits > cfg.a_bits:
+            raise UnsupportedError(f"'{n}' is {t.dtype}; the accelerator takes {cfg.a_bits}-bit activations",
+                                   where=where(op))
+    out_t = g.tensors[op.outputs[0]]
+    if out_t.dtype.bits > cfg.a_bits:
+        raise UnsupportedError(f"'{op.outputs[0]}' is {out_t.dtype}; the accelerator writes {cfg.a_bits}-bit "
+                               "activations", where=where(op))
+
+
+def run_sites(p: OpPlan, body) -> tuple:
+    """The planner's DMA around `body(site, whole)` for every site of the layer."""
+    out = list(p.pre)
+    for site in p.sites:
+        out += site.before
+        out += body(site, not p.banded)
+        out += site.after
+    return tuple(out) + p.post
+
+
+def _walk(W: int, H: int, pt: int, pl: int, oh: int, ow: int, sh: int, sw: int) -> dict:
+    """Pixel-walker fields of a window walk over an H x W image with padding (pt, pl)."""
+    return dict(ow=ow, oh=oh, oy0=0, sw=sw, sh=sh, ixs=-pl, iys=-pt, ix0=-pl, iy0=-pt,
+                rjump=sh * W - (ow - 1) * sw, sjump=H * W - (oh - 1) * sh * W - (ow - 1) * sw, h=H, w=W)
+
+
+# ---- CONV (Conv, Dense) ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ConvShape:
+    w4: np.ndarray        # [M, Cg, KH, KW]
+    m: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pads: tuple
+    group: int
+    oh: int
+    ow: int
+
+
+def _conv_shape(ctx: Ctx, op, src) -> _ConvShape:
+    g, cfg = ctx.g, ctx.cfg
+    wt = g.tensors[op.inputs[1]]
+    w = np.asarray(g.constants[op.inputs[1]], np.int64)
+    if wt.zero_point:
+        raise UnsupportedError("weight zero point must be 0 on hardware", where=where(op))
+    if not (wt.dtype.signed and wt.dtype.bits <= cfg.w_bits):
+        raise UnsupportedError(f"weights are {wt.dtype}; the array takes signed <= {cfg.w_bits} bits", where=where(op))
+    if isinstance(op, ir.Dense):
+        if w.ndim != 2 or len(g.tensors[op.inputs[0]].shape) != 2:
+            raise UnsupportedError("the array runs MatMul/Gemm as [N, K] x [K, M]", where=where(op))
+        k, m = w.shape
+        if src.c * src.h * src.w != k:
+            raise UnsupportedError(f"input holds {src.c * src.h * src.w} values per sample, weights expect {k}",
+                                   where=where(op))
+        return _ConvShape(w.T.reshape(m, src.c, src.h, src.w), m, src.h, src.w, 1, 1, 1, 1, (0, 0, 0, 0), 1, 1, 1)
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = op.strides, op.dilations
+    if max(sh, sw, dh, dw, kh, kw) > 255:
+        raise UnsupportedError("kernel, stride and dilation must be <= 255 on the accelerator", where=where(op))
+    oh, ow = g.tensors[op.outputs[0]].shape[2:]
+    return _ConvShape(w, w.shape[0], kh, kw, sh, sw, dh, dw, op.pads, op.group, oh, ow)
+
+
+def _conv_blocks(ctx: Ctx, op, s: _ConvShape) -> tuple[list, list]:
+    """Per COLS output channels: (first input channel, input channels streamed, klen, weight block
+    [klen, COLS], bias index), and the bias words."""
+    C = ctx.cfg.cols
+    b = np.asarray(ctx.g.constants[op.inputs[2]], np.int64) if len(op.inputs) > 2 else np.zeros(s.m, np.int64)
+    cg, mg = s.w4.shape[1], s.m // s.group
+    blocks, biases = [], []
+    for j in range(-(-s.m // C)):
+        ocs = np.arange(j * C, min(s.m, (j + 1) * C))
+        g_lo, g_hi = ocs[0] // mg, ocs[-1] // mg
+        ic0, nic = g_lo * cg, (g_hi - g_lo + 1) * cg
+        K = nic * s.kh * s.kw
+        blk = np.zeros((K, C), np.int64)
+        for lane, oc in enumerate(ocs):
+            rel = (oc // mg) * cg - ic0
+            blk[rel * s.kh * s.kw:(rel + cg) * s.kh * s.kw, lane] = s.w4[oc].reshape(-1)
+        bw = np.zeros(C, np.int64)
+        bw[:len(ocs)] = b[ocs]
+        blocks.append((ic0, nic, K, blk, ctx.bias0 + len(biases)))
+        biases.append(bw)
+    return blocks, biases
+
+
+def emit_conv(ctx: Ctx, p: OpPlan) -> Code:
+    op, g, cfg = p.op, ctx.g, ctx.cfg
+    R, C = cfg.rows, cfg.cols
+    rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op)
+    src = p.locs[op.inputs[0]]
+    s = _conv_shape(ctx, op, src)
+    blocks, biases = _conv_blocks(ctx, op, s)
+    flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
+    pl = s.pads[1]
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        x, dst = site.srcs[0], site.dst
+        H, pt, oh = (x.h, s.pads[0], s.oh) if whole else (site.h, site.pt, site.oh)
+        walk = _walk(x.w, H, pt, pl, oh, s.ow, s.sh, s.sw)
+        return [instr(isa.CONV, flags=flags, block=blk, ibase=x.base + (ic0 // C) * x.gstride + (-pt) * x.w + (-pl),
+                      obase=dst.base + j * dst.gstride, npix=ctx.batch * oh * s.ow, **walk, kh=s.kh, kw=s.kw,
+                      dh=s.dh, dw=s.dw, dhw=s.dh * x.w, nic=nic, lane0=ic0 % C, cstride=x.gstride, klen=K,
+                      period=max(K, R, C), wbase=0, bbase=bbase, **rq)
+                for j, (ic0, nic, K, blk, bbase) in enumerate(blocks)]
+    instrs = run_sites(p, body)
+    info = {"bands": len(p.sites)} if p.banded else {}
+    cg = s.w4.shape[1]
+    info.update({"K": cg * s.kh * s.kw, "M": s.m, "group": s.group, "pixels": ctx.batch * s.oh * s.ow})
+    return Code(instrs, tuple(biases), ctx.batch * s.oh * s.ow * s.m * cg * s.kh * s.kw, info)
+
+
+# ---- POOL (MaxPool, AvgPool) ----------------------------------------------------------------------
+def emit_pool(ctx: Ctx, p: OpPlan) -> Code:
+    op, g = p.op, ctx.g
+    out_t = g.tensors[op.outputs[0]]
+    rq = rq_fields(op.requant, out_t, op)
+    kh, kw = op.kernel
+    sh, sw = op.strides
+    dh, dw = op.dilations if isinstance(op, ir.MaxPool) else (1, 1)
+    pl = op.pads[1]
+    oh, ow = out_t.shape[2:]
+    if max(sh, sw, dh, dw, kh, kw) > 255:
+        raise UnsupportedError("pooling window too large for the accelerator", where=where(op))
+    flags = (isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0) | \
+        (isa.F_MAX if isinstance(op, ir.MaxPool) else 0)
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        x, dst = site.srcs[0], site.dst
+        H, pt, n_oh = (x.h, op.pads[0], oh) if whole else (site.h, site.pt, site.oh)
+        walk = _walk(x.w, H, pt, pl, n_oh, ow, sh, sw)
+        return [instr(isa.POOL, flags=flags, ibase=x.base + j * x.gstride - pt * x.w - pl,
+                      obase=dst.base + j * dst.gstride, npix=ctx.batch * n_oh * ow, **walk, kh=kh, kw=kw, dh=dh,
+                      dw=dw, dhw=dh * x.w, nic=1, klen=kh * kw, period=kh * kw, **rq)
+                for j in range(x.groups)]
+    info = {"window": [kh, kw]}
+    if p.banded:
+        info["bands"] = len(p.sites)
+    return Code(run_sites(p, body), info=info)
+
+
+# ---- EWISE (Add, Clamp; Concat copies) ------------------------------------------------------------
+def ewise(flags: int, a, b_off: int, dst_base: int, words: int, sa: int, sb: int, rq: dict) -> Instr:
+    """A stand-alone vector instruction over `words` consecutive words (span 4095 per row)."""
+    span = 4095
+    return instr(isa.EWISE, flags=flags, ibase=a, boff=b_off, obase=dst_base, npix=words, ow=span, oh=1, sw=1,
+                 sh=1, ixs=0, iys=0, ix0=0, iy0=0, rjump=0, sjump=1, h=1, w=span, kh=1, kw=1, dh=1, dw=1, nic=1,
+                 klen=1, period=1, sa=sa, sb=sb, **rq)
+
+
+def emit_ewise(ctx: Ctx, p: OpPlan) -> Code:
+    op, g, cfg = p.op, ctx.g, ctx.cfg
+    rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op)
+    flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
+    sa = sb = 0
+    if isinstance(op, ir.Add):
+        if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or \
+                max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
+            raise UnsupportedError("Add needs power-of-two input scales (alignment by left shifts) on the "
+                                   "accelerator", where=where(op), hint="use --requant pow2")
+        src, other = p.locs[op.inputs[0]], p.locs[op.inputs[1]]
+        if (other.c, other.h, other.w) != (src.c, src.h, src.w):
+            raise UnsupportedError("Add with broadcasting is not supported on the accelerator", where=where(op))
+        flags |= isa.F_HAS_B | (isa.F_B_SIGNED if g.tensors[op.inputs[1]].dtype.signed else 0)
+        sa, sb = op.shift_a, op.shift_b
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        a, b = site.srcs[0], site.srcs[-1]
+        return [ewise(flags, a.base, b.base - a.base if len(site.srcs) > 1 else 0, site.dst.base, a.words, sa, sb,
+                      rq)]
+    return Code(run_sites(p, body), info={"bands": len(p.sites)} if p.banded else {})
+
+
+def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
+    """Inputs written in place by their producers need nothing; the others are copied (and
+    requantized) into their channel groups by EWISE without B."""
+    op, g, C = p.op, ctx.g, ctx.cfg.cols
+    dst = p.sites[0].dst
+    out_t = g.tensors[op.outputs[0]]
+    done = ctx.t.in_place(op)
+    body, off = [], 0
+    for name, rq0, here in zip(op.inputs, op.requants, done):
+        part = p.locs[name]
+        if not here:
+            if (part.c, part.h, part.w) != ctx.t.chw(name):
+                raise UnsupportedError(f"Concat input '{name}' is a reshaped tensor; the accelerator "
+                                       "concatenates channels of tensors in their own layout", where=where(op))
+            rq = rq_fields(rq0, out_t, op)
+            body.append(ewise(isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0, part.base, 0,
+                              dst.base + (off // C) * dst.gstride, part.words, 0, 0, rq))
+        off += g.tensors[name].shape[1]
+    info = {"copied": [n for n, here in zip(op.inputs, done) if not here]}
+    return Code(tuple(p.pre) + tuple(body) + p.post, info=info)
+
+
+EMITTERS = {
+    ir.Conv: emit_conv, ir.Dense: emit_conv,
+    ir.MaxPool: emit_pool, ir.AvgPool: emit_pool,
+    ir.Add: emit_ewise, ir.Clamp: emit_ewise,
+    ir.Concat: emit_concat,
+}
+
+
+def emit(ctx: Ctx, p: OpPlan) -> Code:
+    """The instructions of one planned op."""
+    fn = EMITTERS.get(type(p.op))
+    check_operands(ctx, p.op)
+    if fn is None:
+        raise UnsupportedError(f"{type(p.op).__name__} has no accelerator mapping", where=where(p.op),
+                               hint="`tony run` executes it in the reference")
+    return fn(ctx, p)

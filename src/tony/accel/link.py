@@ -1,0 +1,161 @@
+"""Linking: the layers' instructions become one program in one external-memory image.
+
+Weight blocks are double-buffered one CONV ahead (`SYNC dma|stream` before every CONV after the
+first); the program starts by loading the biases, the device inputs and the first weight block
+and ends by storing the outputs. The image is the program, then the biases, the weight blocks,
+the input, spill and output regions; symbolic external addresses are resolved against it, the
+instructions encoded and the buffers sized.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from . import isa
+from .emit import Code
+from .liveness import Tensors
+from .plan import MemoryPlan
+from .program import AccelConfig, Ext, Instr, Layer, Program, dma, sync
+
+
+@dataclass(frozen=True)
+class Linked:
+    instrs: tuple       # the whole program, addresses still symbolic
+    layers: tuple       # Layer per op, indices into instrs
+    blocks: tuple       # weight blocks in CONV order
+    half: int           # weight-buffer words per half
+    wbuf: int
+
+
+def _double_buffer(body: list, blocks: list, half: int) -> tuple[list, dict]:
+    """Insert the weight loads (one CONV ahead) and syncs; returns the instructions and the new
+    index of every old one (and of the end)."""
+    out, remap, ci = [], {}, 0
+    for idx, ins in enumerate(body):
+        if ins.op == isa.CONV:
+            if ci > 0:
+                out.append(sync(isa.S_DMA | isa.S_STREAM))
+            if ci + 1 < len(blocks):
+                out.append(dma(isa.LOAD, isa.B_WGT, ((ci + 1) % 2) * half, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
+            ins = ins.with_fields(wbase=(ci % 2) * half)
+            ci += 1
+        remap[idx] = len(out)
+        out.append(ins)
+    remap[len(body)] = len(out)
+    return out, remap
+
+
+def _head_tail(t: Tensors, mp: MemoryPlan, n_biases: int, blocks: list) -> tuple[list, list]:
+    head = [dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0), max(1, n_biases))]
+    for name, base in mp.input_base.items():
+        head.append(dma(isa.LOAD, isa.B_ACT, base, Ext("in", name), mp.stored[name].words))
+    if blocks:
+        head.append(dma(isa.LOAD, isa.B_WGT, 0, Ext("w", 0), blocks[0].shape[0]))
+    head.append(sync(isa.S_DMA))
+    tail = [sync(isa.S_COMPUTE)]
+    for name in t.outputs:
+        r = t.root(name)
+        if r in mp.resident:
+            tail.append(dma(isa.STORE, isa.B_ACT, mp.stored[r].base, Ext("out", name), mp.stored[r].words))
+    tail.append(Instr(isa.END, {}))
+    return head, tail
+
+
+def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], names: list) -> Linked:
+    """One instruction list: prologue, the layers with their weight loads, epilogue."""
+    body, spans = [], []
+    for code in codes:
+        spans.append((len(body), len(body) + len(code.instrs)))
+        body += code.instrs
+    blocks = [ins.block for ins in body if ins.op == isa.CONV]
+    half = max([blk.shape[0] for blk in blocks], default=1)
+    wbuf = cfg.wbuf_words or 2 * half
+    if 2 * half > wbuf:
+        raise UnsupportedError(f"a layer needs {half} weight words per buffer half; the weight buffer has {wbuf // 2}",
+                               where="--wbuf-words", hint=f"build with at least {2 * half} weight-buffer words")
+    n_biases = sum(len(c.biases) for c in codes)
+    head, tail = _head_tail(t, mp, n_biases, blocks)
+    final, remap = _double_buffer(body, blocks, half)
+    off = len(head)
+    layers = [Layer(name, kind, remap[a] + off, remap[b] + off, code.macs, info=code.info)
+              for (name, kind), code, (a, b) in zip(names, codes, spans)]
+    # widen each layer over the SYNC/LOAD that were inserted before the next layer's first op
+    layers = [replace(a, last=b.first) for a, b in zip(layers, layers[1:])] + layers[-1:]
+    return Linked(tuple(head + final + tail), tuple(layers), tuple(blocks), half, wbuf)
+
+
+def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: int, biases: np.ndarray,
+           blocks) -> tuple:
+    """The external-memory image after the program: (region -> beat address, blobs, inputs, outputs)."""
+    from .layout import words_to_beats
+
+    addr = n_instr * cfg.instr_beats
+    ext, blobs = {}, []
+
+    def region(key, beats: list) -> None:
+        nonlocal addr
+        ext[key] = addr
+        blobs.append(beats)
+        addr += len(beats)
+    region(("bias", 0), words_to_beats(biases, cfg.acc_bits, cfg.mem_bits))
+    for i, blk in enumerate(blocks):
+        region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
+    inputs, outputs = {}, {}
+    for name in t.inputs:
+        s = mp.stored[name]
+        inputs[name] = {"ext": addr, "stored": s, "beats": s.words * cfg.act_beats}
+        region(("in", name), [0] * (s.words * cfg.act_beats))
+    for name in mp.spilled:
+        region(("spill", name), [0] * (mp.stored[name].words * cfg.act_beats))
+    for name in t.outputs:
+        r = t.root(name)
+        s = mp.stored[r]
+        n_beats = s.words * cfg.act_beats
+        if r in mp.resident:
+            region(("out", name), [0] * n_beats)
+        outputs[name] = {"ext": ext[("out", name)] if r in mp.resident else ext[("spill", r)],
+                         "stored": s, "beats": n_beats, "signed": t.g.tensors[name].dtype.signed,
+                         "shape": (batch,) + tuple(t.g.tensors[name].shape[1:])}
+    return ext, blobs, inputs, outputs
+
+
+def encode(instrs, ext: dict) -> list[int]:
+    """Resolve the symbolic external addresses and encode every instruction."""
+    words = []
+    for ins in instrs:
+        f = {k: (ext[v.region] + v.offset if isinstance(v, Ext) else v) for k, v in ins.fields.items()}
+        words.append(isa.encode(ins.op, **f))
+    return words
+
+
+def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf: int) -> AccelConfig:
+    """The build's buffer depths: as given, or sized to the program; refuses what does not fit."""
+    abuf = cfg.abuf_words or max(64, 1 << max(0, (high - 1)).bit_length())
+    if high > abuf:
+        raise UnsupportedError(f"the activations need {high} activation-buffer words; the buffer has {abuf}",
+                               where="--abuf-words", hint=f"build with at least {high} words")
+    bbuf = cfg.bbuf_words or max(n_biases, 1)
+    if n_biases > bbuf:
+        raise UnsupportedError(f"the biases need {n_biases} bias-buffer words; the buffer has {bbuf}",
+                               where="--bbuf-words", hint=f"build with at least {n_biases} words")
+    imem = cfg.imem_words or n_instr
+    if n_instr > imem:
+        raise UnsupportedError(f"the program has {n_instr} instructions; the instruction memory holds {imem}",
+                               where="--imem-words", hint=f"build with at least {n_instr} words")
+    return replace(cfg, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf, imem_words=imem)
+
+
+def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list) -> Program:
+    """Assemble, lay out the image, relocate, encode and size the buffers."""
+    ld = assemble(t, cfg, mp, codes, names)
+    biases = [b for c in codes for b in c.biases]
+    bias_words = np.stack(biases) if biases else np.zeros((1, cfg.cols), np.int64)
+    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(ld.instrs), bias_words, ld.blocks)
+    words = encode(ld.instrs, ext)
+    image = isa.to_words(words, cfg.mem_bits)
+    for bl in blobs:
+        image.extend(bl)
+    cfg2 = size_buffers(cfg, mp.high, len(biases), len(words), ld.wbuf)
+    return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, list(ld.layers), batch)

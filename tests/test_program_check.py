@@ -1,0 +1,185 @@
+"""The program checker (tony.accel.check): hand-made programs that break each rule of docs/isa.md
+are refused with the rule's name and the instruction's index; every bundled workload is accepted."""
+import numpy as np
+import pytest
+
+from tony.accel import check as ck
+from tony.accel import isa
+from tony.accel import model as am
+from tony.accel.compiler import compile_program
+from tony.accel.program import AccelConfig
+
+CFG = AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=32)
+IMAGE, IO = 300, 110  # image beats; first I/O region (the input at 110, the output at 200)
+
+
+def load(buf, baddr, eaddr, n):
+    return dict(op=isa.LOAD, buf=buf, baddr=baddr, eaddr=eaddr, nwords=n)
+
+
+def store(baddr, eaddr, n):
+    return dict(op=isa.STORE, buf=isa.B_ACT, baddr=baddr, eaddr=eaddr, nwords=n)
+
+
+def sync(mask):
+    return dict(op=isa.SYNC, sync=mask)
+
+
+def conv(ibase=0, obase=16, **kw):
+    """A 1x1 convolution of a 4x4 image at `ibase` (16 words) into 16 words at `obase`."""
+    f = dict(op=isa.CONV, ibase=ibase, obase=obase, npix=16, ow=4, oh=4, sw=1, sh=1, rjump=1, sjump=1, h=4, w=4,
+             kh=1, kw=1, dh=1, dw=1, dhw=4, nic=1, cstride=16, klen=1, period=2, wbase=0, bbase=0, mult=1,
+             lo=-128, hi=127)
+    return {**f, **kw}
+
+
+def ewise(ibase, obase, n=16):
+    return dict(op=isa.EWISE, ibase=ibase, obase=obase, npix=n, ow=4095, oh=1, sw=1, sh=1, sjump=1, h=1, w=4095,
+                kh=1, kw=1, dh=1, dw=1, nic=1, klen=1, period=1, mult=1, lo=-128, hi=127)
+
+
+END = dict(op=isa.END)
+BASE = [load(isa.B_BIAS, 0, 100, 1), load(isa.B_WGT, 0, 104, 1), load(isa.B_ACT, 0, IO, 16), sync(isa.S_DMA),
+        conv(), sync(isa.S_COMPUTE), store(16, 200, 16), END]
+
+
+def run(instrs, cfg=CFG):
+    """Encode, decode (as the controller sees them) and check."""
+    decoded = [isa.decode(isa.encode(d["op"], **{k: v for k, v in d.items() if k != "op"})) for d in instrs]
+    ck.check_instructions(decoded, cfg, IMAGE, IO)
+
+
+def test_the_base_program_is_accepted():
+    run(BASE)
+
+
+def edit(at, *new, drop=0):
+    """BASE with `drop` instructions at index `at` replaced by `new`."""
+    return BASE[:at] + list(new) + BASE[at + drop:]
+
+
+S = isa.S_DMA | isa.S_STREAM | isa.S_COMPUTE
+BROKEN = [
+    # rule, program, index of the refused instruction
+    ("opcode", edit(4, dict(op=9)), 4),
+    ("dma-buffer", edit(0, load(isa.B_IMEM, 0, 100, 1), drop=1), 0),
+    ("dma-buffer", edit(6, dict(store(16, 200, 16), buf=isa.B_WGT), drop=1), 6),
+    ("dma-range", edit(2, load(isa.B_ACT, 56, IO, 16), drop=1), 2),
+    ("dma-range", edit(1, load(isa.B_WGT, 0, 104, 0), drop=1), 1),
+    ("ext-range", edit(6, store(16, 290, 16), drop=1), 6),
+    ("store-over-constants", edit(6, store(16, 104, 1), drop=1), 6),
+    ("end", BASE[:-1], 6),
+    ("end", edit(4, END), 4),
+    ("act-range", edit(4, conv(obase=50), drop=1), 4),
+    ("wgt-range", edit(4, conv(wbase=16), drop=1), 4),
+    ("bias-range", edit(4, conv(bbase=4), drop=1), 4),
+    ("conv-period", edit(4, conv(period=1), drop=1), 4),
+    ("uninitialized-read", edit(2, drop=1), 3),                       # no input loaded: CONV reads act[0..16)
+    ("uninitialized-read", edit(4, conv(wbase=1), drop=1), 4),         # the weight block was loaded at 0
+    # a CONV reads a result the previous CONV may still be draining (CONV waits for the streamer only)
+    ("read-after-write", edit(5, conv(ibase=16, obase=32)), 5),
+    # STORE of a result without SYNC compute
+    ("read-after-write", edit(5, drop=1), 5),
+    # a CONV reads the weights a LOAD may still be writing (no SYNC dma)
+    ("read-after-write", edit(3, drop=1), 3),
+    # a CONV overwrites words a STORE may still be reading (spilling needs SYNC dma after the STORE)
+    ("write-after-read", BASE[:-1] + [conv(obase=16), sync(S), END], 7),
+    # a LOAD overwrites the weight block a CONV may still be streaming (double buffering needs SYNC stream)
+    ("write-after-read", edit(5, load(isa.B_WGT, 0, 104, 1)), 5),
+    # a LOAD overwrites the bias word a CONV reads when its results drain (SYNC stream is not enough)
+    ("write-after-read", edit(5, sync(isa.S_STREAM), load(isa.B_BIAS, 0, 100, 1)), 6),
+    # a LOAD into the activation buffer while results may still be written, even elsewhere in the buffer
+    ("act-write-port", edit(5, load(isa.B_ACT, 40, IO, 8)), 5),
+    # a compute instruction issued while a LOAD into the activation buffer may still be writing
+    ("act-write-port", BASE[:4] + [load(isa.B_ACT, 40, IO, 8), conv()] + BASE[5:], 5),
+    ("act-write-port", BASE[:4] + [load(isa.B_ACT, 40, IO, 8), ewise(0, 32)] + BASE[5:], 5),
+]
+
+
+@pytest.mark.parametrize("rule,instrs,index", BROKEN, ids=[f"{r}-{i}" for i, (r, *_) in enumerate(BROKEN)])
+def test_a_broken_rule_is_refused_with_its_name_and_the_instruction_index(rule, instrs, index):
+    with pytest.raises(ck.ProgramCheckError, match=f"instruction {index}: rule '{rule}'") as e:
+        run(instrs)
+    assert (e.value.rule, e.value.index) == (rule, index)
+
+
+def test_the_instruction_memory_size_is_checked():
+    with pytest.raises(ck.ProgramCheckError, match="rule 'imem-size'"):
+        run(BASE, AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=4))
+
+
+def test_every_rule_has_a_refused_program():
+    assert {r for r, *_ in BROKEN} | {"imem-size"} == set(ck.RULES)
+
+
+def test_what_the_engines_guarantee_needs_no_sync():
+    # EWISE waits for all of compute at issue: it may read the previous CONV's result at once
+    run(BASE[:5] + [ewise(16, 32)] + BASE[5:])
+    # a LOAD waits for the DMA engine: it may overwrite what the previous STORE read
+    run(BASE[:-1] + [load(isa.B_ACT, 16, IO, 16), sync(isa.S_DMA), END])
+
+
+def test_isa_doc_states_every_checked_rule():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "isa.md").read_text()
+    for rule in ck.RULES:
+        assert f"`{rule}`" in doc, rule
+
+
+# ---- the address generators in closed form ---------------------------------------------------------
+def test_the_checker_walks_pixels_and_taps_like_the_model(rng):
+    for _ in range(200):
+        d = {k: int(rng.integers(lo, hi)) for k, (lo, hi) in dict(
+            ibase=(0, 4000), ow=(1, 6), oh=(1, 6), oy0=(0, 5), sw=(1, 4), sh=(1, 4), ixs=(-3, 2), iys=(-3, 2),
+            ix0=(-3, 2), iy0=(-3, 2), rjump=(-40, 40), sjump=(-90, 90), klen=(1, 40), kh=(1, 4), kw=(1, 4),
+            dh=(1, 3), dw=(1, 3), dhw=(0, 30), lane0=(0, 4), cstride=(0, 50)).items()}
+        d["oy0"] %= d["oh"]
+        n = int(rng.integers(1, 60))
+        for got, want in zip(ck.pixel_walk(d, n), am.pixel_walk(d, n)):
+            assert np.array_equal(got, want), d
+        ofs, kyd, kxd = ck.tap_walk(d, 4, vector=False)
+        m_ofs, m_kyd, m_kxd, _ = am.tap_walk(d, 4)
+        assert np.array_equal(ofs, m_ofs) and np.array_equal(kyd, m_kyd) and np.array_equal(kxd, m_kxd), d
+
+
+# ---- compiled programs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    from tony.api import load_ir
+    from tony.models import EXAMPLES, build_example
+
+    out = {}
+    for name in EXAMPLES:
+        d = tmp_path_factory.mktemp(name)
+        build_example(name, d)
+        out[name] = load_ir(d / "model.onnx", requant="pow2")
+    return out
+
+
+RUNS = [((8, 8), {}), ((4, 4), {}), ((5, 3), {}), ((16, 16), {}), ((8, 8), {"mem_bits": 32})]
+
+
+@pytest.mark.parametrize("arr,kw", RUNS, ids=[f"{a[0]}x{a[1]}{'-' + str(k) if k else ''}" for a, k in RUNS])
+def test_every_bundled_workload_is_accepted(graphs, arr, kw):
+    for name, g in graphs.items():
+        for batch in (1, 2):
+            ck.check(compile_program(g, AccelConfig(*arr, **kw), batch=batch))
+
+
+@pytest.mark.parametrize("name,arr,abuf", [("digits-cnn", (4, 4), 128), ("digits-cnn", (8, 8), 64),
+                                           ("resnet8", (8, 8), 1024), ("resnet8", (8, 8), 4096),
+                                           ("dscnn", (4, 4), 2048), ("digits-mobilenet", (4, 4), 256)])
+def test_spilled_and_banded_workloads_are_accepted(graphs, name, arr, abuf):
+    prog = compile_program(graphs[name], AccelConfig(*arr, abuf_words=abuf))
+    assert any(t.startswith("STORE act") for t in prog.text[:-3])
+    ck.check(prog)
+
+
+def test_compilation_runs_the_checker(graphs, monkeypatch):
+    from tony.accel import link
+
+    # a compiler that forgets the SYNC before each CONV: the next weight block may still be loading
+    monkeypatch.setattr(link, "sync", lambda mask: link.Instr(isa.SYNC, dict(sync=0)))
+    with pytest.raises(ck.ProgramCheckError, match="rule '(read-after-write|write-after-read)'"):
+        compile_program(graphs["digits-cnn"], AccelConfig(8, 8))
