@@ -3,9 +3,9 @@
 For every bundled workload at several array sizes and activation-buffer limits (spilling, row
 bands), compile the program and print one hash per run of: the encoded instruction words, the
 external-memory image, the buffer sizes, the layer table, the input/output regions and the
-cycle model's issue cycles and total. Compare two runs with diff, under the same
-PYTHONHASHSEED: where spilling must choose between tensors needed equally late, the choice
-follows the iteration order of a set of names, which Python's string hashing varies per process.
+cycle model's issue cycles and total. Compare two runs with diff (the output does not depend
+on PYTHONHASHSEED: where spilling must choose between tensors needed equally late, it takes the
+first by name).
 
     PYTHONHASHSEED=0 .venv/bin/python bench/accel_fingerprint.py [--cache DIR] > before.txt
 """
