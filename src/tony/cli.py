@@ -127,11 +127,31 @@ def cmd_report(a) -> int:
     import json
 
     from .backend.report import print_sim_report
+    from .synth.report import print_synth_report
 
     p = Path(a.build) / "sim_report.json"
-    if not p.is_file():
-        raise InputError(f"no sim_report.json in {a.build}", hint="run `tony sim` first")
-    print_sim_report(json.loads(p.read_text()))
+    s = Path(a.build) / "synth_report.json"
+    if not p.is_file() and not s.is_file():
+        raise InputError(f"no sim_report.json or synth_report.json in {a.build}",
+                         hint="run `tony sim` or `tony synth` first")
+    cycles = None
+    if p.is_file():
+        sim = json.loads(p.read_text())
+        print_sim_report(sim)
+        cycles = (sim.get("cycles_per_run") or [None])[0]
+    if s.is_file():
+        print_synth_report(json.loads(s.read_text()), manifest=Path(a.build) / "manifest.json", cycles_per_run=cycles)
+    return 0
+
+
+def cmd_synth(a) -> int:
+    from .synth import synthesize
+    from .synth.report import print_synth_report
+
+    rep = synthesize(a.build, target=a.target, pnr=a.pnr, freq=a.freq, top=a.top, progress=not a.quiet,
+                     timeout=a.timeout)
+    print_synth_report(rep, manifest=Path(a.build) / "manifest.json")
+    print(f"wrote {Path(a.build) / 'synth_report.json'}")
     return 0
 
 
@@ -297,9 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
                          "check every device output")
     sp.set_defaults(fn=cmd_compare)
 
-    sp = sub.add_parser("report", help="print the report of the last simulation of a build")
+    sp = sub.add_parser("report", help="print the reports of the last simulation and synthesis of a build")
     sp.add_argument("build")
     sp.set_defaults(fn=cmd_report)
+
+    from .synth.targets import TARGETS
+
+    sp = sub.add_parser("synth", help="synthesize a build for an FPGA with Yosys (and place and route with "
+                                      "nextpnr): resources per module, warnings, Fmax -> synth_report.json")
+    sp.add_argument("build", help="folder written by `tony compile`")
+    sp.add_argument("--target", choices=list(TARGETS), default="ecp5-85k", help="FPGA (default ecp5-85k)")
+    sp.add_argument("--pnr", action="store_true", help="also place and route (ecp5-*, ice40-up5k): Fmax, critical path")
+    sp.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                    help="with --pnr: the clock constraint in MHz (default 100)")
+    sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
+                                                "AXI wrapper)")
+    sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress spinner")
+    sp.set_defaults(fn=cmd_synth)
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here or seeded random; no download)")
     sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet",
