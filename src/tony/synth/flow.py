@@ -82,7 +82,7 @@ def memory_kind(cell: str, family) -> str:
     if kind in ("bram", "lutram"):
         return kind
     up = cell.upper()
-    if any(k in up for k in ("BLOCKRAM", "RAMB", "DP16KD", "PDPW16KD", "SB_RAM", "SPRAM", "HUGERAM")):
+    if any(k in up for k in ("BLOCKRAM", "RAMB", "DP16KD", "PDPW16KD", "SB_RAM", "RAM4K", "SPRAM", "HUGERAM")):
         return "bram"
     if any(k in up for k in ("LUTRAM", "DPR16X4", "RAM32M", "RAM64M", "RAM16X")):
         return "lutram"
