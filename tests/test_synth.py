@@ -272,7 +272,8 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Fmax is about 40 MHz on ecp5-85k speed 6: the critical path runs through "
-                                       "tony_ppu's requantization (multiplier and shift in one cycle)")
+@pytest.mark.xfail(strict=True, reason="Fmax is about 42 MHz on ecp5-85k speed 6 (measured at 2x2): the critical "
+                                       "path is tony_ppu's stage 3, shift2_q -> g_lane[*].y3_q, a variable rounding "
+                                       "shift of the product with rounding add and saturation in one cycle")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
