@@ -80,7 +80,7 @@ async def _run(dut, prog, beats, mem, limit: int):
             await with_timeout(RisingEdge(dut.done_o), 10 * limit, "ns")
         except Exception:
             dut._log.error("stuck: pc %d, cycle %d, dma busy %s, agu busy %s", int(dut.pc_o.value),
-                           int(dut.cycles_o.value), dut.dma_busy_q.value, dut.agu_busy.value)
+                           int(dut.cycles_o.value), dut.u_dma.busy_o.value, dut.u_conv.stream_busy_o.value)
             raise
     return int(dut.cycles_o.value)
 

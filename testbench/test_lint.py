@@ -7,18 +7,21 @@ from tony.rtl import MODULES, list_modules, render, render_to
 
 # A couple of parameter sets per module: defaults, plus small/odd/wide corners.
 PARAM_SETS = {
-    "tony_pe": [{}, {"A_BITS": 5, "W_BITS": 4, "ACC_BITS": 12}, {"A_BITS": 17, "W_BITS": 16, "ACC_BITS": 48}],
-    "tony_systolic_array": [
-        {},
-        {"ROWS": 1, "COLS": 1},
-        {"ROWS": 4, "COLS": 3},
-        {"ROWS": 2, "COLS": 7, "A_BITS": 4, "W_BITS": 4, "ACC_BITS": 16},
-        {"ROWS": 16, "COLS": 16},
-    ],
-    "tony_core": [{}, {"ROWS": 2, "COLS": 3, "ROUND_MODE": 2}, {"ROWS": 1, "COLS": 1}],
     "tony_mac": [{}, {"A_BITS": 5, "W_BITS": 4, "ACC_BITS": 12}],
     "tony_os_array": [{}, {"ROWS": 1, "COLS": 1}, {"ROWS": 3, "COLS": 5}],
     "tony_agu": [{}, {"ROWS": 1, "COLS": 8}, {"ROWS": 16, "COLS": 1}, {"ROWS": 5, "COLS": 12}],
+    "tony_decoder": [{}],
+    "tony_controller": [{}, {"ABUF_WORDS": 8192, "WBUF_WORDS": 1152, "BBUF_WORDS": 51, "IMEM_WORDS": 159},
+                        {"ABUF_WORDS": 2, "WBUF_WORDS": 1, "BBUF_WORDS": 1, "IMEM_WORDS": 1}],
+    "tony_dma": [{}, {"MEM_BITS": 32, "ACT_BITS": 24, "WGT_BITS": 24, "BIAS_BITS": 96},
+                 {"ACT_BITS": 128, "WGT_BITS": 128, "BIAS_BITS": 512},
+                 {"MEM_BITS": 64, "ACT_BITS": 96, "WGT_BITS": 96, "BIAS_BITS": 384}],
+    "tony_act_buf": [{}, {"WORD_BITS": 8, "WORDS": 2, "N_RD": 1}, {"WORD_BITS": 96, "WORDS": 8192, "N_RD": 19},
+                     {"WORDS": 1000, "N_RD": 4, "AW": 10}],
+    "tony_conv_unit": [{}, {"ROWS": 1, "COLS": 3}, {"ROWS": 5, "COLS": 12, "WBUF_WORDS": 1152, "BBUF_WORDS": 51},
+                       {"ROWS": 16, "COLS": 16}, {"ROWS": 2, "COLS": 7, "A_BITS": 4, "W_BITS": 4, "ACC_BITS": 16}],
+    "tony_vec_unit": [{}, {"COLS": 1}, {"COLS": 12}, {"COLS": 5, "A_BITS": 4, "ACC_BITS": 16}],
+    "tony_post": [{}, {"COLS": 1, "ROUND_MODE": 1}, {"COLS": 12, "ROUND_MODE": 2}],
     "tony_accel": [
         {},
         {"ROWS": 1, "COLS": 3, "MEM_BITS": 32, "ROUND_MODE": 1},
@@ -56,12 +59,33 @@ def test_rendered_header_names_template_and_parameters():
 
 def test_render_rejects_unknown_parameter():
     with pytest.raises(KeyError, match="ROWS"):
-        render("tony_pe", ROWS=4)
+        render("tony_mac", ROWS=4)
 
 
 def test_render_to_adds_instantiated_modules(tmp_path):
-    paths = render_to(tmp_path, ["tony_systolic_array"], ROWS=2)
-    assert [p.name for p in paths] == ["tony_pe.v", "tony_systolic_array.v"]
+    paths = render_to(tmp_path, ["tony_os_array"], ROWS=2)
+    assert [p.name for p in paths] == ["tony_mac.v", "tony_os_array.v"]
+    paths = render_to(tmp_path / "conv", ["tony_conv_unit"], ROWS=2)
+    assert [p.name for p in paths] == ["tony_isa.vh", "tony_agu.v", "tony_mac.v", "tony_os_array.v", "tony_conv_unit.v"]
+
+
+def test_isa_include_matches_isa():
+    """tony_isa.vh carries every field of tony.accel.isa, and only the decoder slices instructions."""
+    import re
+
+    from tony.accel import isa
+    from tony.rtl import render_include
+
+    text = render_include("tony_isa.vh")
+    for name, f in isa.FIELDS.items():
+        assert f"`define TONY_ISA_{name.upper()}_LO {f.lo}\n" in text
+        assert f"`define TONY_ISA_{name.upper()}_W {f.bits}\n" in text
+    for name in list_modules():
+        if name == "tony_decoder":
+            continue
+        body = render(name)
+        assert not re.search(r"TONY_ISA_\w+_LO\b", body), f"{name} uses a field position"
+        assert not re.search(r"ir_q\[|instr_i\[", body), f"{name} slices an instruction"
 
 
 @pytest.mark.sim
@@ -84,10 +108,16 @@ def test_template_lint_clean(module, params, tmp_path):
 def test_prefixed_modules_lint_clean(tmp_path):
     from tony.sim import lint
 
-    sources = render_to(tmp_path, ["tony_systolic_array", "tony_ppu"], prefix="acc0_")
-    assert {p.name for p in sources} == {"acc0_tony_pe.v", "acc0_tony_systolic_array.v", "acc0_tony_ppu.v"}
-    lint(sources[:2], "acc0_tony_systolic_array")
+    sources = render_to(tmp_path, ["tony_os_array", "tony_ppu"], prefix="acc0_")
+    assert {p.name for p in sources} == {"acc0_tony_mac.v", "acc0_tony_os_array.v", "acc0_tony_ppu.v"}
+    lint(sources[:2], "acc0_tony_os_array")
     lint(sources[2:], "acc0_tony_ppu")
+    # two differently configured accelerators in one design share the ISA header
+    acc0 = render_to(tmp_path / "two", ["tony_accel"], prefix="acc0_", ROWS=2, COLS=3)
+    acc1 = render_to(tmp_path / "two", ["tony_accel"], prefix="acc1_", ROWS=4, COLS=4)
+    assert acc0[0].name == acc1[0].name == "tony_isa.vh"
+    lint(acc0, "acc0_tony_accel")
+    lint(acc0 + acc1[1:], "acc1_tony_accel")
 
 
 def test_module_specs_are_consistent():

@@ -24,8 +24,10 @@ def test_compile_writes_golden_in_both_formats(tmp_path, tony_cli, digits_mlp):
             lines = (out / "golden" / files["hex"]).read_text().splitlines()
             back = from_hex_lines(lines, 8, key != "relu0_q")
             assert np.array_equal(back, arr.reshape(-1)), key
-    assert sorted(p.name for p in (out / "rtl").iterdir()) == ["tony_accel.v", "tony_agu.v", "tony_mac.v",
-                                                               "tony_os_array.v", "tony_ppu.v"]
+    assert sorted(p.name for p in (out / "rtl").iterdir()) == [
+        "tony_accel.v", "tony_act_buf.v", "tony_agu.v", "tony_controller.v", "tony_conv_unit.v", "tony_decoder.v",
+        "tony_dma.v", "tony_isa.vh", "tony_mac.v", "tony_os_array.v", "tony_post.v", "tony_ppu.v", "tony_vec_unit.v"]
+    assert m["rtl"][0] == "tony_isa.vh"  # the include file first: a file list compiles it before its users
 
 
 def test_hex_round_trip_twos_complement():

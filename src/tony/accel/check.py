@@ -38,8 +38,8 @@ RULES = {
     "write-after-read": "an instruction writes no word that an instruction still in flight reads "
                         "(STORE until SYNC dma; CONV operands until SYNC stream; CONV biases until SYNC compute)",
     "act-write-port": "a LOAD into the activation buffer is never in flight together with a compute instruction "
-                      "that writes activations (they share one write port, where post-processing wins and the "
-                      "DMA word is lost)",
+                      "that writes activations (they share one write port; the controller interlocks them and stops "
+                      "with illegal_o should they still meet)",
 }
 
 

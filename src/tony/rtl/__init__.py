@@ -1,11 +1,13 @@
-"""Jinja2 templates of the accelerator's Verilog (verilog/*.v.j2) and a tiny renderer.
+"""Jinja2 templates of the accelerator's Verilog (templates/*.v.j2) and a tiny renderer.
 
 The templates are plain Verilog-2005 with parameters; jinja only writes the header, the
-parameter defaults and an optional module-name prefix. Numbers live here, in `MODULES`.
+parameter defaults, an optional module-name prefix and the instruction-field port lists
+(generated from tony.accel.isa). Numbers live here, in `MODULES`; the instruction set's field
+positions and widths in one generated include file, tony_isa.vh (`HEADERS`).
 
     from tony.rtl import render, render_to, list_modules
     text = render("tony_ppu", LANES=8)
-    paths = render_to(out_dir, ["tony_systolic_array"], ROWS=8, COLS=8)   # + tony_pe.v
+    paths = render_to(out_dir, ["tony_os_array"], ROWS=8, COLS=8)   # + tony_mac.v
 """
 from __future__ import annotations
 
@@ -23,18 +25,18 @@ class ModuleSpec:
     params: dict[str, int]
     requires: tuple[str, ...] = ()
     doc: str = ""
+    includes: tuple[str, ...] = ()
+    """Generated include files (HEADERS) the module's source `include`s."""
+
+
+HEADERS: dict[str, str] = {
+    "tony_isa.vh": "instruction field positions and widths, opcodes, buffer ids, flag and SYNC bits (tony.accel.isa)",
+}
+"""Generated Verilog include files: file name -> what it holds. render_to writes the ones its modules
+include next to them; give a simulator or linter the directory as an include path (-I / +incdir+)."""
 
 
 MODULES: dict[str, ModuleSpec] = {
-    "tony_pe": ModuleSpec(
-        params={"A_BITS": 9, "W_BITS": 8, "ACC_BITS": 32},
-        doc="one multiply-accumulate PE of the output-stationary systolic array",
-    ),
-    "tony_systolic_array": ModuleSpec(
-        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32},
-        requires=("tony_pe",),
-        doc="ROWS x COLS output-stationary grid of tony_pe with input skew and a drain counter",
-    ),
     "tony_ppu": ModuleSpec(
         params={"LANES": 4, "ACC_BITS": 32, "OUT_BITS": 8, "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
         doc="post-processing: bias, multiplier, rounding shift, clamp/saturate",
@@ -49,20 +51,56 @@ MODULES: dict[str, ModuleSpec] = {
         doc="output-stationary array of tony_mac: tiles stream back to back, rows drain from the shadows",
     ),
     "tony_agu": ModuleSpec(
-        params={"ROWS": 4, "COLS": 4, "INSTR_BITS": 512, "AW": 20},
+        params={"ROWS": 4, "COLS": 4},
+        includes=("tony_isa.vh",),
         doc="implicit-im2col address generator (pixel walker, tap walker) of the accelerator",
+    ),
+    "tony_decoder": ModuleSpec(
+        params={},
+        includes=("tony_isa.vh",),
+        doc="instruction decoder: the only module that slices an instruction word (fields from tony_isa.vh)",
+    ),
+    "tony_controller": ModuleSpec(
+        params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256},
+        includes=("tony_isa.vh",),
+        doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
+    ),
+    "tony_dma": ModuleSpec(
+        params={"MEM_BITS": 64, "ACT_BITS": 32, "WGT_BITS": 32, "BIAS_BITS": 128},
+        includes=("tony_isa.vh",),
+        doc="DMA engine: LOAD/STORE and the program boot over the valid/ready memory port",
+    ),
+    "tony_act_buf": ModuleSpec(
+        params={"WORD_BITS": 32, "WORDS": 1024, "N_RD": 7, "AW": 20},
+        doc="activation buffer: N_RD registered read ports, one write port arbitrated between PPU and DMA",
+    ),
+    "tony_conv_unit": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "WBUF_WORDS": 1024,
+                "BBUF_WORDS": 64},
+        requires=("tony_agu", "tony_os_array"),
+        includes=("tony_isa.vh",),
+        doc="CONV engine: address generator, weight/bias buffers, operand pipeline, array, tile descriptor FIFO",
+    ),
+    "tony_vec_unit": ModuleSpec(
+        params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32},
+        requires=("tony_agu",),
+        includes=("tony_isa.vh",),
+        doc="vector unit: POOL (max/sum) and EWISE (shifted add) over COLS lanes",
+    ),
+    "tony_post": ModuleSpec(
+        params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32, "ROUND_MODE": 0},
+        requires=("tony_ppu",),
+        includes=("tony_isa.vh",),
+        doc="post-processing stage: CONV/vector row select, tony_ppu, activation write-back",
     ),
     "tony_accel": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0},
-        requires=("tony_agu", "tony_os_array", "tony_ppu"),
-        doc="the instruction-driven accelerator: controller, DMA, buffers, address generator, array, PPU, vector unit",
-    ),
-    "tony_core": ModuleSpec(
-        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "OUT_BITS": 8,
-                "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
-        requires=("tony_systolic_array", "tony_ppu"),
-        doc="array + post-processing unit driven layer by layer by a host (the whole-model bench)",
+        requires=("tony_controller", "tony_decoder", "tony_dma", "tony_conv_unit", "tony_vec_unit", "tony_post",
+                  "tony_act_buf"),
+        includes=("tony_isa.vh",),
+        doc="the instruction-driven accelerator: wires controller, decoder, DMA, CONV engine, vector unit, "
+            "post-processing and activation buffer",
     ),
     "tony_axil_regs": ModuleSpec(
         params={"ADDR_BITS": 12, "ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
@@ -104,16 +142,30 @@ def _isa_fields():
 _env.globals["F"] = _isa_fields()
 
 
-def _isa_ops():
+AGU_FIELDS = ("ibase", "obase", "npix", "ow", "oh", "oy0", "sw", "sh", "ixs", "iys", "ix0", "iy0", "rjump",
+              "sjump", "h", "w", "kh", "kw", "dh", "dw", "dhw", "lane0", "cstride", "klen", "period")
+"""The compute fields tony_agu takes (as <field>_i ports, c_<field> in tony.accel.isa.FIELDS)."""
+
+
+def _isa_globals() -> dict:
     from ..accel import isa
 
-    return {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
-                                          "B_ACT", "B_WGT", "B_BIAS", "B_IMEM")}
+    ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
+                                         "B_ACT", "B_WGT", "B_BIAS", "B_IMEM")}
+    return {
+        "ops": ops,
+        "opnames": [isa.OPNAMES[k] for k in sorted(isa.OPNAMES)],
+        "bufnames": [f"B_{isa.BUFNAMES[k].upper()}" for k in sorted(isa.BUFNAMES)],
+        "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX")},
+        "sync_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("S_DMA", "S_STREAM", "S_COMPUTE")},
+        "agu_fields": list(AGU_FIELDS),
+        "used_bits": max(f.lo + f.bits for f in isa.FIELDS.values()),
+        "INSTR_BITS": isa.INSTR_BITS,
+        "AW": isa.ADDR_BITS,
+    }
 
 
-_env.globals["ops"] = _isa_ops()
-_env.globals["INSTR_BITS"] = 512
-_env.globals["AW"] = 20
+_env.globals.update(_isa_globals())
 
 
 def list_modules() -> list[str]:
@@ -126,6 +178,25 @@ def _spec(name: str) -> ModuleSpec:
         return MODULES[name]
     except KeyError:
         raise KeyError(f"no Verilog template {name!r}; available: {', '.join(list_modules())}") from None
+
+
+def _header(name: str, prefix: str, shown: str) -> str:
+    return (
+        f"// {prefix}{name}.v: generated by Tony from tony/rtl/templates/{name}.v.j2\n"
+        f"// parameters: {shown or '(none)'}" + (f"; module prefix: {prefix!r}" if prefix else "") + "\n"
+        "// Do not edit: change the template (or the parameters) and render again."
+    )
+
+
+def render_include(name: str, *, prefix: str = "") -> str:
+    """Render one generated include file (a key of HEADERS, e.g. "tony_isa.vh")."""
+    if name not in HEADERS:
+        raise KeyError(f"no include file {name!r}; available: {', '.join(sorted(HEADERS))}")
+    header = (
+        f"// {name}: generated by Tony from tony/rtl/templates/{name}.j2 and tony.accel.isa\n"
+        "// Do not edit: change tony/accel/isa.py (or the template) and render again."
+    )
+    return _env.get_template(f"{name}.j2").render(header=header, prefix=prefix)
 
 
 def render(template_name: str, *, prefix: str = "", **params: int) -> str:
@@ -141,11 +212,7 @@ def render(template_name: str, *, prefix: str = "", **params: int) -> str:
         raise KeyError(f"{name} has no parameter(s) {', '.join(unknown)}; it has {', '.join(spec.params)}")
     values = {**spec.params, **{k: int(v) for k, v in params.items()}}
     shown = ", ".join(f"{k}={v}" for k, v in values.items())
-    header = (
-        f"// {prefix}{name}.v: generated by Tony from tony/rtl/templates/{name}.v.j2\n"
-        f"// parameters: {shown}" + (f"; module prefix: {prefix!r}" if prefix else "") + "\n"
-        "// Do not edit: change the template (or the parameters) and render again."
-    )
+    header = _header(name, prefix, shown)
     return _env.get_template(f"{name}.v.j2").render(header=header, prefix=prefix, **values)
 
 
@@ -168,8 +235,9 @@ def render_to(directory: str | os.PathLike[str], names, *, prefix: str = "", **p
 
     Each module named in `names` gets the parameters it declares (a parameter none of them
     declares is an error); modules pulled in only because they are instantiated keep their
-    defaults, since the parent overrides their parameters. Returns the written paths,
-    instantiated modules first.
+    defaults, since the parent overrides their parameters. Returns the written paths: the
+    generated include files the modules need first (*.vh, found through the directory as an
+    include path), then the modules, instantiated ones before their parents.
     """
     if isinstance(names, str):
         names = [names]
@@ -182,6 +250,10 @@ def render_to(directory: str | os.PathLike[str], names, *, prefix: str = "", **p
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    for inc in sorted({i for n in order for i in MODULES[n].includes}):
+        path = out / inc
+        path.write_text(render_include(inc, prefix=prefix))
+        paths.append(path)
     for n in order:
         own = {k: v for k, v in params.items() if k in MODULES[n].params} if n in names else {}
         path = out / f"{prefix}{n}.v"
@@ -190,4 +262,4 @@ def render_to(directory: str | os.PathLike[str], names, *, prefix: str = "", **p
     return paths
 
 
-__all__ = ["MODULES", "ModuleSpec", "ROUND_MODES", "list_modules", "render", "render_to"]
+__all__ = ["AGU_FIELDS", "HEADERS", "MODULES", "ModuleSpec", "ROUND_MODES", "list_modules", "render", "render_include", "render_to"]

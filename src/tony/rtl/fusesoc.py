@@ -22,6 +22,9 @@ def write_core(out: Path, *, model: str, version: str, toplevel: str, rtl: list[
     OUT/filelist_axi.f then names every file, the wrapper's last.
     """
     files = [f"rtl/{name}" for name in rtl]
+
+    def entry(f: str) -> str:  # a generated header (tony_isa.vh): an include file, its folder an include path
+        return f"      - {f}: {{is_include_file: true}}" if f.endswith(".vh") else f"      - {f}"
     axi_files = list((axi or {}).get("rtl", []))  # paths relative to OUT
     axi_params = {k: v for k, v in (axi or {}).get("params", {}).items() if k not in params}
     lines = [
@@ -33,8 +36,8 @@ def write_core(out: Path, *, model: str, version: str, toplevel: str, rtl: list[
         "  rtl:",
         "    file_type: verilogSource",
         "    files:",
-        *[f"      - {f}" for f in files],
-        *(["  axi:", "    file_type: verilogSource", "    files:", *[f"      - {f}" for f in axi_files]]
+        *[entry(f) for f in files],
+        *(["  axi:", "    file_type: verilogSource", "    files:", *[entry(f) for f in axi_files]]
           if axi_files else []),
         "",
         "targets:",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import objcache
 from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
-from .verilator import MAKE_VARS, find_verilator
+from .verilator import MAKE_VARS, find_verilator, split_headers
 
 
 def _get_runner(simulator: str):
@@ -140,11 +140,13 @@ def run_cocotb(
     if reuse_build and not waves:
         build_dir = _design_cache(sources, toplevel, parameters, args, simulator, timescale)
     build_log = build_dir / "build.log"
+    files, incdirs = split_headers(sources)
 
     def build() -> None:
         try:
             runner.build(
-                sources=[Path(s).resolve() for s in sources],
+                sources=[f.resolve() for f in files],
+                includes=[d.resolve() for d in incdirs],
                 hdl_toplevel=toplevel,
                 parameters=parameters,
                 build_dir=build_dir,
@@ -165,7 +167,7 @@ def run_cocotb(
         # A cached build: cocotb's test step still reads the source lists the build step sets.
         runner._set_verilog_sources([])
         runner._set_vhdl_sources([])
-        runner._set_sources([Path(s).resolve() for s in sources])
+        runner._set_sources([f.resolve() for f in files])
 
     env = dict(extra_env or {})
     results = work_dir / "results.xml"

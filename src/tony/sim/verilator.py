@@ -62,6 +62,23 @@ def param_args(parameters: Mapping[str, object] | None) -> list[str]:
     return [f"-G{name}={int(value) if isinstance(value, bool) else value}" for name, value in (parameters or {}).items()]
 
 
+HEADER_SUFFIXES = (".vh", ".svh")
+
+
+def split_headers(sources: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
+    """(sources to compile, include directories): a `.vh`/`.svh` file among `sources` is not
+    compiled; its directory becomes an include path, so the modules' `include` finds it."""
+    files, dirs = [], []
+    for s in sources:
+        p = Path(s)
+        if p.suffix in HEADER_SUFFIXES:
+            if p.parent not in dirs:
+                dirs.append(p.parent)
+        else:
+            files.append(p)
+    return files, dirs
+
+
 def lint(
     sources: Sequence[str | os.PathLike[str]],
     top: str,
@@ -70,9 +87,11 @@ def lint(
 ) -> None:
     """Run `verilator --lint-only -Wall` on `sources` with `top` as the top module.
 
+    Generated include files among `sources` (*.vh) are passed as include directories.
     Raises LintError carrying Verilator's output if it prints anything or exits non-zero.
     """
     _, exe = find_verilator()
+    files, incdirs = split_headers(sources)
     cmd = [
         str(exe),
         "--lint-only",
@@ -81,8 +100,9 @@ def lint(
         "--top-module",
         top,
         *param_args(parameters),
+        *[f"-I{d}" for d in incdirs],
         *extra_args,
-        *[str(Path(s)) for s in sources],
+        *[str(f) for f in files],
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     output = (proc.stdout + proc.stderr).strip()

@@ -18,8 +18,8 @@ REPORT = "synth_report.json"
 
 # what the accelerator's buffers hold (names of the memories in tony_accel), and its PE modules
 BUFFERS = {"abuf": "activation", "wbuf": "weight", "bbuf": "bias", "imem": "instruction"}
-PE_MODULES = ("tony_mac", "tony_pe")
-ARRAY_MODULES = ("tony_os_array", "tony_systolic_array")
+PE_MODULES = ("tony_mac",)
+ARRAY_MODULES = ("tony_os_array",)
 GOAL_FMAX_MHZ = 100.0
 GOAL_LUT_PER_PE = 60
 GOAL_DSP_PER_PE = 1

@@ -26,29 +26,13 @@ def to_signed(value: int, bits: int) -> int:
     return wrap(value, bits)
 
 
-def pe_step(acc: int, a: int, b: int, valid: bool, clear: bool, acc_bits: int = 32) -> int:
-    """tony_pe's accumulator after one rising edge."""
-    base = 0 if clear else acc
-    return wrap(base + a * b, acc_bits) if valid else wrap(base, acc_bits)
-
-
-def systolic_matmul(A: Sequence[Sequence[int]], B: Sequence[Sequence[int]], acc_bits: int = 32) -> list[list[int]]:
-    """C = A (ROWS x K) @ B (K x COLS), each entry wrapped to signed acc_bits."""
+def matmul(A: Sequence[Sequence[int]], B: Sequence[Sequence[int]], acc_bits: int = 32) -> list[list[int]]:
+    """C = A (ROWS x K) @ B (K x COLS), each entry wrapped to signed acc_bits (tony_os_array's tiles)."""
     rows, k = len(A), len(A[0]) if A else 0
     cols = len(B[0]) if B else 0
     if len(B) != k:
         raise ValueError(f"A is {rows}x{k} but B has {len(B)} rows")
     return [[wrap(sum(int(A[r][i]) * int(B[i][c]) for i in range(k)), acc_bits) for c in range(cols)] for r in range(rows)]
-
-
-def array_latency(rows: int, cols: int) -> int:
-    """Drain time of tony_systolic_array, in rising edges.
-
-    After the rising edge that samples the last valid k-slice, acc_o is final (and busy_o
-    is low) after this many further rising edges. K back-to-back slices therefore take
-    K + array_latency(rows, cols) edges from the first sampled slice to a final acc_o.
-    """
-    return rows + cols - 2
 
 
 def round_shift(p: int, s: int, round_mode: int = ROUND_HALF_EVEN) -> int:
