@@ -18,7 +18,7 @@ from .accel import model as accel_model
 from .accel.compiler import compile_program
 from .accel.program import AccelConfig
 from .api import load_ir, normalize_inputs
-from .backend import checks
+from .ir import bounds
 from .board.bringup import AXI_READ_LATENCY, write_bringup
 from .build import MANIFEST, staged_output, write_json, write_onnx
 from .errors import InputError
@@ -77,7 +77,7 @@ def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch:
         raise InputError("--batch must be at least 1")
     if cfg.mem_bits > 64:
         raise InputError(f"--mem-bits {cfg.mem_bits}: the memory image is written as 64-bit words; use 32 or 64")
-    checks.check_overflow(g, cfg.acc_bits)
+    bounds.check_overflow(g, cfg.acc_bits)
     prog = compile_program(g, cfg, batch=batch)
     with staged_output(out_dir) as out:
         return _write_accel(g, out, prog, feeds, source)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__, ir
 from ..ref.feeds import normalize_inputs, restack
-from ..backend import checks
+from ..ir import bounds
 from ..build import MANIFEST, Build, staged_output, write_json, write_onnx
 from ..errors import InputError, TonyError, UnsupportedError
 from ..golden import tensor_keys, write_golden, write_tensor
@@ -103,7 +103,7 @@ def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
                                        where=op.where)
         if isinstance(op, ir.Concat) and op.axis == 0:
             raise UnsupportedError("Concat along the batch axis is not supported", where=op.where)
-    checks.check_overflow(g, cfg.acc_bits)
+    bounds.check_overflow(g, cfg.acc_bits)
 
 
 # ---- layer descriptors ----------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""What the hardware can run: capability and overflow checks with one-line errors."""
+"""Accumulator bounds: the largest |acc| a MAC op can reach, and the overflow check against ACC_BITS."""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import ir
+from . import ops as ir
 from ..errors import OverflowRisk
 
 
