@@ -24,7 +24,7 @@ th,td{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right;white-spac
 th{background:#f4f4f4}td.l,th.l{text-align:left}
 tr.front td{background:#fff6d5}.ok{color:#17803d;font-weight:bold}.bad{color:#b91c1c;font-weight:bold}
 figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}
-ul.facts{list-style:none;padding:0}ul.facts li{margin:.2em 0}
+ul.facts{list-style:none;padding:0}.scroll{overflow-x:auto}ul.facts li{margin:.2em 0}
 """
 
 
@@ -47,7 +47,7 @@ def table(headers: list[str], rows: list[list], *, left: int = 1, row_class=None
         attr = f' class="{escape(rc)}"' if rc else ""
         body.append(f"<tr{attr}>{cells}</tr>")
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=\"scroll\"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def facts(items: list[tuple[str, str]]) -> str:
@@ -108,10 +108,11 @@ def layer_plots(layers: list[dict], measured: bool) -> list[str]:
     if measured:
         ax.barh([y - 0.2 for y in ys], [l.get("cycles") or 0 for l in layers], height=0.4, color="#f58518",
                 label="measured (Verilator)")
-    plain(ax.set_yticks(ys, names))
+    ax.set_yticks(ys)
+    plain(ax.set_yticklabels(names))
     ax.invert_yaxis()
     ax.set_xlabel("cycles per run")
-    plain(ax.legend(loc="lower right").get_texts())
+    plain(ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8).get_texts())
     out = [figure_svg(fig, "cycles per layer, one run")]
     mac = [l for l in layers if l.get("macs")]
     if mac:
@@ -121,11 +122,12 @@ def layer_plots(layers: list[dict], measured: bool) -> list[str]:
                 label="MAC utilization")
         ax.scatter([100 * (l.get("bound") or 0) for l in mac], ys, marker="|", s=300, color="#e45756", zorder=3,
                    label="bound (dataflow, memory bandwidth)")
-        plain(ax.set_yticks(ys, [l["name"] for l in mac]))
+        ax.set_yticks(ys)
+        plain(ax.set_yticklabels([l["name"] for l in mac]))
         ax.invert_yaxis()
         ax.set_xlim(0, 105)
         ax.set_xlabel("% of the array's peak")
-        plain(ax.legend(loc="lower right").get_texts())
+        plain(ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8).get_texts())
         out.append(figure_svg(fig, "MAC utilization per layer against the best the dataflow and the memory "
                                    "port allow"))
     return out
@@ -143,10 +145,11 @@ def traffic_plot(tr: dict) -> str:
         vals = [r[k] for r in rows]
         ax.barh(ys, vals, left=left, height=0.6, color=colors[k], label=k.replace("_", " "))
         left = [a + b for a, b in zip(left, vals)]
-    plain(ax.set_yticks(ys, [r["name"] for r in rows]))
+    ax.set_yticks(ys)
+    plain(ax.set_yticklabels([r["name"] for r in rows]))
     ax.invert_yaxis()
     ax.set_xlabel("bytes moved over the memory port per run")
-    plain(ax.legend(loc="lower right").get_texts())
+    plain(ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8).get_texts())
     return figure_svg(fig, f"external-memory traffic per layer ({num(tr['total']['total'])} bytes per run, "
                            f"of which {num(tr['program'])} the program read at boot)")
 
@@ -198,7 +201,7 @@ def synth_section(rep: dict) -> list[str]:
 
 def _layer_rows(layers: list[dict], measured: bool) -> list[list]:
     return [[l["name"], l["op"], f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "", num(l.get("macs", 0)),
-             num(l.get("cycles")) if measured else "", num(l.get("predicted")), pct(l.get("utilization")),
+             *([num(l.get("cycles"))] if measured else []), num(l.get("predicted")), pct(l.get("utilization")),
              pct(l.get("bound"))] for l in layers]
 
 
@@ -232,7 +235,7 @@ def build_report(build_dir) -> Path:
                                     f"({sim['simulator']}); {sim['cycles_per_run'][0]:,} cycles per run, "
                                     f"{'equal to' if sim['cycles_match'] else 'DIFFERENT from'} the prediction"))
     body = [facts(items), "<h2>Layers</h2>", *layer_plots(layers, sim is not None),
-            table(["layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"],
+            table(["layer", "op", "K x M", "MACs", *(["cycles"] if sim else []), "predicted", "utilization", "bound"],
                   _layer_rows(layers, sim is not None), left=2)]
     whys = [(l["name"], f"{pct(l.get('bound'))}: {l['bound_why']}") for l in layers if l.get("bound_why")]
     if whys:

@@ -48,7 +48,7 @@ def scatter(points: list[dict], title: str) -> str:
         ax.set_ylabel(LABELS[lat])
         ax.grid(True, which="both", alpha=0.25)
     plain(fig.suptitle(title))
-    plain(axes[0].legend(loc="upper right", fontsize=7).get_texts())
+    plain(axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7).get_texts())
     return figure_svg(fig, f"{title}: {LABELS[lat]} against {', '.join(LABELS[c] for c in cost)}; red: "
                            "not dominated in all of them together")
 

@@ -30,6 +30,7 @@ class Settings:
     synth: str | None = None       # FPGA target to synthesize each overlay for
     pnr: bool = False
     keep_builds: bool = False      # keep build folders under SWEEP/builds (a folder the workers share)
+    connect_timeout: float = 20.0  # seconds to reach --scheduler
     progress: bool = True
     report: bool = True
 
@@ -102,7 +103,7 @@ class _Dask:
         s = self.settings
         if s.scheduler:
             try:
-                self.client = Client(s.scheduler, timeout="30s")
+                self.client = Client(s.scheduler, timeout=f"{s.connect_timeout}s")
             except (OSError, TimeoutError) as e:
                 raise InputError(f"cannot reach the dask scheduler ({type(e).__name__})", where=f"--scheduler "
                                  f"{s.scheduler}", hint="start `dask scheduler` there, or leave --scheduler out") from None
@@ -240,9 +241,12 @@ def run_sweep(model_args: list[str], out, *, arrays, abuf_words=(0,), mem_bits=(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is not a folder", where="-o")
-    out.mkdir(parents=True, exist_ok=True)
     if settings.max_points is not None and settings.max_points < 0:
         raise InputError("must be 0 or more", where="--max-points")
+    if not settings.serial and not settings.scheduler and settings.workers < 1:
+        raise InputError("must be at least 1", where="--workers")
+    grid([], arrays, abuf_words, mem_bits, batches, sim)  # refuses bad values before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     models = load_models(model_args, out)
     data = {m.sha: d for m, d in models}
     points = grid([m for m, _ in models], arrays, abuf_words, mem_bits, batches, sim)
