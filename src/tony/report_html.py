@@ -185,17 +185,17 @@ def synth_section(rep: dict) -> list[str]:
         out.append("<h3>Memories</h3>" + table(
             ["memory", "holds", "width x depth", "bits", "mapped to"],
             [[f"{x['module']}.{x['name']}", x.get("buffer", ""), f"{x['width']} x {x['depth']}", num(x["bits"]),
-              x["mapped_to"]] for x in mems]))
+              x["mapped_to"]] for x in mems], left=2))
     goals = rep.get("goals", {})
     if goals:
         out.append("<h3>Goals</h3>" + table(["goal", "verdict", "detail"], [
             [k, "ok" if g["ok"] else "FAIL", f"{g['value']:.1f} vs {g['limit']:g}" if "value" in g
-             else ", ".join(g.get("offenders", []))] for k, g in goals.items()]))
+             else ", ".join(g.get("offenders", []))] for k, g in goals.items()], left=3))
     warns = rep.get("warnings", [])
     if warns:
         out.append("<h3>Yosys warnings</h3>" + table(["kind", "module", "signal", "where"], [
             [w["kind"], w.get("module") or "", w.get("signal") or w.get("text", ""), w.get("where") or ""]
-            for w in warns]))
+            for w in warns], left=4))
     return out
 
 
