@@ -27,6 +27,15 @@ def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
         raise InputError(f"not a .npy array file ({type(e).__name__})", where=f"{flag} {path}") from None
 
 
+def _need(*modules: str, what: str) -> None:
+    """Refuse in one line when an optional dependency of `what` is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"needs {', '.join(missing)}", where=what, hint="pip install 'tony[sweep]'")
+
+
 def cmd_ir(a) -> int:
     from .api import load_ir
     from .ir import format_graph
@@ -106,7 +115,10 @@ def cmd_sim(a) -> int:
 def cmd_report(a) -> int:
     from .report import read_sim_report, print_sim_report
 
+    if a.html:
+        _need("matplotlib", what="tony report --html")
     if (Path(a.build) / "results.parquet").is_file():  # a sweep folder
+        _need("pyarrow", "matplotlib", what="tony report SWEEP")
         from .sweep.report import print_sweep, write_sweep_report
         from .sweep.store import read_results
 
@@ -153,6 +165,7 @@ def cmd_synth(a) -> int:
 
 
 def cmd_sweep(a) -> int:
+    _need("distributed", "pyarrow", "matplotlib", what="tony sweep")
     from .compiler import parse_array
     from .sweep.report import print_sweep
     from .sweep.runner import Settings, run_sweep

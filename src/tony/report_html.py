@@ -47,7 +47,8 @@ def table(headers: list[str], rows: list[list], *, left: int = 1, row_class=None
         attr = f' class="{escape(rc)}"' if rc else ""
         body.append(f"<tr{attr}>{cells}</tr>")
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<div class=\"scroll\"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    return (f"<div class=\"scroll\"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+            "</table></div>")
 
 
 def facts(items: list[tuple[str, str]]) -> str:

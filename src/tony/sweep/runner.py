@@ -105,8 +105,9 @@ class _Dask:
             try:
                 self.client = Client(s.scheduler, timeout=f"{s.connect_timeout}s")
             except (OSError, TimeoutError) as e:
-                raise InputError(f"cannot reach the dask scheduler ({type(e).__name__})", where=f"--scheduler "
-                                 f"{s.scheduler}", hint="start `dask scheduler` there, or leave --scheduler out") from None
+                raise InputError(f"cannot reach the dask scheduler ({type(e).__name__})",
+                                 where=f"--scheduler {s.scheduler}",
+                                 hint="start `dask scheduler` there, or leave --scheduler out") from None
         else:
             self.cluster = LocalCluster(n_workers=s.workers, threads_per_worker=1, processes=True,
                                         dashboard_address=None, silence_logs=logging.ERROR)
