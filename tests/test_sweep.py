@@ -14,7 +14,7 @@ pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
 
 from tony.sweep import Settings, read_results, run_sweep  # noqa: E402
-from tony.sweep import pareto  # noqa: E402
+from tony.sweep import pareto, store  # noqa: E402
 
 ARRAYS = [(2, 2), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
 QUIET = dict(progress=False, report=False)
@@ -189,6 +189,31 @@ def test_sweep_marks_match_a_brute_force_front(serial):
     e8 = next(e for e in conf if (e["rows"], e["cols"]) == (8, 8))
     assert e8["buffer_bits"] == pareto.overlay_bits(8, *(max(r[b] for r in r8) for b in ("abuf", "wbuf", "bbuf",
                                                                                           "imem")))
+
+
+def test_synthesis_figures_join_their_overlay_and_become_the_costs(serial):
+    """An overlay's synthesis row (as run_synth returns it) joins every point on that overlay; with
+    an Fmax for all, latency is µs = cycles / MHz and the front is taken against LUT, DSP, BRAM."""
+    from tony.sweep.runner import joined, overlays
+    from tony.sweep.spec import SynthJob
+
+    points = [{k: v for k, v in r.items() if k in store.POINT_COLUMNS} for r in read_results(serial[0])]
+    settings = Settings(synth="ecp5-85k", pnr=True)
+    synth = {}
+    for i, o in enumerate(sorted(overlays(points).values(), key=lambda o: o.rows * o.cols)):
+        key = SynthJob(o, "ecp5-85k", True).key
+        synth[key] = {"synth": key, "target": "ecp5-85k", "status": "ok", "lut": 1000 * (i + 1), "ff": 900,
+                      "dsp": 4 * (i + 1), "bram": 10, "fmax_mhz": 100.0 - 10 * i}
+    rows = joined(points, synth, settings)
+    for r in rows:
+        s = synth[SynthJob(overlays(points)[(r["rows"], r["cols"], 0, 64)], "ecp5-85k", True).key]
+        assert (r["lut"], r["dsp"], r["fmax_mhz"]) == (s["lut"], s["dsp"], s["fmax_mhz"])
+        assert r["latency_us"] == r["cycles"] / s["fmax_mhz"]
+    assert pareto.axes(rows) == ("latency_us", pareto.SYNTH_COST)
+    for model in {r["model"] for r in rows}:
+        mine = [r for r in rows if r["model"] == model]
+        objs = [(r["latency_us"], r["lut"], r["dsp"], r["bram"]) for r in mine]
+        assert [r["pareto"] for r in mine] == [not any(_dominates(q, o) for q in objs) for o in objs]
 
 
 def test_failed_points_are_rows_not_crashes(models, tmp_path):
