@@ -9,7 +9,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 JOBS   ?= 2
 DEMO   ?= build/demo
 
-.PHONY: install install-train demo test test-fast test-slow lint bench synth accuracy clean help
+.PHONY: install install-train demo test test-fast test-slow lint bench bench-sweep synth accuracy clean help
 
 help:
 	@echo "make demo       install into $(VENV); train, quantize, compile and simulate the bundled digits CNN (bit-exact PASS)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
+	@echo "make bench-sweep the MLPerf Tiny workloads x six array shapes: dask LocalCluster against in-process (wall time)"
 	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
 	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
 
@@ -56,6 +57,9 @@ lint: install
 
 bench: install
 	$(PY) bench/reference.py
+
+bench-sweep: install
+	$(PY) bench/sweep.py
 
 synth: install
 	$(PY) bench/synth.py

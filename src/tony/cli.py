@@ -27,6 +27,15 @@ def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
         raise InputError(f"not a .npy array file ({type(e).__name__})", where=f"{flag} {path}") from None
 
 
+def _need(*modules: str, what: str) -> None:
+    """Refuse in one line when an optional dependency of `what` is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"needs {', '.join(missing)}", where=what, hint="pip install 'tony[sweep]'")
+
+
 def cmd_ir(a) -> int:
     from .api import load_ir
     from .ir import format_graph
@@ -106,6 +115,25 @@ def cmd_sim(a) -> int:
 def cmd_report(a) -> int:
     from .report import read_sim_report, print_sim_report
 
+    if a.html:
+        _need("matplotlib", what="tony report --html")
+    if (Path(a.build) / "results.parquet").is_file():  # a sweep folder
+        _need("pyarrow", "matplotlib", what="tony report SWEEP")
+        from .sweep.report import print_sweep, write_sweep_report
+        from .sweep.store import read_results
+
+        rows = read_results(a.build)
+        if a.html:
+            print(f"wrote {show(write_sweep_report(a.build, rows))}")
+        else:
+            print_sweep(rows)
+        return 0
+    if a.html:
+        from .report_html import build_report
+
+        print(f"wrote {show(build_report(a.build))}")
+        return 0
+
     from .build import Build
     from .sim.accel import REPORT
     from .synth.report import SYNTH_REPORT, print_synth_report, read_synth_report
@@ -134,6 +162,30 @@ def cmd_synth(a) -> int:
     print_synth_report(rep, manifest=Build.open(a.build).manifest)
     print(f"wrote {show(Path(a.build) / 'synth_report.json')}")
     return 0
+
+
+def cmd_sweep(a) -> int:
+    _need("distributed", "pyarrow", "matplotlib", what="tony sweep")
+    from .compiler import parse_array
+    from .sweep.report import print_sweep
+    from .sweep.runner import Settings, run_sweep
+    from .sweep.spec import parse_list
+
+    settings = Settings(scheduler=a.scheduler, workers=a.workers, serial=a.serial, max_points=a.max_points,
+                        synth=a.target if a.synth else None, pnr=a.pnr, keep_builds=a.keep_builds,
+                        progress=not a.quiet)
+    if a.pnr and not a.synth:
+        raise InputError("needs --synth", where="--pnr")
+    out = run_sweep(a.models, a.output, arrays=parse_list(a.array, "--array", parse_array),
+                    abuf_words=parse_list(a.abuf_words, "--abuf-words"), mem_bits=parse_list(a.mem_bits, "--mem-bits"),
+                    batches=parse_list(a.batch, "--batch"), sim=a.sim, settings=settings)
+    print_sweep(out.rows)
+    failed = sum(r["status"] != "ok" for r in out.rows)
+    print(f"{len(out.computed)} points computed, {out.skipped} already in the results, {len(out.synthesized)} "
+          f"overlays synthesized, {failed} failed ({out.mode}, {out.wall_s:.1f} s) -> "
+          f"{show(Path(a.output) / 'results.parquet')}, {show(Path(a.output) / 'report.html')}")
+    bad_sim = [r for r in out.rows if r.get("sim_samples") and not (r["bit_exact"] and r["cycles_match"])]
+    return 1 if bad_sim else 0
 
 
 def cmd_compare(a) -> int:
@@ -292,8 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "check every device output")
     sp.set_defaults(fn=cmd_compare)
 
-    sp = sub.add_parser("report", help="print the reports of the last simulation and synthesis of a build")
-    sp.add_argument("build")
+    sp = sub.add_parser("report", help="print the reports of the last simulation and synthesis of a build "
+                                       "(or the Pareto fronts of a sweep folder)")
+    sp.add_argument("build", help="build folder (tony compile) or sweep folder (tony sweep)")
+    sp.add_argument("--html", action="store_true", help="write BUILD/report.html (or SWEEP/report.html): plots "
+                                                        "and tables in one self-contained page")
     sp.set_defaults(fn=cmd_report)
 
     from .synth.targets import TARGETS
@@ -310,6 +365,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress spinner")
     sp.set_defaults(fn=cmd_synth)
+
+    sp = sub.add_parser("sweep", help="compile many models for many accelerator configurations (dask tasks), "
+                                      "cycles, Pareto fronts -> SWEEP/results.parquet and SWEEP/report.html")
+    sp.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files or bundled example names (tony example)")
+    sp.add_argument("-o", "--output", required=True, help="sweep folder (rerun to resume)")
+    sp.add_argument("--array", default="4x4,8x8,8x16,16x16", help="array shapes ROWSxCOLS, comma-separated")
+    sp.add_argument("--abuf-words", default="0", help="activation-buffer depths (0: sized to each model)")
+    sp.add_argument("--mem-bits", default="64", help="memory-port widths: 32, 64")
+    sp.add_argument("--batch", default="1", help="samples per accelerator run")
+    sp.add_argument("--sim", type=int, default=0, metavar="N", help="also simulate N samples per point on Verilator")
+    sp.add_argument("--synth", action="store_true", help="synthesize each distinct overlay once (tony synth)")
+    sp.add_argument("--target", choices=list(TARGETS), default="ecp5-85k", help="with --synth: FPGA (default ecp5-85k)")
+    sp.add_argument("--pnr", action="store_true", help="with --synth: place and route too (Fmax -> µs)")
+    sp.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler (tcp://host:8786); default: an "
+                                                           "embedded LocalCluster")
+    sp.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    sp.add_argument("--serial", action="store_true", help="run every task in this process, one after another")
+    sp.add_argument("--max-points", type=int, default=None, metavar="N",
+                    help="compute at most N new points, then stop (a rerun continues)")
+    sp.add_argument("--keep-builds", action="store_true",
+                    help="keep simulation/synthesis build folders under SWEEP/builds (a folder the workers share)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here or seeded random; no download)")
     sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet",
