@@ -58,10 +58,10 @@ def _cycle_model(p: Point, g) -> dict:
     from ..accel.compiler import compile_program
     from ..accel.isa import INSTR_BITS
     from ..accel.program import AccelConfig
-    from ..backend import checks
+    from ..ir import bounds
 
     cfg = AccelConfig(p.hw.rows, p.hw.cols, mem_bits=p.hw.mem_bits, abuf_words=p.hw.abuf_words)
-    checks.check_overflow(g, cfg.acc_bits)
+    bounds.check_overflow(g, cfg.acc_bits)
     prog = compile_program(g, cfg, batch=p.batch)
     timing = accel_model.cycles(prog)
     table = accel_model.layer_table(prog, timing)
