@@ -163,9 +163,9 @@ def validate(ov: Overlay, where: str) -> Overlay:
     return ov
 
 
-def preset(name: str) -> Overlay:
-    if name not in PRESETS:
-        raise InputError(f"no preset {name!r}; choose {', '.join(PRESETS)}", where="--preset")
+def preset(name: str, where: str = "--preset") -> Overlay:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise InputError(f"no preset {name!r}; choose {', '.join(PRESETS)}", where=where)
     return PRESETS[name]
 
 
@@ -183,7 +183,7 @@ def from_toml(path) -> Overlay:
     unknown = sorted(set(data) - set(TOML_KEYS))
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(TOML_KEYS)}", where=where)
-    base = preset(data["preset"]) if "preset" in data else None
+    base = preset(data["preset"], where) if "preset" in data else None
     required = ("rows", "cols", "abuf_words", "wbuf_words", "bbuf_words", "imem_words")
     missing = [k for k in required if base is None and k not in data]
     if missing:
