@@ -129,7 +129,7 @@ PRESETS: dict[str, Overlay] = {
     # 2x4 (a 4x4 array needs 34 of 28 MULT18X18D): 26 DSP; block RAM 10 + 2 + 4 + 29 = 45 of 56
     "ecp5-25k": Overlay("ecp5-25k", _cfg(2, 4, 1024, 1024, 512, 1024, mem_bits=32), part="ecp5-25k"),
     # 2x4 on the 8 SB_MAC16 (the post-processing multipliers and the 512-bit instruction memory do not fit)
-    "ice40-up5k": Overlay("ice40-up5k", _cfg(2, 4, 256, 256, 32, 64, mem_bits=32), part="ice40-up5k"),
+    "ice40-up5k": Overlay("ice40-up5k", _cfg(2, 4, 256, 256, 256, 256, mem_bits=32), part="ice40-up5k"),
     # 16x8: 161 of 220 DSP48E1; block RAM 76 (19 copies) + 4 + 4 + 29 = 113 of 140 RAMB36E1
     "zynq-7020": Overlay("zynq-7020", _cfg(16, 8, 2048, 2048, 512, 2048), part="zynq-7020"),
 }
