@@ -231,8 +231,11 @@ def test_a_preset_too_small_is_refused_naming_the_layer_and_the_buffer(workload,
 
 def test_a_program_longer_than_the_instruction_memory_is_refused(workload, tmp_path, tony_cli):
     hw = tmp_path / "hw"
-    render_overlay(PRESETS["ecp5-85k"].__class__("tiny-imem", PRESETS["ecp5-85k"].cfg.__class__(
-        8, 8, abuf_words=2048, wbuf_words=2048, bbuf_words=512, imem_words=16)), hw)
+    from dataclasses import replace
+
+    from tony.hw import Overlay
+
+    render_overlay(Overlay("tiny-imem", replace(PRESETS["ecp5-85k"].cfg, imem_words=16)), hw)
     line = _refused(tony_cli, "compile", workload("digits-cnn") / "model.onnx", "--hw", hw, "-o", tmp_path / "out")
     assert "instruction memory" in line and "27 instructions" in line and "IMEM_WORDS = 16" in line
     assert "no paging" in line
@@ -306,3 +309,24 @@ def test_hw_does_not_overwrite_a_folder_that_is_not_an_overlay(tmp_path, tony_cl
     (keep / "notes.txt").write_text("keep")
     line = _refused(tony_cli, "hw", "--preset", "ecp5-25k", "-o", keep)
     assert "refusing to overwrite" in line and (keep / "notes.txt").read_text() == "keep"
+
+
+def test_fixed_buffer_flags_of_a_model_sized_build(workload, tmp_path, tony_cli):
+    out = tmp_path / "b"
+    r = tony_cli("compile", workload("digits-cnn") / "model.onnx", "--wbuf-words", "130", "--bbuf-words", "2",
+                 "--imem-words", "64", "--samples", "1", "-o", out)
+    assert r.returncode == 0, r.stderr
+    acc = json.loads((out / "manifest.json").read_text())["accel"]
+    assert (acc["wbuf_words"], acc["bbuf_words"], acc["imem_words"]) == (130, 2, 64)
+    assert "WBUF_WORDS=130" in (out / "rtl" / "tony_accel.v").read_text().splitlines()[1]
+
+
+def test_overlay_name_is_sanitized_in_the_fusesoc_core(tmp_path):
+    from tony.hw import Overlay
+
+    hw = tmp_path / "hw"
+    render_overlay(Overlay('a"; rm -rf /\n#x', PRESETS["ecp5-25k"].cfg), hw)
+    core = (hw / "tony_accel.core").read_text()
+    name = next(line for line in core.splitlines() if line.startswith("name: "))
+    assert name.startswith("name: tony:generated:overlay_a_rm_rf") and '"' not in name and ";" not in name
+    assert json.loads((hw / "hw.json").read_text())["name"] == 'a"; rm -rf /\n#x'
