@@ -62,12 +62,14 @@ def write_onnx(path, model) -> None:
 
 
 @contextmanager
-def staged_output(out_dir):
+def staged_output(out_dir, marker: str = MANIFEST):
     """Yield a temporary folder beside `out_dir`; on success it replaces `out_dir`, on any error it
-    is removed. Refuses to replace an existing non-empty folder that is not a Tony build."""
+    is removed. Refuses to replace an existing non-empty folder that is not a Tony build (has no
+    `marker` file: manifest.json, or hw.json for an overlay)."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise InputError(f"output folder {out} exists and is not a Tony build; refusing to overwrite it")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
+        what = "a Tony build" if marker == MANIFEST else f"a Tony folder with {marker}"
+        raise InputError(f"output folder {out} exists and is not {what}; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -65,27 +65,70 @@ def cmd_run(a) -> int:
     return 0
 
 
+HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words")
+"""`tony compile` options that an overlay (--hw) fixes."""
+
+
 def cmd_compile(a) -> int:
     from .compiler import compile_model, parse_array
 
-    rows, cols = parse_array(a.array)
     inputs = _load_npy(a.inputs) if a.inputs else None
     opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding)
+    if a.hw:
+        given = [k for k in HW_FIXED if getattr(a, k) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise InputError("the overlay fixes the accelerator's configuration", where=f"{flag} with --hw",
+                             hint=f"drop {flag}, or render another overlay with `tony hw`")
+        m = compile_model(a.model, a.output, backend=a.backend, batch=a.batch, hw=a.hw, **opts)
+        acc = m["accel"]
+        print(f"compiled {show(m['model'])} for overlay {show(m['hw']['name'])}: {m['program']['length']} of "
+              f"{acc['imem_words']} instruction words on a {acc['rows']}x{acc['cols']} accelerator, batch "
+              f"{m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
+              f"{m['samples']} golden samples -> {show(a.output)} (rtl/ copied from {show(a.hw)})")
+        return 0
+    rows, cols = parse_array(a.array or "8x8")
+    acc_bits = a.acc_bits or 32
     if a.backend == "hls":
         from .hls.backend import HlsConfig
 
-        cfg = HlsConfig(rows=rows, cols=cols, acc_bits=a.acc_bits, weights=a.weights)
+        cfg = HlsConfig(rows=rows, cols=cols, acc_bits=acc_bits, weights=a.weights)
         m = compile_model(a.model, a.output, backend="hls", config=cfg, **opts)
         print(f"compiled {show(m['model'])} to HLS C++: {len(m['layers'])} layers, {rows}x{cols} MAC array, "
               f"weights {cfg.weights}, {m['samples']} golden samples -> {show(a.output)}")
         return 0
     from .accel.program import AccelConfig
 
-    cfg = AccelConfig(rows, cols, acc_bits=a.acc_bits, mem_bits=a.mem_bits, abuf_words=a.abuf_words)
+    cfg = AccelConfig(rows, cols, acc_bits=acc_bits, mem_bits=a.mem_bits or 64, abuf_words=a.abuf_words or 0,
+                      wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0)
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
     print(f"compiled {show(m['model'])}: {m['program']['length']} instructions for a {rows}x{cols} accelerator, "
           f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
           f"{m['samples']} golden samples -> {show(a.output)}")
+    return 0
+
+
+def cmd_hw(a) -> int:
+    from .hw import PARTS, from_toml, preset, render_overlay
+
+    if (a.preset is None) == (a.config is None):
+        raise InputError("give one of --preset NAME or --config HW.toml", where="tony hw")
+    ov = preset(a.preset) if a.preset else from_toml(a.config)
+    info = render_overlay(ov, a.output)
+    c = ov.cfg
+    print(f"overlay {show(ov.name)}: {c.rows}x{c.cols} array, activation {c.abuf_words} x {c.cols * c.a_bits} bits, "
+          f"weight {c.wbuf_words} x {c.cols * c.w_bits}, bias {c.bbuf_words} x {c.cols * c.acc_bits}, instruction "
+          f"{c.imem_words} x 512, memory port {c.mem_bits} bits, rounding {ov.rounding} -> {show(a.output)}")
+    est = info["estimate"]
+    if est:
+        part = PARTS[ov.part]
+        b, d = est["bram"], est["dsp"]
+        per = ", ".join(f"{k} {v}" for k, v in b["per_buffer"].items())
+        print(f"{part.device} ({part.boards}), estimate: {b['used']} of {b['available']} {b['cell']} ({per}); "
+              f"{d['used']} of {d['available']} {d['cell']}")
+        for k in est["over"]:
+            print(f"warning: the estimated {k} ({est[k]['used']}) exceeds the part's {est[k]['available']} "
+                  f"{est[k]['cell']}", file=sys.stderr)
     return 0
 
 
@@ -302,22 +345,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compile", help="render RTL, memory images, golden vectors and a manifest")
     model_opts(sp, default_requant="pow2")
     sp.add_argument("-o", "--output", required=True, help="output folder")
-    sp.add_argument("--array", default="8x8", help="systolic array ROWSxCOLS (default 8x8)")
-    sp.add_argument("--acc-bits", type=int, default=32, choices=range(16, 33), metavar="{16..32}")
+    sp.set_defaults(rounding=None)  # half_even, or the overlay's
+    sp.add_argument("--hw", metavar="HW", help="rtl: compile for the overlay in folder HW (from `tony hw`): its fixed "
+                                               "configuration, its Verilog copied (docs/overlay.md)")
+    sp.add_argument("--array", default=None, help="systolic array ROWSxCOLS (default 8x8)")
+    sp.add_argument("--acc-bits", type=int, default=None, choices=range(16, 33), metavar="{16..32}")
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
     sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--batch", type=int, default=1, help="rtl: samples per accelerator run (default 1)")
-    sp.add_argument("--mem-bits", type=int, default=64, choices=[32, 64],
+    sp.add_argument("--mem-bits", type=int, default=None, choices=[32, 64],
                     help="rtl: width of the accelerator's memory port (default 64)")
-    sp.add_argument("--abuf-words", type=int, default=0,
+    sp.add_argument("--abuf-words", type=int, default=None,
                     help="rtl: activation-buffer words (default: what the model needs); with fewer, tensors "
                          "spill to external memory")
+    sp.add_argument("--wbuf-words", type=int, default=None,
+                    help="rtl: weight-buffer words (default: twice the largest weight block)")
+    sp.add_argument("--bbuf-words", type=int, default=None,
+                    help="rtl: bias-buffer words (default: every bias word; with fewer, biases are reloaded)")
+    sp.add_argument("--imem-words", type=int, default=None,
+                    help="rtl: instruction-memory words (default: the program's length)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",
                     help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
     sp.set_defaults(fn=cmd_compile)
+
+    from .hw import PRESETS
+
+    sp = sub.add_parser("hw", help="render one accelerator (an overlay) for an FPGA part: HW/hw.json, HW/rtl/; "
+                                   "then `tony compile MODEL --hw HW` compiles models for it")
+    sp.add_argument("--preset", choices=list(PRESETS), help="a part's overlay")
+    sp.add_argument("--config", metavar="HW.toml", help="the overlay's fields (rows, cols, abuf_words, wbuf_words, "
+                                                        "bbuf_words, imem_words, mem_bits, acc_bits, rounding, part; "
+                                                        "preset = NAME to start from a preset)")
+    sp.add_argument("-o", "--output", required=True, help="output folder")
+    sp.set_defaults(fn=cmd_hw)
 
     sp = sub.add_parser("csim", help="build an HLS build's C++ with g++ and run its testbench on the golden vectors")
     sp.add_argument("build", help="folder written by `tony compile --backend hls`")

@@ -51,13 +51,19 @@ def _feeds(g: ir.Graph, inputs, samples: int, seed: int) -> dict:
 
 
 def compile_model(model, out_dir, *, backend: str = "rtl", config=None, inputs=None, samples: int = 20,
-                  seed: int = 0, requant: str = "pow2", rounding: str = "half_even", batch: int = 1) -> dict:
+                  seed: int = 0, requant: str = "pow2", rounding: str | None = None, batch: int = 1,
+                  hw=None) -> dict:
     """Load and lower `model` (path or ModelProto), then compile it with `backend` ("rtl": the
-    accelerator, `config` an AccelConfig; "hls": `config` an HlsConfig) into `out_dir`.
-    Returns the manifest."""
+    accelerator, `config` an AccelConfig; "hls": `config` an HlsConfig) into `out_dir`. With `hw`
+    (an overlay folder from `tony hw`, docs/overlay.md) the accelerator is that overlay's: its
+    configuration and rounding, its Verilog copied. Returns the manifest."""
     import onnx
 
-    g = load_ir(model, requant=requant, rounding=rounding)
+    overlay = None
+    if hw is not None:
+        overlay, rounding = _overlay_for(hw, backend, config, rounding)
+        config = overlay.overlay.cfg
+    g = load_ir(model, requant=requant, rounding=rounding or "half_even")
     partition(g)  # refuses a graph with nothing for the device, naming what to do
     feeds = _feeds(g, inputs, samples, seed)
     source = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
@@ -67,20 +73,48 @@ def compile_model(model, out_dir, *, backend: str = "rtl", config=None, inputs=N
         return compile_hls(g, out_dir, config=config or HlsConfig(), feeds=feeds, source=source)
     if backend != "rtl":
         raise InputError(f"backend {backend!r}: choose rtl or hls")
-    return compile_accel(g, out_dir, config or AccelConfig(), feeds, batch=batch, source=source)
+    return compile_accel(g, out_dir, config or AccelConfig(), feeds, batch=batch, source=source, hw=overlay)
 
 
-def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch: int = 1, source=None) -> dict:
+def _overlay_for(hw, backend: str, config, rounding):
+    """The overlay folder `hw` (a path or tony.hw.HwFolder), checked against the other options;
+    returns it and the rounding mode to lower the model with."""
+    from .hw import HwFolder, open_overlay
+
+    folder = hw if isinstance(hw, HwFolder) else open_overlay(hw)
+    where = f"--hw {folder.path}"
+    if backend != "rtl":
+        raise InputError(f"--backend {backend}: an overlay is accelerator hardware (the rtl back end)", where=where)
+    if config is not None and config != folder.overlay.cfg:
+        raise InputError("the overlay fixes the accelerator's configuration; give no other", where=where)
+    ov = folder.overlay
+    if rounding is not None and rounding != ov.rounding:
+        raise InputError(f"--rounding {rounding}: the overlay's post-processing rounds {ov.rounding} "
+                         f"(ROUND_MODE {ov.round_mode})", where=where,
+                         hint=f"compile with --rounding {ov.rounding}, or render an overlay with rounding = "
+                              f"\"{rounding}\"")
+    return folder, ov.rounding
+
+
+def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch: int = 1, source=None,
+                  hw=None) -> dict:
     """Compile the IR graph `g` for the accelerator `cfg` with `batch` samples per run, golden
-    vectors from `feeds`; `source` (an onnx ModelProto) is kept in the build as model.onnx."""
+    vectors from `feeds`; `source` (an onnx ModelProto) is kept in the build as model.onnx. With
+    `hw` (a tony.hw.HwFolder) the accelerator is the overlay's and its Verilog is copied."""
     if batch < 1:
         raise InputError("--batch must be at least 1")
+    if hw is not None:
+        cfg = hw.overlay.cfg
+        if ir.Rounding(g.meta["rounding"]).code != hw.overlay.round_mode:
+            raise InputError(f"the model is lowered with rounding {g.meta['rounding']}; the overlay's "
+                             f"post-processing rounds {hw.overlay.rounding}", where=f"--hw {hw.path}",
+                             hint=f"lower it with rounding {hw.overlay.rounding}")
     if cfg.mem_bits > 64:
         raise InputError(f"--mem-bits {cfg.mem_bits}: the memory image is written as 64-bit words; use 32 or 64")
     bounds.check_overflow(g, cfg.acc_bits)
     prog = compile_program(g, cfg, batch=batch)
     with staged_output(out_dir) as out:
-        return _write_accel(g, out, prog, feeds, source)
+        return _write_accel(g, out, prog, feeds, source, hw)
 
 
 def _io_entries(prog, keys: dict[str, str]) -> tuple[list, list]:
@@ -109,11 +143,19 @@ def _write_memory(out: Path, prog) -> None:
                                    "program at beat 0\n" + "".join(format(b, f"0{digits}x") + "\n" for b in prog.image))
 
 
-def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source) -> dict:
+def _rtl(g: ir.Graph, out: Path, cfg: AccelConfig, hw) -> list[Path]:
+    """The accelerator's Verilog: rendered for `cfg`, or with an overlay copied from it."""
+    if hw is None:
+        return render_to(out / "rtl", ["tony_accel"], ROUND_MODE=ir.Rounding(g.meta["rounding"]).code,
+                         **cfg.hdl_params())
+    hw.copy_rtl(out)
+    return [out / "rtl" / name for name in hw.info["rtl"]]
+
+
+def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source, hw=None) -> dict:
     cfg = prog.cfg
     keys = tensor_keys(g)
-    rtl = render_to(out / "rtl", ["tony_accel"], ROUND_MODE=ir.Rounding(g.meta["rounding"]).code,
-                    **cfg.hdl_params())
+    rtl = _rtl(g, out, cfg, hw)
     files, env = write_golden(g, feeds, out / "golden", keys)
     if source is not None:
         write_onnx(out / "model.onnx", source)
@@ -148,7 +190,12 @@ def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source) -> dict:
         "golden": files,
         "macs_per_run": sum(r["macs"] for r in table),
     }
+    if hw is not None:
+        manifest["hw"] = {"name": hw.overlay.name, "part": hw.overlay.part, "path": str(hw.path),
+                          "hw_json_sha256": hw.sha256, "templates_sha256": hw.info["templates_sha256"]}
     manifest.update(write_bringup(out, manifest, len(prog.image)))  # AXI wrapper RTL, C header, driver
+    if hw is not None:
+        hw.copy_rtl(out)  # the wrapper too, byte for byte (write_bringup rendered the same text)
     manifest["axi"].update(predicted_cycles=axi_timing.total, predicted_issue=axi_timing.issue)
     manifest["fusesoc"] = write_core(out, model=g.name, version=__version__, toplevel="tony_accel",
                                      rtl=manifest["rtl"], params=cfg.hdl_params(),

@@ -11,7 +11,7 @@ from .. import ir
 from ..errors import UnsupportedError
 from . import isa
 from .liveness import where
-from .plan import Memory, OpPlan, Site
+from .plan import ABUF_HINT, Memory, OpPlan, Site
 from .program import Ext, Stored, dma, sync
 
 
@@ -47,7 +47,7 @@ def band_rows(mem: Memory, op, reads) -> int | None:
     if op.outputs[0] in t.cslice or any(t.view.get(n, n) in t.cslice or t.chw(n) != t.chw(t.root(n)) for n in names):
         raise UnsupportedError(f"the layer needs {need} activation-buffer words and would run in row bands, "
                                "which Concat slices and reshaped inputs do not support", where=where(op),
-                               hint="build with a larger activation buffer (--abuf-words)")
+                               hint=ABUF_HINT)
     srcs = [mem.stored[t.root(n)] for n in names]
     for rows in range(out.h, 0, -1):
         ih = _input_rows(rows, srcs[0].h, geo)
@@ -56,7 +56,7 @@ def band_rows(mem: Memory, op, reads) -> int | None:
             return rows
     raise UnsupportedError(f"one output row of the layer needs {words} activation-buffer words with its input "
                            f"rows; the buffer has {cfg.abuf_words}", where=where(op),
-                           hint="build with a larger activation buffer (--abuf-words)")
+                           hint=ABUF_HINT)
 
 
 def band_dma(opc: int, sv: Stored, key: Ext, base: int, y0: int, y1: int, act_beats: int) -> list:

@@ -16,7 +16,7 @@ from .. import ir
 from .check import check
 from .emit import Ctx, emit
 from .link import link
-from .liveness import analyse
+from .liveness import analyse, where
 from .plan import plan_memory
 from .program import AccelConfig, Program
 
@@ -31,6 +31,6 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         bias0 += len(code.biases)
         codes.append(code)
     names = [(s.op.origin or s.op.outputs[0], s.op.kind) for s in mp.steps]
-    prog = link(t, cfg, batch, mp, codes, names)
+    prog = link(t, cfg, batch, mp, codes, names, [where(s.op) for s in mp.steps])
     check(prog)
     return prog

@@ -25,21 +25,68 @@ class Linked:
     instrs: tuple       # the whole program, addresses still symbolic
     layers: tuple       # Layer per op, indices into instrs
     blocks: tuple       # weight blocks in CONV order
-    half: int           # weight-buffer words per half
+    half: int           # weight-buffer words per half (the largest block)
     wbuf: int
 
 
-def _double_buffer(body: list, blocks: list, half: int) -> tuple[list, dict]:
-    """Insert the weight loads (one CONV ahead) and syncs; returns the instructions and the new
-    index of every old one (and of the end)."""
+@dataclass(frozen=True)
+class Slot:
+    """Where one CONV's weight block lives in the weight buffer, and whether it is loaded while the
+    previous CONV streams (prefetched) or only after it (when the two blocks do not fit together)."""
+
+    base: int
+    prefetch: bool
+
+
+def weight_slots(sizes: list[int], wbuf: int) -> list[Slot]:
+    """Double buffering in a weight buffer of `wbuf` words: blocks alternate between the two ends.
+    When every block fits half of the buffer the halves are [0, half) and [half, 2 half) with half
+    the largest block; otherwise a block sits at the low end or ends at the high end, and is
+    prefetched only if it fits beside the previous one."""
+    half = max(sizes, default=1)
+    if 2 * half <= wbuf:
+        return [Slot((i % 2) * half, True) for i in range(len(sizes))]
+    return [Slot(0 if i % 2 == 0 else wbuf - n, i == 0 or sizes[i - 1] + n <= wbuf) for i, n in enumerate(sizes)]
+
+
+@dataclass(frozen=True)
+class BiasWindow:
+    """The bias words [start, start + words) in the bias buffer; a CONV reads word bbase - start."""
+
+    start: int
+    words: int
+
+
+def _bias_window(b: int, n_biases: int, bbuf: int) -> BiasWindow:
+    return BiasWindow(b, min(bbuf, n_biases - b))
+
+
+def _load_bias(cfg: AccelConfig, w: BiasWindow) -> Instr:
+    return dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0) + w.start * cfg.bias_beats, max(1, w.words))
+
+
+def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
+                        bbuf: int) -> tuple[list, dict]:
+    """Insert the weight loads (one CONV ahead where the slots allow) and their syncs, and, when the
+    biases do not all fit the bias buffer, reload the window of bias words a CONV needs
+    (`SYNC compute; LOAD bias; SYNC dma`: the previous CONVs read their bias word while draining).
+    Returns the instructions and the new index of every old one (and of the end)."""
     out, remap, ci = [], {}, 0
+    window = _bias_window(0, n_biases, bbuf)
     for idx, ins in enumerate(body):
         if ins.op == isa.CONV:
+            b = ins.fields["bbase"]
+            if not window.start <= b < window.start + window.words:
+                window = _bias_window(b, n_biases, bbuf)
+                out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
             if ci > 0:
                 out.append(sync(isa.S_DMA | isa.S_STREAM))
-            if ci + 1 < len(blocks):
-                out.append(dma(isa.LOAD, isa.B_WGT, ((ci + 1) % 2) * half, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
-            ins = ins.with_fields(wbase=(ci % 2) * half)
+                if not slots[ci].prefetch:  # loaded once the previous CONV has streamed its block
+                    out += [dma(isa.LOAD, isa.B_WGT, slots[ci].base, Ext("w", ci), blocks[ci].shape[0]),
+                            sync(isa.S_DMA)]
+            if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
+                out.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
+            ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
             ci += 1
         remap[idx] = len(out)
         out.append(ins)
@@ -47,8 +94,8 @@ def _double_buffer(body: list, blocks: list, half: int) -> tuple[list, dict]:
     return out, remap
 
 
-def _head_tail(t: Tensors, mp: MemoryPlan, n_biases: int, blocks: list) -> tuple[list, list]:
-    head = [dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0), max(1, n_biases))]
+def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, n_biases: int, bbuf: int, blocks: list) -> tuple[list, list]:
+    head = [_load_bias(cfg, _bias_window(0, n_biases, bbuf))]
     for name, base in mp.input_base.items():
         head.append(dma(isa.LOAD, isa.B_ACT, base, Ext("in", name), mp.stored[name].words))
     if blocks:
@@ -63,7 +110,21 @@ def _head_tail(t: Tensors, mp: MemoryPlan, n_biases: int, blocks: list) -> tuple
     return head, tail
 
 
-def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], names: list) -> Linked:
+def _check_blocks(codes: list[Code], wheres: list[str], wbuf: int) -> None:
+    """A weight block larger than the whole weight buffer cannot run: the array accumulates one
+    block per CONV (no partial sums across CONVs)."""
+    for code, where in zip(codes, wheres):
+        for ins in code.instrs:
+            if ins.op == isa.CONV and ins.block.shape[0] > wbuf:
+                raise UnsupportedError(
+                    f"its weight block is {ins.block.shape[0]} k-slices (input channels x kernel taps) of "
+                    f"weight-buffer words; the weight buffer holds {wbuf}",
+                    where=where, hint="use an accelerator with a larger weight buffer (--wbuf-words, or "
+                                      "wbuf_words in the overlay's HW.toml)")
+
+
+def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], names: list,
+             wheres: list[str] | None = None) -> Linked:
     """One instruction list: prologue, the layers with their weight loads, epilogue."""
     body, spans = [], []
     for code in codes:
@@ -72,12 +133,12 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     blocks = [ins.block for ins in body if ins.op == isa.CONV]
     half = max([blk.shape[0] for blk in blocks], default=1)
     wbuf = cfg.wbuf_words or 2 * half
-    if 2 * half > wbuf:
-        raise UnsupportedError(f"a layer needs {half} weight words per buffer half; the weight buffer has {wbuf // 2}",
-                               where="--wbuf-words", hint=f"build with at least {2 * half} weight-buffer words")
+    _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
     n_biases = sum(len(c.biases) for c in codes)
-    head, tail = _head_tail(t, mp, n_biases, blocks)
-    final, remap = _double_buffer(body, blocks, half)
+    bbuf = cfg.bbuf_words or max(n_biases, 1)
+    head, tail = _head_tail(t, mp, cfg, n_biases, bbuf, blocks)
+    slots = weight_slots([blk.shape[0] for blk in blocks], wbuf)
+    final, remap = _weights_and_biases(body, blocks, slots, cfg, n_biases, bbuf)
     off = len(head)
     layers = [Layer(name, kind, remap[a] + off, remap[b] + off, code.macs, info=code.info)
               for (name, kind), code, (a, b) in zip(names, codes, spans)]
@@ -131,25 +192,27 @@ def encode(instrs, ext: dict) -> list[int]:
 
 
 def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf: int) -> AccelConfig:
-    """The build's buffer depths: as given, or sized to the program; refuses what does not fit."""
+    """The build's buffer depths: as given, or sized to the program; refuses what does not fit.
+    (A fixed bias buffer smaller than the biases is reloaded in windows, see _weights_and_biases.)"""
     abuf = cfg.abuf_words or max(64, 1 << max(0, (high - 1)).bit_length())
     if high > abuf:
         raise UnsupportedError(f"the activations need {high} activation-buffer words; the buffer has {abuf}",
-                               where="--abuf-words", hint=f"build with at least {high} words")
+                               where="activation buffer", hint=f"build with at least {high} words")
     bbuf = cfg.bbuf_words or max(n_biases, 1)
-    if n_biases > bbuf:
-        raise UnsupportedError(f"the biases need {n_biases} bias-buffer words; the buffer has {bbuf}",
-                               where="--bbuf-words", hint=f"build with at least {n_biases} words")
     imem = cfg.imem_words or n_instr
     if n_instr > imem:
-        raise UnsupportedError(f"the program has {n_instr} instructions; the instruction memory holds {imem}",
-                               where="--imem-words", hint=f"build with at least {n_instr} words")
+        raise UnsupportedError(
+            f"the program has {n_instr} instructions; the instruction memory holds IMEM_WORDS = {imem} and the "
+            "controller loads the whole program at start (no paging)", where="instruction memory",
+            hint=f"use an accelerator with at least {n_instr} instruction words (--imem-words, or imem_words in "
+                 "the overlay's HW.toml), or a larger activation buffer (fewer bands and spills)")
     return replace(cfg, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf, imem_words=imem)
 
 
-def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list) -> Program:
+def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list,
+         wheres: list[str] | None = None) -> Program:
     """Assemble, lay out the image, relocate, encode and size the buffers."""
-    ld = assemble(t, cfg, mp, codes, names)
+    ld = assemble(t, cfg, mp, codes, names, wheres)
     biases = [b for c in codes for b in c.biases]
     bias_words = np.stack(biases) if biases else np.zeros((1, cfg.cols), np.int64)
     ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(ld.instrs), bias_words, ld.blocks)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from .. import ir
 from ..errors import UnsupportedError
 from . import isa
-from .liveness import Tensors
+from .liveness import Tensors, where
 from .program import AccelConfig, Ext, Instr, Stored, dma, sync
+
+ABUF_HINT = "use an accelerator with a larger activation buffer (--abuf-words, or abuf_words in the overlay's HW.toml)"
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,9 @@ class Memory:
             if base is not None:
                 return base
             if not self.evict(protect, i):
-                raise UnsupportedError(f"{what} needs {words} activation-buffer words with its operands; the buffer "
-                                       f"has {self.cfg.abuf_words}", where="--abuf-words",
-                                       hint="build with a larger activation buffer")
+                raise UnsupportedError(f"{what} needs {words} activation-buffer words with its operands; the "
+                                       f"activation buffer holds {self.cfg.abuf_words}", where=where(self.t.ops[i]),
+                                       hint=ABUF_HINT)
 
     def place(self, name: str, protect=(), i: int = 0) -> Stored:
         s = self.shape(name)

@@ -100,7 +100,8 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
             m = run_axi(build, work, env, axi_stall, waves=waves, simulator=simulator)
         else:
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
-                       extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
+                       extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
+                       reuse_build=True)  # one Verilator build per design (builds for one overlay share it)
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
     rep = report_from(m, res)
