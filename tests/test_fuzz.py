@@ -173,3 +173,32 @@ def test_regression_replays_clean(path, tmp_path):
     res = fuzz.run_case(case, engines, tmp_path)
     assert not res.failures, f"{path.name}: {res.failures}"
     assert all(res.status.get(e) is not None for e in engines)
+
+
+# ---- fault injection on the SoC ---------------------------------------------------------------------
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_axi_faults_over_random_seeds_end_clean_or_exact(seed, tmp_path_factory):
+    """The AXI bench's robustness tests (bus error response, CTRL.ABORT, rst_ni mid-run, an illegal
+    instruction), each under random stalls with its own COCOTB_RANDOM_SEED: every run stops with a
+    clean error status and the next run is bit-exact; a hang would end in the bench's timeout."""
+    from tony.build import Build
+    from tony.compiler import compile_model
+    from tony.models import build_example
+    from tony.sim.axi import run_axi
+
+    print(f"seed={seed}")
+    d = tmp_path_factory.mktemp(f"axi_faults_{seed}")
+    build_example("digits-mlp", d / "model")
+    compile_model(d / "model" / "model.onnx", d / "build", samples=2, config=fuzz._config(
+        dataclasses.replace(fuzz.case_from_seed(seed), rows=2 + seed % 3, cols=2 + seed % 2, mem_bits=64,
+                            abuf_words=0)))
+    work = d / "build" / "sim_faults"
+    work.mkdir()
+    env = {"TONY_BUILD": str(d / "build"), "TONY_GOLDEN": str(d / "build" / "golden"),
+           "TONY_RESULT": str(work / "unused.json"), "COCOTB_RANDOM_SEED": str(seed)}
+    run_axi(Build.open(d / "build"), work, env, 0.1 * seed, testcase=[
+        "test_bus_error_stops_cleanly_then_next_run_is_exact", "test_abort_mid_run_then_next_run_is_exact",
+        "test_reset_mid_run_recovers", "test_illegal_instruction_stops_then_next_run_is_exact"])
