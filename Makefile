@@ -9,12 +9,13 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 JOBS   ?= 2
 DEMO   ?= build/demo
 
-.PHONY: install install-train demo test test-fast test-slow lint bench bench-sweep synth accuracy clean help
+.PHONY: install install-train demo test test-fast test-slow fuzz lint bench bench-sweep synth accuracy clean help
 
 help:
 	@echo "make demo       install into $(VENV); train, quantize, compile and simulate the bundled digits CNN (bit-exact PASS)"
 	@echo "make test       install (with the CPU torch for threshold training) and run the default test suite"
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
+	@echo "make fuzz N=10000 [SEED=1] [ENGINES=ref,ort,model,hls,rtl]  differential fuzzing of random QDQ graphs"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
 	@echo "make bench-sweep the MLPerf Tiny workloads x six array shapes: dask LocalCluster against in-process (wall time)"
@@ -50,6 +51,12 @@ test-fast: install
 
 test-slow: install-train
 	$(PY) -m pytest -n $(JOBS) -m slow
+
+N       ?= 1000
+SEED    ?= 1
+ENGINES ?= ref,ort,model
+fuzz: install
+	$(PY) -m tony.tools.fuzz -n $(N) --seed $(SEED) --engines $(ENGINES)
 
 lint: install
 	$(PY) -m ruff check --select F src testbench tests bench

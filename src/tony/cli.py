@@ -22,9 +22,13 @@ def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
     if not p.is_file():
         raise InputError("no such file", where=f"{flag} {path}")
     try:
-        return np.load(p, allow_pickle=False)
+        arr = np.load(p, allow_pickle=False)
     except Exception as e:
         raise InputError(f"not a .npy array file ({type(e).__name__})", where=f"{flag} {path}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        kind = type(arr).__name__ if not isinstance(arr, np.ndarray) else str(arr.dtype)
+        raise InputError(f"holds {kind}, not real numbers", where=f"{flag} {path}")
+    return arr
 
 
 def _need(*modules: str, what: str) -> None:
@@ -233,6 +237,9 @@ def cmd_sweep(a) -> int:
 
 def cmd_compare(a) -> int:
     from .board.compare import compare, print_compare
+    from .build import Build
+
+    Build.open(a.build, kind="accel")  # golden vectors of the accelerator's layout
 
     if a.memory:
         from .board.compare import compare_memory, print_compare_memory
@@ -280,12 +287,16 @@ def _snap_pow2(a) -> int:
     from .quant.snap import compare, snap_pow2
 
     m = expand_qoperators(load_model(a.model))
+    x = _load_npy(a.inputs) if a.inputs else None  # checked before anything is written
+    labels = _load_npy(a.labels, "--labels") if a.inputs and a.labels else None
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(x)):
+        raise InputError(f"needs {len(x)} integer labels (one per input), has shape {labels.shape} {labels.dtype}",
+                         where=f"--labels {a.labels}")
     q, changed = snap_pow2(m)
+    r = compare(m, q, x, labels) if x is not None else None
     write_onnx(a.output, q)
     print(f"wrote {a.output}: {changed} scale values moved up to the next power of two")
-    if a.inputs:
-        labels = _load_npy(a.labels, "--labels") if a.labels else None
-        r = compare(m, q, _load_npy(a.inputs), labels)
+    if r is not None:
         print(f"outputs changed: {100 * r['changed']:.2f}%, max {r['max_lsb']:.0f} LSB, mean {r['mean_lsb']:.3f} LSB")
         if labels is not None:
             print(f"accuracy: {r['acc_original']:.4f} -> {r['acc_snapped']:.4f} "
@@ -305,6 +316,9 @@ def cmd_quantize(a) -> int:
                          hint="pass a .npy stack of model inputs, or --snap-pow2 for an already quantized model")
     m = load_model(a.model)
     calib = _load_npy(a.calib, "--calib")
+    if calib.size == 0 or not np.all(np.isfinite(calib.astype(np.float32))):
+        raise InputError("the calibration data is empty or holds NaN or infinity (in float32)",
+                         where=f"--calib {a.calib}")
     if a.train_data:
         from .quant.tqt import train_thresholds
 
@@ -491,6 +505,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tony: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:  # a model whose tensors do not fit this machine's memory
+        if a.debug:
+            raise
+        print(f"tony {a.cmd}: error: not enough memory ({show(str(e) or type(e).__name__)})", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system refuses a path the user gave (a file where a folder is needed, ...)
+        if a.debug:
+            raise
+        print(f"tony {a.cmd}: error: {show(e.filename or '')}: {show(e.strerror or e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

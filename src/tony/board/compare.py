@@ -113,7 +113,11 @@ def read_memory_dump(path: Path, mem_bits: int, fmt: str = "auto") -> list[int]:
         fmt = "hex" if _looks_like_hex(data) else "bin"
     if fmt == "hex":
         beats = []
-        for ln in data.decode("ascii").splitlines():
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise InputError("not a hex dump (bytes that are not ASCII text)", where=f"--hw-dump {path}") from None
+        for ln in text.splitlines():
             ln = ln.split("//")[0].strip()
             if not ln or ln.startswith("@"):
                 continue

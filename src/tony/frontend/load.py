@@ -38,10 +38,17 @@ def load_model(src) -> onnx.ModelProto:
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"the ONNX checker rejects the model: {first}", where=where) from None
+    except UnicodeDecodeError:  # a name or string attribute that is not UTF-8
+        raise ModelError("the ONNX checker rejects the model: a name or string is not valid UTF-8",
+                         where=where) from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset < MIN_OPSET:
         raise UnsupportedError(f"opset {opset} is too old (Tony reads opset {MIN_OPSET} and newer)",
                                where=where, hint="convert it with onnx.version_converter.convert_version(model, 13)")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UnsupportedError(f"opset {opset} is newer than the newest this onnx package knows ({newest})",
+                               where=where, hint=f"convert it with onnx.version_converter.convert_version(model, {newest})")
     model = fix_batch(model, where)
     try:
         model = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)

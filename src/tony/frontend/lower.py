@@ -71,6 +71,8 @@ class _Lowering:
         if node.input[1] not in self.inits:
             raise UnsupportedError("the scale is not a constant", where=where)
         scale = self.inits[node.input[1]].astype(np.float64)
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise UnsupportedError("the scale must be positive and finite", where=where)
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in self.inits:
                 raise UnsupportedError("the zero point is not a constant", where=where)
