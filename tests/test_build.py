@@ -82,8 +82,31 @@ def test_a_corrupt_manifest_is_refused(tmp_path):
         Build.open(tmp_path)
 
 
+def _manifest(kind: str, **over) -> str:
+    from tony.build import FIELDS
+
+    m = {"kind": kind, **{k: t() for k, t in FIELDS[kind].items()}, **over}
+    return json.dumps(m)
+
+
+@pytest.mark.parametrize("kind", ["accel", "hls"])
+def test_a_manifest_missing_a_field_is_refused(tmp_path, kind):
+    from tony.build import FIELDS
+
+    for key in FIELDS[kind]:
+        m = json.loads(_manifest(kind))
+        m.pop(key)
+        (tmp_path / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(InputError, match=f"'{key}' is missing"):
+            Build.open(tmp_path)
+        m[key] = True
+        (tmp_path / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(InputError, match=f"'{key}' is missing or not"):
+            Build.open(tmp_path)
+
+
 def test_a_build_of_another_kind_is_refused(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "hls", "model": "m"}))
+    (tmp_path / "manifest.json").write_text(_manifest("hls"))
     assert Build.open(tmp_path).kind == "hls"
     with pytest.raises(InputError, match="hls build, not accel"):
         Build.open(tmp_path, kind="accel")
@@ -91,7 +114,7 @@ def test_a_build_of_another_kind_is_refused(tmp_path):
 
 def test_a_file_outside_the_build_is_never_read(tmp_path):
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "manifest.json").write_text(json.dumps({"kind": "accel", "golden": {}}))
+    (tmp_path / "b" / "manifest.json").write_text(_manifest("accel"))
     (tmp_path / "secret.npy").write_bytes(b"x")
     b = Build.open(tmp_path / "b")
     with pytest.raises(InputError, match="missing"):

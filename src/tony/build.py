@@ -22,6 +22,12 @@ from .errors import InputError
 
 MANIFEST = "manifest.json"
 KINDS = {"accel": "`tony compile`", "hls": "`tony compile --backend hls`"}
+FIELDS = {  # what every command may read from a build of each kind, and its JSON type
+    "accel": {"model": str, "accel": dict, "golden": dict, "inputs": list, "outputs": list, "layers": list,
+              "rtl": list, "program": dict, "batch": int, "runs": int, "device_outputs": list},
+    "hls": {"model": str, "hls": dict, "golden": dict, "device_inputs": list, "device_outputs": list,
+            "layers": list, "sources": list},
+}
 
 
 # ---- writing: whole files or nothing --------------------------------------------------------------
@@ -107,6 +113,10 @@ class Build:
         if not isinstance(m, dict) or m.get("kind") not in KINDS:
             raise InputError(f"{p} was written by another version of Tony (no build kind in {MANIFEST})",
                              hint="compile it again")
+        for key, typ in FIELDS[m["kind"]].items():
+            if not isinstance(m.get(key), typ) or isinstance(m.get(key), bool):
+                raise InputError(f"{mf} is incomplete: '{key}' is missing or not a JSON {typ.__name__}",
+                                 hint="compile the build again")
         if kind is not None and m["kind"] != kind:
             raise InputError(f"{p} is a{'n' if m['kind'][0] in 'aeiou' else ''} {m['kind']} build, not {kind}",
                              hint=f"compile it with {KINDS[kind]}")

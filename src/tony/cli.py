@@ -91,8 +91,8 @@ def cmd_compile(a) -> int:
               f"{m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
               f"{m['samples']} golden samples -> {show(a.output)} (rtl/ copied from {show(a.hw)})")
         return 0
-    rows, cols = parse_array(a.array or "8x8")
-    acc_bits = a.acc_bits or 32
+    rows, cols = parse_array("8x8" if a.array is None else a.array)
+    acc_bits = 32 if a.acc_bits is None else a.acc_bits
     if a.backend == "hls":
         from .hls.backend import HlsConfig
 

@@ -94,7 +94,7 @@ def plan_bands(mem: Memory, i: int, op, rows: int) -> OpPlan:
     pre, sites, ab = mem.take(), [], mem.cfg.act_beats
     for a in range(0, so.h, rows):
         b = min(so.h, a + rows)
-        y0 = max(0, a * sh - pt)
+        y0 = min(max(0, a * sh - pt), H - 1)  # a band wholly in the bottom padding still loads a row
         y1 = min(H, max(y0, (b - 1) * sh - pt + (kh - 1) * dh + 1))
         # the previous band has been read (LOAD act never overlaps compute)
         before = [sync(isa.S_COMPUTE)]

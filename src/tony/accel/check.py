@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import TonyError
 from . import isa
 from .program import AccelConfig, Program
 
@@ -43,11 +44,14 @@ RULES = {
 }
 
 
-class ProgramCheckError(AssertionError):
-    """A compiled program breaks a rule of the accelerator (a compiler bug, not a user error)."""
+class ProgramCheckError(TonyError):
+    """A compiled program breaks a rule of the accelerator: a compiler defect, caught before any
+    hardware runs it. Reported in one line like every error, with the rule and the instruction."""
 
     def __init__(self, rule: str, index: int, message: str):
-        super().__init__(f"instruction {index}: rule '{rule}' broken: {message}")
+        super().__init__(f"instruction {index}: rule '{rule}' broken: {message}",
+                         where="compiler", hint="a compiler defect: please report the model; a larger "
+                                                "--abuf-words (no spilling) may avoid it")
         self.rule, self.index = rule, index
 
 
