@@ -138,10 +138,22 @@ MODULES: dict[str, ModuleSpec] = {
 ROUND_MODES = {"half_even": 0, "half_up": 1, "floor": 2}
 """Values of the tony_ppu ROUND_MODE parameter."""
 
+def _bytecode_cache():
+    """Compiled templates kept between processes ($TONY_CACHE_DIR or ~/.cache/tony, under jinja/):
+    compiling the templates is most of the renderer's time. None where the folder can't be made."""
+    base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony") / "jinja"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(base))
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("tony.rtl", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
+    bytecode_cache=_bytecode_cache(),
 )
 
 
