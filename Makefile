@@ -16,7 +16,7 @@ help:
 	@echo "make test       install (with the CPU torch for threshold training) and run the default test suite"
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
-	@echo "make bench      benchmarks (ratios against baselines and limits)"
+	@echo "make bench      benchmarks (ratios against baselines and limits): reference speed, tony sim and tony compile speed"
 	@echo "make bench-sweep the MLPerf Tiny workloads x six array shapes: dask LocalCluster against in-process (wall time)"
 	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
 	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
@@ -57,6 +57,7 @@ lint: install
 
 bench: install
 	$(PY) bench/reference.py
+	$(PY) bench/perf.py
 
 bench-sweep: install
 	$(PY) bench/sweep.py
