@@ -51,7 +51,7 @@ def words_to_beat_array(words: np.ndarray, lane_bits: int, mem_bits: int) -> np.
     flat = np.zeros((n, per * mem_bits), np.uint8)
     flat[:, :cols * lane_bits] = bits.reshape(n, cols * lane_bits)
     planes = flat.reshape(n * per, mem_bits).astype(np.uint64) << np.arange(mem_bits, dtype=np.uint64)
-    return np.bitwise_or.reduce(planes, axis=1) if mem_bits else np.zeros(n * per, np.uint64)
+    return np.bitwise_or.reduce(planes, axis=1)
 
 
 def beats_to_words(beats, cols: int, lane_bits: int, mem_bits: int) -> np.ndarray:
