@@ -17,7 +17,7 @@ help:
 	@echo "make test-slow  the slow sweeps (marker 'slow')"
 	@echo "make fuzz N=10000 [SEED=1] [ENGINES=ref,ort,model,hls,rtl]  differential fuzzing of random QDQ graphs"
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
-	@echo "make bench      benchmarks (ratios against baselines and limits)"
+	@echo "make bench      benchmarks (ratios against baselines and limits): reference speed, tony sim and tony compile speed"
 	@echo "make bench-sweep the MLPerf Tiny workloads x six array shapes: dask LocalCluster against in-process (wall time)"
 	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
 	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
@@ -64,6 +64,7 @@ lint: install
 
 bench: install
 	$(PY) bench/reference.py
+	$(PY) bench/perf.py
 
 bench-sweep: install
 	$(PY) bench/sweep.py

@@ -42,6 +42,9 @@ PARAM_SETS = {
         {"MEM_BITS": 64, "AXI_DATA_BITS": 128, "MAX_BURST": 1, "WFIFO_DEPTH": 2, "MAX_READS": 2, "AXI_ID_BITS": 4},
     ],
     "tony_axi_top": [{}, {"ROWS": 2, "COLS": 8, "MEM_BITS": 32, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40}],
+    "tony_sim_mem": [{}, {"LATENCY": 1, "WORDS": 1}, {"MEM_BITS": 32, "LATENCY": 5, "WORDS": 70000}],
+    "tony_sim_top": [{}, {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "MEM_LATENCY": 1, "IMEM_WORDS": 1},
+                     {"ROWS": 8, "COLS": 8, "MEM_LATENCY": 3, "MEM_WORDS": 100000, "ABUF_WORDS": 8192}],
 }
 
 

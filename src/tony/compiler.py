@@ -23,7 +23,7 @@ from .board.bringup import AXI_READ_LATENCY, write_bringup
 from .build import MANIFEST, staged_output, write_json, write_onnx
 from .errors import InputError
 from .ir.partition import partition
-from .golden import default_inputs, tensor_keys, write_golden
+from .golden import default_inputs, hex_text, tensor_keys, write_golden
 from .accel.layout import run_beats
 from .rtl import render_to
 from .rtl.fusesoc import write_core
@@ -138,9 +138,8 @@ def _write_memory(out: Path, prog) -> None:
     mem = out / "mem"
     mem.mkdir()
     np.save(mem / "image.npy", np.asarray(prog.image, dtype=np.uint64))
-    digits = cfg.mem_bits // 4
     (mem / "image.hex").write_text(f"// tony_accel memory image: {len(prog.image)} beats of {cfg.mem_bits} bits, "
-                                   "program at beat 0\n" + "".join(format(b, f"0{digits}x") + "\n" for b in prog.image))
+                                   "program at beat 0\n" + hex_text(np.asarray(prog.image, np.uint64), cfg.mem_bits))
 
 
 def _rtl(g: ir.Graph, out: Path, cfg: AccelConfig, hw) -> list[Path]:

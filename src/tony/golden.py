@@ -6,12 +6,35 @@ from pathlib import Path
 import numpy as np
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def hex_text(arr, bits: int) -> str:
+    """One two's-complement value per line (each line ending in a newline), ceil(bits/4) lower-case
+    hex digits, row-major order: "".join(v + "\n" for v in to_hex_lines(arr, bits)), vectorized
+    (one pass per digit over the values in the narrowest unsigned type that holds them)."""
+    a = np.asarray(arr).reshape(-1)
+    if not 1 <= bits <= 64:
+        raise ValueError(f"{bits}-bit values: hex text holds 1 to 64 bits")
+    if a.dtype.kind == "O":
+        a = np.asarray([int(v) & ((1 << bits) - 1) for v in a], dtype=np.uint64)
+    elif a.dtype.kind not in "iu":
+        a = a.astype(np.int64)
+    dt = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(t).itemsize * 8 >= bits)
+    v = a.astype(dt)  # integer casts wrap: the low bits, two's complement for negative values
+    if bits < np.dtype(dt).itemsize * 8:
+        v &= dt((1 << bits) - 1)
+    width = (bits + 3) // 4
+    lines = np.empty((len(v), width + 1), np.uint8)
+    for k in range(width):
+        lines[:, k] = _HEX_DIGITS[(v >> dt(4 * (width - 1 - k))) & dt(15)]
+    lines[:, width] = ord("\n")
+    return lines.tobytes().decode("ascii")
+
+
 def to_hex_lines(arr, bits: int) -> list[str]:
     """One two's-complement value per line, ceil(bits/4) hex digits, row-major order."""
-    a = np.asarray(arr, dtype=np.int64).reshape(-1)
-    mask = (1 << bits) - 1
-    width = (bits + 3) // 4
-    return [format(int(v) & mask, f"0{width}x") for v in a]
+    return hex_text(arr, bits).splitlines()
 
 
 def from_hex_lines(lines, bits: int, signed: bool) -> np.ndarray:
@@ -32,9 +55,8 @@ def write_tensor(base: Path, arr, bits: int, *, comment: str = "") -> dict:
     base.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(arr, dtype=np.int64)
     np.save(base.with_suffix(".npy"), arr)
-    lines = to_hex_lines(arr, bits)
     head = f"// {comment}\n" if comment else ""
-    base.with_suffix(".hex").write_text(head + "\n".join(lines) + "\n")
+    base.with_suffix(".hex").write_text(head + (hex_text(arr, bits) if arr.size else "\n"))
     return {"npy": base.with_suffix(".npy").name, "hex": base.with_suffix(".hex").name}
 
 

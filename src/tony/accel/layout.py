@@ -36,29 +36,34 @@ def unpack_act(words: np.ndarray, n: int, c: int, h: int, w: int, cols: int, a_b
 
 def words_to_beats(words: np.ndarray, lane_bits: int, mem_bits: int) -> list[int]:
     """Buffer words [n, COLS] (lane 0 low) -> external-memory beats (ceil(COLS*lane_bits/mem_bits) per word)."""
-    cols = words.shape[1]
+    return words_to_beat_array(words, lane_bits, mem_bits).tolist()
+
+
+def words_to_beat_array(words: np.ndarray, lane_bits: int, mem_bits: int) -> np.ndarray:
+    """words_to_beats as a uint64 array (one bit plane per lane bit, no Python loop per word)."""
+    w = np.asarray(words, np.int64)
+    n, cols = w.shape
     per = -(-cols * lane_bits // mem_bits)
-    mask, bmask = (1 << lane_bits) - 1, (1 << mem_bits) - 1
-    out = []
-    for row in np.asarray(words, np.int64):
-        wv = 0
-        for i, v in enumerate(row.tolist()):
-            wv |= (int(v) & mask) << (i * lane_bits)
-        out.extend((wv >> (b * mem_bits)) & bmask for b in range(per))
-    return out
+    if not (1 <= lane_bits <= 62 and 1 <= mem_bits <= 64):
+        raise ValueError(f"{lane_bits}-bit lanes in {mem_bits}-bit beats: lanes of 1..62 bits, beats of 1..64 bits")
+    v = (w & ((1 << lane_bits) - 1)).astype(np.uint64)
+    bits = ((v[:, :, None] >> np.arange(lane_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    flat = np.zeros((n, per * mem_bits), np.uint8)
+    flat[:, :cols * lane_bits] = bits.reshape(n, cols * lane_bits)
+    planes = flat.reshape(n * per, mem_bits).astype(np.uint64) << np.arange(mem_bits, dtype=np.uint64)
+    return np.bitwise_or.reduce(planes, axis=1)
 
 
 def beats_to_words(beats, cols: int, lane_bits: int, mem_bits: int) -> np.ndarray:
     per = -(-cols * lane_bits // mem_bits)
-    mask = (1 << lane_bits) - 1
     n = len(beats) // per
-    out = np.zeros((n, cols), np.int64)
-    for i in range(n):
-        wv = 0
-        for b in range(per):
-            wv |= int(beats[i * per + b]) << (b * mem_bits)
-        out[i] = [(wv >> (l * lane_bits)) & mask for l in range(cols)]
-    return out
+    if not (1 <= lane_bits <= 62 and 1 <= mem_bits <= 64):
+        raise ValueError(f"{lane_bits}-bit lanes in {mem_bits}-bit beats: lanes of 1..62 bits, beats of 1..64 bits")
+    b = np.asarray([int(x) for x in beats[:n * per]] if not isinstance(beats, np.ndarray) else beats[:n * per],
+                   dtype=np.uint64).reshape(n * per, 1)
+    bits = ((b >> np.arange(mem_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8).reshape(n, per * mem_bits)
+    lanes = bits[:, :cols * lane_bits].reshape(n, cols, lane_bits).astype(np.int64)
+    return (lanes << np.arange(lane_bits, dtype=np.int64)).sum(axis=2, dtype=np.int64)
 
 
 def input_beats(prog: Program, feeds: dict) -> dict[str, list[int]]:

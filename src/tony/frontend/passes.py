@@ -132,16 +132,35 @@ def to_networkx(model: onnx.ModelProto):
 
 
 def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Nodes in a topological order (stable: ties keep file order). Cycles are a ModelError."""
-    import networkx as nx
+    """Nodes in a topological order (stable: ties keep file order, the order networkx's
+    lexicographical_topological_sort gives on to_networkx). Cycles are a ModelError."""
+    import heapq
 
     from ..errors import ModelError
 
-    g = to_networkx(model)
-    try:
-        order = list(nx.lexicographical_topological_sort(g))
-    except nx.NetworkXUnfeasible:
-        raise ModelError("the graph has a cycle") from None
+    nodes = model.graph.node
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    succ: list[set] = [set() for _ in nodes]
+    for i, n in enumerate(nodes):
+        for v in n.input:
+            if v in producer:
+                succ[producer[v]].add(i)
+    indeg = [0] * len(nodes)
+    for s_ in succ:
+        for j in s_:
+            indeg[j] += 1
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in succ[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        raise ModelError("the graph has a cycle")
     m = _copy(model)
     nodes = [model.graph.node[i] for i in order]
     del m.graph.node[:]

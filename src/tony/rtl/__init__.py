@@ -121,15 +121,39 @@ MODULES: dict[str, ModuleSpec] = {
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
     ),
+    "tony_sim_mem": ModuleSpec(
+        params={"MEM_BITS": 64, "WORDS": 1024, "LATENCY": 2},
+        doc="simulation only: the external memory the cycle model assumes (fixed read latency), loaded and "
+            "dumped through $readmemh/$writememh files",
+    ),
+    "tony_sim_top": ModuleSpec(
+        params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
+                "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
+                "MEM_WORDS": 1024, "MEM_LATENCY": 2},
+        requires=("tony_accel", "tony_sim_mem"),
+        doc="simulation only: tony_accel with tony_sim_mem on its memory port and a trace of issue cycles",
+    ),
 }
 
 ROUND_MODES = {"half_even": 0, "half_up": 1, "floor": 2}
 """Values of the tony_ppu ROUND_MODE parameter."""
 
+def _bytecode_cache():
+    """Compiled templates kept between processes ($TONY_CACHE_DIR or ~/.cache/tony, under jinja/):
+    compiling the templates is most of the renderer's time. None where the folder can't be made."""
+    base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony") / "jinja"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(base))
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("tony.rtl", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
+    bytecode_cache=_bytecode_cache(),
 )
 
 

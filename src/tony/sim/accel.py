@@ -74,10 +74,45 @@ def _golden_for(build: Build, inputs) -> Path:
     return folder
 
 
+def _exchange_dir() -> str | None:
+    """Where the bench and the HDL memory exchange their small per-run files: a RAM file system
+    when there is one (rewriting a file on a disk costs milliseconds, on tmpfs microseconds)."""
+    import os
+
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:
+    """The sources of tony_sim_top (the build's tony_accel with tony_sim_mem, the memory the cycle
+    model assumes, in HDL), its parameters, and the plusargs naming the memory's files (in
+    `xfer`)."""
+    from ..accel.program import AccelConfig
+    from ..ir import Rounding
+    from ..rtl import render
+    from .benches.accel import MEMORY_FILES
+
+    m = build.manifest
+    cfg = AccelConfig(**m["accel"])
+    words = int(np.load(build.path / "mem" / "image.npy", mmap_mode="r").shape[0])
+    params = {**cfg.hdl_params(), "ROUND_MODE": Rounding(m["rounding"]).code, "MEM_WORDS": words,
+              "MEM_LATENCY": cfg.mem_latency}
+    rtl = work / "rtl_sim"
+    rtl.mkdir(exist_ok=True)
+    (rtl / "tony_sim_mem.v").write_text(render("tony_sim_mem"))
+    (rtl / "tony_sim_top.v").write_text(render("tony_sim_top", **params))
+    sources = [build.file(f"rtl/{name}") for name in m["rtl"]] + [rtl / "tony_sim_mem.v", rtl / "tony_sim_top.v"]
+    plusargs = [f"+tony_mem_image={build.path / 'mem' / 'image.hex'}"]
+    plusargs += [f"+tony_{k}={xfer / MEMORY_FILES[f]}" for k, f in (("mem_load", "load"), ("mem_dump", "dump"),
+                                                                   ("sim_results", "results"))]
+    return sources, params, plusargs
+
+
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
-             simulator: str = "verilator", axi_stall: float | None = None) -> dict:
+             simulator: str = "verilator", axi_stall: float | None = None, memory: str = "hdl") -> dict:
     """Run the compiled build on `inputs` (default: the build's golden inputs); returns (and
-    writes) the sim report."""
+    writes) the sim report. `memory`: "hdl" (tony_sim_top: the memory in HDL, Python woken a few
+    times per run) or "python" (tony_accel with the Python memory model of sim/benches/memory.py)."""
     from . import run_cocotb
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
@@ -91,21 +126,34 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     (build.path / REPORT).unlink(missing_ok=True)
     sources = [build.file(f"rtl/{name}") for name in m["rtl"]]
     env = {"TONY_BUILD": str(build.path), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
-           "TONY_PROGRESS": str(progress_path)}
+           "TONY_PROGRESS": str(progress_path), "TONY_MEMORY": memory}
     t0 = time.perf_counter()
     with _Progress(progress_path, progress):
         if axi_stall is not None:  # through the SoC wrapper (AXI4-Lite host, AXI4 memory)
             from .axi import run_axi
 
             m = run_axi(build, work, env, axi_stall, waves=waves, simulator=simulator)
-        else:
+        elif memory == "hdl":
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="tony-sim-", dir=_exchange_dir()) as xfer:
+                sources, params, plusargs = _sim_top(build, work, Path(xfer))
+                env["TONY_SIM_FILES"] = xfer
+                run_cocotb(sources, "tony_sim_top", "tony.sim.benches.accel", build_dir=work / "build_sim",
+                           extra_env=env, waves=waves, simulator=simulator,
+                           build_args=["-O3", "-CFLAGS", "-O2"],  # g++ -O2 runs the model 1.6x faster than -Os
+                           reuse_build=True, plusargs=plusargs, public_flat=False)
+        elif memory == "python":
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
                        reuse_build=True)  # one Verilator build per design (builds for one overlay share it)
+        else:
+            raise ValueError(f"memory {memory!r}: 'hdl' or 'python'")
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
     rep = report_from(m, res)
-    rep.update(simulator=simulator, wall_seconds=wall, golden=str(golden_dir))
+    rep.update(simulator=simulator, wall_seconds=wall, golden=str(golden_dir),
+               memory="axi" if axi_stall is not None else memory)
     if axi_stall is not None:
         rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
     write_json(build.path / REPORT, rep)

@@ -11,7 +11,7 @@ from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
 from .verilator import MAKE_VARS, find_verilator, split_headers
 
 
-def _get_runner(simulator: str):
+def _get_runner(simulator: str, public_flat: bool = True):
     try:
         from cocotb_tools import runner as cocotb_runner
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -24,6 +24,8 @@ def _get_runner(simulator: str):
 
             def _build_command(self):
                 verilate, make = super()._build_command()
+                if not public_flat:  # only what the design marks public (/*verilator public*/)
+                    verilate = [a for a in verilate if a != "--public-flat-rw"]
                 assert make[0] == "make", make
                 make_vars = [f"{k}={v}" for k, v in MAKE_VARS.items()]
                 make.extend(make_vars)
@@ -63,7 +65,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _design_cache(sources, toplevel, parameters, build_args, simulator, timescale) -> Path:
+def _design_cache(sources, toplevel, parameters, build_args, simulator, timescale, public_flat=True) -> Path:
     import hashlib
 
     from .verilator import find_verilator as _find
@@ -73,7 +75,8 @@ def _design_cache(sources, toplevel, parameters, build_args, simulator, timescal
         h.update(Path(src).read_bytes())
         h.update(b"\0")
     root = _find()[0] if simulator == "verilator" else ""
-    h.update(repr((toplevel, sorted(parameters.items()), list(build_args), simulator, timescale, str(root))).encode())
+    h.update(repr((toplevel, sorted(parameters.items()), list(build_args), simulator, timescale, str(root),
+                   public_flat)).encode())
     base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
     folder = base / "verilated-designs" / f"{toplevel}-{h.hexdigest()[:20]}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,13 +117,18 @@ def run_cocotb(
     timescale: tuple[str, str] = ("1ns", "1ps"),
     seed: int | None = None,
     reuse_build: bool = False,
+    plusargs: Sequence[str] = (),
+    public_flat: bool = True,
 ) -> Path:
     """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
 
     With `reuse_build`, the simulator binary is built once per distinct design (the sources'
     contents, top, parameters, build options) in a shared cache ($TONY_CACHE_DIR or
     ~/.cache/tony, under verilated-designs/) and reused by later runs; results and logs
-    still go to `build_dir`.
+    still go to `build_dir`. `plusargs` (e.g. "+name=value") go to the simulator's command line.
+    With `public_flat` False, Verilator builds without --public-flat-rw: only the signals the
+    design marks /*verilator public_flat_rw*/ are visible to the bench, and the model runs several
+    times faster.
 
     `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
@@ -133,12 +141,12 @@ def run_cocotb(
     test_dir = Path(test_dir).resolve() if test_dir is not None else build_dir
     if simulator == "verilator":
         find_verilator()
-    runner = _get_runner(simulator)
+    runner = _get_runner(simulator, public_flat)
 
     args = list(build_args or [])
     work_dir = build_dir
     if reuse_build and not waves:
-        build_dir = _design_cache(sources, toplevel, parameters, args, simulator, timescale)
+        build_dir = _design_cache(sources, toplevel, parameters, args, simulator, timescale, public_flat)
     build_log = build_dir / "build.log"
     files, incdirs = split_headers(sources)
 
@@ -190,6 +198,7 @@ def run_cocotb(
             results_xml=str(results),
             timescale=timescale,
             log_file=sim_log,
+            plusargs=list(plusargs),
         )
     except (RuntimeError, SystemExit) as exc:
         raise SimulationFailed(
