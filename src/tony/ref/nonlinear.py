@@ -163,7 +163,7 @@ def layernorm(q, spec: LayerNormSpec) -> np.ndarray:
     return np.clip(rounding_shift(v * g + b, spec.shift), spec.lo, spec.hi)
 
 
-def _pow2_exp(max_abs: float, bits: int) -> int:
+def pow2_exp(max_abs: float, bits: int) -> int:
     """Exponent e of the signed `bits` grid 2^e that holds max_abs: 2^ceil(log2 max) / 2^(bits-1)."""
     return math.ceil(math.log2(max(max_abs, 2.0**-30))) - (bits - 1)
 
@@ -175,7 +175,7 @@ def layernorm_spec(n: int, x_exp: int, y_exp: int, gamma=None, beta=None, *, eps
     square root's fraction bits A as large as keeps (W + E) << 2A below 2^62."""
     gamma = np.ones(n) if gamma is None else np.asarray(gamma, np.float64)
     beta = np.zeros(n) if beta is None else np.asarray(beta, np.float64)
-    e_g = _pow2_exp(float(np.abs(gamma).max()), gamma_bits)
+    e_g = pow2_exp(float(np.abs(gamma).max()), gamma_bits)
     g = np.clip(np.rint(gamma / 2.0**e_g), -(2 ** (gamma_bits - 1)), 2 ** (gamma_bits - 1) - 1)
     b = np.rint(beta / 2.0 ** (e_g - norm_bits))
     eps_int = round(eps * n * n / 2.0 ** (2 * x_exp))
