@@ -4,7 +4,6 @@ of float computed by onnx's reference evaluator."""
 import math
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
