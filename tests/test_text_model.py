@@ -16,7 +16,7 @@ from tony.models import text  # noqa: E402
 from tony.models.text_int import IntegerOps, calibrate  # noqa: E402
 
 TINY = dict(n_words=300, train_per_lang=48, test_per_lang=6, epochs=1, d_model=16, heads=2, ffn=32, layers=2,
-            calib_size=32)
+            ngram_buckets=64, calib_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,16 @@ def test_samples_are_words_of_their_language(cache):
         assert all(w in lists[cfg.langs[y]][0] for w in words[:-1])  # the last one may be cut
 
 
+def test_ngram_ids_hash_the_characters_before_each_position():
+    tok = np.array([[5, 7, 9, 11]])
+    bi, tri = text.ngram_ids(tok, 1000)
+    h = text.HASH
+    assert bi.tolist() == [[(0 * h + 5) % 1000, (5 * h + 7) % 1000, (7 * h + 9) % 1000, (9 * h + 11) % 1000]]
+    assert tri[0, 3] == ((7 * h + 9) * h + 11) % 1000 and tri[0, 1] == ((0 * h + 5) * h + 7) % 1000
+    tb, tt = text.ngram_ids(torch.from_numpy(tok), 1000)
+    assert tb.tolist() == bi.tolist() and tt.tolist() == tri.tolist()
+
+
 def test_build_writes_the_documented_files(tiny):
     d, info = tiny
     for f in ("float.onnx", "float17.onnx", "inputs.npy", "labels.npy", "tokens.npy", "calib.npy", "embedding.npz",
@@ -69,7 +79,8 @@ def test_build_writes_the_documented_files(tiny):
     x, y, tok = np.load(d / "inputs.npy"), np.load(d / "labels.npy"), np.load(d / "tokens.npy")
     assert x.shape == (48, 1, 32, 16) and x.dtype == np.float32 and y.shape == (48,) and tok.shape == (48, 32)
     emb = np.load(d / "embedding.npz")
-    np.testing.assert_allclose(x[:, 0], emb["token"][tok] + emb["position"], rtol=1e-6, atol=1e-6)
+    assert sorted(emb.files) == ["bigram", "position", "token", "trigram"] and emb["bigram"].shape == (64, 16)
+    np.testing.assert_allclose(x[:, 0], text.host_embed(tok, emb), rtol=1e-6, atol=1e-6)
     assert set(info["integer_kernels"]) == {"softmax", "layernorm", "gelu", "int8 sites, float functions", "all three"}
 
 

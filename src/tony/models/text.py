@@ -5,10 +5,12 @@ sample is words drawn by their frequency, joined by spaces and cut to `seq_len` 
 tokens are characters (a vocabulary of about 60). Built once per configuration, seeded, and
 cached under ~/.cache/tony/text-langid (or $TONY_CACHE_DIR).
 
-Model (pre-LayerNorm encoder): token + position embedding -> layers x [LN -> multi-head
-self-attention -> residual; LN -> Linear -> GELU -> Linear -> residual] -> LN -> mean over the
-tokens -> Linear -> logits. The embedding lookup is host-side: the ONNX graphs take the summed
-embeddings [1, seq_len, d_model] (float), and `embed` computes them from token ids.
+Model (pre-LayerNorm encoder): embedding -> layers x [LN -> multi-head self-attention ->
+residual; LN -> Linear -> GELU -> Linear -> residual] -> LN -> mean over the tokens -> Linear ->
+logits. The embedding of position i is the sum of four table rows: the character, the hashed
+character bigram and trigram ending at i (`ngram_ids`, fastText-style subword features), and the
+position. The lookup is host-side: the ONNX graphs take the summed embeddings [1, seq_len,
+d_model] (float); `host_embed` computes them from token ids and the tables of embedding.npz.
 
 The ONNX graphs are written node by node from the trained weights (docs/transformer.md lists the
 patterns): float.onnx at opset 13 with LayerNorm decomposed into ReduceMean/Sub/Pow/Add/Sqrt/Div
@@ -43,11 +45,12 @@ class TextConfig:
     seq_len: int = 32            # characters per sample
     train_per_lang: int = 4000
     test_per_lang: int = 250
+    ngram_buckets: int = 2048    # hashed bigram and trigram tables (rows each)
     d_model: int = 64
     heads: int = 4
     ffn: int = 128
     layers: int = 2
-    epochs: int = 12
+    epochs: int = 8
     batch: int = 128
     lr: float = 3e-3
     eps: float = 1e-5            # LayerNorm epsilon
@@ -152,6 +155,35 @@ def decode(tokens, vocab: list[str]) -> str:
     return "".join(vocab[int(t)] for t in tokens)
 
 
+HASH = 7919  # n-gram hash: h(a, b) = (a * HASH + b) mod buckets, sequences padded on the left by SPACE
+
+
+def ngram_ids(tokens, buckets: int):
+    """(bigram ids, trigram ids) of the character n-grams ending at each position, for int64 token
+    arrays or tensors [n, seq_len]: ((t[i-1] * H + t[i]) mod B, ((t[i-2] * H + t[i-1]) * H + t[i]) mod B)."""
+    def shifted(t, k):
+        pad = t[:, :k] * 0 + SPACE
+        return pad if k >= t.shape[1] else _cat(pad, t[:, :-k])
+
+    p1, p2 = shifted(tokens, 1), shifted(tokens, 2)
+    return (p1 * HASH + tokens) % buckets, ((p2 * HASH + p1) * HASH + tokens) % buckets
+
+
+def _cat(a, b):
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b], axis=1)
+    return _torch().cat([a, b], dim=1)
+
+
+def host_embed(tokens, tables) -> np.ndarray:
+    """The host-side embedding in numpy from the tables of embedding.npz (token, bigram, trigram,
+    position): [n, seq_len, d_model] float32."""
+    tokens = np.asarray(tokens, np.int64)
+    bi, tri = ngram_ids(tokens, len(tables["bigram"]))
+    out = tables["token"][tokens] + tables["bigram"][bi] + tables["trigram"][tri] + tables["position"]
+    return out.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------- model
 
 
@@ -207,13 +239,16 @@ def make_encoder(cfg: TextConfig, vocab_size: int, n_classes: int):
         def __init__(self):
             super().__init__()
             self.tok = nn.Embedding(vocab_size, cfg.d_model)
+            self.bigram = nn.Embedding(cfg.ngram_buckets, cfg.d_model)
+            self.trigram = nn.Embedding(cfg.ngram_buckets, cfg.d_model)
             self.pos = nn.Parameter(torch.randn(cfg.seq_len, cfg.d_model) * 0.02)
             self.blocks = nn.ModuleList(Layer() for _ in range(cfg.layers))
             self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
             self.head = nn.Linear(cfg.d_model, n_classes)
 
         def embed(self, tokens):
-            return self.tok(tokens) + self.pos
+            bi, tri = ngram_ids(tokens, cfg.ngram_buckets)
+            return self.tok(tokens) + self.bigram(bi) + self.trigram(tri) + self.pos
 
         def forward_embedded(self, x, ops=None):
             ops = ops or FloatOps()
@@ -381,7 +416,7 @@ def encoder_onnx(model, cfg: TextConfig, opset: int = 13) -> onnx.ModelProto:
 def build_text_langid(out_dir, *, progress: bool = True, **overrides) -> dict:
     """Train text-langid and write float.onnx (opset 13), float17.onnx (opset 17), inputs.npy
     (test embeddings [n, 1, seq_len, d_model] float32), labels.npy, tokens.npy (test token ids),
-    embedding.npz (token and position tables), calib.npy (embeddings of training samples),
+    embedding.npz (token, bigram, trigram and position tables), calib.npy (embeddings of training samples),
     weights.npz (the torch state), vocab.json and accuracy.json (the configuration, float accuracy
     and accuracy with the integer nonlinear kernels substituted)."""
     from .text_int import integer_accuracies
@@ -398,7 +433,9 @@ def build_text_langid(out_dir, *, progress: bool = True, **overrides) -> dict:
     np.save(out / "labels.npy", data["y_test"])
     np.save(out / "tokens.npy", data["x_test"])
     np.save(out / "calib.npy", calib[:, None])
-    np.savez(out / "embedding.npz", token=model.tok.weight.detach().numpy(), position=model.pos.detach().numpy())
+    tables = {"token": model.tok.weight, "bigram": model.bigram.weight, "trigram": model.trigram.weight,
+              "position": model.pos}
+    np.savez(out / "embedding.npz", **{k: v.detach().numpy() for k, v in tables.items()})
     np.savez(out / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     (out / "vocab.json").write_text(json.dumps({"vocab": data["vocab"], "langs": data["langs"]}, ensure_ascii=False))
     info = {"float_accuracy": acc, "dir": str(out), "config": asdict(cfg)}
