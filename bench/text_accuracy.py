@@ -38,7 +38,8 @@ def section(d: Path, info: dict, seconds: float) -> list[str]:
     lines = [HEADING, "",
              f"{len(cfg['langs'])} languages ({', '.join(cfg['langs'])}); test split of {len(y)} samples of "
              f"{cfg['seq_len']} characters, words drawn by frequency from the {cfg['n_words']} most frequent words of "
-             "each language in the `wordfreq` wheel. Encoder: "
+             "each language in the `wordfreq` wheel. Embedding (host-side): character + hashed character bigram "
+             f"and trigram ({cfg['ngram_buckets']} buckets each) + position. Encoder: "
              f"{cfg['layers']} layers, d = {cfg['d_model']}, {cfg['heads']} heads, FFN {cfg['ffn']}, mean pool; "
              f"{cfg['epochs']} epochs on {cfg['train_per_lang']} samples per language (CPU, one thread). "
              "Integer rows: the float encoder with Tony's integer kernels (docs/transformer.md) at every "
