@@ -81,7 +81,10 @@ def main(argv=None):
         lines.append(f"| {name} | {q} | {bits} | {100 * acc:.2f} | {100 * (acc - fl[name]):+.2f} | "
                      f"{dt:.1f} | `{cmd}` |")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    # keep the sections other scripts write below this table (bench/text_accuracy.py)
+    old = Path(a.out).read_text() if Path(a.out).is_file() else ""
+    rest = old[old.index("\n## "):] if "\n## " in old else ""
+    Path(a.out).write_text("\n".join(lines) + "\n" + rest)
     print(f"wrote {a.out}")
 
 

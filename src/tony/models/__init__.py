@@ -71,13 +71,26 @@ def _tiny(name: str):
     return build
 
 
+def build_text_langid(out_dir, **kw) -> dict:
+    """A 2-layer transformer encoder naming the language of 32 characters (wordfreq's word lists);
+    float ONNX at opsets 13 and 17, embeddings as inputs (tony.models.text)."""
+    from .text import build_text_langid as build
+
+    return build(out_dir, **kw)
+
+
 EXAMPLES = {"digits-mlp": build_digits_mlp, "digits-cnn": build_digits_cnn, "digits-mobilenet": build_digits_mobilenet}
 # MLPerf Tiny workloads (random weights: float.onnx, model.onnx, inputs.npy)
 TINY = ("resnet8", "dscnn", "mobilenet-v1-025", "fc-autoencoder")
 EXAMPLES.update({name: _tiny(name) for name in TINY})
 
 
+# float-only examples: float.onnx but no model.onnx yet (their operators are not lowered to the IR)
+FLOAT_EXAMPLES = {"text-langid": build_text_langid}
+
+
 def build_example(name: str, out_dir, **kw) -> dict:
-    if name not in EXAMPLES:
-        raise InputError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
-    return EXAMPLES[name](out_dir, **kw)
+    builders = EXAMPLES | FLOAT_EXAMPLES
+    if name not in builders:
+        raise InputError(f"unknown example {name!r}; available: {', '.join(builders)}")
+    return builders[name](out_dir, **kw)
