@@ -18,7 +18,7 @@ help:
 	@echo "make lint       pyflakes checks (ruff) and verilator --lint-only -Wall on every rendered module"
 	@echo "make bench      benchmarks (ratios against baselines and limits)"
 	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
-	@echo "make accuracy   float vs PTQ vs TQT on the digits models -> docs/accuracy.md (needs tony[train])"
+	@echo "make accuracy   float vs PTQ vs TQT (+ RTL) on the KWS and digits models -> docs/accuracy.md (needs tony[train])"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

@@ -77,6 +77,19 @@ TINY = ("resnet8", "dscnn", "mobilenet-v1-025", "fc-autoencoder")
 EXAMPLES.update({name: _tiny(name) for name in TINY})
 
 
+def _kws(arch: str):
+    def build(out_dir, **kw) -> dict:
+        from .kws import build_kws
+
+        return build_kws(out_dir, arch=arch, **kw)
+    build.__doc__ = (f"Keyword spotting ({arch}) trained on words spoken by eSpeak NG (tony.models.kws); "
+                     "needs tony[train].")
+    return build
+
+
+EXAMPLES.update({"kws": _kws("kws"), "kws-conv1d": _kws("kws-conv1d")})
+
+
 def build_example(name: str, out_dir, **kw) -> dict:
     if name not in EXAMPLES:
         raise InputError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")

@@ -200,11 +200,18 @@ def _generate(spec: KwsSpec, progress: bool) -> dict[str, np.ndarray]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from concurrent.futures.process import BrokenProcessPool
+
     with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as ex:
         futures = {s: ex.submit(_split, spec, s, progress) for s in ("train", "test", "val")}
         out: dict[str, np.ndarray] = {}
         for s in SPLITS:
-            out[f"x_{s}"], out[f"y_{s}"] = futures[s].result()
+            try:
+                out[f"x_{s}"], out[f"y_{s}"] = futures[s].result()
+            except BrokenProcessPool:
+                raise TonyError(f"the speech synthesizer died while speaking the {s} split",
+                                hint="a voice variant may crash this eSpeak NG build; add it to "
+                                     "tony.models.speech.UNSTABLE") from None
     return out
 
 
@@ -219,14 +226,30 @@ def dataset(spec: KwsSpec = KwsSpec(), *, progress: bool = True, cache: bool = T
                 return {k: z[k] for k in z.files}
         except Exception:  # a damaged cache file is made again
             pass
+    if cache:
+        _check_writable(path.parent)  # before minutes of synthesis, not after
     data = _generate(spec, progress)
     if cache:
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, **data)
             os.replace(tmp, path)
-        except OSError as e:  # a read-only home still gets its data set
-            raise TonyError(f"cannot write the data-set cache ({e.strerror})", where=str(path.parent),
-                            hint="set TONY_CACHE_DIR to a writable folder") from None
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _cache_error(path.parent, e) from None
     return data
+
+
+def _cache_error(folder: Path, e: OSError) -> TonyError:
+    return TonyError(f"cannot write the data-set cache ({e.strerror or e})", where=str(folder),
+                     hint="set TONY_CACHE_DIR to a writable folder")
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise _cache_error(folder, e) from None

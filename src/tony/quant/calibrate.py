@@ -10,7 +10,8 @@ Networks for Low-Power High-Throughput Inference Engines"):
   kl-j        the clipping point minimizing the symmetric KL (J) divergence between the
               histogram of |x| and its quantized version (see `threshold_kl_j`)
 
-Weight calibrators: max (static quantization) and 3sd = |mean| + 3 std (a start for training).
+Weight calibrators: max (static quantization), 3sd = |mean| + 3 std, and mse (the power of 2 with
+the least squared error at the weight's bits: the start of threshold training).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from onnx import helper
 from ..errors import InputError, UnsupportedError
 
 ACT_METHODS = ("max", "percentile", "mse", "kl-j")
-WEIGHT_METHODS = ("max", "3sd")
+WEIGHT_METHODS = ("max", "3sd", "mse")
 
 # ops that compute each sample independently with the batch on axis 0 (safe to run batched)
 _BATCH_SAFE = {"Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
@@ -195,10 +196,12 @@ def act_threshold(v: np.ndarray, method: str, bits: int, signed: bool) -> float:
                            hint="use one of " + ", ".join(ACT_METHODS))
 
 
-def weight_threshold(w: np.ndarray, method: str = "max") -> float:
+def weight_threshold(w: np.ndarray, method: str = "max", bits: int = 8) -> float:
     w = np.asarray(w, np.float64)
     if method == "max":
         return threshold_max(w)
+    if method == "mse":
+        return threshold_mse(w, bits, True)
     if method == "3sd":
         return float(min(abs(w.mean()) + 3 * w.std(), threshold_max(w))) or threshold_max(w)
     raise UnsupportedError(f"weight calibration method {method!r} is unknown",
