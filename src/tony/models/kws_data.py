@@ -20,9 +20,9 @@ one difference from the reference: the FFT is 640 points (the window length) ins
 
 eSpeak carries state from one word to the next (the phase of its pitch flutter, its echo), so
 each split is spoken by a fresh process, in index order: the set is the same bit for bit on every
-run and every machine with the same wheels. The set is cached under ~/.cache/tony/kws/ (or $TONY_CACHE_DIR/kws), named by a hash of
-everything that determines it (the spec, the feature and generation version, the eSpeak wheel's
-version and its variant list).
+run and every machine with the same wheels. The set is cached under ~/.cache/tony/kws/ (or
+$TONY_CACHE_DIR/kws), named by a hash of everything that determines it (the spec, the feature and
+generation version, the eSpeak wheel's version and its variant list).
 """
 from __future__ import annotations
 

@@ -46,7 +46,8 @@ def _loader():
     try:
         import espeakng_loader
     except ImportError:
-        raise TonyError("speech synthesis needs eSpeak NG", hint="pip install 'tony[train]' (espeakng-loader)") from None
+        raise TonyError("speech synthesis needs eSpeak NG",
+                        hint="pip install 'tony[train]' (espeakng-loader)") from None
     return espeakng_loader
 
 

@@ -166,7 +166,7 @@ class Fit:
     weight_decay: float = 1e-4
     seed: int = 0
     label_smoothing: float = 0.0
-    threads: int = 2
+    threads: int = 1  # small convolutions: one thread is fastest, and two spin against other processes
 
 
 def predict(net, x: np.ndarray, batch: int = 512) -> np.ndarray:

@@ -204,10 +204,11 @@ class Schedule:
 
     Adam on both, a cosine decay of both learning rates to 0 over the run; the first
     `warmup_epochs` train the thresholds alone (the weights keep their float values while the
-    thresholds settle from calibration); weights then retrain jointly (Adam, a tenth of the thresholds'
-    learning rate, which acts in the log domain). BatchNorm is folded before training (its statistics frozen). After every epoch
-    (and before the first) the fake-quantized network is scored on the validation split, carved from
-    the training data; the best epoch (accuracy, then loss) is the one exported."""
+    thresholds settle from calibration); weights then retrain jointly at a tenth of the
+    thresholds' learning rate (theirs acts in the log domain). BatchNorm is folded before training
+    (its statistics frozen). After every epoch, and before the first, the fake-quantized network is
+    scored on the validation split, carved from the training data; the best epoch (accuracy, then
+    loss) is the one exported."""
     epochs: int = 10
     batch: int = 64
     lr_thresholds: float = 1e-2
