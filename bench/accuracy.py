@@ -23,7 +23,7 @@ from tony.models import build_example
 
 MODELS = ["kws", "kws-conv1d", "digits-mlp", "digits-cnn", "digits-mobilenet"]
 # TQT epochs per model: the digits sets are 1,437 images, the KWS training split 6,000 clips
-EPOCHS = {"kws": 10, "kws-conv1d": 10}
+EPOCHS = {"kws": 5, "kws-conv1d": 5}
 DEFAULT_EPOCHS = 30
 QUANTIZERS = [("PTQ", "max", 8), ("PTQ", "kl-j", 8), ("TQT", "kl-j", 8),
               ("PTQ", "max", 4), ("PTQ", "kl-j", 4), ("TQT", "kl-j", 4)]

@@ -144,6 +144,8 @@ def _j_divergence(p: np.ndarray, q: np.ndarray) -> float:
 def kl_j_divergences(v: np.ndarray, bits: int, signed: bool, bins: int | None = None):
     """Candidate thresholds and their J divergences (Settle et al., as in Graffitist).
 
+    0. exact zeros are left out (they cost nothing at any threshold; a ReLU's spike at zero, smeared
+       over the first quantization level by the downsampling, would otherwise favour clipping hard);
     1. histogram of |x| over [0, max|x|] with about sqrt(N) bins; normalized CDF at the bin edges;
     2. for each candidate bin i > M = 2^(b - signed) (threshold = right edge of bin i):
        clip: P = the distribution with everything beyond bin i folded into bin i
@@ -154,6 +156,7 @@ def kl_j_divergences(v: np.ndarray, bits: int, signed: bool, bins: int | None = 
     Returns (thresholds, divergences), one entry per candidate.
     """
     a = np.abs(np.asarray(v, np.float64).ravel())
+    a = a[a > 0]  # zero is exact at every scale: the spike of a ReLU's zeros must not pick the clip
     levels = 2 ** (bits - int(signed))
     top = float(a.max()) if a.size else 0.0
     if top == 0.0:

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import InputError, UnsupportedError, node_where
 from .calibrate import (ACT_METHODS, act_threshold, activations, check_calibration_data, pow2_scale,
-                        weight_threshold)
+                        threshold_max, weight_threshold)
 
 _MAC = {"Conv", "Gemm", "MatMul"}
 _ACT = {"Relu", "Clip"}
@@ -147,6 +147,8 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
               sequential: bool = True, progress: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """Activation thresholds (point -> t) and weight thresholds (weight initializer -> t) from one batch.
 
+    The graph's input is calibrated by its maximum whatever `method` says: it is the data itself
+    (e.g. MFCCs whose log-energy coefficient spans a range of its own), which KL-J would clip.
     With `sequential`, point k is calibrated on activations computed with the quantizers of
     points < k (and the weights feeding it) already in place, in topological order."""
     if method not in ACT_METHODS:
@@ -158,6 +160,7 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
     wt = {n.input[1]: weight_threshold(inits[n.input[1]], weight_method, wbits[n.name])
           for n in model.graph.node if n.op_type in _MAC and n.input[1] in inits}
     signed = {p[0]: not p[1] for p in points}
+    graph_inputs = {i.name for i in model.graph.input}
     share = {p[0]: p[2] for p in points}
     th: dict[str, float] = {}
     if not sequential:
@@ -176,7 +179,8 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
             v = activations(partial, calib, [name])[name]
         else:
             v = vals[name]
-        t = act_threshold(v, method, act_bits, signed[name])
+        # the model's input is data, not an activation with a tail to cut: its whole range (max)
+        t = threshold_max(v) if name in graph_inputs else act_threshold(v, method, act_bits, signed[name])
         rep = groups[name]
         if rep != name and rep in th:  # share with the group: the widest threshold wins
             t = max(t, th[rep])

@@ -128,14 +128,15 @@ class _Net:
     def scale(self, key, bits, signed):
         return self.torch.pow(2.0, self.torch.ceil(self.log2t[key].detach())) / 2.0 ** (bits - int(signed))
 
-    def forward(self, x):
+    def forward(self, x, quantize: bool = True):
+        """The network's output; with quantize=False, the float network (no quantizer, float bias)."""
         torch = self.torch
         F = torch.nn.functional
         env: dict = {}
         point_set = set(self.unsigned)
 
         def put(name, v):
-            if name in point_set:
+            if quantize and name in point_set:
                 v = tqt_quantize(v, self.log2t[self.act_key(name)], self.act_bits, not self.unsigned[name])
             env[name] = v
 
@@ -148,9 +149,13 @@ class _Net:
             if op in {"Conv", "Gemm", "MatMul"}:
                 wname = n.input[1]
                 bits = self.wbits[n.name]
-                w = tqt_quantize(self.params[self.key[wname]], self.log2t["w_" + self.key[wname]], bits, True)
+                w = self.params[self.key[wname]]
+                if quantize:
+                    w = tqt_quantize(w, self.log2t["w_" + self.key[wname]], bits, True)
                 b = None
-                if len(n.input) > 2 and n.input[2]:
+                if len(n.input) > 2 and n.input[2] and not quantize:
+                    b = self.params[self.key[n.input[2]]]
+                elif len(n.input) > 2 and n.input[2]:
                     sx = self.scale(self.act_key(n.input[0]), self.act_bits, not self.unsigned[n.input[0]])
                     sw = self.scale("w_" + self.key[wname], bits, True)
                     braw = self.params[self.key[n.input[2]]]
@@ -208,13 +213,16 @@ class Schedule:
     thresholds' learning rate (theirs acts in the log domain). BatchNorm is folded before training
     (its statistics frozen). After every epoch, and before the first, the fake-quantized network is
     scored on the validation split, carved from the training data; the best epoch (accuracy, then
-    loss) is the one exported."""
+    loss) is the one exported. The loss: cross-entropy with the labels plus (`distill`) the KL
+    divergence from the float network's outputs to the quantized network's, so that the quantized
+    network learns to answer as the float one does, not only as the labels say."""
     epochs: int = 10
     batch: int = 64
     lr_thresholds: float = 1e-2
     lr_weights: float = 1e-3
     warmup_epochs: int = 1
     val_fraction: float = 0.15
+    distill: float = 1.0  # weight of KL(float network || quantized network) added to the loss; 0: off
 
 
 def _check_labels(x, y, model) -> np.ndarray:
@@ -309,6 +317,14 @@ def _score(net: "_Net", xt, yt, batch: int = 512) -> tuple[float, float]:
     return correct / len(xt), loss / len(xt)
 
 
+def _teacher(net: "_Net", xt, batch: int = 512):
+    """log-softmax of the float network (the weights before any training) on the training data."""
+    torch = net.torch
+    with torch.no_grad():
+        return torch.cat([torch.log_softmax(net.forward(xt[s:s + batch], quantize=False).reshape(
+            len(xt[s:s + batch]), -1), 1) for s in range(0, len(xt), batch)])
+
+
 def _state(net: "_Net") -> dict:
     return {k: v.detach().clone() for k, v in net.module.state_dict().items()}
 
@@ -322,6 +338,7 @@ def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progre
         return (torch.tensor(x.reshape((-1,) + in_shape[1:]), device=net.device),
                 torch.tensor(y.astype(np.int64), device=net.device))
     (xt, yt), (xv, yv) = tensors(*train), tensors(*val)
+    teacher = _teacher(net, xt) if sched.distill else None
     opt = torch.optim.Adam([{"params": list(net.log2t.values()), "lr": sched.lr_thresholds},
                             {"params": list(net.params.values()), "lr": sched.lr_weights}])
     total = sched.epochs * -(-len(xt) // sched.batch)
@@ -340,7 +357,11 @@ def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progre
         idx = torch.tensor(rng.permutation(len(xt)), device=net.device)
         for s in range(0, len(xt), sched.batch):
             bi = idx[s:s + sched.batch]
-            loss = torch.nn.functional.cross_entropy(net.forward(xt[bi]).reshape(len(bi), -1), yt[bi])
+            out = net.forward(xt[bi]).reshape(len(bi), -1)
+            loss = torch.nn.functional.cross_entropy(out, yt[bi])
+            if teacher is not None:  # and match the float network's output distribution
+                loss = loss + sched.distill * torch.nn.functional.kl_div(
+                    torch.log_softmax(out, 1), teacher[bi], log_target=True, reduction="batchmean")
             opt.zero_grad()
             loss.backward()
             opt.step()
