@@ -115,6 +115,30 @@ def test_training_keeps_the_best_validation_epoch_and_scores_the_calibrated_star
     assert int(kept.split()[2]) == scores.index(max(scores))  # best accuracy, ties to the lower loss
 
 
+def test_the_training_network_without_quantizers_is_the_float_model(rng):
+    """The distillation teacher: _Net's float forward equals onnxruntime on the float graph
+    (a freshly seeded MobileNet-like net: BatchNorm folded, ReLU6, Concat, AveragePool)."""
+    from tony.models import torchnet, digits_torch
+    from tony.quant.qdq import _name_nodes, prepare
+    from tony.quant.tqt import _start
+
+    net = digits_torch.mobilenet_net(5)
+    for m in net.modules():  # non-trivial BatchNorm statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fm = torchnet.to_onnx(net, (1, 1, 8, 8), 10, "t")
+    x = rng.uniform(0, 1, (16, 1, 8, 8)).astype(np.float32)
+    tn = _start(_name_nodes(prepare(fm)), x, weight_bits=8, act_bits=8, method="kl-j", weight_method="mse",
+                first_last_8bit=False, device="cpu")
+    with torch.no_grad():
+        got = tn.forward(torch.tensor(x), quantize=False).numpy()
+    want = ort_run_float(fm, x[:, None])
+    assert np.allclose(got.reshape(want.shape), want, atol=1e-4)
+    with torch.no_grad():
+        assert np.allclose(net(torch.tensor(x)).numpy(), want, atol=1e-4)
+
+
 def _acc(model, x, y) -> float:
     return float((tony.run_reference(model, x)[0].reshape(len(y), -1).argmax(1) == y).mean())
 
