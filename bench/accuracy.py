@@ -170,11 +170,11 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS))
     a = ap.parse_args(argv)
     rows = []
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for name in a.models.split(","):
         rows += run_model(name, Path(a.build), a.rtl_samples)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(table(rows, a.rtl_samples)) + "\n" + FOOTER)
-    print(f"wrote {a.out}")
+        Path(a.out).write_text("\n".join(table(rows, a.rtl_samples)) + "\n" + FOOTER)  # after each model
+        print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
