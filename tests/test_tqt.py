@@ -85,6 +85,18 @@ def test_training_through_the_cli_writes_a_pow2_model_that_onnxruntime_and_the_r
             assert math.log2(v) == round(math.log2(v))
 
 
+def test_a_validation_split_without_labels_is_one_line_and_writes_nothing(digits_mlp, tmp_path, tony_cli):
+    x = np.load(digits_mlp / "inputs.npy")
+    np.save(tmp_path / "calib.npy", x[:32])
+    np.savez(tmp_path / "train.npz", x=x[:100], y=np.zeros(100, np.int64), x_val=x[100:150])
+    out = tmp_path / "q.onnx"
+    res = tony_cli("quantize", digits_mlp / "float.onnx", "--calib", tmp_path / "calib.npy",
+                   "--train-data", tmp_path / "train.npz", "-o", out)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "y_val" in res.stderr
+    assert not out.exists()
+
+
 def test_the_validation_split_is_stratified_disjoint_and_seeded():
     from tony.quant.tqt import split_validation
 
