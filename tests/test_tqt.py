@@ -85,6 +85,125 @@ def test_training_through_the_cli_writes_a_pow2_model_that_onnxruntime_and_the_r
             assert math.log2(v) == round(math.log2(v))
 
 
+def test_a_validation_split_without_labels_is_one_line_and_writes_nothing(digits_mlp, tmp_path, tony_cli):
+    x = np.load(digits_mlp / "inputs.npy")
+    np.save(tmp_path / "calib.npy", x[:32])
+    np.savez(tmp_path / "train.npz", x=x[:100], y=np.zeros(100, np.int64), x_val=x[100:150])
+    out = tmp_path / "q.onnx"
+    res = tony_cli("quantize", digits_mlp / "float.onnx", "--calib", tmp_path / "calib.npy",
+                   "--train-data", tmp_path / "train.npz", "-o", out)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "y_val" in res.stderr
+    assert not out.exists()
+
+
+def test_the_validation_split_is_stratified_disjoint_and_seeded():
+    from tony.quant.tqt import split_validation
+
+    x = np.arange(200, dtype=np.float32)[:, None]
+    y = np.repeat(np.arange(4), 50)
+    xt, yt, xv, yv = split_validation(x, y, 0.2, seed=3)
+    assert len(xv) == 40 and np.array_equal(np.bincount(yv), [10] * 4)
+    assert not set(xt[:, 0]) & set(xv[:, 0]) and len(xt) + len(xv) == 200
+    assert np.array_equal(split_validation(x, y, 0.2, seed=3)[2], xv)
+    assert not np.array_equal(split_validation(x, y, 0.2, seed=4)[2], xv)
+
+
+def test_training_keeps_the_best_validation_epoch_and_scores_the_calibrated_start(digits_mlp):
+    from tony.models.digits import digits_data
+    from tony.quant.tqt import train_thresholds
+
+    xtr, ytr, _, _ = digits_data(0)
+    lines = []
+    train_thresholds(onnx.load(digits_mlp / "float.onnx"), xtr[:64], xtr[:400], ytr[:400], epochs=3, weight_bits=4,
+                     log=lines.append)
+    def score(line):  # "... validation accuracy A[,] loss V ..."
+        acc, loss = line.split("validation accuracy ")[1].replace(",", "").split()[:3:2]
+        return float(acc), -float(loss)
+    scores = [score(lines[0])] + [score(x) for x in lines if x.startswith("epoch")]
+    assert len(scores) == 4 and "(thresholds only)" in lines[1]
+    kept = lines[-1]
+    assert kept.startswith("kept epoch ")
+    assert int(kept.split()[2]) == scores.index(max(scores))  # best accuracy, ties to the lower loss
+
+
+def test_the_training_network_without_quantizers_is_the_float_model(rng):
+    """The distillation teacher: _Net's float forward equals onnxruntime on the float graph
+    (a freshly seeded MobileNet-like net: BatchNorm folded, ReLU6, Concat, AveragePool)."""
+    from tony.models import torchnet, digits_torch
+    from tony.quant.qdq import _name_nodes, prepare
+    from tony.quant.tqt import _start
+
+    net = digits_torch.mobilenet_net(5)
+    for m in net.modules():  # non-trivial BatchNorm statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fm = torchnet.to_onnx(net, (1, 1, 8, 8), 10, "t")
+    x = rng.uniform(0, 1, (16, 1, 8, 8)).astype(np.float32)
+    tn = _start(_name_nodes(prepare(fm)), x, weight_bits=8, act_bits=8, method="kl-j", weight_method="mse",
+                first_last_8bit=False, device="cpu")
+    with torch.no_grad():
+        got = tn.forward(torch.tensor(x), quantize=False).numpy()
+    want = ort_run_float(fm, x[:, None])
+    assert np.allclose(got.reshape(want.shape), want, atol=1e-4)
+    with torch.no_grad():
+        assert np.allclose(net(torch.tensor(x)).numpy(), want, atol=1e-4)
+
+
+def _acc(model, x, y) -> float:
+    return float((tony.run_reference(model, x)[0].reshape(len(y), -1).argmax(1) == y).mean())
+
+
+def _float_acc(model, x, y) -> float:
+    return float((ort_run_float(model, x).argmax(1) == y).mean())
+
+
+def ort_run_float(model, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.stack([sess.run(None, {"input": xi})[0].reshape(-1) for xi in x])
+
+
+def _tqt_vs_float(arch, seed, epochs, bits_list, model_epochs=60):
+    """(float accuracy, {bits: (PTQ KL-J accuracy, TQT accuracy)}) on the digits test split for a
+    torch model trained from `seed` (a model this quantizer was never tuned on)."""
+    from tony.models.digits_torch import data, train
+    from tony.quant.qdq import quantize_static
+    from tony.quant.tqt import train_thresholds
+
+    fm, _ = train(arch, seed, epochs=model_epochs)
+    xtr, ytr, xva, yva, xte, yte = data(arch, seed)
+    x = xte[:, None]
+    f_acc = _float_acc(fm, x, yte)
+    calib = xtr[np.random.default_rng(seed).choice(len(xtr), 256, replace=False)]
+    res = {}
+    for bits in bits_list:
+        ptq = _acc(quantize_static(fm, calib, method="kl-j", weight_bits=bits), x, yte)
+        q = train_thresholds(fm, calib, xtr, ytr, val=(xva, yva), epochs=epochs, weight_bits=bits, seed=seed)
+        res[bits] = (ptq, _acc(q, x, yte))
+        print(f"digits {arch} seed {seed}: float {f_acc:.4f}, w{bits} PTQ {ptq:.4f}, TQT {res[bits][1]:.4f}")
+    return f_acc, res
+
+
+def test_tqt_beats_or_equals_ptq_at_int4_on_a_freshly_seeded_mlp():
+    f_acc, res = _tqt_vs_float("mlp", 101, epochs=4, bits_list=[4], model_epochs=30)
+    ptq, tqt = res[4]
+    assert f_acc > 0.9
+    assert tqt >= ptq
+    assert tqt >= f_acc - 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["mlp", "mobilenet"])
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_tqt_holds_on_freshly_seeded_torch_models(arch, seed):
+    f_acc, res = _tqt_vs_float(arch, seed, epochs=30, bits_list=[8, 4])
+    assert res[8][1] >= f_acc - 0.003
+    assert res[4][1] >= f_acc - 0.015
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", ["digits-mlp", "digits-cnn", "digits-mobilenet"])
 def test_tqt_meets_the_accuracy_targets(example, tmp_path):

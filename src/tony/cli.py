@@ -265,6 +265,7 @@ def cmd_example(a) -> int:
 
 
 def _load_train_npz(path: str):
+    """(x, y, val): val = (x_val, y_val) when the archive has them, else None."""
     p = Path(path)
     if not p.is_file():
         raise InputError("no such file", where=f"--train-data {path}")
@@ -273,7 +274,11 @@ def _load_train_npz(path: str):
             if "x" not in z or "y" not in z:
                 raise InputError(f"needs arrays 'x' (inputs) and 'y' (labels), has {sorted(z.files)}",
                                  where=f"--train-data {path}")
-            return z["x"], z["y"]
+            if ("x_val" in z) != ("y_val" in z):
+                raise InputError("has only one of 'x_val' and 'y_val' (the validation split needs both)",
+                                 where=f"--train-data {path}")
+            val = (z["x_val"], z["y_val"]) if "x_val" in z else None
+            return z["x"], z["y"], val
     except TonyError:
         raise
     except Exception as e:
@@ -322,12 +327,13 @@ def cmd_quantize(a) -> int:
     if a.train_data:
         from .quant.tqt import train_thresholds
 
-        x, y = _load_train_npz(a.train_data)
+        x, y, val = _load_train_npz(a.train_data)
         q = train_thresholds(m, calib, x, y, epochs=a.epochs, weight_bits=a.weight_bits, method=a.method,
-                             first_last_8bit=a.first_last_8bit, log=None if a.quiet else print)
+                             first_last_8bit=a.first_last_8bit, val=val, progress=not a.quiet,
+                             log=None if a.quiet else print)
     else:
         q = quantize_static(m, calib, weight_bits=a.weight_bits, method=a.method,
-                            first_last_8bit=a.first_last_8bit)
+                            first_last_8bit=a.first_last_8bit, progress=not a.quiet)
     write_onnx(a.output, q)
     print(f"wrote {show(a.output)}")
     return 0
@@ -467,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here or seeded random; no download)")
-    sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet", "text-langid",
-                                     "resnet8", "dscnn", "mobilenet-v1-025", "fc-autoencoder"])
+    sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet", "text-langid", "resnet8", "dscnn",
+                                     "mobilenet-v1-025", "fc-autoencoder", "kws", "kws-conv1d"])
     sp.add_argument("-o", "--output", required=True)
     sp.set_defaults(fn=cmd_example)
 
@@ -483,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", choices=["kl-j", "max", "percentile", "mse"], default="kl-j",
                     help="activation calibration (default kl-j)")
     sp.add_argument("--first-last-8bit", action="store_true", help="keep 8-bit weights in the first and last layers")
-    sp.add_argument("--train-data", help=".npz with x (stack of inputs) and y (int labels): train the thresholds "
+    sp.add_argument("--train-data", help=".npz with x (stack of inputs) and y (int labels), optionally x_val and "
+                                         "y_val (else 15%% of x is held out): train thresholds and weights "
                                          "(TQT, needs tony[train])")
     sp.add_argument("--epochs", type=int, default=10, help="threshold-training epochs (default 10)")
     sp.add_argument("-q", "--quiet", action="store_true")

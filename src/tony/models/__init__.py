@@ -89,6 +89,19 @@ EXAMPLES.update({name: _tiny(name) for name in TINY})
 FLOAT_EXAMPLES = {"text-langid": build_text_langid}
 
 
+def _kws(arch: str):
+    def build(out_dir, **kw) -> dict:
+        from .kws import build_kws
+
+        return build_kws(out_dir, arch=arch, **kw)
+    build.__doc__ = (f"Keyword spotting ({arch}) trained on words spoken by eSpeak NG (tony.models.kws); "
+                     "needs tony[train].")
+    return build
+
+
+EXAMPLES.update({"kws": _kws("kws"), "kws-conv1d": _kws("kws-conv1d")})
+
+
 def build_example(name: str, out_dir, **kw) -> dict:
     builders = EXAMPLES | FLOAT_EXAMPLES
     if name not in builders:

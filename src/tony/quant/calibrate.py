@@ -10,7 +10,8 @@ Networks for Low-Power High-Throughput Inference Engines"):
   kl-j        the clipping point minimizing the symmetric KL (J) divergence between the
               histogram of |x| and its quantized version (see `threshold_kl_j`)
 
-Weight calibrators: max (static quantization) and 3sd = |mean| + 3 std (a start for training).
+Weight calibrators: max (static quantization), 3sd = |mean| + 3 std, and mse (the power of 2 with
+the least squared error at the weight's bits: the start of threshold training).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from onnx import helper
 from ..errors import InputError, UnsupportedError
 
 ACT_METHODS = ("max", "percentile", "mse", "kl-j")
-WEIGHT_METHODS = ("max", "3sd")
+WEIGHT_METHODS = ("max", "3sd", "mse")
 
 # ops that compute each sample independently with the batch on axis 0 (safe to run batched)
 _BATCH_SAFE = {"Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "Concat", "MaxPool", "AveragePool",
@@ -143,6 +144,8 @@ def _j_divergence(p: np.ndarray, q: np.ndarray) -> float:
 def kl_j_divergences(v: np.ndarray, bits: int, signed: bool, bins: int | None = None):
     """Candidate thresholds and their J divergences (Settle et al., as in Graffitist).
 
+    0. exact zeros are left out (they cost nothing at any threshold; a ReLU's spike at zero, smeared
+       over the first quantization level by the downsampling, would otherwise favour clipping hard);
     1. histogram of |x| over [0, max|x|] with about sqrt(N) bins; normalized CDF at the bin edges;
     2. for each candidate bin i > M = 2^(b - signed) (threshold = right edge of bin i):
        clip: P = the distribution with everything beyond bin i folded into bin i
@@ -153,6 +156,7 @@ def kl_j_divergences(v: np.ndarray, bits: int, signed: bool, bins: int | None = 
     Returns (thresholds, divergences), one entry per candidate.
     """
     a = np.abs(np.asarray(v, np.float64).ravel())
+    a = a[a > 0]  # zero is exact at every scale: the spike of a ReLU's zeros must not pick the clip
     levels = 2 ** (bits - int(signed))
     top = float(a.max()) if a.size else 0.0
     if top == 0.0:
@@ -195,10 +199,12 @@ def act_threshold(v: np.ndarray, method: str, bits: int, signed: bool) -> float:
                            hint="use one of " + ", ".join(ACT_METHODS))
 
 
-def weight_threshold(w: np.ndarray, method: str = "max") -> float:
+def weight_threshold(w: np.ndarray, method: str = "max", bits: int = 8) -> float:
     w = np.asarray(w, np.float64)
     if method == "max":
         return threshold_max(w)
+    if method == "mse":
+        return threshold_mse(w, bits, True)
     if method == "3sd":
         return float(min(abs(w.mean()) + 3 * w.std(), threshold_max(w))) or threshold_max(w)
     raise UnsupportedError(f"weight calibration method {method!r} is unknown",

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import InputError, UnsupportedError, node_where
 from .calibrate import (ACT_METHODS, act_threshold, activations, check_calibration_data, pow2_scale,
-                        weight_threshold)
+                        threshold_max, weight_threshold)
 
 _MAC = {"Conv", "Gemm", "MatMul"}
 _ACT = {"Relu", "Clip"}
@@ -144,9 +144,11 @@ def _name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8, act_bits: int = 8,
               method: str = "max", weight_method: str = "max", first_last_8bit: bool = False,
-              sequential: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+              sequential: bool = True, progress: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """Activation thresholds (point -> t) and weight thresholds (weight initializer -> t) from one batch.
 
+    The graph's input is calibrated by its maximum whatever `method` says: it is the data itself
+    (e.g. MFCCs whose log-energy coefficient spans a range of its own), which KL-J would clip.
     With `sequential`, point k is calibrated on activations computed with the quantizers of
     points < k (and the weights feeding it) already in place, in topological order."""
     if method not in ACT_METHODS:
@@ -154,14 +156,18 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
     points = quantization_points(model)
     groups = shared_groups(model, points)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    wt = {n.input[1]: weight_threshold(inits[n.input[1]], weight_method)
+    wbits = mac_weight_bits(model, weight_bits, first_last_8bit)
+    wt = {n.input[1]: weight_threshold(inits[n.input[1]], weight_method, wbits[n.name])
           for n in model.graph.node if n.op_type in _MAC and n.input[1] in inits}
     signed = {p[0]: not p[1] for p in points}
+    graph_inputs = {i.name for i in model.graph.input}
     share = {p[0]: p[2] for p in points}
     th: dict[str, float] = {}
     if not sequential:
         vals = activations(model, calib, [p[0] for p in points])
-    for name, _, _ in points:
+    from tqdm import tqdm
+
+    for name, _, _ in tqdm(points, desc="calibrating", unit="tensor", disable=not progress, leave=False):
         if share[name] is not None and share[name] in th:
             th[name] = th[share[name]]
             continue
@@ -173,7 +179,8 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
             v = activations(partial, calib, [name])[name]
         else:
             v = vals[name]
-        t = act_threshold(v, method, act_bits, signed[name])
+        # the model's input is data, not an activation with a tail to cut: its whole range (max)
+        t = threshold_max(v) if name in graph_inputs else act_threshold(v, method, act_bits, signed[name])
         rep = groups[name]
         if rep != name and rep in th:  # share with the group: the widest threshold wins
             t = max(t, th[rep])
@@ -195,10 +202,10 @@ def _scales(points, thresholds, groups, act_bits) -> dict[str, float]:
 def quantize_static(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8, act_bits: int = 8,
                     method: str = "max", thresholds: dict[str, float] | None = None,
                     weight_method: str = "max", weight_thresholds: dict[str, float] | None = None,
-                    first_last_8bit: bool = False, sequential: bool = True) -> onnx.ModelProto:
+                    first_last_8bit: bool = False, sequential: bool = True, progress: bool = False) -> onnx.ModelProto:
     """Float model + ONE calibration batch -> pow2 QDQ model.
 
-    method: activation calibrator (max, percentile, mse, kl-j); weight_method: max or 3sd.
+    method: activation calibrator (max, percentile, mse, kl-j); weight_method: max, 3sd or mse.
     `thresholds` / `weight_thresholds` (e.g. from training) skip calibration of those tensors."""
     if weight_bits not in (4, 8):
         raise InputError(f"weight bits must be 4 or 8, not {weight_bits}")
@@ -213,7 +220,7 @@ def quantize_static(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: i
         calib = check_calibration_data(calib, in_shape)
         thresholds, wt = calibrate(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
                                    weight_method=weight_method, first_last_8bit=first_last_8bit,
-                                   sequential=sequential)
+                                   sequential=sequential, progress=progress)
         weight_thresholds = weight_thresholds or wt
     missing = [p[0] for p in points if p[0] not in thresholds]
     if missing:

@@ -12,13 +12,17 @@ and its gradients are those of the paper:
     dq/dl = s ln2 (round(x/s) - x/s)   inside [n, p],   s ln2 n  below,   s ln2 p  above
     dq/dx = 1 inside, 0 outside (straight-through estimator)
 
-Adam trains thresholds (lr 1e-2) and weights (a much smaller lr); thresholds freeze one by one in
-topological order over the second half of training. The result is written back as a pow2 QDQ
-model by `write_qdq`.
+Training follows the paper's recipe (see `Schedule`): thresholds warm-start from calibration
+(KL-J for activations, the least-squared-error power of 2 for weights) and train alone for a first
+epoch; then weights retrain jointly at a small learning rate; both learning rates decay (cosine);
+BatchNorm is folded first, so its statistics are frozen; the epoch kept is the best on a
+validation split carved from the training data (the calibrated start counts as epoch 0). The
+result is written back as a pow2 QDQ model by `write_qdq`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -124,14 +128,15 @@ class _Net:
     def scale(self, key, bits, signed):
         return self.torch.pow(2.0, self.torch.ceil(self.log2t[key].detach())) / 2.0 ** (bits - int(signed))
 
-    def forward(self, x):
+    def forward(self, x, quantize: bool = True):
+        """The network's output; with quantize=False, the float network (no quantizer, float bias)."""
         torch = self.torch
         F = torch.nn.functional
         env: dict = {}
         point_set = set(self.unsigned)
 
         def put(name, v):
-            if name in point_set:
+            if quantize and name in point_set:
                 v = tqt_quantize(v, self.log2t[self.act_key(name)], self.act_bits, not self.unsigned[name])
             env[name] = v
 
@@ -144,9 +149,13 @@ class _Net:
             if op in {"Conv", "Gemm", "MatMul"}:
                 wname = n.input[1]
                 bits = self.wbits[n.name]
-                w = tqt_quantize(self.params[self.key[wname]], self.log2t["w_" + self.key[wname]], bits, True)
+                w = self.params[self.key[wname]]
+                if quantize:
+                    w = tqt_quantize(w, self.log2t["w_" + self.key[wname]], bits, True)
                 b = None
-                if len(n.input) > 2 and n.input[2]:
+                if len(n.input) > 2 and n.input[2] and not quantize:
+                    b = self.params[self.key[n.input[2]]]
+                elif len(n.input) > 2 and n.input[2]:
                     sx = self.scale(self.act_key(n.input[0]), self.act_bits, not self.unsigned[n.input[0]])
                     sw = self.scale("w_" + self.key[wname], bits, True)
                     braw = self.params[self.key[n.input[2]]]
@@ -194,24 +203,29 @@ class _Net:
         return env[g.output[0].name]
 
 
-def train_thresholds(model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y: np.ndarray, *,
-                     epochs: int = 5, weight_bits: int = 8, act_bits: int = 8, method: str = "kl-j",
-                     weight_method: str = "3sd", first_last_8bit: bool = False, batch: int = 64,
-                     lr_thresholds: float = 1e-2, lr_weights: float = 1e-3, seed: int = 0,
-                     device: str | None = None, log=None) -> onnx.ModelProto:
-    """Float model + one calibration batch + labelled training data -> trained pow2 QDQ model.
+@dataclass(frozen=True)
+class Schedule:
+    """How thresholds and weights are trained (TQT, Jain et al. section 4 / Graffitist).
 
-    Thresholds start from calibration (`method` for activations, `weight_method` for weights)."""
-    torch = _torch()
-    from .calibrate import check_calibration_data
-    from .qdq import _name_nodes, prepare
+    Adam on both, a cosine decay of both learning rates to 0 over the run; the first
+    `warmup_epochs` train the thresholds alone (the weights keep their float values while the
+    thresholds settle from calibration); weights then retrain jointly at a tenth of the
+    thresholds' learning rate (theirs acts in the log domain). BatchNorm is folded before training
+    (its statistics frozen). After every epoch, and before the first, the fake-quantized network is
+    scored on the validation split, carved from the training data; the best epoch (accuracy, then
+    loss) is the one exported. The loss: cross-entropy with the labels plus (`distill`) the KL
+    divergence from the float network's outputs to the quantized network's, so that the quantized
+    network learns to answer as the float one does, not only as the labels say."""
+    epochs: int = 10
+    batch: int = 64
+    lr_thresholds: float = 1e-2
+    lr_weights: float = 1e-3
+    warmup_epochs: int = 1
+    val_fraction: float = 0.15
+    distill: float = 1.0  # weight of KL(float network || quantized network) added to the loss; 0: off
 
-    if epochs < 1:
-        raise InputError("--epochs must be at least 1")
-    model = _name_nodes(prepare(model))
-    in_shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
-    calib = check_calibration_data(calib, in_shape)
-    x = check_calibration_data(x, in_shape, "training data")
+
+def _check_labels(x, y, model) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"training labels must be {len(x)} integers (one per input), got shape {y.shape} {y.dtype}")
@@ -219,58 +233,150 @@ def train_thresholds(model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y
     n_cls = out_dim[-1].dim_value if out_dim else 0
     if n_cls and (y.min() < 0 or y.max() >= n_cls):
         raise InputError(f"training labels must lie in [0, {n_cls - 1}] (the model has {n_cls} outputs)")
+    return y
+
+
+def split_validation(x, y, fraction: float, seed: int):
+    """(x_train, y_train, x_val, y_val): a seeded, class-stratified `fraction` of (x, y) held out."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        val.extend(idx[:int(round(fraction * len(idx)))])
+    mask = np.zeros(len(y), bool)
+    mask[np.asarray(val, int)] = True
+    if mask.all() or not mask.any():
+        raise InputError(f"too little training data ({len(y)} samples) to hold out a validation split")
+    return x[~mask], y[~mask], x[mask], y[mask]
+
+
+def train_thresholds(model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+                     epochs: int = 10, weight_bits: int = 8, act_bits: int = 8, method: str = "kl-j",
+                     weight_method: str = "mse", first_last_8bit: bool = False, val: tuple | None = None,
+                     schedule: Schedule | None = None, seed: int = 0, device: str | None = None,
+                     progress: bool = False, log=None) -> onnx.ModelProto:
+    """Float model + one calibration batch + labelled training data -> trained pow2 QDQ model.
+
+    Thresholds start from calibration (`method` for activations, `weight_method` for weights).
+    `val` = (x_val, y_val) scores the epochs; without it, `schedule.val_fraction` of (x, y) is held
+    out (stratified, seeded) and the rest trains."""
+    torch = _torch()
+    from .calibrate import check_calibration_data
+    from .qdq import _name_nodes, prepare
+
+    sched = replace(schedule or Schedule(), epochs=epochs)
+    if epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    model = _name_nodes(prepare(model))
+    in_shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    calib = check_calibration_data(calib, in_shape)
+    x = check_calibration_data(x, in_shape, "training data")
+    y = _check_labels(x, y, model)
+    if val is None:
+        x, y, xv, yv = split_validation(x, y, sched.val_fraction, seed)
+    else:
+        xv = check_calibration_data(val[0], in_shape, "validation data")
+        yv = _check_labels(xv, val[1], model)
     torch.manual_seed(seed)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     if device == "cpu":  # small tensors: one thread is fastest and does not fight other processes
         torch.set_num_threads(1)
     try:
-        return _train(model, calib, x, y, in_shape, epochs=epochs, weight_bits=weight_bits, act_bits=act_bits,
-                      method=method, weight_method=weight_method, first_last_8bit=first_last_8bit, batch=batch,
-                      lr_thresholds=lr_thresholds, lr_weights=lr_weights, seed=seed, device=device, log=log)
+        net = _start(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
+                     weight_method=weight_method, first_last_8bit=first_last_8bit, device=device,
+                     progress=progress)
+        _train(net, (x, y), (xv, yv), in_shape, sched, seed, progress, log)
+        return export(net, model, weight_bits, act_bits, first_last_8bit)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(model, calib, x, y, in_shape, *, epochs, weight_bits, act_bits, method, weight_method,
-           first_last_8bit, batch, lr_thresholds, lr_weights, seed, device, log):
-    torch = _torch()
+def _start(model, calib, *, weight_bits, act_bits, method, weight_method, first_last_8bit, device,
+           progress=False) -> "_Net":
+    """The fake-quantized network with thresholds from one-batch calibration."""
     from .qdq import calibrate, mac_weight_bits, quantization_points, shared_groups
 
     th, wt = calibrate(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
-                       weight_method=weight_method, first_last_8bit=first_last_8bit)
+                       weight_method=weight_method, first_last_8bit=first_last_8bit, progress=progress)
     points = quantization_points(model)
     groups = shared_groups(model, points)
     wbits = mac_weight_bits(model, weight_bits, first_last_8bit)
-    net = _Net(model, points, groups, th, wt, weight_bits, act_bits, wbits, device)
-    opt = torch.optim.Adam([{"params": list(net.log2t.values()), "lr": lr_thresholds},
-                            {"params": list(net.params.values()), "lr": lr_weights}])
-    xt = torch.tensor(x.reshape((-1,) + in_shape[1:]), device=device)
-    yt = torch.tensor(y.astype(np.int64), device=device)
-    rng = np.random.default_rng(seed)
-    steps_per_epoch = -(-len(xt) // batch)
-    total = epochs * steps_per_epoch
-    freeze_order = [k for k in net.order] + [k for k in net.log2t if k.startswith("w_")]
-    step = 0
-    for ep in range(epochs):
-        idx = torch.tensor(rng.permutation(len(xt)), device=device)
-        run_loss = 0.0
+    return _Net(model, points, groups, th, wt, weight_bits, act_bits, wbits, device)
+
+
+def _score(net: "_Net", xt, yt, batch: int = 512) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the fake-quantized network."""
+    torch = net.torch
+    correct, loss = 0, 0.0
+    with torch.no_grad():
         for s in range(0, len(xt), batch):
-            bi = idx[s:s + batch]
+            out = net.forward(xt[s:s + batch]).reshape(len(xt[s:s + batch]), -1)
+            correct += int((out.argmax(1) == yt[s:s + batch]).sum())
+            loss += float(torch.nn.functional.cross_entropy(out, yt[s:s + batch], reduction="sum"))
+    return correct / len(xt), loss / len(xt)
+
+
+def _teacher(net: "_Net", xt, batch: int = 512):
+    """log-softmax of the float network (the weights before any training) on the training data."""
+    torch = net.torch
+    with torch.no_grad():
+        return torch.cat([torch.log_softmax(net.forward(xt[s:s + batch], quantize=False).reshape(
+            len(xt[s:s + batch]), -1), 1) for s in range(0, len(xt), batch)])
+
+
+def _state(net: "_Net") -> dict:
+    return {k: v.detach().clone() for k, v in net.module.state_dict().items()}
+
+
+def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progress: bool, log) -> None:
+    """Train `net` in place; leaves it with the state of its best validation epoch."""
+    torch = net.torch
+    from tqdm import tqdm
+
+    def tensors(x, y):
+        return (torch.tensor(x.reshape((-1,) + in_shape[1:]), device=net.device),
+                torch.tensor(y.astype(np.int64), device=net.device))
+    (xt, yt), (xv, yv) = tensors(*train), tensors(*val)
+    teacher = _teacher(net, xt) if sched.distill else None
+    opt = torch.optim.Adam([{"params": list(net.log2t.values()), "lr": sched.lr_thresholds},
+                            {"params": list(net.params.values()), "lr": sched.lr_weights}])
+    total = sched.epochs * -(-len(xt) // sched.batch)
+    lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
+    rng = np.random.default_rng(seed)
+    best_score = _score(net, xv, yv)
+    best, best_epoch = _state(net), 0
+    if log:
+        log(f"calibrated start: validation accuracy {best_score[0]:.4f}, loss {best_score[1]:.4f}")
+    bar = tqdm(range(sched.epochs), desc="threshold training", unit="epoch", disable=not progress, leave=False)
+    for ep in bar:
+        warm = ep < sched.warmup_epochs and sched.epochs > sched.warmup_epochs
+        for p in net.params.values():
+            p.requires_grad_(not warm)
+        run_loss = 0.0
+        idx = torch.tensor(rng.permutation(len(xt)), device=net.device)
+        for s in range(0, len(xt), sched.batch):
+            bi = idx[s:s + sched.batch]
             out = net.forward(xt[bi]).reshape(len(bi), -1)
             loss = torch.nn.functional.cross_entropy(out, yt[bi])
+            if teacher is not None:  # and match the float network's output distribution
+                loss = loss + sched.distill * torch.nn.functional.kl_div(
+                    torch.log_softmax(out, 1), teacher[bi], log_target=True, reduction="batchmean")
             opt.zero_grad()
             loss.backward()
             opt.step()
+            lr_at.step()
             run_loss += float(loss.detach()) * len(bi)
-            step += 1
-            # freeze thresholds one by one over the second half (topological order, then weights)
-            frac = max(0.0, (step / total - 0.5) * 2)
-            for k in freeze_order[: int(round(frac * len(freeze_order)))]:
-                net.log2t[k].requires_grad_(False)
+        acc, vloss = _score(net, xv, yv)
+        if (acc, -vloss) > (best_score[0], -best_score[1]):
+            best, best_score, best_epoch = _state(net), (acc, vloss), ep + 1
+        bar.set_postfix(loss=f"{run_loss / len(xt):.4f}", val_acc=f"{acc:.4f}", best=best_epoch)
         if log:
-            log(f"epoch {ep + 1}/{epochs}: loss {run_loss / len(xt):.4f}")
-    return export(net, model, weight_bits, act_bits, first_last_8bit)
+            log(f"epoch {ep + 1}/{sched.epochs}: loss {run_loss / len(xt):.4f}, validation accuracy {acc:.4f} "
+                f"loss {vloss:.4f}" + (" (thresholds only)" if warm else ""))
+    net.module.load_state_dict(best)
+    if log:
+        log(f"kept epoch {best_epoch} (validation accuracy {best_score[0]:.4f})")
 
 
 def export(net: _Net, model: onnx.ModelProto, weight_bits: int, act_bits: int, first_last_8bit: bool):
