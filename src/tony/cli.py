@@ -61,12 +61,18 @@ def cmd_compile(a) -> int:
 
     rows, cols = parse_array(a.array)
     inputs = _load_npy(a.inputs) if a.inputs else None
-    opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding)
+    opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding,
+                device_only=a.device_only)
     if a.backend == "hls":
         from .hls.backend import HlsConfig
 
         cfg = HlsConfig(rows=rows, cols=cols, acc_bits=a.acc_bits, weights=a.weights)
         m = compile_model(a.model, a.output, backend="hls", config=cfg, **opts)
+        _print_placement(m)
+        if "segments" in m:
+            print(f"compiled {show(m['model'])} to HLS C++: {sum(s['kind'] == 'device' for s in m['segments'])} device "
+                  f"segment(s) in seg<k>/, {rows}x{cols} MAC array, {m['samples']} golden samples -> {show(a.output)}")
+            return 0
         print(f"compiled {show(m['model'])} to HLS C++: {len(m['layers'])} layers, {rows}x{cols} MAC array, "
               f"weights {cfg.weights}, {m['samples']} golden samples -> {show(a.output)}")
         return 0
@@ -74,10 +80,25 @@ def cmd_compile(a) -> int:
 
     cfg = AccelConfig(rows, cols, acc_bits=a.acc_bits, mem_bits=a.mem_bits, abuf_words=a.abuf_words)
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
+    _print_placement(m)
+    if "segments" in m:
+        print(f"compiled {show(m['model'])}: {sum(s['kind'] == 'device' for s in m['segments'])} device segment(s), "
+              f"{m['program']['length']} instructions in all for a {rows}x{cols} accelerator, batch {m['batch']}, "
+              f"{m['macs_per_run']} device MACs and {m['predicted_cycles']} predicted cycles per run, "
+              f"{m['samples']} golden samples -> {show(a.output)}")
+        return 0
     print(f"compiled {show(m['model'])}: {m['program']['length']} instructions for a {rows}x{cols} accelerator, "
           f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
           f"{m['samples']} golden samples -> {show(a.output)}")
     return 0
+
+
+def _print_placement(m: dict) -> None:
+    from .report import placement_lines
+
+    if m.get("placement"):
+        for line in placement_lines(m["placement"]):
+            print(line)
 
 
 def cmd_csim(a) -> int:
@@ -265,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",
                     help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
+    sp.add_argument("--device-only", action="store_true",
+                    help="refuse a model with an operator the device cannot run (instead of running it on the host)")
     sp.set_defaults(fn=cmd_compile)
 
     sp = sub.add_parser("csim", help="build an HLS build's C++ with g++ and run its testbench on the golden vectors")
