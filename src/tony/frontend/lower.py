@@ -529,8 +529,7 @@ class _Lowering(HostLowering):
         partial = ()
         if exclude_pad and any(pads):
             counts = _window_counts(x.shape[2:], k, strides, pads)
-            partial = tuple((c, self.mean_requant(c, x.scale / s, s, z, dt, where, "average-pool rescale"))
-                            for c in sorted(counts) if c != area)
+            partial = tuple((c,) + self.exact_ratio(x.scale / s, c) for c in sorted(counts))
         self.ops.append(ir.AvgPool((x.name,), (t.name,), origin=node.name, kernel=k, strides=strides,
                                    pads=pads, requant=rq, partial=partial))
 

@@ -420,9 +420,17 @@ class HostLowering:
         axes = tuple(sorted(self.no_batch_axis(node, axes, rank)))
         t, s, z, dt, _ = self.quantized_out(node)
         count = math.prod(x.shape[i] for i in axes)
-        rq = self.mean_requant(count, x.scale / s, s, z, dt, node_where(node))
+        lo, hi = self.clamp_range(s, z, dt, None)
+        rq = Requant(shift=0, lo=lo, hi=hi, rounding=self.rounding, zero_point=z)
+        num, den = self.exact_ratio(x.scale / s, count)
         self.ops.append(ir.ReduceMean((x.name,), (t.name,), origin=node.name, axes=axes,
-                                      keepdims=bool(a.get("keepdims", 1)), requant=rq))
+                                      keepdims=bool(a.get("keepdims", 1)), requant=rq, num=num, den=den))
+
+    @staticmethod
+    def exact_ratio(ratio: float, count: int) -> tuple[int, int]:
+        """ratio / count as an exact fraction (num, den) of the float64 ratio."""
+        f = Fraction(ratio) / count
+        return f.numerator, f.denominator
 
     def matmul2(self, node):
         a, b = self.act(node.input[0], node), self.act(node.input[1], node)

@@ -150,8 +150,8 @@ class AvgPool(Op):
     strides: tuple[int, int] = (2, 2)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     requant: Requant | None = None
-    # count_include_pad=0 with padding: (count, requant) per window size other than the full
-    # kernel area; windows cut by the padding use the requant of their own count (host)
+    # count_include_pad=0 with padding (host): (count, num, den) for every window size: a window
+    # of `count` real pixels gives y = round(sum * num / den) exactly, then zero point and clamp
     partial: tuple = ()
     kind = "avgpool"
 
@@ -265,12 +265,14 @@ class Resize(HostOp):
 
 @dataclass(frozen=True)
 class ReduceMean(HostOp):
-    """Mean over `axes`: the exact sum, then requant with the reciprocal of the count folded in
-    (as AvgPool, docs/arithmetic.md 'Pooling')."""
+    """Mean over `axes`: the exact sum, divided exactly by count * scale_y / scale_x and rounded
+    (docs/arithmetic.md, 'Exact division')."""
 
     axes: tuple[int, ...] = ()
     keepdims: bool = True
-    requant: Requant | None = None
+    requant: Requant | None = None     # its zero point, clamp and rounding
+    num: int = 1                       # y = round(sum * num / den): ratio / count as an exact fraction
+    den: int = 1
     kind = "reducemean"
 
 

@@ -100,8 +100,8 @@ def verify(g: O.Graph) -> O.Graph:
             _check(y.shape == (x.shape[0], x.shape[1], oh, ow), op, f"pool output {y.shape} != {(x.shape[0], x.shape[1], oh, ow)}")
             if op.requant is not None or isinstance(op, O.AvgPool):
                 _check_requant(op, op.requant, y)
-            for _, rq in getattr(op, "partial", ()):
-                _check_requant(op, rq, y)
+            for c, num, den in getattr(op, "partial", ()):
+                _check(c > 0 and num > 0 and den > 0, op, "window divisor")
         elif isinstance(op, O.Clamp):
             _check(T[0].shape == Y[0].shape, op, "Clamp keeps the shape")
             _check_requant(op, op.requant, Y[0])

@@ -257,7 +257,8 @@ def reduce_mean(op: ir.ReduceMean, g: ir.Graph, x):
     """Exact sum over the axes, then requant (whose multiplier and shift hold 1 / count)."""
     t = g.tensors[op.inputs[0]]
     s = (np.asarray(x, np.int64) - t.zero_point).sum(axis=op.axes, keepdims=op.keepdims)
-    return arith.requantize(s, op.requant)
+    rq = op.requant
+    return np.clip(arith.divide_round(s, op.num, op.den, rq.rounding) + rq.zero_point, rq.lo, rq.hi)
 
 
 def matmul(op: ir.MatMul, g: ir.Graph, a, b):
@@ -287,18 +288,21 @@ def maxpool(op: ir.MaxPool, g: ir.Graph, x):
 
 def avgpool(op: ir.AvgPool, g: ir.Graph, x):
     """docs/arithmetic.md, 'Pooling': exact window sum (padding counts as zero), then
-    sum * mult, rounding shift, clamp; with count_include_pad=0 (`partial`) a window cut by the
-    padding uses the requant of the number of real pixels it covers."""
+    sum * mult, rounding shift, clamp; with count_include_pad=0 (`partial`, host) each window's
+    sum is divided exactly by its own count (docs/arithmetic.md, 'Exact division')."""
     t = g.tensors[op.inputs[0]]
     xp = _pad(np.asarray(x, np.int64) - t.zero_point, op.pads, 0)
     s = _windows(xp, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5))
-    y = arith.requantize(s, op.requant)
-    if op.partial:
-        ones = _pad(np.ones((1, 1) + np.shape(x)[2:], np.int64), op.pads, 0)
-        count = _windows(ones, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5))
-        for c, rq in op.partial:
-            y = np.where(count == c, arith.requantize(s, rq), y)
-    return y
+    if not op.partial:
+        return arith.requantize(s, op.requant)
+    ones = _pad(np.ones((1, 1) + np.shape(x)[2:], np.int64), op.pads, 0)
+    count = np.broadcast_to(_windows(ones, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5)), s.shape)
+    y = np.zeros(s.shape, np.int64)
+    for c, num, den in op.partial:
+        sel = count == c
+        y[sel] = arith.divide_round(s[sel], num, den, op.requant.rounding)
+    rq = op.requant
+    return np.clip(y + rq.zero_point, rq.lo, rq.hi)
 
 
 def clamp(op: ir.Clamp, g: ir.Graph, x):
