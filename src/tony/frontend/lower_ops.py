@@ -26,18 +26,23 @@ def _s(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _hard_sigmoid(x, alpha=0.2, beta=0.5):
-    return np.clip(alpha * x + beta, 0.0, 1.0)
+def _hard_sigmoid(x, alpha, beta):
+    return np.clip(alpha * x + beta, np.float32(0), np.float32(1))
 
 
-# f(x) in float64 for the tables (x: the dequantized float32 inputs, as float64)
+def _f32(v):
+    return np.float32(v)
+
+
+# f(x) for the tables (x: the dequantized float32 inputs): the piecewise-linear functions in
+# float32 as ONNX defines them (and onnxruntime computes them); the transcendental ones in float64
 TABLE_FUNCTIONS = {
-    "Sigmoid": lambda x, a: 1.0 / (1.0 + np.exp(-x)),
-    "Tanh": lambda x, a: np.tanh(x),
-    "HardSigmoid": lambda x, a: _hard_sigmoid(x, a.get("alpha", 0.2), a.get("beta", 0.5)),
-    "HardSwish": lambda x, a: x * _hard_sigmoid(x, 1.0 / 6.0, 0.5),
-    "LeakyRelu": lambda x, a: np.where(x < 0, a.get("alpha", 0.01) * x, x),
-    "Elu": lambda x, a: np.where(x < 0, a.get("alpha", 1.0) * (np.exp(x) - 1.0), x),
+    "Sigmoid": lambda x, a: 1.0 / (1.0 + np.exp(-x.astype(np.float64))),
+    "Tanh": lambda x, a: np.tanh(x.astype(np.float64)),
+    "HardSigmoid": lambda x, a: _hard_sigmoid(x, _f32(a.get("alpha", 0.2)), _f32(a.get("beta", 0.5))),
+    "HardSwish": lambda x, a: x * _hard_sigmoid(x, _f32(1.0 / 6.0), _f32(0.5)),
+    "LeakyRelu": lambda x, a: np.where(x < 0, _f32(a.get("alpha", 0.01)) * x, x),
+    "Elu": lambda x, a: np.where(x < 0, a.get("alpha", 1.0) * (np.exp(x.astype(np.float64)) - 1.0), x),
 }
 
 
@@ -48,9 +53,9 @@ def quantize_exact(f: np.ndarray, scale: float, zp: int, dt: ir.DType) -> np.nda
 
 
 def table_inputs(dt: ir.DType, scale: float, zp: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every integer of `dt` and its dequantized float32 value (as float64)."""
+    """Every integer of `dt` and its dequantized float32 value."""
     q = np.arange(dt.min, dt.max + 1, dtype=np.int64)
-    return q, ((q - zp).astype(np.float32) * np.float32(scale)).astype(np.float64)
+    return q, (q - zp).astype(np.float32) * np.float32(scale)
 
 
 def nearest_index(n_in: int, n_out: int, scale: float, mode: str, nearest: str, roi=None) -> tuple[int, ...]:
@@ -178,6 +183,7 @@ class HostLowering:
             raise UnsupportedError(f"input is {x.dtype}; a table needs at most 16 bits", where=node_where(node))
         t, s, z, dt, _ = self.quantized_out(node)
         _, xf = table_inputs(x.dtype, x.scale, x.zero_point)
+        xf = xf.astype(np.float64) if channel_axis is not None else xf
         if channel_axis is None:
             tab = quantize_exact(f(xf), s, z, dt)
         else:
@@ -215,7 +221,7 @@ class HostLowering:
             if fname not in self.graph_outputs:
                 raise UnsupportedError(f"output '{fname}' is not quantized and is not a graph output",
                                        where=node_where(node), hint="quantize the model (`tony quantize`)")
-            t = self.add_tensor(ir.Tensor(fname, self.shapes[fname], ir.FLOAT32))
+            t = self.tensors[self.add_tensor(ir.Tensor(fname, self.shapes[fname], ir.FLOAT32))]
         else:
             t, _, _, _ = self.out_tensor(q, fname, node)
         self.ops.append(ir.FloatIsland((x.name,), (t.name,), origin=node.name, function=node.op_type,

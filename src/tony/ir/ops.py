@@ -200,6 +200,10 @@ class Table(HostOp):
     channel_axis: int | None = None
     kind = "table"
 
+    @property
+    def where(self) -> str:
+        return f'node "{self.origin or self.outputs[0]}" ({self.function or "Table"})'
+
 
 @dataclass(frozen=True)
 class FloatIsland(HostOp):
@@ -211,6 +215,10 @@ class FloatIsland(HostOp):
     params: tuple = ()        # (name, value) pairs of the ONNX attributes
     host_reason = "float island (float32 on the host)"
     kind = "float"
+
+    @property
+    def where(self) -> str:
+        return f'node "{self.origin or self.outputs[0]}" ({self.function or "FloatIsland"})'
 
 
 @dataclass(frozen=True)
