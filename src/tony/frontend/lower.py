@@ -8,6 +8,7 @@ explicit integer rescaling (docs/arithmetic.md).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -229,11 +230,13 @@ class _Lowering(HostLowering):
                 raise UnsupportedError(f"operator {node.op_type} is not supported",
                                        where=node_where(node),
                                        hint="supported operators: " + ", ".join(SUPPORTED))
+            first = len(self.ops)
             if node.op_type in _ONE_D and node.input[0] in self.alias \
                     and len(self.tensors[self.alias[node.input[0]]].shape) == 3:
                 self.lower_1d(node, handler)
             else:
                 handler(node)
+            self.ops[first:] = [op if op.op_type else replace(op, op_type=node.op_type) for op in self.ops[first:]]
         outputs = []
         for name in self.graph_outputs:
             name = self.int_alias.get(name, name)

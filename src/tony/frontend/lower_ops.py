@@ -388,8 +388,10 @@ class HostLowering:
             scales = [float(v) for v in np.ravel(self.inits[node.input[2]])]
         mode = _s(a.get("coordinate_transformation_mode", "half_pixel"))
         nearest = _s(a.get("nearest_mode", "round_prefer_floor"))
-        if mode == "tf_crop_and_resize":
-            raise UnsupportedError("coordinate_transformation_mode tf_crop_and_resize", where=node_where(node))
+        if mode not in ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners", "tf_half_pixel_for_nn"):
+            raise UnsupportedError(f"coordinate_transformation_mode {mode} is not supported", where=node_where(node))
+        if nearest not in ("floor", "ceil", "round_prefer_ceil", "round_prefer_floor"):
+            raise UnsupportedError(f"nearest_mode {nearest} is not supported", where=node_where(node))
         index = tuple(nearest_index(x.shape[d], out_shape[d], scales[d] if scales else 0.0, mode, nearest)
                       for d in range(2, len(x.shape)))
         self.structural(node, x, lambda i, o: ir.Resize(i, o, origin=node.name, index=index))

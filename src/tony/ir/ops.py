@@ -16,18 +16,20 @@ class Op:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     origin: str = ""
+    op_type: str = ""    # the ONNX operator it came from (for messages and reports)
 
     host = False  # True for ops that run on the host (float <-> int boundary)
     kind = "op"
 
     @property
     def where(self) -> str:
-        """'node "name" (Op)' for messages: the ONNX node it came from, or its first output."""
-        return f'node "{self.origin or self.outputs[0]}" ({type(self).__name__})'
+        """'node "name" (OpType)' for messages: the ONNX node it came from (or the op's first output)
+        and the ONNX operator (or the IR op)."""
+        return f'node "{self.origin or self.outputs[0]}" ({self.op_type or type(self).__name__})'
 
     def attrs(self) -> dict:
         """Attributes shown by the printer (everything but inputs/outputs/origin)."""
-        skip = {"inputs", "outputs", "origin"}
+        skip = {"inputs", "outputs", "origin", "op_type"}
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
 
 
@@ -200,10 +202,6 @@ class Table(HostOp):
     channel_axis: int | None = None
     kind = "table"
 
-    @property
-    def where(self) -> str:
-        return f'node "{self.origin or self.outputs[0]}" ({self.function or "Table"})'
-
 
 @dataclass(frozen=True)
 class FloatIsland(HostOp):
@@ -215,10 +213,6 @@ class FloatIsland(HostOp):
     params: tuple = ()        # (name, value) pairs of the ONNX attributes
     host_reason = "float island (float32 on the host)"
     kind = "float"
-
-    @property
-    def where(self) -> str:
-        return f'node "{self.origin or self.outputs[0]}" ({self.function or "FloatIsland"})'
 
 
 @dataclass(frozen=True)

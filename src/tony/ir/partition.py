@@ -190,7 +190,7 @@ def report(g: Graph, p: Partition) -> dict:
             host_macs += m
         if pl.reason == BOUNDARY:
             continue
-        rows.append({"op": pl.op.kind, "node": pl.op.origin or pl.op.outputs[0], "segment": pl.segment,
+        rows.append({"op": pl.op.op_type or pl.op.kind, "node": pl.op.origin or pl.op.outputs[0], "segment": pl.segment,
                      "where": "device" if pl.device else "host", "reason": pl.reason, "macs": m})
     total = dev_macs + host_macs
     return {"segments": [{"index": i, "kind": s.kind, "ops": len(s.ops)} for i, s in enumerate(p.segments)],
