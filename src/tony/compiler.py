@@ -112,10 +112,14 @@ def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch:
         prog = compile_program(g, cfg, batch=batch)
         with staged_output(out_dir) as out:
             return _write_accel(g, out, prog, feeds, source, where)
-    progs = {k: compile_program(subgraph(g, s, f"{g.name}.seg{k}"), cfg, batch=batch)
-             for k, s in enumerate(p.segments) if s.device}
+    subs = {k: subgraph(g, s, f"{g.name}.seg{k}") for k, s in enumerate(p.segments) if s.device}
+    progs = {k: compile_program(sub, cfg, batch=batch) for k, sub in subs.items()}
+    # one accelerator for every segment: each buffer as deep as the deepest segment needs
+    shared = replace(cfg, **{f: getattr(cfg, f) or max(getattr(pr.cfg, f) for pr in progs.values())
+                             for f in ("abuf_words", "wbuf_words", "bbuf_words", "imem_words")})
+    progs = {k: compile_program(sub, shared, batch=batch) for k, sub in subs.items()}
     with staged_output(out_dir) as out:
-        return _write_segmented(g, out, p, progs, feeds, source, where, cfg, batch)
+        return _write_segmented(g, out, p, progs, feeds, source, where, shared, batch)
 
 
 def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: dict, source, where: dict,

@@ -435,12 +435,12 @@ def build_lib(build_dir) -> float:
 _TB_LINE = re.compile(r"TONY_CSIM samples=(\d+) compared=(\d+) mismatches=(\d+)")
 
 
-def csim(build_dir, *, rebuild: bool = True) -> dict:
+def csim(build_dir, *, rebuild: bool = True, graph: ir.Graph | None = None) -> dict:
     """Build the testbench with g++, run it on the golden vectors, write csim_report.json."""
     build = Path(build_dir)
     m = Build.open(build, kind="hls").manifest
     if "segments" in m:
-        return _csim_segmented(Build.open(build, kind="hls"), rebuild)
+        return _csim_segmented(Build.open(build, kind="hls"), rebuild, graph)
     compile_s = build_tb(build) if rebuild or not (build / "tb").is_file() else 0.0
     t0 = time.perf_counter()
     r = subprocess.run([str(build.resolve() / "tb"), "."], cwd=build, capture_output=True, text=True)
@@ -458,13 +458,13 @@ def csim(build_dir, *, rebuild: bool = True) -> dict:
     return rep
 
 
-def _csim_segmented(build: Build, rebuild: bool) -> dict:
+def _csim_segmented(build: Build, rebuild: bool, graph: ir.Graph | None) -> dict:
     """Every device segment's testbench on its golden vectors, then the whole graph end to end:
     device segments in the C++ (through ctypes), host segments in the reference, compared with
     the reference of the whole graph."""
     m = build.manifest
     parts = [csim(build.path / s["build"], rebuild=rebuild) for s in m["segments"] if s["kind"] == "device"]
-    g = build.graph()
+    g = graph if graph is not None else build.graph()
     from ..golden import tensor_keys as _keys
 
     keys = _keys(g)
@@ -570,7 +570,7 @@ class HlsModel:
         return restack(self.graph, outs, stacked)
 
     def csim(self) -> dict:
-        return csim(self.build_dir)
+        return csim(self.build_dir, graph=self.graph)
 
 
 def compile(model, *, backend: str = "hls", output_dir=None, requant: str = "auto", rounding: str = "half_even",

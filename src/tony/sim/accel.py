@@ -75,7 +75,8 @@ def _golden_for(build: Build, inputs, graph=None) -> Path:
 
 
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
-             simulator: str = "verilator", axi_stall: float | None = None, graph=None) -> dict:
+             simulator: str = "verilator", axi_stall: float | None = None, graph=None,
+             reuse_build: bool = False) -> dict:
     """Run the compiled build on `inputs` (default: the build's golden inputs); returns (and
     writes) the sim report. `graph`: the build's IR graph when it has no model.onnx of its own
     (a device segment of a partitioned build)."""
@@ -104,7 +105,8 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
             m = run_axi(build, work, env, axi_stall, waves=waves, simulator=simulator)
         else:
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
-                       extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"])
+                       extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
+                       reuse_build=reuse_build)
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text())
     rep = report_from(m, res)
@@ -141,7 +143,7 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
     def device(k, seg, ins):
         sub = subgraph(g, seg, f"{g.name}.seg{k}")
         seg_dir = build.path / f"seg{k}"
-        rep = simulate(seg_dir, inputs=ins, graph=sub, **opts)
+        rep = simulate(seg_dir, inputs=ins, graph=sub, reuse_build=True, **opts)  # one design for all
         rep["segment"] = k
         reps.append(rep)
         sk = tensor_keys(sub)
