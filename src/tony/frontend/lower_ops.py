@@ -183,7 +183,6 @@ class HostLowering:
             raise UnsupportedError(f"input is {x.dtype}; a table needs at most 16 bits", where=node_where(node))
         t, s, z, dt, _ = self.quantized_out(node)
         _, xf = table_inputs(x.dtype, x.scale, x.zero_point)
-        xf = xf.astype(np.float64) if channel_axis is not None else xf
         if channel_axis is None:
             tab = quantize_exact(f(xf), s, z, dt)
         else:
@@ -209,10 +208,12 @@ class HostLowering:
             if name not in self.inits:
                 raise UnsupportedError("BatchNormalization parameters must be constants", where=node_where(node))
             p.append(np.asarray(self.inits[name], np.float64).reshape(-1))
-        gamma, beta, mean, var = p
-        eps = float(np.float32(_attrs(node).get("epsilon", 1e-5)))
-        a = gamma / np.sqrt(var + eps)
-        self.table_op(node, lambda xf, c: (xf - mean[c]) * a[c] + beta[c], channel_axis=1)
+        gamma, beta, mean, var = (v.astype(np.float32) for v in p)
+        eps = np.float32(_attrs(node).get("epsilon", 1e-5))
+        # float32 in onnxruntime's order: 1/sqrt(var + eps) * scale, bias - mean * that, x * a + b
+        a = (np.float32(1) / np.sqrt(var + eps)) * gamma
+        b = beta - mean * a
+        self.table_op(node, lambda xf, c: xf * a[c] + b[c], channel_axis=1)
 
     def float_island(self, node, params):
         x = self.act(node.input[0], node)
