@@ -96,7 +96,7 @@ def cmd_compile(a) -> int:
 def _print_placement(m: dict) -> None:
     from .report import placement_lines
 
-    if m.get("placement"):
+    if m.get("placement") and any(r["where"] == "host" for r in m["placement"]["ops"]):
         for line in placement_lines(m["placement"]):
             print(line)
 
