@@ -224,3 +224,38 @@ def test_ir_and_compile_succeed_or_refuse_in_one_line(name, tmp_path, capsys):
         assert "no operator that runs on the device" in err  # graphs with only host ops
     else:
         assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def _hostile():
+    from _host_graphs import _i64, build
+
+    return {
+        "softmax_batch_axis": build("a", "Softmax", [(1, 10)], 1, attrs={"axis": 0}),
+        "transpose_batch": build("b", "Transpose", [(1, 2, 3)], 1, attrs={"perm": [1, 0, 2]}),
+        "slice_batch": build("c", "Slice", [(2, 3)], 1, consts=[(1, "s"), (2, "e"), (3, "a")],
+                             extra_nodes=([], [_i64("s", [0]), _i64("e", [1]), _i64("a", [0])])),
+        "split_batch": build("d", "Split", [(2, 3)], 2, attrs={"axis": 0}),
+        "reducemean_all": build("e", "ReduceMean", [(1, 4, 2, 2)], 1),
+        "resize_linear": build("f", "Resize", [(1, 2, 3, 3)], 1, consts=[(1, ""), (2, "sc")], attrs={"mode": "linear"},
+                               extra_nodes=([], [onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32),
+                                                                              "sc")])),
+        "sum_three": build("g", "Sum", [(1, 4), (1, 4), (1, 4)], 1),
+        "gather_activation_indices": build("h", "Gather", [(1, 4), (1, 2)], 1),
+        "erf": build("i", "Erf", [(1, 4)], 1),
+        "pad_negative": build("j", "Pad", [(1, 2, 4, 4)], 1, consts=[(1, "p")],
+                              extra_nodes=([], [_i64("p", [0, 0, -1, 0, 0, 0, 0, 0])])),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_hostile()))
+def test_unsupported_forms_are_refused_in_one_line_naming_the_node(name, tmp_path, capsys):
+    from tony.cli import main
+
+    m = _hostile()[name]
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    for cmd in (["ir", str(p)], ["compile", str(p), "-o", str(tmp_path / "b")]):
+        rc = main(cmd)
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and len(err.splitlines()) == 1, err
+        assert "the_" in err and "error" in err, err

@@ -110,6 +110,15 @@ class Build:
                              hint=f"compile it with {KINDS[kind]}")
         return cls(p, m)
 
+    def single(self, what: str) -> "Build":
+        """This build, refused when it is partitioned into several device segments (each a build
+        of its own in seg<k>/) for a command that reads one program."""
+        segs = [s for s in self.manifest.get("segments", []) if s.get("kind") == "device"]
+        if segs:
+            raise InputError(f"{self.path} is a partitioned build with {len(segs)} device segments",
+                             hint=f"run {what} on one of them: " + ", ".join(str(self.path / s["build"]) for s in segs))
+        return self
+
     @property
     def kind(self) -> str:
         return self.manifest["kind"]
