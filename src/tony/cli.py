@@ -239,7 +239,7 @@ def cmd_quantize(a) -> int:
                              first_last_8bit=a.first_last_8bit, log=None if a.quiet else print)
     else:
         q = quantize_static(m, calib, weight_bits=a.weight_bits, method=a.method,
-                            first_last_8bit=a.first_last_8bit)
+                            first_last_8bit=a.first_last_8bit, sequential=not a.one_pass)
     write_onnx(a.output, q)
     print(f"wrote {show(a.output)}")
     return 0
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", choices=["kl-j", "max", "percentile", "mse"], default="kl-j",
                     help="activation calibration (default kl-j)")
     sp.add_argument("--first-last-8bit", action="store_true", help="keep 8-bit weights in the first and last layers")
+    sp.add_argument("--one-pass", action="store_true",
+                    help="calibrate every tensor on the float model in one pass (default: in order, each tensor on "
+                         "the model quantized up to it; one pass is much faster on graphs of hundreds of layers)")
     sp.add_argument("--train-data", help=".npz with x (stack of inputs) and y (int labels): train the thresholds "
                                          "(TQT, needs tony[train])")
     sp.add_argument("--epochs", type=int, default=10, help="threshold-training epochs (default 10)")
