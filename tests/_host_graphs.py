@@ -31,7 +31,8 @@ def qconst(arr, s, name):
 
 
 def build(name, op_type, in_shapes, out_shape, *, attrs=None, in_scales=None, out_scale=2.0**-5, unsigned_out=False,
-          consts=(), extra_nodes=(), conv_first=False, opset=14, float_out=False, int_inputs=()):
+          consts=(), extra_nodes=(), conv_first=False, opset=14, float_out=False, int_inputs=(),
+          drop_first_input=False):
     """in_shapes: activation inputs; consts: (position, onnx input name) pairs spliced into the op's
     inputs (initializers / DQ outputs given in extra_nodes[1]); int_inputs: (position, name, shape)
     integer graph inputs fed straight to the op."""
@@ -61,6 +62,8 @@ def build(name, op_type, in_shapes, out_shape, *, attrs=None, in_scales=None, ou
     en, ei = extra_nodes if extra_nodes else ([], [])
     nodes += en
     inits += ei
+    if drop_first_input:  # the op reads what extra_nodes made of it
+        ins = ins[1:]
     for pos, nm in consts:
         ins.insert(pos, nm)
     outs = [f"y{k}" for k in range(out_shape if isinstance(out_shape, int) else 1)]
@@ -128,6 +131,9 @@ def cases() -> dict:
                                conv_first=True)
     c["reducemean_c"] = build("reducemean_c", "ReduceMean", [(1, 3, 2, 2)], 1, attrs={"axes": [1], "keepdims": 0},
                               out_scale=2.0**-4)
+    c["concat_axis2"] = build("concat_axis2", "Concat", [(1, 2, 3, 2), (1, 2, 1, 2)], 1, attrs={"axis": 2},
+                              in_scales=[2.0**-4, 2.0**-5], conv_first=True)
+    c["channel_shuffle"] = _shuffle()
     c["matmul_two"] = build("matmul_two", "MatMul", [(1, 3, 4), (1, 4, 5)], 1, out_scale=2.0**-3)
     c["gather_act"] = build("gather_act", "Gather", [(1, 5, 3)], 1, attrs={"axis": 1}, consts=[(1, "gi")],
                             out_scale=2.0**-4, extra_nodes=([], [_i64("gi", [[4, 0], [-1, 2]])]))
@@ -149,6 +155,15 @@ def cases() -> dict:
     c["avgpool_exclude_pad"] = build("avgpool_exclude_pad", "AveragePool", [(1, 3, 5, 5)], 1, conv_first=True,
                                      attrs={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]})
     return c
+
+
+def _shuffle():
+    """Reshape [1, 6, 2, 2] -> [1, 2, 3, 2, 2], Transpose [0, 2, 1, 3, 4], Reshape back (ShuffleNet)."""
+    sh = [nh.from_array(np.array(v, np.int64), n) for v, n in (([1, 2, 3, 2, 2], "s5"), ([1, 6, 2, 2], "s4"))]
+    nodes = [h.make_node("Reshape", ["in0_dq", "s5"], ["r5"], name="split_groups"),
+             h.make_node("Transpose", ["r5"], ["t5"], name="swap", perm=[0, 2, 1, 3, 4])]
+    return build("channel_shuffle", "Reshape", [(1, 6, 2, 2)], 1, consts=[(0, "t5"), (1, "s4")],
+                 extra_nodes=(nodes, sh), conv_first=True, drop_first_input=True)
 
 
 def inputs_for(m: onnx.ModelProto, rng, n: int = 4) -> dict:

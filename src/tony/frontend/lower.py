@@ -567,12 +567,7 @@ class _Lowering(HostLowering):
         shape = self.shapes.get(node.output[0])
         if shape is None or min(shape, default=1) < 0:
             raise UnsupportedError("output shape could not be inferred", where=node_where(node))
-
-        def make(ins, outs, rq):
-            if rq is None:
-                return ir.Reshape(ins, outs, origin=node.name, shape=shape)
-            raise UnsupportedError("a reshape that changes the scale is not supported", where=node_where(node))
-        self._scale_preserving(node, x, make)
+        self.structural(node, x, lambda i, o: ir.Reshape(i, o, origin=node.name, shape=tuple(shape)))
 
     op_Flatten = _reshape
     op_Reshape = _reshape
