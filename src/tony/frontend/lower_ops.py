@@ -202,7 +202,7 @@ class HostLowering:
         """Unfolded (not after a Conv): one table per channel, y = f_c(x) exactly."""
         if len(node.output) > 1 and any(node.output[1:]):
             raise UnsupportedError("BatchNormalization in training mode", where=node_where(node))
-        x = self.act(node.input[0], node)
+        self.act(node.input[0], node)  # the input must be a quantized activation
         p = []
         for name in node.input[1:5]:
             if name not in self.inits:
