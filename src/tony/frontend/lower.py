@@ -231,11 +231,16 @@ class _Lowering(HostLowering):
                                        where=node_where(node),
                                        hint="supported operators: " + ", ".join(SUPPORTED))
             first = len(self.ops)
-            if node.op_type in _ONE_D and node.input[0] in self.alias \
-                    and len(self.tensors[self.alias[node.input[0]]].shape) == 3:
-                self.lower_1d(node, handler)
-            else:
-                handler(node)
+            try:
+                if node.op_type in _ONE_D and node.input[0] in self.alias \
+                        and len(self.tensors[self.alias[node.input[0]]].shape) == 3:
+                    self.lower_1d(node, handler)
+                else:
+                    handler(node)
+            except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as e:
+                # a form of the op that no handler check foresaw: still one line naming the node
+                raise UnsupportedError(f"this form of {node.op_type} is not supported ({type(e).__name__}: {e})",
+                                       where=node_where(node)) from e
             self.ops[first:] = [op if op.op_type else replace(op, op_type=node.op_type) for op in self.ops[first:]]
         outputs = []
         for name in self.graph_outputs:

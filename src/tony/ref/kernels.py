@@ -240,7 +240,13 @@ def take(op: ir.Take, g: ir.Graph, x, *rest):
     if op.table_input:  # x is the constant table, rest[0] the integer indices (stacked)
         tab = np.asarray(x, np.int64)
         idx = np.asarray(rest[0], np.int64)
-        return np.take(tab, np.where(idx < 0, idx + tab.shape[op.axis], idx), axis=op.axis)
+        n = tab.shape[op.axis]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            from ..errors import InputError
+
+            raise InputError(f"index {int(idx.max() if idx.max() >= n else idx.min())} is outside [-{n}, {n - 1}]",
+                             where=op.where)
+        return np.take(tab, np.where(idx < 0, idx + n, idx), axis=op.axis)
     idx = np.asarray(op.indices, np.int64).reshape(op.index_shape)
     return np.take(np.asarray(x), idx, axis=op.axis)
 
