@@ -200,16 +200,25 @@ def _softmax(x, axis=-1):
 
 
 def _lrn(x, size=5, alpha=1e-4, beta=0.75, bias=1.0):
-    """ONNX LRN in float32: x / (bias + alpha / size * sum of squares over the channel window)^beta."""
+    """ONNX LRN in float32, summed as onnxruntime does: the scale of channel 0 is bias plus
+    alpha/size times each square of its window in turn; channel c's is channel c-1's plus the
+    square entering the window minus the one leaving it; y = x * scale^-beta."""
     x = np.asarray(x, np.float32)
     c = x.shape[1]
-    sq = np.square(x)
-    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-    acc = np.zeros_like(x)
-    for i in range(c):
-        acc[:, i] = sq[:, max(0, i - lo):min(c, i + hi + 1)].sum(axis=1)
-    return (x / np.power(np.float32(bias) + np.float32(alpha) / np.float32(size) * acc,
-                         np.float32(beta))).astype(np.float32)
+    pre = (size - 1) // 2
+    sq = np.zeros((x.shape[0], c + size - 1) + x.shape[2:], np.float32)
+    sq[:, pre:pre + c] = np.square(x)
+    a = np.float32(alpha) / np.float32(size)
+    scale = np.empty_like(x)
+    s0 = np.full((x.shape[0],) + x.shape[2:], np.float32(bias), np.float32)
+    for k in range(size):
+        s0 = s0 + a * sq[:, k]
+    scale[:, 0] = s0
+    for i in range(1, c):
+        s0 = s0 + a * sq[:, i + size - 1]
+        s0 = s0 + (-a) * sq[:, i - 1]
+        scale[:, i] = s0
+    return (np.power(scale, np.float32(-beta)) * x).astype(np.float32)
 
 
 FLOAT_FUNCTIONS = {"Softmax": _softmax, "LRN": _lrn}
