@@ -259,3 +259,23 @@ def test_unsupported_forms_are_refused_in_one_line_naming_the_node(name, tmp_pat
         err = capsys.readouterr().err.strip()
         assert rc == 1 and len(err.splitlines()) == 1, err
         assert "the_" in err and "error" in err, err
+
+
+@pytest.mark.parametrize("fn", ["Sigmoid", "Tanh"])
+def test_transcendental_tables_equal_the_rounding_of_the_exact_function(fn):
+    """Every int8 input: the table entry is the correctly rounded quantization of f at the
+    dequantized input, f evaluated with 40 decimal digits."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 40
+    x_scale, y_scale = 2.0**-4, 2.0**-7
+    q, xf = table_inputs(INT8, x_scale, 0)
+    tab = quantize_exact(TABLE_FUNCTIONS[fn](xf, {}), y_scale, 0, INT8)
+    for qi, ti, x in zip(q, tab, xf):
+        e = Decimal(float(x)).exp() if fn == "Sigmoid" else (2 * Decimal(float(x))).exp()
+        f = e / (1 + e) if fn == "Sigmoid" else (e - 1) / (e + 1)
+        v = f / Decimal(y_scale)
+        fl = int(v.to_integral_value(rounding="ROUND_FLOOR"))
+        r = v - fl
+        want = fl + (1 if r > Decimal("0.5") or (r == Decimal("0.5") and fl % 2) else 0)
+        assert ti == min(127, max(-128, want)), (qi, ti, want)
