@@ -279,3 +279,71 @@ def test_transcendental_tables_equal_the_rounding_of_the_exact_function(fn):
         r = v - fl
         want = fl + (1 if r > Decimal("0.5") or (r == Decimal("0.5") and fl % 2) else 0)
         assert ti == min(127, max(-128, want)), (qi, ti, want)
+
+
+STRUCTURAL = ("Transpose", "Slice", "Split", "Gather", "Reshape", "Pad", "Resize", "Flatten")
+
+
+def _node_cases():
+    import warnings
+
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = load_model_tests(kind="node")
+    return sorted((c for c in cases if len(c.model.graph.node) == 1 and c.model.graph.node[0].op_type in STRUCTURAL
+                   and c.model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT),
+                  key=lambda c: c.name)
+
+
+def _wrapped(case, s: float):
+    """The node test's model with its data input quantized (int8 at scale s) before the node and
+    every output quantized after it; the other inputs frozen into initializers (as
+    tony.tools.conformance does)."""
+    from tony.tools.conformance import as_tony_model
+
+    m, feeds, want = as_tony_model(case)
+    g = m.graph
+    node = g.node[0]
+    x = g.input[0].name
+    sc = [h.make_tensor("qs", onnx.TensorProto.FLOAT, [], [s]), h.make_tensor("qz", onnx.TensorProto.INT8, [], [0])]
+    pre = [h.make_node("QuantizeLinear", [x, "qs", "qz"], ["xq"], name="q_in"),
+           h.make_node("DequantizeLinear", ["xq", "qs", "qz"], ["xdq"], name="dq_in")]
+    node.input[0] = "xdq"
+    post = []
+    for k, o in enumerate(list(node.output)):
+        node.output[k] = o + "_f"
+        post += [h.make_node("QuantizeLinear", [o + "_f", "qs", "qz"], [o + "_q"], name=f"q_out{k}"),
+                 h.make_node("DequantizeLinear", [o + "_q", "qs", "qz"], [o], name=f"dq_out{k}")]
+    nodes = pre + [node] + post
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(sc)
+    return m, feeds, want
+
+
+def test_structural_ops_pass_the_onnx_node_cases_through_quantization():
+    """A structural op moves values, so it commutes with per-tensor quantization: Tony's output on
+    the quantized input must equal the quantized expected output of every onnx node case of
+    Transpose, Slice, Split, Gather, Reshape, Pad, Resize and Flatten, unless the case is refused in
+    one line (e.g. it moves the batch axis, or Resize is not nearest)."""
+    from tony.errors import TonyError
+
+    s = 2.0**-4
+    passed, refused = [], []
+    for case in _node_cases():
+        try:
+            m, feeds, want = _wrapped(case, s)
+            g = load_ir(m)
+        except TonyError as e:
+            assert "\n" not in str(e)
+            refused.append(case.name)
+            continue
+        got = tony.run_reference(g, feeds)
+        for w, y in zip(want, got):
+            wq = np.clip(np.rint(np.asarray(w, np.float32) / np.float32(s)), -128, 127) * np.float32(s)
+            assert np.array_equal(np.asarray(y).reshape(wq.shape), wq.astype(np.float32)), case.name
+        passed.append(case.name)
+    print(f"{len(passed)} node cases pass, {len(refused)} refused: {refused}")
+    assert len(passed) >= 30

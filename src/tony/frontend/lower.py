@@ -572,6 +572,10 @@ class _Lowering(HostLowering):
         shape = self.shapes.get(node.output[0])
         if shape is None or min(shape, default=1) < 0:
             raise UnsupportedError("output shape could not be inferred", where=node_where(node))
+        if not shape or shape[0] != x.shape[0]:
+            raise UnsupportedError(f"the reshape {list(x.shape)} -> {list(shape)} changes axis 0, which holds the batch "
+                                   "(samples are stacked there)", where=node_where(node),
+                                   hint="keep the batch axis first")
         self.structural(node, x, lambda i, o: ir.Reshape(i, o, origin=node.name, shape=tuple(shape)))
 
     op_Flatten = _reshape

@@ -387,6 +387,11 @@ class HostLowering:
         if len(node.input) > 2 and node.input[2] and node.input[2] in self.inits \
                 and np.size(self.inits[node.input[2]]):
             scales = [float(v) for v in np.ravel(self.inits[node.input[2]])]
+            if "axes" in a:  # scales of the listed axes only (opset 18)
+                full = [1.0] * len(x.shape)
+                for k, ax in enumerate(a["axes"]):
+                    full[ax % len(x.shape)] = scales[k]
+                scales = full
         mode = _s(a.get("coordinate_transformation_mode", "half_pixel"))
         nearest = _s(a.get("nearest_mode", "round_prefer_floor"))
         if mode not in ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners", "tf_half_pixel_for_nn"):
