@@ -98,6 +98,12 @@ def cases() -> dict:
     c["mul_broadcast"] = build("mul_broadcast", "Mul", [(1, 4, 3, 3), (1, 4, 1, 1)], 1, conv_first=True)
     wn, wi = qconst(np.linspace(-1, 1, 4).reshape(4, 1, 1), 2.0**-6, "mulc")
     c["mul_const"] = build("mul_const", "Mul", [(1, 4, 3, 3)], 1, consts=[(1, "mulc")], extra_nodes=(wn, wi))
+    bn_, bi_ = qconst(np.linspace(-0.5, 0.75, 4).reshape(1, 4, 1, 1), 2.0**-7, "addc")
+    c["add_channel_const"] = build("add_channel_const", "Add", [(1, 4, 3, 3)], 1, consts=[(0, "addc")],
+                                   extra_nodes=(bn_, bi_), conv_first=True)
+    sn_, si_ = qconst(np.linspace(-0.5, 0.75, 4).reshape(4, 1, 1), 2.0**-3, "subc")
+    c["sub_channel_const"] = build("sub_channel_const", "Sub", [(1, 4, 3, 3)], 1, consts=[(1, "subc")],
+                                   extra_nodes=(sn_, si_))
     c["sub"] = build("sub", "Sub", [(1, 4, 3, 3), (1, 4, 3, 3)], 1, in_scales=[2.0**-4, 2.0**-6])
     for fn, at in [("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
                    ("HardSwish", {}), ("LeakyRelu", {"alpha": 0.1})]:

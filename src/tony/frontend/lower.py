@@ -462,6 +462,8 @@ class _Lowering(HostLowering):
     def op_Add(self, node, subtract: bool = False):
         a_t = self.operand(node.input[0], node)
         b_t = self.operand(node.input[1], node)
+        if self.channel_offset(node, a_t, b_t, subtract):
+            return
         try:
             np.broadcast_shapes(a_t.shape, b_t.shape)
         except ValueError:

@@ -161,14 +161,71 @@ class HostLowering:
         return axes
 
     # ---- element-wise -------------------------------------------------------------------------
+    def channel_const(self, x: ir.Tensor, c: ir.Tensor):
+        """The integers of constant `c` per channel of activation x [N, C, H, W] when c broadcasts
+        over x along the channels only (a scalar, [C, 1, 1], [1, C, 1, 1]); else None."""
+        if len(x.shape) != 4 or c.name not in self.constants or x.name in self.constants:
+            return None
+        arr = self.constants[c.name]
+        if arr.ndim > 4:
+            return None
+        a4 = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+        if a4.shape[0] != 1 or a4.shape[2:] != (1, 1) or a4.shape[1] not in (1, x.shape[1]):
+            return None
+        return np.broadcast_to(a4.reshape(-1), (x.shape[1],)).astype(np.int64)
+
+    def depthwise(self, node, x: ir.Tensor, w: np.ndarray, wt: ir.Tensor, bias, rq, out: str):
+        """A per-channel product (and offset) as a 1x1 depthwise Conv: the same integers (acc =
+        (x - x_zp) * (w - w_zp) + bias, then the same requant), and an op the accelerator runs."""
+        c = x.shape[1]
+        wname = self.add_const(f"{out}.weight", w.reshape(c, 1, 1, 1), wt.dtype, wt.scale, wt.zero_point)
+        ins = [x.name, wname]
+        if bias is not None:
+            ins.append(self.add_const(f"{out}.bias", bias, ir.INT32))
+        self.ops.append(ir.Conv(tuple(ins), (out,), origin=node.name, group=c, requant=rq))
+
+    def _drop_unused_const(self, t: ir.Tensor):
+        if t.name.endswith(".q") and t.name in self.constants:
+            self.constants.pop(t.name)
+            self.tensors.pop(t.name)
+
     def op_Mul(self, node):
         a, b = self.operand(node.input[0], node), self.operand(node.input[1], node)
+        for x, c in ((a, b), (b, a)):
+            vec = self.channel_const(x, c)
+            if vec is not None and self.shapes.get(node.output[0]) == x.shape:
+                t, s, z, dt, bounds = self.quantized_out(node, act=True)
+                rq = self.requant(x.scale * c.scale / s, s, z, dt, bounds, node_where(node), "Mul rescale")
+                self.depthwise(node, x, vec, c, None, rq, t.name)
+                self._drop_unused_const(c)
+                return
         t, s, z, dt, bounds = self.quantized_out(node, act=True)
         rq = self.requant(a.scale * b.scale / s, s, z, dt, bounds, node_where(node), "Mul rescale")
         self.ops.append(ir.Mul((a.name, b.name), (t.name,), origin=node.name, requant=rq))
 
     def op_Sub(self, node):
         self.op_Add(node, subtract=True)
+
+    def channel_offset(self, node, a: ir.Tensor, b: ir.Tensor, subtract: bool) -> bool:
+        """Add (or Sub) of a per-channel constant to a 4-D activation in pow2 mode as a 1x1
+        depthwise Conv: weight 2^sa, bias (c - c_zp) << sb (negated for x - c): the Add's integers.
+        Returns False when it does not apply."""
+        for x, c, sign in ((a, b, -1 if subtract else 1), (b, a, None if subtract else 1)):
+            vec = self.channel_const(x, c) if sign is not None else None
+            if vec is None or x.exp is None or c.exp is None or self.shapes.get(node.output[0]) != x.shape:
+                continue
+            e = min(x.exp, c.exp)
+            sx, sc = x.exp - e, c.exp - e
+            bias = sign * ((vec - c.zero_point) << sc)
+            if sx > 6 or np.abs(bias).max(initial=0) >= 2**31:
+                continue
+            t, s, z, dt, bounds = self.quantized_out(node, act=True)
+            rq = self.requant(2.0**e / s, s, z, dt, bounds, node_where(node))
+            w = np.full(x.shape[1], 1 << sx, np.int64)
+            self.depthwise(node, x, w, ir.Tensor("w", (1,), ir.INT8, 2.0**-sx), bias, rq, t.name)
+            self._drop_unused_const(c)
+            return True
+        return False
 
     def op_Sum(self, node):
         if len(node.input) != 2:
