@@ -28,6 +28,8 @@ FIELDS = {  # what every command may read from a build of each kind, and its JSO
     "hls": {"model": str, "hls": dict, "golden": dict, "device_inputs": list, "device_outputs": list,
             "layers": list, "sources": list},
 }
+SEGMENTED = {"model": str, "golden": dict, "segments": list, "placement": dict, "batch": int}
+"""a partitioned build's top folder (either kind): its device segments are builds of their own in seg<k>/"""
 
 
 # ---- writing: whole files or nothing --------------------------------------------------------------
@@ -113,7 +115,7 @@ class Build:
         if not isinstance(m, dict) or m.get("kind") not in KINDS:
             raise InputError(f"{p} was written by another version of Tony (no build kind in {MANIFEST})",
                              hint="compile it again")
-        for key, typ in FIELDS[m["kind"]].items():
+        for key, typ in (SEGMENTED if "segments" in m else FIELDS[m["kind"]]).items():
             if not isinstance(m.get(key), typ) or isinstance(m.get(key), bool):
                 raise InputError(f"{mf} is incomplete: '{key}' is missing or not a JSON {typ.__name__}",
                                  hint="compile the build again")
@@ -121,6 +123,15 @@ class Build:
             raise InputError(f"{p} is a{'n' if m['kind'][0] in 'aeiou' else ''} {m['kind']} build, not {kind}",
                              hint=f"compile it with {KINDS[kind]}")
         return cls(p, m)
+
+    def single(self, what: str) -> "Build":
+        """This build, refused when it is partitioned into several device segments (each a build
+        of its own in seg<k>/) for a command that reads one program."""
+        segs = [s for s in self.manifest.get("segments", []) if s.get("kind") == "device"]
+        if segs:
+            raise InputError(f"{self.path} is a partitioned build with {len(segs)} device segments",
+                             hint=f"run {what} on one of them: " + ", ".join(str(self.path / s["build"]) for s in segs))
+        return self
 
     @property
     def kind(self) -> str:

@@ -77,7 +77,8 @@ def cmd_compile(a) -> int:
     from .compiler import compile_model, parse_array
 
     inputs = _load_npy(a.inputs) if a.inputs else None
-    opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding)
+    opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding,
+                device_only=a.device_only)
     if a.hw:
         given = [k for k in HW_FIXED if getattr(a, k) is not None]
         if given:
@@ -85,7 +86,12 @@ def cmd_compile(a) -> int:
             raise InputError("the overlay fixes the accelerator's configuration", where=f"{flag} with --hw",
                              hint=f"drop {flag}, or render another overlay with `tony hw`")
         m = compile_model(a.model, a.output, backend=a.backend, batch=a.batch, hw=a.hw, **opts)
+        _print_placement(m)
         acc = m["accel"]
+        if "segments" in m:
+            print(f"compiled {show(m['model'])} for overlay {show(a.hw)}: "
+                  f"{sum(s['kind'] == 'device' for s in m['segments'])} device segment(s) in seg<k>/ -> {show(a.output)}")
+            return 0
         print(f"compiled {show(m['model'])} for overlay {show(m['hw']['name'])}: {m['program']['length']} of "
               f"{acc['imem_words']} instruction words on a {acc['rows']}x{acc['cols']} accelerator, batch "
               f"{m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
@@ -98,6 +104,11 @@ def cmd_compile(a) -> int:
 
         cfg = HlsConfig(rows=rows, cols=cols, acc_bits=acc_bits, weights=a.weights)
         m = compile_model(a.model, a.output, backend="hls", config=cfg, **opts)
+        _print_placement(m)
+        if "segments" in m:
+            print(f"compiled {show(m['model'])} to HLS C++: {sum(s['kind'] == 'device' for s in m['segments'])} device "
+                  f"segment(s) in seg<k>/, {rows}x{cols} MAC array, {m['samples']} golden samples -> {show(a.output)}")
+            return 0
         print(f"compiled {show(m['model'])} to HLS C++: {len(m['layers'])} layers, {rows}x{cols} MAC array, "
               f"weights {cfg.weights}, {m['samples']} golden samples -> {show(a.output)}")
         return 0
@@ -106,6 +117,13 @@ def cmd_compile(a) -> int:
     cfg = AccelConfig(rows, cols, acc_bits=acc_bits, mem_bits=a.mem_bits or 64, abuf_words=a.abuf_words or 0,
                       wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0)
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
+    _print_placement(m)
+    if "segments" in m:
+        print(f"compiled {show(m['model'])}: {sum(s['kind'] == 'device' for s in m['segments'])} device segment(s), "
+              f"{m['program']['length']} instructions in all for a {rows}x{cols} accelerator, batch {m['batch']}, "
+              f"{m['macs_per_run']} device MACs and {m['predicted_cycles']} predicted cycles per run, "
+              f"{m['samples']} golden samples -> {show(a.output)}")
+        return 0
     print(f"compiled {show(m['model'])}: {m['program']['length']} instructions for a {rows}x{cols} accelerator, "
           f"batch {m['batch']}, {m['macs_per_run']} MACs and {m['predicted_cycles']} predicted cycles per run, "
           f"{m['samples']} golden samples -> {show(a.output)}")
@@ -134,6 +152,12 @@ def cmd_hw(a) -> int:
             print(f"warning: the estimated {k} ({est[k]['used']}) exceeds the part's {est[k]['available']} "
                   f"{est[k]['cell']}", file=sys.stderr)
     return 0
+def _print_placement(m: dict) -> None:
+    from .report import placement_lines
+
+    if m.get("placement") and any(r["where"] == "host" for r in m["placement"]["ops"]):
+        for line in placement_lines(m["placement"]):
+            print(line)
 
 
 def cmd_csim(a) -> int:
@@ -333,7 +357,7 @@ def cmd_quantize(a) -> int:
                              log=None if a.quiet else print)
     else:
         q = quantize_static(m, calib, weight_bits=a.weight_bits, method=a.method,
-                            first_last_8bit=a.first_last_8bit, progress=not a.quiet)
+                            first_last_8bit=a.first_last_8bit, sequential=not a.one_pass, progress=not a.quiet)
     write_onnx(a.output, q)
     print(f"wrote {show(a.output)}")
     return 0
@@ -389,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",
                     help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
+    sp.add_argument("--device-only", action="store_true",
+                    help="refuse a model with an operator the device cannot run (instead of running it on the host)")
     sp.set_defaults(fn=cmd_compile)
 
     from .hw import PRESETS
@@ -489,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", choices=["kl-j", "max", "percentile", "mse"], default="kl-j",
                     help="activation calibration (default kl-j)")
     sp.add_argument("--first-last-8bit", action="store_true", help="keep 8-bit weights in the first and last layers")
+    sp.add_argument("--one-pass", action="store_true",
+                    help="calibrate every tensor on the float model in one pass (default: in order, each tensor on "
+                         "the model quantized up to it; one pass is much faster on graphs of hundreds of layers)")
     sp.add_argument("--train-data", help=".npz with x (stack of inputs) and y (int labels), optionally x_val and "
                                          "y_val (else 15%% of x is held out): train thresholds and weights "
                                          "(TQT, needs tony[train])")

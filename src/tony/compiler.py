@@ -21,9 +21,11 @@ from .api import load_ir, normalize_inputs
 from .ir import bounds
 from .board.bringup import AXI_READ_LATENCY, write_bringup
 from .build import MANIFEST, staged_output, write_json, write_onnx
-from .errors import InputError
-from .ir.partition import partition
+from .errors import InputError, UnsupportedError
+from .ir.partition import Partition, first_host_op, partition, subgraph
+from .ir.partition import report as placement_report
 from .golden import default_inputs, hex_text, tensor_keys, write_golden
+from .accel import placement
 from .accel.layout import run_beats
 from .rtl import render_to
 from .rtl.fusesoc import write_core
@@ -52,11 +54,13 @@ def _feeds(g: ir.Graph, inputs, samples: int, seed: int) -> dict:
 
 def compile_model(model, out_dir, *, backend: str = "rtl", config=None, inputs=None, samples: int = 20,
                   seed: int = 0, requant: str = "pow2", rounding: str | None = None, batch: int = 1,
-                  hw=None) -> dict:
+                  hw=None, device_only: bool = False) -> dict:
     """Load and lower `model` (path or ModelProto), then compile it with `backend` ("rtl": the
     accelerator, `config` an AccelConfig; "hls": `config` an HlsConfig) into `out_dir`. With `hw`
     (an overlay folder from `tony hw`, docs/overlay.md) the accelerator is that overlay's: its
-    configuration and rounding, its Verilog copied. Returns the manifest."""
+    configuration and rounding, its Verilog copied. Ops the back end cannot run go to host
+    segments (tony.ir.partition); with `device_only` that is refused instead, naming the first
+    such op. Returns the manifest."""
     import onnx
 
     overlay = None
@@ -64,16 +68,20 @@ def compile_model(model, out_dir, *, backend: str = "rtl", config=None, inputs=N
         overlay, rounding = _overlay_for(hw, backend, config, rounding)
         config = overlay.overlay.cfg
     g = load_ir(model, requant=requant, rounding=rounding or "half_even")
-    partition(g)  # refuses a graph with nothing for the device, naming what to do
+    if all(op.host for op in g.ops):
+        raise UnsupportedError("the model has no operator that runs on the device", where="model",
+                               hint="`tony run` executes it in the reference")
     feeds = _feeds(g, inputs, samples, seed)
     source = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     if backend == "hls":
         from .hls.backend import HlsConfig, compile_hls
 
-        return compile_hls(g, out_dir, config=config or HlsConfig(), feeds=feeds, source=source)
+        return compile_hls(g, out_dir, config=config or HlsConfig(), feeds=feeds, source=source,
+                           device_only=device_only)
     if backend != "rtl":
         raise InputError(f"backend {backend!r}: choose rtl or hls")
-    return compile_accel(g, out_dir, config or AccelConfig(), feeds, batch=batch, source=source, hw=overlay)
+    return compile_accel(g, out_dir, config or AccelConfig(), feeds, batch=batch, source=source, hw=overlay,
+                         device_only=device_only)
 
 
 def _overlay_for(hw, backend: str, config, rounding):
@@ -96,11 +104,30 @@ def _overlay_for(hw, backend: str, config, rounding):
     return folder, ov.rounding
 
 
+def refuse_host_ops(p: Partition, backend: str) -> None:
+    """--device-only: refuse a partition with an op off the device, naming the first one."""
+    first = first_host_op(p)
+    if first is not None:
+        raise UnsupportedError(f"runs on the host ({first.reason}) but --device-only was given",
+                               where=first.op.where, hint=f"drop --device-only to run it on the host between "
+                                                          f"{backend} segments")
+
+
+def accel_partition(g: ir.Graph, cfg: AccelConfig) -> Partition:
+    """The host/device split of `g` for the accelerator `cfg` (one function for compile and sim)."""
+    return partition(g, placement.refuse(g, cfg))
+
+
 def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch: int = 1, source=None,
-                  hw=None) -> dict:
+                  hw=None, device_only: bool = False) -> dict:
     """Compile the IR graph `g` for the accelerator `cfg` with `batch` samples per run, golden
-    vectors from `feeds`; `source` (an onnx ModelProto) is kept in the build as model.onnx. With
-    `hw` (a tony.hw.HwFolder) the accelerator is the overlay's and its Verilog is copied."""
+    vectors from `feeds`; `source` (an onnx ModelProto) is kept in the build as model.onnx.
+
+    A graph whose device ops form one segment (between the float boundary's Quantize and
+    Dequantize) is one program. Otherwise every device segment is compiled as its own program in
+    its own build folder seg<k>/ (the same accelerator, its own memory image), and `tony sim` runs
+    the host segments in the reference between them. With `hw` (a tony.hw.HwFolder) the
+    accelerator is the overlay's and its Verilog is copied."""
     if batch < 1:
         raise InputError("--batch must be at least 1")
     if hw is not None:
@@ -112,9 +139,56 @@ def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch:
     if cfg.mem_bits > 64:
         raise InputError(f"--mem-bits {cfg.mem_bits}: the memory image is written as 64-bit words; use 32 or 64")
     bounds.check_overflow(g, cfg.acc_bits)
-    prog = compile_program(g, cfg, batch=batch)
+    p = accel_partition(g, cfg)
+    if device_only:
+        refuse_host_ops(p, "device")
+    where = placement_report(g, p)
+    if p.simple:
+        prog = compile_program(g, cfg, batch=batch)
+        with staged_output(out_dir) as out:
+            return _write_accel(g, out, prog, feeds, source, where, hw)
+    subs = {k: subgraph(g, s, f"{g.name}.seg{k}") for k, s in enumerate(p.segments) if s.device}
+    progs = {k: compile_program(sub, cfg, batch=batch) for k, sub in subs.items()}
+    # one accelerator for every segment: each buffer as deep as the deepest segment needs
+    shared = replace(cfg, **{f: getattr(cfg, f) or max(getattr(pr.cfg, f) for pr in progs.values())
+                             for f in ("abuf_words", "wbuf_words", "bbuf_words", "imem_words")})
+    progs = {k: compile_program(sub, shared, batch=batch) for k, sub in subs.items()}
     with staged_output(out_dir) as out:
-        return _write_accel(g, out, prog, feeds, source, hw)
+        return _write_segmented(g, out, p, progs, feeds, source, where, shared, batch, hw)
+
+
+def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: dict, source, where: dict,
+                     cfg: AccelConfig, batch: int, hw=None) -> dict:
+    """The top folder (whole-graph golden vectors, model, manifest with the segments) and one
+    accelerator build per device segment, its golden inputs the reference's values there."""
+    keys = tensor_keys(g)
+    files, env = write_golden(g, feeds, out / "golden", keys)
+    if source is not None:
+        write_onnx(out / "model.onnx", source)
+    np.save(out / "inputs.npy", *[feeds[n] for n in g.inputs][:1])
+    (out / "ir.txt").write_text(ir.format_graph(g) + "\n")
+    segs, cycles = [], 0
+    for k, s in enumerate(p.segments):
+        entry = {"index": k, "kind": s.kind, "ops": [op.origin or op.outputs[0] for op in s.ops],
+                 "inputs": [keys[n] for n in s.inputs], "outputs": [keys[n] for n in s.outputs]}
+        if s.device:
+            sub = subgraph(g, s, f"{g.name}.seg{k}")
+            (out / f"seg{k}").mkdir()
+            m = _write_accel(sub, out / f"seg{k}", progs[k], {n: env[n] for n in sub.inputs}, None, None, hw)
+            entry.update(build=f"seg{k}", predicted_cycles=m["predicted_cycles"], macs_per_run=m["macs_per_run"])
+            cycles += m["predicted_cycles"]
+        segs.append(entry)
+    manifest = {
+        "kind": "accel", "tony_version": __version__, "model": g.name, "accel": asdict(cfg),
+        "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
+        "samples": int(next(iter(feeds.values())).shape[0]), "batch": batch,
+        "segments": segs, "placement": where, "golden": files,
+        "predicted_cycles": cycles, "macs_per_run": where["device_macs"],
+        "program": {"length": sum(len(pr.words) for pr in progs.values())},
+        "outputs": [{"key": keys[n]} for n in g.outputs],
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
 
 
 def _io_entries(prog, keys: dict[str, str]) -> tuple[list, list]:
@@ -151,7 +225,7 @@ def _rtl(g: ir.Graph, out: Path, cfg: AccelConfig, hw) -> list[Path]:
     return [out / "rtl" / name for name in hw.info["rtl"]]
 
 
-def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source, hw=None) -> dict:
+def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source, where: dict | None, hw=None) -> dict:
     cfg = prog.cfg
     keys = tensor_keys(g)
     rtl = _rtl(g, out, cfg, hw)
@@ -192,6 +266,8 @@ def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source, hw=None) -> 
     if hw is not None:
         manifest["hw"] = {"name": hw.overlay.name, "part": hw.overlay.part, "path": str(hw.path),
                           "hw_json_sha256": hw.sha256, "templates_sha256": hw.info["templates_sha256"]}
+    if where is not None:
+        manifest["placement"] = where
     manifest.update(write_bringup(out, manifest, len(prog.image)))  # AXI wrapper RTL, C header, driver
     if hw is not None:
         hw.copy_rtl(out)  # the wrapper too, byte for byte (write_bringup rendered the same text)

@@ -81,6 +81,8 @@ def default_inputs(g, n: int, seed: int) -> dict:
         if q is not None:
             lo, hi = (q.dtype.min - q.zero_point) * q.scale, (q.dtype.max - q.zero_point) * q.scale
             x = rng.uniform(lo, hi, size=(n,) + t.shape[1:]).astype(np.float32)
+        elif t.dtype.bits > 32:  # indices (a Gather from a table): small, valid for any table
+            x = rng.integers(0, 2, size=(n,) + t.shape[1:])
         else:
             x = rng.integers(t.dtype.min, t.dtype.max + 1, size=(n,) + t.shape[1:])
         feeds[name] = x

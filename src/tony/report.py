@@ -39,9 +39,27 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     for l in rep.get("layers", []):
         if l.get("bound_why"):
             console.print(f"  bound of {l['name']}: {_pct(l.get('bound'))} ({l['bound_why']})")
+    if rep.get("segments"):
+        console.print(f"{len(rep['segments'])} device segment(s) on the simulated accelerator, host segments in the "
+                      "reference between them; outputs compared with the reference of the whole graph")
     verdict = "[bold green]PASS[/] bit-exact" if rep.get("bit_exact") else \
         f"[bold red]FAIL[/] {rep.get('mismatches')} mismatching elements"
     console.print(f"{verdict}: every output value of {rep.get('samples')} samples compared with the golden vectors")
+
+
+def placement_lines(where: dict) -> list[str]:
+    """The compile report's lines on what runs where: every op kept off the device with its
+    reason, then the segments and the share of MACs on the device."""
+    lines = []
+    host = [r for r in where["ops"] if r["where"] == "host"]
+    for r in host:
+        lines.append(f"  host: {show(r['node'])} ({r['op']}, segment {r['segment']}): {r['reason']}")
+    kinds = "".join("D" if s["kind"] == "device" else "h" for s in where["segments"])
+    total = where["device_macs"] + where["host_macs"]
+    lines.append(f"{len(host)} op(s) on the host, {len(where['ops']) - len(host)} on the device; segments {kinds} "
+                 f"(D device, h host); {100 * where['device_mac_share']:.2f}% of {total:,} MACs per sample on the "
+                 "device")
+    return lines
 
 
 def read_sim_report(build_dir) -> dict:

@@ -12,6 +12,8 @@ stages that each take one data structure to the next:
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ir
 from .check import check
 from .emit import Ctx, emit
@@ -34,3 +36,32 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     prog = link(t, cfg, batch, mp, codes, names, [where(s.op) for s in mp.steps])
     check(prog)
     return prog
+
+
+def run_partitioned(g: ir.Graph, cfg: AccelConfig, feeds: dict, part, *, batch: int = 1) -> tuple[dict, int]:
+    """The whole graph with every device segment compiled and executed by the instruction-level
+    model (model.run, one run per `batch` samples) and host segments in the reference between
+    them. Returns (every tensor computed, predicted cycles per run summed over the segments)."""
+    from ..ir.partition import subgraph
+    from ..ref import execute_segments
+    from . import model
+    from .layout import input_beats, read_outputs
+
+    total = [0]
+
+    def device(k, seg, ins):
+        prog = compile_program(subgraph(g, seg, f"{g.name}.seg{k}"), cfg, batch=batch)
+        total[0] += model.cycles(prog).total
+        n = next(iter(ins.values())).shape[0]
+        outs = {o: [] for o in seg.outputs}
+        for s in range(0, n, batch):
+            chunk = {name: v[s:s + batch] for name, v in ins.items()}
+            pad = batch - next(iter(chunk.values())).shape[0]
+            if pad:
+                chunk = {name: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for name, v in chunk.items()}
+            got = read_outputs(prog, model.run(prog, input_beats(prog, chunk), g.meta.get("rounding", "half_even")))
+            for o in seg.outputs:
+                outs[o].append(np.asarray(got[o]).reshape((batch,) + g.tensors[o].shape[1:])[:batch - pad])
+        return [np.concatenate(outs[o]) for o in seg.outputs]
+    env = execute_segments(g, part, feeds, device)
+    return env, total[0]

@@ -56,7 +56,7 @@ def read_dump(path: Path, dt, count: int, fmt: str = "auto", offset: int = 0) ->
 
 def compare(build_dir, dump, *, tensor: str | None = None, fmt: str = "auto", offset: int = 0,
             limit: int = 20) -> dict:
-    build = Build.open(build_dir)
+    build = Build.open(build_dir).single("`tony compare`")
     m = build.manifest
     golden = m["golden"]
     key = tensor or (m.get("device_outputs") or [None])[-1]
@@ -137,7 +137,7 @@ def compare_memory(build_dir, dump, *, fmt: str = "auto", limit: int = 20) -> di
     golden vectors of every device output, and the program/parameter region against the image."""
     from ..accel.layout import beats_to_words, unpack_act
 
-    build = Build.open(build_dir, kind="accel")
+    build = Build.open(build_dir, kind="accel").single("`tony compare --memory`")
     m = build.manifest
     a = m["accel"]
     image = [int(v) for v in build.load_npy("mem/image.npy").astype(np.uint64)]

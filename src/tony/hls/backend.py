@@ -29,8 +29,9 @@ from ..build import MANIFEST, Build, staged_output, write_json, write_onnx
 from ..errors import InputError, TonyError, UnsupportedError
 from ..golden import tensor_keys, write_golden, write_tensor
 from ..names import safe_id
-from ..ir.partition import partition
-from ..ref import KERNELS
+from ..ir.partition import partition, subgraph
+from ..ir.partition import report as placement_report
+from ..ref import execute_segments
 
 REPORT = "csim_report.json"
 TOP = "tony_top"
@@ -83,26 +84,42 @@ def _float_lit(x: float) -> str:
     return float(np.float32(x)).hex()
 
 
-def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
-    """Refuse, naming the node, what the HLS back end cannot render."""
-    for op in g.device_ops:
+_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape)
+
+
+def refuse(g: ir.Graph, cfg: HlsConfig):
+    """op -> why the HLS back end cannot render it (None: it can); tony.ir.partition puts it on the host."""
+    def why(op) -> str | None:
+        if not isinstance(op, _HLS_OPS):
+            return f"no HLS mapping for {op.kind}"
         rqs = list(op.requants) if isinstance(op, ir.Concat) else [getattr(op, "requant", None)]
         for rq in rqs:
             if rq is None:
                 continue
             if rq.per_channel and not isinstance(op, (ir.Conv, ir.Dense)):
-                raise UnsupportedError("per-channel requantization is only supported on Conv and Gemm/MatMul",
-                                       where=op.where)
+                return "per-channel requantization outside Conv and Gemm/MatMul"
             shifts = rq.shift if isinstance(rq.shift, tuple) else (rq.shift,)
             if any(s > 62 for s in shifts):
-                raise UnsupportedError(f"rescale shift {max(shifts)} exceeds 62", where=op.where)
+                return f"rescale shift {max(shifts)} exceeds 62"
         for name in op.inputs + op.outputs:
             t = g.tensors[name]
             if t.dtype.is_float or t.dtype.bits > 32:
-                raise UnsupportedError(f"tensor '{name}' is {t.dtype}; the device takes integers of <= 32 bits",
-                                       where=op.where)
+                return f"tensor '{name}' is {t.dtype} (the device takes integers of <= 32 bits)"
         if isinstance(op, ir.Concat) and op.axis == 0:
-            raise UnsupportedError("Concat along the batch axis is not supported", where=op.where)
+            return "Concat along the batch axis"
+        if isinstance(op, ir.AvgPool) and op.partial:
+            return "count_include_pad=0 with padding"
+        if isinstance(op, ir.Add) and (op.subtract or len({g.tensors[n].shape for n in op.inputs + op.outputs}) > 1):
+            return "Sub or Add with broadcasting"
+        if isinstance(op, ir.Dense) and (len(g.tensors[op.inputs[0]].shape) != 2
+                                         or len(g.tensors[op.inputs[1]].shape) != 2):
+            return "MatMul/Gemm is not [N, K] x [K, M]"
+        return None
+    return why
+
+
+def check_hls(g: ir.Graph, cfg: HlsConfig) -> None:
+    """Refuse, naming the node, what the HLS back end cannot render at all."""
     bounds.check_overflow(g, cfg.acc_bits)
 
 
@@ -256,9 +273,10 @@ def _boundary(g: ir.Graph, name: str, key: str, arg: str, index: int, golden_dir
     return d
 
 
-def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict:
-    """Write the C++ sources, Makefile and Tcl for `g` into `out`; return the source description."""
-    pre, dev, post, dins, douts = partition(g).parts()
+def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path, part=None) -> dict:
+    """Write the C++ sources, Makefile and Tcl for `g` (one device segment) into `out`; return
+    the source description."""
+    pre, dev, post, dins, douts = (part or partition(g, refuse(g, cfg))).parts()
     arg = {name: f"{'in' if name in dins else 'out' if name in douts else 't'}_{keys[name]}"
            for name in keys}
     b = _Builder(g, cfg, arg)
@@ -314,30 +332,70 @@ def render(g: ir.Graph, cfg: HlsConfig, keys: dict[str, str], out: Path) -> dict
 
 # ---- compile ----------------------------------------------------------------------------------
 
-def compile_hls(g: ir.Graph, out_dir, *, config: HlsConfig = HlsConfig(), feeds: dict, source=None) -> dict:
+def compile_hls(g: ir.Graph, out_dir, *, config: HlsConfig = HlsConfig(), feeds: dict, source=None,
+                device_only: bool = False) -> dict:
     """Compile the IR graph `g` to HLS C++ in `out_dir`, golden vectors from `feeds`; `source` (an
-    onnx ModelProto) is kept in the build as model.onnx. Returns the manifest."""
+    onnx ModelProto) is kept in the build as model.onnx. Returns the manifest.
+
+    As for the accelerator (tony.compiler.compile_accel), a graph with several device segments
+    gets one build per device segment in seg<k>/; the host runs the segments between them."""
     check_hls(g, config)
+    part = partition(g, refuse(g, config))
+    if device_only:
+        from ..compiler import refuse_host_ops
+
+        refuse_host_ops(part, "HLS")
+    where = placement_report(g, part)
     with staged_output(out_dir) as tmp:
+        if part.simple:
+            return _write_hls(g, tmp, config, feeds, source, part, where)
         keys = tensor_keys(g)
-        src = render(g, config, keys, tmp)
-        files, _ = write_golden(g, feeds, tmp / "golden", keys)
+        files, env = write_golden(g, feeds, tmp / "golden", keys)
         if source is not None:
             write_onnx(tmp / "model.onnx", source)
         (tmp / "ir.txt").write_text(ir.format_graph(g) + "\n")
-        for name in g.inputs:
-            np.save(tmp / f"inputs.{keys[name]}.npy", feeds[name])
         np.save(tmp / "inputs.npy", feeds[g.inputs[0]])
-        manifest = {
-            "kind": "hls", "tony_version": __version__, "model": g.name, "top": TOP,
-            "hls": asdict(config), "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
-            "samples": int(next(iter(feeds.values())).shape[0]), "cxxflags": CXXFLAGS,
-            "device_inputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["inputs"]],
-            "device_outputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["outputs"]],
-            "layers": src["layers"], "sources": src["sources"], "dataflow": src["dataflow"],
-            "param_words": src["param_words"], "golden": files,
-        }
+        segs = []
+        for k, s in enumerate(part.segments):
+            entry = {"index": k, "kind": s.kind, "ops": [op.origin or op.outputs[0] for op in s.ops],
+                     "inputs": [keys[n] for n in s.inputs], "outputs": [keys[n] for n in s.outputs]}
+            if s.device:
+                sub = subgraph(g, s, f"{g.name}.seg{k}")
+                sp = partition(sub, refuse(sub, config))
+                _write_hls(sub, tmp / f"seg{k}", config, {n: env[n] for n in sub.inputs}, None, sp, None)
+                entry["build"] = f"seg{k}"
+            segs.append(entry)
+        manifest = {"kind": "hls", "tony_version": __version__, "model": g.name, "top": TOP,
+                    "hls": asdict(config), "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
+                    "samples": int(next(iter(feeds.values())).shape[0]), "segments": segs, "placement": where,
+                    "golden": files, "layers": [], "outputs": [{"key": keys[n]} for n in g.outputs]}
         write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def _write_hls(g: ir.Graph, tmp: Path, config: HlsConfig, feeds: dict, source, part, where) -> dict:
+    tmp.mkdir(parents=True, exist_ok=True)
+    keys = tensor_keys(g)
+    src = render(g, config, keys, tmp, part)
+    files, _ = write_golden(g, feeds, tmp / "golden", keys)
+    if source is not None:
+        write_onnx(tmp / "model.onnx", source)
+    (tmp / "ir.txt").write_text(ir.format_graph(g) + "\n")
+    for name in g.inputs:
+        np.save(tmp / f"inputs.{keys[name]}.npy", feeds[name])
+    np.save(tmp / "inputs.npy", feeds[g.inputs[0]])
+    manifest = {
+        "kind": "hls", "tony_version": __version__, "model": g.name, "top": TOP,
+        "hls": asdict(config), "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
+        "samples": int(next(iter(feeds.values())).shape[0]), "cxxflags": CXXFLAGS,
+        "device_inputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["inputs"]],
+        "device_outputs": [{k: t[k] for k in ("name", "key", "dtype", "shape", "golden")} for t in src["outputs"]],
+        "layers": src["layers"], "sources": src["sources"], "dataflow": src["dataflow"],
+        "param_words": src["param_words"], "golden": files,
+    }
+    if where is not None:
+        manifest["placement"] = where
+    write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
@@ -377,10 +435,12 @@ def build_lib(build_dir) -> float:
 _TB_LINE = re.compile(r"TONY_CSIM samples=(\d+) compared=(\d+) mismatches=(\d+)")
 
 
-def csim(build_dir, *, rebuild: bool = True) -> dict:
+def csim(build_dir, *, rebuild: bool = True, graph: ir.Graph | None = None) -> dict:
     """Build the testbench with g++, run it on the golden vectors, write csim_report.json."""
     build = Path(build_dir)
     m = Build.open(build, kind="hls").manifest
+    if "segments" in m:
+        return _csim_segmented(Build.open(build, kind="hls"), rebuild, graph)
     compile_s = build_tb(build) if rebuild or not (build / "tb").is_file() else 0.0
     t0 = time.perf_counter()
     r = subprocess.run([str(build.resolve() / "tb"), "."], cwd=build, capture_output=True, text=True)
@@ -395,6 +455,38 @@ def csim(build_dir, *, rebuild: bool = True) -> dict:
            "mismatches": mism, "compared": compared, "samples": samples, "first_mismatches": shown,
            "compile_s": round(compile_s, 3), "run_s": round(run_s, 4), "cxxflags": CXXFLAGS}
     (build / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
+    return rep
+
+
+def _csim_segmented(build: Build, rebuild: bool, graph: ir.Graph | None) -> dict:
+    """Every device segment's testbench on its golden vectors, then the whole graph end to end:
+    device segments in the C++ (through ctypes), host segments in the reference, compared with
+    the reference of the whole graph."""
+    m = build.manifest
+    parts = [csim(build.path / s["build"], rebuild=rebuild) for s in m["segments"] if s["kind"] == "device"]
+    g = graph if graph is not None else build.graph()
+    from ..golden import tensor_keys as _keys
+
+    keys = _keys(g)
+    feeds = {n: build.golden(keys[n]) for n in g.inputs}
+    outs = _run_segmented(g, feeds, build.path, m, {})
+    shown, mism, compared = [], 0, 0
+    for n in g.outputs:
+        want = build.golden(keys[n])
+        got = np.asarray(outs[n]).reshape(want.shape)
+        bad = np.argwhere(got != want)
+        mism += len(bad)
+        compared += want.size
+        shown += [f"MISMATCH {keys[n]}[{','.join(map(str, i))}] expected {want[tuple(i)]} got {got[tuple(i)]}"
+                  for i in bad[:5]]
+    rep = {"backend": "hls", "model": m["model"], "segments": parts,
+           "bit_exact": mism == 0 and all(p["bit_exact"] for p in parts),
+           "mismatches": mism + sum(p["mismatches"] for p in parts), "compared": compared,
+           "samples": int(next(iter(feeds.values())).shape[0]),
+           "first_mismatches": shown + [x for p in parts for x in p["first_mismatches"]],
+           "compile_s": round(sum(p["compile_s"] for p in parts), 3),
+           "run_s": round(sum(p["run_s"] for p in parts), 4), "cxxflags": CXXFLAGS}
+    (build.path / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
     return rep
 
 
@@ -432,15 +524,20 @@ class _Lib:
 
 def _run_graph(g: ir.Graph, feeds: dict, lib: _Lib) -> dict:
     """Host ops in the reference, device ops in the compiled C++."""
-    pre, dev, post, dins, douts = partition(g).parts()
-    env = {name: np.asarray(arr) for name, arr in g.constants.items()}
-    env.update(feeds)
-    for op in pre:
-        env[op.outputs[0]] = KERNELS[type(op)](op, g, *(env[i] for i in op.inputs))
-    for name, y in zip(douts, lib.run([env[n] for n in dins])):
-        env[name] = y
-    for op in post:
-        env[op.outputs[0]] = KERNELS[type(op)](op, g, *(env[i] for i in op.inputs))
+    part = partition(g, refuse(g, HlsConfig(**lib.manifest["hls"])))
+    env = execute_segments(g, part, feeds, lambda k, seg, ins: lib.run([ins[n] for n in seg.inputs]))
+    return {name: env[name] for name in g.outputs}
+
+
+def _run_segmented(g: ir.Graph, feeds: dict, build: Path, manifest: dict, libs: dict) -> dict:
+    """Host segments in the reference, each device segment in its own build's C++."""
+    part = partition(g, refuse(g, HlsConfig(**manifest["hls"])))
+
+    def device(k, seg, ins):
+        if k not in libs:
+            libs[k] = _Lib(build / f"seg{k}", json.loads((build / f"seg{k}" / MANIFEST).read_text()))
+        return libs[k].run([ins[n] for n in seg.inputs])
+    env = execute_segments(g, part, feeds, device)
     return {name: env[name] for name in g.outputs}
 
 
@@ -451,22 +548,29 @@ def run_csim(build_dir, inputs, *, graph: ir.Graph | None = None) -> list[np.nda
 
 
 class HlsModel:
-    """A model compiled to HLS C++ and loaded as a shared library; `predict` runs it."""
+    """A model compiled to HLS C++ and loaded as a shared library (one per device segment);
+    `predict` runs it."""
 
     def __init__(self, build_dir, graph: ir.Graph | None = None):
         build = Build.open(build_dir, kind="hls")
         self.build_dir = build.path
         self.manifest = build.manifest
         self.graph = graph if graph is not None else build.graph()
-        self._lib = _Lib(self.build_dir, self.manifest)
+        self.segmented = "segments" in self.manifest
+        self._lib = None if self.segmented else _Lib(self.build_dir, self.manifest)
+        self._libs: dict = {}
 
     def predict(self, x) -> list[np.ndarray]:
         """Outputs for `x`, with the same semantics as tony.run_reference."""
         feeds, stacked = normalize_inputs(self.graph, x)
-        return restack(self.graph, _run_graph(self.graph, feeds, self._lib), stacked)
+        if self.segmented:
+            outs = _run_segmented(self.graph, feeds, self.build_dir, self.manifest, self._libs)
+        else:
+            outs = _run_graph(self.graph, feeds, self._lib)
+        return restack(self.graph, outs, stacked)
 
     def csim(self) -> dict:
-        return csim(self.build_dir)
+        return csim(self.build_dir, graph=self.graph)
 
 
 def compile(model, *, backend: str = "hls", output_dir=None, requant: str = "auto", rounding: str = "half_even",

@@ -16,18 +16,20 @@ class Op:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     origin: str = ""
+    op_type: str = ""    # the ONNX operator it came from (for messages and reports)
 
     host = False  # True for ops that run on the host (float <-> int boundary)
     kind = "op"
 
     @property
     def where(self) -> str:
-        """'node "name" (Op)' for messages: the ONNX node it came from, or its first output."""
-        return f'node "{self.origin or self.outputs[0]}" ({type(self).__name__})'
+        """'node "name" (OpType)' for messages: the ONNX node it came from (or the op's first output)
+        and the ONNX operator (or the IR op)."""
+        return f'node "{self.origin or self.outputs[0]}" ({self.op_type or type(self).__name__})'
 
     def attrs(self) -> dict:
         """Attributes shown by the printer (everything but inputs/outputs/origin)."""
-        skip = {"inputs", "outputs", "origin"}
+        skip = {"inputs", "outputs", "origin", "op_type"}
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
 
 
@@ -112,6 +114,7 @@ class Add(Op):
     mult_a: int = 1
     mult_b: int = 1
     requant: Requant | None = None
+    subtract: bool = False   # Sub: a - b (host)
     kind = "add"
 
 
@@ -149,6 +152,9 @@ class AvgPool(Op):
     strides: tuple[int, int] = (2, 2)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     requant: Requant | None = None
+    # count_include_pad=0 with padding (host): (count, num, den) for every window size: a window
+    # of `count` real pixels gives y = round(sum * num / den) exactly, then zero point and clamp
+    partial: tuple = ()
     kind = "avgpool"
 
 
@@ -166,6 +172,118 @@ class Reshape(Op):
 
     shape: tuple[int, ...] = ()
     kind = "reshape"
+
+
+# ---- host ops: the reference runs them between device segments (docs/arithmetic.md) -------------
+
+class HostOp(Op):
+    """An op with no accelerator mapping: it runs on the host with the reference's arithmetic."""
+
+    host = True
+    host_reason = "no accelerator mapping"
+
+
+@dataclass(frozen=True)
+class Mul(HostOp):
+    """Element-wise product with broadcasting: y = requant((a - a_zp) * (b - b_zp)); the ratio is
+    scale_a * scale_b / scale_y (docs/arithmetic.md, 'Mul')."""
+
+    requant: Requant | None = None
+    kind = "mul"
+
+
+@dataclass(frozen=True)
+class Table(HostOp):
+    """y = table[x - x.dtype.min]: inputs = (x, table) with the table a constant of 2^bits entries
+    ([C, 2^bits] with `channel_axis`: one table per channel). Built so that
+    table[q] = quantize(f(dequantize(q))) exactly (docs/arithmetic.md, 'Tables')."""
+
+    function: str = ""
+    channel_axis: int | None = None
+    kind = "table"
+
+
+@dataclass(frozen=True)
+class FloatIsland(HostOp):
+    """A float op that the quantizer left between DequantizeLinear and QuantizeLinear, run in
+    float32 as onnxruntime does: dequantize, `function` (Softmax, LRN), quantize to the output
+    (or a float32 output at the graph's end). docs/arithmetic.md, 'Float islands'."""
+
+    function: str = ""
+    params: tuple = ()        # (name, value) pairs of the ONNX attributes
+    host_reason = "float island (float32 on the host)"
+    kind = "float"
+
+
+@dataclass(frozen=True)
+class Transpose(HostOp):
+    """Permute axes; axis 0 (the batch) stays first."""
+
+    perm: tuple[int, ...] = ()
+    kind = "transpose"
+
+
+@dataclass(frozen=True)
+class Pad(HostOp):
+    """Pad (ONNX Pad): `pads` = (begin..., end...) per axis, `mode` constant/reflect/edge; the
+    constant is the integer `value` (the quantized pad value)."""
+
+    pads: tuple[int, ...] = ()
+    mode: str = "constant"
+    value: int = 0
+    kind = "pad"
+
+
+@dataclass(frozen=True)
+class Slice(HostOp):
+    """Take `(start, stop, step)` along each axis in `axes` (already clipped to the shape)."""
+
+    axes: tuple[int, ...] = ()
+    slices: tuple[tuple[int, int, int], ...] = ()
+    kind = "slice"
+
+
+@dataclass(frozen=True)
+class Take(HostOp):
+    """Gather with constant indices: y = take(x, indices, axis) (ONNX Gather of an activation),
+    or a lookup in a constant table: inputs = (table, indices) with the indices an integer
+    input (`table_input`)."""
+
+    axis: int = 0
+    indices: tuple = ()
+    index_shape: tuple[int, ...] = ()
+    table_input: bool = False
+    kind = "gather"
+
+
+@dataclass(frozen=True)
+class Resize(HostOp):
+    """Nearest-neighbour resize: for each spatial axis, the source index of every output index
+    (computed exactly from the ONNX coordinate rules at lowering)."""
+
+    index: tuple[tuple[int, ...], ...] = ()
+    kind = "resize"
+
+
+@dataclass(frozen=True)
+class ReduceMean(HostOp):
+    """Mean over `axes`: the exact sum, divided exactly by count * scale_y / scale_x and rounded
+    (docs/arithmetic.md, 'Exact division')."""
+
+    axes: tuple[int, ...] = ()
+    keepdims: bool = True
+    requant: Requant | None = None     # its zero point, clamp and rounding
+    num: int = 1                       # y = round(sum * num / den): ratio / count as an exact fraction
+    den: int = 1
+    kind = "reducemean"
+
+
+@dataclass(frozen=True)
+class MatMul(HostOp):
+    """Product of two activations: y = requant((a - a_zp) @ (b - b_zp)), numpy matmul broadcasting."""
+
+    requant: Requant | None = None
+    kind = "matmul"
 
 
 @dataclass(frozen=True)

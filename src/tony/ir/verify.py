@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import ops as O
 from .types import Requant
 
@@ -28,6 +30,13 @@ def _conv_out(n, k, s, p0, p1, d):
     return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
+def _bshape(a, b):
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        return None
+
+
 def verify(g: O.Graph) -> O.Graph:
     """Raise IRVerifyError if `g` is malformed; return it unchanged otherwise."""
     defined = set(g.inputs) | set(g.constants)
@@ -48,7 +57,8 @@ def verify(g: O.Graph) -> O.Graph:
         elif isinstance(op, O.Dequantize):
             _check(not T[0].dtype.is_float and Y[0].dtype.is_float, op, "Dequantize is int -> float")
         else:
-            for t in T + Y:
+            ints = T + (Y if not isinstance(op, O.FloatIsland) else [])
+            for t in ints:
                 _check(not t.dtype.is_float, op, f"{t.name} must be an integer tensor, is {t.dtype}")
         if isinstance(op, O.Conv):
             x, w = T[0], T[1]
@@ -73,7 +83,7 @@ def verify(g: O.Graph) -> O.Graph:
                 _check(T[2].shape == (w.shape[-1],), op, "bias shape")
             _check_requant(op, op.requant, y)
         elif isinstance(op, O.Add):
-            _check(T[0].shape == T[1].shape == Y[0].shape, op, "Add needs equal shapes")
+            _check(_bshape(T[0].shape, T[1].shape) == Y[0].shape, op, "Add inputs broadcast to the output shape")
             _check(op.shift_a >= 0 and op.shift_b >= 0, op, "alignment shifts are left shifts")
             _check_requant(op, op.requant, Y[0])
         elif isinstance(op, O.Concat):
@@ -90,12 +100,26 @@ def verify(g: O.Graph) -> O.Graph:
             _check(y.shape == (x.shape[0], x.shape[1], oh, ow), op, f"pool output {y.shape} != {(x.shape[0], x.shape[1], oh, ow)}")
             if op.requant is not None or isinstance(op, O.AvgPool):
                 _check_requant(op, op.requant, y)
+            for c, num, den in getattr(op, "partial", ()):
+                _check(c > 0 and num > 0 and den > 0, op, "window divisor")
         elif isinstance(op, O.Clamp):
             _check(T[0].shape == Y[0].shape, op, "Clamp keeps the shape")
             _check_requant(op, op.requant, Y[0])
         elif isinstance(op, O.Reshape):
             _check(math.prod(T[0].shape) == math.prod(Y[0].shape), op, "Reshape keeps the size")
             _check(tuple(op.shape) == Y[0].shape, op, "Reshape shape attribute")
+        elif isinstance(op, O.Mul):
+            _check(_bshape(T[0].shape, T[1].shape) == Y[0].shape, op, "Mul inputs broadcast to the output shape")
+            _check_requant(op, op.requant, Y[0])
+        elif isinstance(op, O.Table):
+            x, tab = T[0], g.constants.get(op.inputs[1])
+            _check(tab is not None and tab.shape[-1] == 1 << x.dtype.bits, op, "table of 2^bits entries")
+            _check(T[0].shape == Y[0].shape, op, "Table keeps the shape")
+            _check(Y[0].dtype.contains(int(tab.min()), int(tab.max())), op, "table values outside the output dtype")
+        elif isinstance(op, (O.ReduceMean, O.MatMul)):
+            _check_requant(op, op.requant, Y[0])
+        elif isinstance(op, O.Transpose):
+            _check(tuple(T[0].shape[p] for p in op.perm) == Y[0].shape, op, "Transpose shape")
     for o in g.outputs:
         if o not in defined:
             raise IRVerifyError(f"graph output {o!r} is never defined")

@@ -21,8 +21,15 @@ from .calibrate import (ACT_METHODS, act_threshold, activations, check_calibrati
 
 _MAC = {"Conv", "Gemm", "MatMul"}
 _ACT = {"Relu", "Clip"}
-_SAME_SCALE = {"MaxPool", "Reshape", "Flatten"}
-_SUPPORTED = _MAC | _ACT | _SAME_SCALE | {"Add", "Concat", "AveragePool", "GlobalAveragePool"}
+_SAME_SCALE = {"MaxPool", "Reshape", "Flatten", "Transpose", "Slice", "Split", "Pad", "Resize", "Gather",
+               "Dropout", "Identity"}
+# host ops (docs/arithmetic.md): their outputs get a Q/DQ pair of their own; float constants they
+# read as data (not shapes, axes or parameters) are quantized like weights, per tensor
+_OWN_SCALE = {"Mul", "Sub", "Sum", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
+              "BatchNormalization", "Softmax", "LRN", "ReduceMean"}
+_NONNEG = {"Sigmoid", "HardSigmoid", "Softmax"}
+_DATA_CONSTS = {"Mul", "Sub", "Add", "Sum"}
+_SUPPORTED = _MAC | _ACT | _SAME_SCALE | _OWN_SCALE | {"Add", "Concat", "AveragePool", "GlobalAveragePool"}
 
 
 def _nonneg(node, inits) -> bool:
@@ -67,6 +74,11 @@ def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | N
     for n in g.node:
         if n.op_type not in _SUPPORTED:
             raise UnsupportedError(f"operator {n.op_type} cannot be quantized yet", where=node_where(n))
+        if n.op_type == "Split":
+            for o in n.output:
+                points.append((o, unsigned.get(n.input[0], False), n.input[0]))
+                unsigned[o] = points[-1][1]
+            continue
         out = n.output[0]
         cons = consumers.get(out, [])
         fused = (n.op_type in _MAC | {"Add"} and len(cons) == 1 and cons[0].op_type in _ACT
@@ -76,9 +88,11 @@ def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | N
         if n.op_type in _ACT:
             u = _nonneg(n, inits)
             points.append((out, u, None))
-        elif n.op_type in _SAME_SCALE:
+        elif n.op_type in _SAME_SCALE and n.input[0] in unsigned:
             u = unsigned.get(n.input[0], False)
             points.append((out, u, n.input[0]))
+        elif n.op_type in _NONNEG:
+            points.append((out, True, None))
         else:
             u = n.op_type in {"Concat", "AveragePool", "GlobalAveragePool"} and all(
                 unsigned.get(i, False) for i in n.input if i not in inits)
@@ -112,7 +126,7 @@ def shared_groups(model: onnx.ModelProto, points) -> dict[str, str]:
             union(name, share)
     for n in model.graph.node:
         ins = [i for i in n.input if i in parent]
-        if n.op_type == "Add" and len(ins) == 2:
+        if n.op_type in ("Add", "Sum") and len(ins) == 2:
             union(ins[0], ins[1])
         elif n.op_type == "Concat" and ins:
             for i in ins[1:]:
@@ -281,7 +295,20 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
         for k, i in enumerate(n.input):
             if i in dq_name:
                 n.input[k] = dq_name[i]
-        if n.op_type in _MAC and not (partial and n.input[0] not in dq_name.values()):
+        if n.op_type in _DATA_CONSTS or (n.op_type in _MAC and n.input[1] not in inits):
+            for k, i in enumerate(n.input):
+                if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT:
+                    c = numpy_helper.to_array(inits[i]).astype(np.float32)
+                    cs = pow2_scale(float(np.abs(c).max()) or 1.0, 8, True)
+                    cname = i + "_quant"
+                    if cname not in {t.name for t in new_inits}:
+                        new_inits.append(numpy_helper.from_array(
+                            np.clip(np.rint(c / np.float32(cs)), -128, 127).astype(np.int8), cname))
+                        new_nodes.append(helper.make_node("DequantizeLinear", [cname, scalar(cname + "_scale", cs,
+                                                          np.float32), scalar(cname + "_zp", 0, np.int8)],
+                                                          [cname + "_dq"], name=cname + "_DQ"))
+                    n.input[k] = cname + "_dq"
+        elif n.op_type in _MAC and not (partial and n.input[0] not in dq_name.values()):
             x = n.input[0]
             xs = scales[_source_point(x, dq_name, n)]
             if n.input[1] not in inits:
@@ -311,8 +338,9 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
                                                   name=bname + "_DQ"))
                 n.input[2] = bname + "_dq"
         new_nodes.append(n)
-        if n.output[0] in point_names:
-            new_nodes += qdq(n.output[0], [n])
+        for o in n.output:
+            if o in point_names:
+                new_nodes += qdq(o, [n])
     del g.node[:]
     g.node.extend(new_nodes)
     used = {i for n in g.node for i in n.input}

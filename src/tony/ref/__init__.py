@@ -15,11 +15,35 @@ def execute(g: ir.Graph, feeds: dict, *, keep_all: bool = False) -> dict:
     env = {name: np.asarray(arr) for name, arr in g.constants.items()}
     env.update(feeds)
     for op in g.ops:
-        kernel = KERNELS[type(op)]
-        env[op.outputs[0]] = kernel(op, g, *(env[i] for i in op.inputs))
+        run_op(op, g, env)
     if keep_all:
         return env
     return {name: env[name] for name in g.outputs}
 
 
-__all__ = ["execute", "KERNELS"]
+def run_op(op: ir.Op, g: ir.Graph, env: dict) -> None:
+    """Run one op's kernel on `env` (tensor name -> array), adding its outputs."""
+    y = KERNELS[type(op)](op, g, *(env[i] for i in op.inputs))
+    if len(op.outputs) == 1:
+        env[op.outputs[0]] = y
+    else:
+        env.update(zip(op.outputs, y))
+
+
+def execute_segments(g: ir.Graph, part, feeds: dict, run_device) -> dict:
+    """Run `g` segment by segment (a tony.ir.partition.Partition): host segments in the
+    reference, device segments by `run_device(index, segment, {input: array}) -> [arrays in
+    segment.outputs order]`. Returns every tensor computed (graph outputs included)."""
+    env = {name: np.asarray(arr) for name, arr in g.constants.items()}
+    env.update(feeds)
+    for k, seg in enumerate(part.segments):
+        if seg.device:
+            ys = run_device(k, seg, {n: env[n] for n in seg.inputs})
+            env.update(zip(seg.outputs, ys))
+        else:
+            for op in seg.ops:
+                run_op(op, g, env)
+    return env
+
+
+__all__ = ["execute", "execute_segments", "run_op", "KERNELS"]

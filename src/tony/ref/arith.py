@@ -112,3 +112,20 @@ def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if dt is not None:
         return (a.astype(dt) @ b.astype(dt)).astype(np.int64)
     return a.astype(np.int64) @ b.astype(np.int64)
+
+
+def divide_round(p, num: int, den: int, mode: Rounding = Rounding.HALF_EVEN) -> np.ndarray:
+    """p * num / den rounded to an integer exactly (num, den > 0), with the rounding of
+    'The rounding shift': the host's exact division (docs/arithmetic.md, 'Exact division')."""
+    p = np.asarray(p, dtype=np.int64)
+    big = float(np.abs(p).max(initial=0)) * num >= 2.0**62 or den >= 2**62
+    t = p.astype(object) * num if big else p * np.int64(num)
+    q = t // den
+    r2 = 2 * (t - q * den)
+    if mode is Rounding.FLOOR:
+        up = np.zeros(np.shape(q), bool)
+    elif mode is Rounding.HALF_UP:
+        up = r2 >= den
+    else:
+        up = (r2 > den) | ((r2 == den) & (q % 2 == 1))
+    return (q + up).astype(np.int64)

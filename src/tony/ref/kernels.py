@@ -154,11 +154,133 @@ def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
 
 
 def add(op: ir.Add, g: ir.Graph, a, b):
-    """docs/arithmetic.md, 'Add': align to the finer scale, add exactly, requant."""
+    """docs/arithmetic.md, 'Add': align to the finer scale, add (or subtract) exactly, requant.
+    Inputs broadcast as in numpy (the batch axis included)."""
     at, bt = (g.tensors[i] for i in op.inputs)
     a = (np.asarray(a, np.int64) - at.zero_point) * op.mult_a << op.shift_a
     b = (np.asarray(b, np.int64) - bt.zero_point) * op.mult_b << op.shift_b
-    return arith.requantize(a + b, op.requant)
+    return arith.requantize(a - b if op.subtract else a + b, op.requant)
+
+
+def mul(op: ir.Mul, g: ir.Graph, a, b):
+    """docs/arithmetic.md, 'Mul': the exact product of the two integers (zero points removed),
+    broadcast as in numpy, then requant."""
+    at, bt = (g.tensors[i] for i in op.inputs)
+    return arith.requantize((np.asarray(a, np.int64) - at.zero_point) * (np.asarray(b, np.int64) - bt.zero_point),
+                            op.requant)
+
+
+def table(op: ir.Table, g: ir.Graph, x, tab):
+    """docs/arithmetic.md, 'Tables': y = table[x - dtype.min] (per channel with channel_axis)."""
+    t = g.tensors[op.inputs[0]]
+    idx = np.asarray(x, np.int64) - t.dtype.min
+    tab = np.asarray(tab, np.int64)
+    if op.channel_axis is None:
+        return tab[idx]
+    shape = [1] * idx.ndim
+    shape[op.channel_axis] = tab.shape[0]
+    ch = np.arange(tab.shape[0]).reshape(shape)
+    return tab[ch, idx]
+
+
+def float_island(op: ir.FloatIsland, g: ir.Graph, x):
+    """docs/arithmetic.md, 'Float islands': dequantize, the float32 function, quantize."""
+    t, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    xf = arith.dequantize(x, t.scale, t.zero_point)
+    f = FLOAT_FUNCTIONS[op.function](xf, **dict(op.params))
+    if y.dtype.is_float:
+        return f.astype(np.float32)
+    return arith.quantize(f, y.scale, y.zero_point, y.dtype)
+
+
+def _softmax(x, axis=-1):
+    x = np.asarray(x, np.float32)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def _lrn(x, size=5, alpha=1e-4, beta=0.75, bias=1.0):
+    """ONNX LRN in float32, summed as onnxruntime does: the scale of channel 0 is bias plus
+    alpha/size times each square of its window in turn; channel c's is channel c-1's plus the
+    square entering the window minus the one leaving it; y = x * scale^-beta."""
+    x = np.asarray(x, np.float32)
+    c = x.shape[1]
+    pre = (size - 1) // 2
+    sq = np.zeros((x.shape[0], c + size - 1) + x.shape[2:], np.float32)
+    sq[:, pre:pre + c] = np.square(x)
+    a = np.float32(alpha) / np.float32(size)
+    scale = np.empty_like(x)
+    s0 = np.full((x.shape[0],) + x.shape[2:], np.float32(bias), np.float32)
+    for k in range(size):
+        s0 = s0 + a * sq[:, k]
+    scale[:, 0] = s0
+    for i in range(1, c):
+        s0 = s0 + a * sq[:, i + size - 1]
+        s0 = s0 + (-a) * sq[:, i - 1]
+        scale[:, i] = s0
+    return (np.power(scale, np.float32(-beta)) * x).astype(np.float32)
+
+
+FLOAT_FUNCTIONS = {"Softmax": _softmax, "LRN": _lrn}
+
+
+def transpose(op: ir.Transpose, g: ir.Graph, x):
+    return np.transpose(np.asarray(x), op.perm)
+
+
+def pad(op: ir.Pad, g: ir.Graph, x):
+    x = np.asarray(x, np.int64)
+    n = x.ndim
+    width = [(op.pads[i], op.pads[i + n]) for i in range(n)]
+    if op.mode == "constant":
+        return np.pad(x, width, constant_values=op.value)
+    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[op.mode])
+
+
+def slice_(op: ir.Slice, g: ir.Graph, x):
+    x = np.asarray(x)
+    index = [slice(None)] * x.ndim
+    for ax, (a, b, st) in zip(op.axes, op.slices):
+        index[ax] = slice(a, None if b is None else b, st)
+    return x[tuple(index)]
+
+
+def take(op: ir.Take, g: ir.Graph, x, *rest):
+    if op.table_input:  # x is the constant table, rest[0] the integer indices (stacked)
+        tab = np.asarray(x, np.int64)
+        idx = np.asarray(rest[0], np.int64)
+        n = tab.shape[op.axis]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            from ..errors import InputError
+
+            raise InputError(f"index {int(idx.max() if idx.max() >= n else idx.min())} is outside [-{n}, {n - 1}]",
+                             where=op.where)
+        return np.take(tab, np.where(idx < 0, idx + n, idx), axis=op.axis)
+    idx = np.asarray(op.indices, np.int64).reshape(op.index_shape)
+    return np.take(np.asarray(x), idx, axis=op.axis)
+
+
+def resize(op: ir.Resize, g: ir.Graph, x):
+    y = np.asarray(x)
+    for k, idx in enumerate(op.index):
+        if idx:
+            y = np.take(y, np.asarray(idx, np.int64), axis=2 + k)
+    return y
+
+
+def reduce_mean(op: ir.ReduceMean, g: ir.Graph, x):
+    """Exact sum over the axes, then requant (whose multiplier and shift hold 1 / count)."""
+    t = g.tensors[op.inputs[0]]
+    s = (np.asarray(x, np.int64) - t.zero_point).sum(axis=op.axes, keepdims=op.keepdims)
+    rq = op.requant
+    return np.clip(arith.divide_round(s, op.num, op.den, rq.rounding) + rq.zero_point, rq.lo, rq.hi)
+
+
+def matmul(op: ir.MatMul, g: ir.Graph, a, b):
+    """docs/arithmetic.md, 'MatMul of two activations': exact int64 products, then requant."""
+    at, bt = (g.tensors[i] for i in op.inputs)
+    acc = np.matmul(np.asarray(a, np.int64) - at.zero_point, np.asarray(b, np.int64) - bt.zero_point)
+    return arith.requantize(acc, op.requant)
 
 
 def concat(op: ir.Concat, g: ir.Graph, *xs):
@@ -181,11 +303,21 @@ def maxpool(op: ir.MaxPool, g: ir.Graph, x):
 
 def avgpool(op: ir.AvgPool, g: ir.Graph, x):
     """docs/arithmetic.md, 'Pooling': exact window sum (padding counts as zero), then
-    sum * mult, rounding shift, clamp."""
+    sum * mult, rounding shift, clamp; with count_include_pad=0 (`partial`, host) each window's
+    sum is divided exactly by its own count (docs/arithmetic.md, 'Exact division')."""
     t = g.tensors[op.inputs[0]]
     xp = _pad(np.asarray(x, np.int64) - t.zero_point, op.pads, 0)
     s = _windows(xp, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5))
-    return arith.requantize(s, op.requant)
+    if not op.partial:
+        return arith.requantize(s, op.requant)
+    ones = _pad(np.ones((1, 1) + np.shape(x)[2:], np.int64), op.pads, 0)
+    count = np.broadcast_to(_windows(ones, op.kernel, op.strides, (1, 1)).sum(axis=(4, 5)), s.shape)
+    y = np.zeros(s.shape, np.int64)
+    for c, num, den in op.partial:
+        sel = count == c
+        y[sel] = arith.divide_round(s[sel], num, den, op.requant.rounding)
+    rq = op.requant
+    return np.clip(y + rq.zero_point, rq.lo, rq.hi)
 
 
 def clamp(op: ir.Clamp, g: ir.Graph, x):
@@ -208,4 +340,14 @@ KERNELS = {
     ir.AvgPool: avgpool,
     ir.Clamp: clamp,
     ir.Reshape: reshape,
+    ir.Mul: mul,
+    ir.Table: table,
+    ir.FloatIsland: float_island,
+    ir.Transpose: transpose,
+    ir.Pad: pad,
+    ir.Slice: slice_,
+    ir.Take: take,
+    ir.Resize: resize,
+    ir.ReduceMean: reduce_mean,
+    ir.MatMul: matmul,
 }

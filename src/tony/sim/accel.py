@@ -51,7 +51,7 @@ class _Progress:
             self.thread.join()
 
 
-def _golden_for(build: Build, inputs) -> Path:
+def _golden_for(build: Build, inputs, graph=None) -> Path:
     """The golden folder to compare with: the build's own, or for new `inputs` a fresh one under
     sim/golden with the reference's vectors and the per-run memory contents of those inputs."""
     if inputs is None:
@@ -62,7 +62,7 @@ def _golden_for(build: Build, inputs) -> Path:
     from ..golden import tensor_keys, write_golden
 
     m = build.manifest
-    g = build.graph()
+    g = graph if graph is not None else build.graph()
     feeds, _ = normalize_inputs(g, inputs)
     folder = build.path / "sim" / "golden"
     if folder.exists():
@@ -109,15 +109,21 @@ def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:
 
 
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
-             simulator: str = "verilator", axi_stall: float | None = None, memory: str = "hdl") -> dict:
+             simulator: str = "verilator", axi_stall: float | None = None, memory: str = "hdl", graph=None,
+             reuse_build: bool = True) -> dict:
     """Run the compiled build on `inputs` (default: the build's golden inputs); returns (and
     writes) the sim report. `memory`: "hdl" (tony_sim_top: the memory in HDL, Python woken a few
-    times per run) or "python" (tony_accel with the Python memory model of sim/benches/memory.py)."""
+    times per run) or "python" (tony_accel with the Python memory model of sim/benches/memory.py).
+    `graph`: the build's IR graph when it has no model.onnx of its own (a device segment of a
+    partitioned build). `reuse_build`: one Verilator build per design, shared by builds of it."""
     from . import run_cocotb
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
     m = build.manifest
-    golden_dir = _golden_for(build, inputs)
+    if "segments" in m:
+        return simulate_segments(build, inputs=inputs, waves=waves, progress=progress, simulator=simulator,
+                                 axi_stall=axi_stall)
+    golden_dir = _golden_for(build, inputs, graph)
     work = build.path / "sim"
     work.mkdir(exist_ok=True)
     result_path, progress_path = work / "bench_result.json", work / "progress"
@@ -146,7 +152,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
         elif memory == "python":
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
-                       reuse_build=True)  # one Verilator build per design (builds for one overlay share it)
+                       reuse_build=reuse_build)
         else:
             raise ValueError(f"memory {memory!r}: 'hdl' or 'python'")
     wall = time.perf_counter() - t0
@@ -156,6 +162,68 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
                memory="axi" if axi_stall is not None else memory)
     if axi_stall is not None:
         rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
+    write_json(build.path / REPORT, rep)
+    return rep
+
+
+def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
+    """A partitioned build: each device segment runs on Verilator, on the values the segments
+    before it produced (the simulated hardware's own outputs, not the reference's), host segments
+    in the reference between them; the graph's outputs are compared with the reference of the
+    whole graph. Returns (and writes) the sim report: the end-to-end comparison and one report
+    per device segment."""
+    from ..accel.program import AccelConfig
+    from ..compiler import accel_partition
+    from ..golden import tensor_keys
+    from ..ir.partition import subgraph
+    from ..ref import execute, execute_segments
+    from ..ref.feeds import normalize_inputs
+
+    m = build.manifest
+    g = build.graph()
+    keys = tensor_keys(g)
+    if inputs is None:
+        feeds = {n: build.golden(keys[n]) for n in g.inputs}
+    else:
+        feeds, _ = normalize_inputs(g, inputs)
+    part = accel_partition(g, AccelConfig(**m["accel"]))
+    reps: list[dict] = []
+
+    def device(k, seg, ins):
+        sub = subgraph(g, seg, f"{g.name}.seg{k}")
+        seg_dir = build.path / f"seg{k}"
+        rep = simulate(seg_dir, inputs=ins, graph=sub, reuse_build=True, **opts)  # one design for all
+        rep["segment"] = k
+        reps.append(rep)
+        sk = tensor_keys(sub)
+        return [np.load(seg_dir / "sim" / f"hw_{sk[n]}.npy").reshape(ins[seg.inputs[0]].shape[:1] +
+                                                                      sub.tensors[n].shape[1:])
+                for n in seg.outputs]
+    env = execute_segments(g, part, feeds, device)
+    want = execute(g, feeds)
+    mism, compared, first = 0, 0, []
+    for n in g.outputs:
+        got, exp = np.asarray(env[n]), np.asarray(want[n])
+        bad = np.argwhere(got != exp)
+        mism += len(bad)
+        compared += exp.size
+        first += [{"tensor": keys[n], "index": [int(i) for i in idx], "expected": exp[tuple(idx)].item(),
+                   "got": got[tuple(idx)].item()} for idx in bad[:10]]
+    cycles = sum(r["cycles"] for r in reps)
+    macs = sum(r["macs"] for r in reps)
+    peak = m["accel"]["rows"] * m["accel"]["cols"]
+    rep = {"model": m["model"], "accel": m["accel"], "samples": int(next(iter(feeds.values())).shape[0]),
+           "batch": m["batch"], "runs": sum(r["runs"] for r in reps),
+           "bit_exact": mism == 0 and compared > 0 and all(r["bit_exact"] for r in reps),
+           "mismatches": mism + sum(r["mismatches"] for r in reps), "compared": compared,
+           "first_mismatches": first, "cycles": cycles,
+           "predicted_cycles": m["predicted_cycles"],
+           "cycles_match": all(r["cycles_match"] for r in reps), "issue_match": all(r["issue_match"] for r in reps),
+           "macs": macs, "utilization": macs / (cycles * peak) if cycles else 0.0,
+           "sim_seconds": sum(r["sim_seconds"] for r in reps), "layers": [l for r in reps for l in r["layers"]],
+           "segments": reps, "placement": m["placement"]}
+    rep["cycles_per_run"] = [sum(r["cycles_per_run"][0] for r in reps if r["cycles_per_run"])]
+    rep["cycles_per_second"] = cycles / rep["sim_seconds"] if rep["sim_seconds"] else 0.0
     write_json(build.path / REPORT, rep)
     return rep
 

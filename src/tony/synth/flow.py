@@ -30,7 +30,7 @@ def _read_manifest(build: Path) -> dict:
 
     if not build.is_dir():
         raise SynthError(f"no build folder {build}", hint="run `tony compile MODEL -o DIR` first")
-    return Build.open(build, kind="accel").manifest
+    return Build.open(build, kind="accel").single("`tony synth`").manifest
 
 
 def _sources(build: Path, m: dict, top: str) -> list[Path]:

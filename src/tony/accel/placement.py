@@ -1,0 +1,100 @@
+"""Which IR ops the accelerator runs (docs/isa.md): `refuse(g, cfg)` gives tony.ir.partition the
+reason an op stays on the host, or None when the accelerator can run it. The checks are the ones
+the emitters make (emit.py, liveness.py), asked before scheduling so that the op moves to the host
+instead of failing the build.
+"""
+from __future__ import annotations
+
+from .. import ir
+from .emit import EMITTERS
+from .program import AccelConfig
+
+
+def _rq_reason(rq: ir.Requant | None) -> str | None:
+    if rq is None:
+        return None
+    if rq.per_channel:
+        return "per-channel requantization"
+    if rq.zero_point:
+        return f"output zero point {rq.zero_point} (the accelerator needs 0)"
+    if not (0 < rq.mult < 1 << 32) or not (-128 <= rq.shift <= 127):
+        return f"requantization *{rq.mult} >>{rq.shift} outside the post-processing unit's range"
+    return None
+
+
+def _act_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
+    for n in op.inputs + op.outputs:
+        if n in g.constants:
+            continue
+        t = g.tensors[n]
+        if t.dtype.is_float:
+            return f"'{n}' is float"
+        if t.zero_point:
+            return f"'{n}' has zero point {t.zero_point} (the accelerator needs 0)"
+        if t.dtype.bits > cfg.a_bits:
+            return f"'{n}' is {t.dtype} (the accelerator moves {cfg.a_bits}-bit activations)"
+        if len(t.shape) not in (2, 4):
+            return f"'{n}' has {len(t.shape)} dimensions (the accelerator stores [N, C, H, W] or [N, K])"
+    return None
+
+
+def _mac_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
+    wt = g.tensors[op.inputs[1]]
+    if wt.zero_point:
+        return "weight zero point is not 0"
+    if not (wt.dtype.signed and wt.dtype.bits <= cfg.w_bits):
+        return f"weights are {wt.dtype} (the array takes signed <= {cfg.w_bits} bits)"
+    if isinstance(op, ir.Dense) and (len(wt.shape) != 2 or len(g.tensors[op.inputs[0]].shape) != 2):
+        return "MatMul/Gemm is not [N, K] x [K, M]"
+    if isinstance(op, ir.Conv) and max(*op.strides, *op.dilations, *g.tensors[op.inputs[1]].shape[2:]) > 255:
+        return "kernel, stride or dilation above 255"
+    return None
+
+
+def _reshape_ok(g: ir.Graph, op) -> bool:
+    """A Reshape is free (a view) when the activation words keep their layout."""
+    x, y = g.tensors[op.inputs[0]].shape, g.tensors[op.outputs[0]].shape
+    if x[1:] == y[1:]:
+        return True
+    if len(y) == 2 and len(x) in (2, 4):        # Flatten: read by a Dense as the unflattened image
+        return True
+    return len(x) == 2 and len(y) == 4 and y[2:] == (1, 1)
+
+
+def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
+    if isinstance(op, ir.Reshape):
+        return None if _reshape_ok(g, op) else "a reshape that moves channels between activation words"
+    if isinstance(op, (ir.Conv, ir.Dense)):
+        return _mac_reason(g, op, cfg)
+    if isinstance(op, (ir.MaxPool, ir.AvgPool)) and max(*op.kernel, *op.strides) > 255:
+        return "pooling window or stride above 255"
+    if isinstance(op, ir.AvgPool) and op.partial:
+        return "count_include_pad=0 with padding (a divisor per window position)"
+    if isinstance(op, ir.Add):
+        if op.subtract:
+            return "Sub (the vector unit adds)"
+        if len({g.tensors[n].shape for n in op.inputs + op.outputs}) > 1:
+            return "Add with broadcasting"
+        if op.mult_a != 1 or op.mult_b != 1 or max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
+            return "Add of inputs whose scales are not aligned by small left shifts"
+    if isinstance(op, ir.Concat):
+        if op.axis != 1:
+            return f"Concat along axis {op.axis} (the accelerator concatenates channels)"
+        off = 0
+        for name in op.inputs:
+            if off % cfg.cols:
+                return f"Concat input '{name}' starts at channel {off}, not a multiple of {cfg.cols} columns"
+            off += g.tensors[name].shape[1]
+        if any(_rq_reason(rq) for rq in op.requants):
+            return next(_rq_reason(rq) for rq in op.requants if _rq_reason(rq))
+    return None
+
+
+def refuse(g: ir.Graph, cfg: AccelConfig):
+    """op -> why the accelerator `cfg` cannot run it (None: it can)."""
+    def why(op) -> str | None:
+        if type(op) not in EMITTERS and not isinstance(op, ir.Reshape):
+            return f"no accelerator mapping for {op.kind}"
+        return (_act_reason(g, op, cfg) or _rq_reason(getattr(op, "requant", None))
+                or _op_reason(g, op, cfg))
+    return why

@@ -1,0 +1,193 @@
+"""Host/device partitioning (tony.ir.partition): segments, their inputs and outputs, the compile
+report, --device-only, and a MobileNetV3 block (HardSwish, squeeze-excite with HardSigmoid and
+Mul) end to end: reference = onnxruntime, accelerator segments on the instruction-level model and
+on Verilator, HLS segments in C++, host segments in the reference between them."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+import tony
+from tony import ir
+from tony.accel.compiler import run_partitioned
+from tony.accel.program import AccelConfig
+from tony.api import load_ir
+from tony.compiler import accel_partition
+from tony.errors import UnsupportedError
+from tony.ir.partition import partition, report, subgraph
+from tony.ir.types import Requant
+from tony.ref import execute
+from tony.ref.feeds import normalize_inputs
+
+
+def _se_block(c=16, hw=8, seed=0):
+    """Conv -> HardSwish -> depthwise Conv -> Relu -> squeeze-excite (GlobalAveragePool -> Conv ->
+    Relu -> Conv -> HardSigmoid -> Mul) -> Conv -> Add (residual) -> Sigmoid, float."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, shape, scale):
+        return nh.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             h.make_node("HardSwish", ["c1"], ["hs1"], name="hswish1"),
+             h.make_node("Conv", ["hs1", "wd", "bd"], ["dw"], name="dwconv", pads=[1, 1, 1, 1], group=c),
+             h.make_node("Relu", ["dw"], ["dwr"], name="dwrelu"),
+             h.make_node("GlobalAveragePool", ["dwr"], ["gap"], name="se_pool"),
+             h.make_node("Conv", ["gap", "ws1", "bs1"], ["s1"], name="se_fc1"),
+             h.make_node("Relu", ["s1"], ["s1r"], name="se_relu"),
+             h.make_node("Conv", ["s1r", "ws2", "bs2"], ["s2"], name="se_fc2"),
+             h.make_node("HardSigmoid", ["s2"], ["sig"], name="se_gate", alpha=1 / 6, beta=0.5),
+             h.make_node("Mul", ["dwr", "sig"], ["se"], name="se_mul"),
+             h.make_node("Conv", ["se", "w3", "b3"], ["c3"], name="project"),
+             h.make_node("Add", ["c3", "x"], ["y0"], name="residual"),
+             h.make_node("Sigmoid", ["y0"], ["y"], name="out_sig")]
+    inits = [init("w1", (c, c, 3, 3), 0.1), init("b1", (c,), 0.1), init("wd", (c, 1, 3, 3), 0.3),
+             init("bd", (c,), 0.1), init("ws1", (8, c, 1, 1), 0.3), init("bs1", (8,), 0.1),
+             init("ws2", (c, 8, 1, 1), 0.3), init("bs2", (c,), 0.1), init("w3", (c, c, 1, 1), 0.2),
+             init("b3", (c,), 0.1)]
+    g = h.make_graph(nodes, "se_block", [h.make_tensor_value_info("x", T.FLOAT, [1, c, hw, hw])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, c, hw, hw])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 14)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def se(tmp_path_factory):
+    """The block quantized by Tony's quantizer (pow2 QDQ), its file and inputs."""
+    from tony.quant.qdq import quantize_static
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 1, 16, 8, 8)).astype(np.float32)
+    q = quantize_static(_se_block(), x.reshape(6, 16, 8, 8), sequential=False)
+    d = tmp_path_factory.mktemp("se")
+    onnx.save(q, d / "model.onnx")
+    np.save(d / "x.npy", x)
+    return d, q, x
+
+
+def test_se_block_reference_equals_onnxruntime(se):
+    _, q, x = se
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(q.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for xi in x:
+        assert np.array_equal(tony.run_reference(q, xi)[0], sess.run(None, {"x": xi})[0])
+
+
+def test_segments_alternate_and_name_their_inputs_and_outputs(se):
+    g = load_ir(se[1])
+    p = accel_partition(g, AccelConfig())
+    kinds = "".join("D" if s.device else "h" for s in p.segments)
+    assert kinds == "hDhDhDh"
+    host = [(pl.op.origin, pl.reason) for pl in p.host_ops()]
+    assert [n for n, _ in host] == ["hswish1", "se_gate", "se_mul", "out_sig"]
+    produced = set(g.inputs)
+    for s in p.segments:  # every segment reads only what earlier segments (or the graph) produced
+        assert set(s.inputs) <= produced
+        produced |= {o for op in s.ops for o in op.outputs}
+        later = {i for t in p.segments[p.segments.index(s) + 1:] for op in t.ops for i in op.inputs}
+        assert set(s.outputs) == {o for op in s.ops for o in op.outputs if o in later or o in g.outputs}
+    # the second device segment reads the HardSwish table's output and hands the SE input back
+    d1 = p.segments[3]
+    assert d1.inputs == ("hs1_q",) and "dwr_q" in d1.outputs and "s2_q" in d1.outputs
+    r = report(g, p)
+    assert r["device_mac_share"] == 1.0 and r["host_macs"] == 0
+    assert {row["op"] for row in r["ops"] if row["where"] == "host"} == {"HardSwish", "HardSigmoid", "Mul", "Sigmoid"}
+
+
+def _tiny(ops, tensors, inputs, outputs, constants=None):
+    return ir.verify(ir.Graph("t", tensors=tensors, constants=constants or {}, ops=tuple(ops), inputs=inputs,
+                              outputs=outputs))
+
+
+def test_host_op_not_needed_by_the_device_waits_until_the_device_is_done():
+    """conv1 -> (host table on conv1's output, a graph output) and conv2 on conv1's output: one
+    device segment, the table after it."""
+    t8 = lambda n, s=(1, 8, 2, 2): ir.Tensor(n, s, ir.INT8)  # noqa: E731
+    w = np.ones((8, 8, 1, 1), np.int64)
+    rq = Requant(shift=4, lo=-128, hi=127)
+    tensors = {n: t8(n) for n in ("x", "a", "b", "c")}
+    tensors.update(w=ir.Tensor("w", (8, 8, 1, 1), ir.INT8), tab=ir.Tensor("tab", (256,), ir.INT8))
+    ops = [ir.Conv(("x", "w"), ("a",), origin="conv1", requant=rq),
+           ir.Table(("a", "tab"), ("b",), origin="sig", op_type="Sigmoid"),
+           ir.Conv(("a", "w"), ("c",), origin="conv2", requant=rq)]
+    g = _tiny(ops, tensors, ("x",), ("b", "c"), {"w": w, "tab": np.zeros(256, np.int64)})
+    p = partition(g)
+    assert [(s.kind, [op.origin for op in s.ops]) for s in p.segments] == \
+        [("device", ["conv1", "conv2"]), ("host", ["sig"])]
+    assert p.segments[0].outputs == ("a", "c")
+    sub = subgraph(g, p.segments[0])
+    assert sub.inputs == ("x",) and sub.outputs == ("a", "c") and set(sub.constants) == {"w"}
+
+
+def test_a_reshape_alone_between_host_ops_stays_on_the_host():
+    t = {"x": ir.Tensor("x", (1, 4, 1, 1), ir.INT8), "a": ir.Tensor("a", (1, 4, 1, 1), ir.INT8),
+         "b": ir.Tensor("b", (1, 4), ir.INT8), "c": ir.Tensor("c", (1, 4), ir.INT8),
+         "tab": ir.Tensor("tab", (256,), ir.INT8), "w": ir.Tensor("w", (4, 4), ir.INT8)}
+    ops = [ir.Table(("x", "tab"), ("a",), origin="t1"), ir.Reshape(("a",), ("b",), origin="flat", shape=(1, 4)),
+           ir.Dense(("b", "w"), ("c",), origin="fc", requant=Requant(shift=0, lo=-128, hi=127))]
+    g = _tiny(ops, t, ("x",), ("c",), {"tab": np.zeros(256, np.int64), "w": np.eye(4, dtype=np.int64)})
+    assert [s.kind for s in partition(g).segments] == ["host", "device"]
+    ops2 = ops[:2] + [ir.Table(("b", "tab"), ("c",), origin="t2")]
+    g2 = _tiny(ops2, t, ("x",), ("c",), {"tab": np.zeros(256, np.int64)})
+    with pytest.raises(UnsupportedError, match="no operator that runs on the device"):
+        partition(g2)
+
+
+def test_partitioned_graph_on_the_instruction_model_equals_the_reference(se):
+    g = load_ir(se[1], requant="pow2")
+    feeds, _ = normalize_inputs(g, se[2][:3])
+    cfg = AccelConfig(4, 4)
+    env, cycles = run_partitioned(g, cfg, feeds, accel_partition(g, cfg), batch=2)
+    want = execute(g, feeds)
+    assert cycles > 0 and all(np.array_equal(env[o], want[o]) for o in g.outputs)
+
+
+def test_compile_reports_host_ops_and_device_only_refuses(se, tmp_path, tony_cli):
+    d = se[0]
+    res = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "b", "--samples", "2")
+    assert res.returncode == 0, res.stderr
+    assert "host: se_mul (Mul, segment 4): no accelerator mapping" in res.stdout
+    assert "100.00% of" in res.stdout and "3 device segment(s)" in res.stdout
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [s["kind"] for s in m["segments"]] == ["host", "device", "host", "device", "host", "device", "host"]
+    assert m["placement"]["device_mac_share"] == 1.0
+    for s in m["segments"]:
+        if s["kind"] == "device":
+            assert (tmp_path / "b" / s["build"] / "mem" / "image.hex").is_file()
+    res = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "c", "--device-only")
+    err = res.stderr.strip()
+    assert res.returncode == 1 and len(err.splitlines()) == 1
+    assert 'node "hswish1" (HardSwish)' in err and "--device-only" in err and not (tmp_path / "c").exists()
+
+
+def test_hls_runs_device_segments_in_cpp_and_host_segments_between(se, tmp_path):
+    from tony.hls.backend import HlsConfig, HlsModel, compile_hls, csim
+
+    g = load_ir(se[1])
+    feeds, _ = normalize_inputs(g, se[2][:2])
+    m = compile_hls(g, tmp_path / "h", config=HlsConfig(4, 4), feeds=feeds)
+    assert sum(s["kind"] == "device" for s in m["segments"]) == 3
+    rep = csim(tmp_path / "h", graph=g)
+    assert rep["bit_exact"] and rep["compared"] > 0 and len(rep["segments"]) == 3
+    other = se[2][3:6]  # inputs other than the build's
+    got = HlsModel(tmp_path / "h", graph=g).predict(other)[0]
+    assert np.array_equal(got, tony.run_reference(g, other)[0])
+
+
+@pytest.mark.sim
+def test_rtl_sim_runs_host_segments_between_device_programs(se, tmp_path):
+    """Three device programs on Verilator, each on the previous one's simulated outputs passed
+    through the host segments; the graph's output equals the reference of the whole graph."""
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    compile_model(se[0] / "model.onnx", tmp_path / "b", config=AccelConfig(4, 4), samples=2)
+    rep = simulate(tmp_path / "b", progress=False)
+    assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) == 3
+    assert rep["compared"] == 2 * 16 * 8 * 8
