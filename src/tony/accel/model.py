@@ -248,10 +248,10 @@ def cycles(prog: Program) -> Timing:
             nt = -(-d["npix"] // R)
             T = d["period"]
             stream_free = x + 1 + R + nt * T
-            compute_free = max(compute_free, x + 1 + R + (nt - 1) * T + d["klen"] + C + R + 5)
+            compute_free = max(compute_free, x + 1 + R + (nt - 1) * T + d["klen"] + C + R + 11)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
-            compute_free = stream_free = x + d["npix"] * d["klen"] + 7
+            compute_free = stream_free = x + d["npix"] * d["klen"] + 14
         elif op == isa.SYNC:
             need = [t]
             if d["sync"] & isa.S_DMA:
