@@ -242,16 +242,16 @@ def cycles(prog: Program) -> Timing:
         if op in (isa.LOAD, isa.STORE):
             x = max(t, dma_free)
             nb = d["nwords"] * c.buf_beats(d["buf"])
-            dma_free = x + nb + L + 1 if op == isa.LOAD else x + nb + 2
+            dma_free = x + nb + L + 2 if op == isa.LOAD else x + nb + 3
         elif op == isa.CONV:
             x = max(t, stream_free)
             nt = -(-d["npix"] // R)
             T = d["period"]
-            stream_free = x + 1 + R + nt * T
-            compute_free = max(compute_free, x + 1 + R + (nt - 1) * T + d["klen"] + C + R + 5)
+            stream_free = x + 2 + R + nt * T
+            compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + 12)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
-            compute_free = stream_free = x + d["npix"] * d["klen"] + 7
+            compute_free = stream_free = x + d["npix"] * d["klen"] + 16
         elif op == isa.SYNC:
             need = [t]
             if d["sync"] & isa.S_DMA:

@@ -16,8 +16,10 @@ from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
 
 REPORT = "synth_report.json"
 
-# what the accelerator's buffers hold (names of the memories in tony_accel), and its PE modules
-BUFFERS = {"abuf": "activation", "wbuf": "weight", "bbuf": "bias", "imem": "instruction"}
+# what the accelerator's buffers hold: (module, memory name) -> buffer; the activation buffer is one
+# RAM copy per read port (g_copy[p].ram), and its PE modules
+BUFFERS = {("tony_act_buf", "ram"): "activation", ("tony_conv_unit", "wbuf"): "weight",
+           ("tony_conv_unit", "bbuf"): "bias", ("tony_controller", "imem"): "instruction"}
 PE_MODULES = ("tony_mac",)
 ARRAY_MODULES = ("tony_os_array",)
 GOAL_FMAX_MHZ = 100.0
@@ -85,14 +87,21 @@ def memory_kind(cell: str, family) -> str:
     return "logic"
 
 
+def buffer_of(module: str, name: str) -> str | None:
+    """Which of the accelerator's buffers a memory is (a copy's memory `g_copy[3].ram` by its last
+    name), or None."""
+    return BUFFERS.get((module, name.rsplit(".", 1)[-1]))
+
+
 def _memories(mems: list[dict], mapped: dict, family) -> list[dict]:
     out = []
     for mem in mems:
         to = mapped.get((mem["yosys_module"], mem["name"]), "registers")
         e = {k: v for k, v in mem.items() if k != "yosys_module"}
         e.update(mapped_to=to, kind=memory_kind(to, family))
-        if mem["module"] in ("tony_accel",) and mem["name"] in BUFFERS:
-            e["buffer"] = BUFFERS[mem["name"]]
+        buf = buffer_of(mem["module"], mem["name"])
+        if buf:
+            e["buffer"] = buf
         out.append(e)
     return out
 

@@ -11,7 +11,7 @@ ROUND_HALF_EVEN = 0
 ROUND_HALF_UP = 1
 ROUND_FLOOR = 2
 
-PPU_LATENCY = 4
+PPU_LATENCY = 8
 """tony_ppu: valid_i high in cycle t gives valid_o (and y_o) high in cycle t + PPU_LATENCY."""
 
 
