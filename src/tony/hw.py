@@ -75,10 +75,11 @@ def bram_cells(family: str, depth: int, width: int) -> int:
 
 
 def buffers(cfg: AccelConfig) -> dict:
-    """The four buffers of tony_accel: depth, width and copies (the activation buffer's ROWS + 3
-    read ports are ROWS + 3 copies, every write going to each)."""
+    """The four buffers of tony_accel: depth, width and copies (the activation buffer's
+    max(ROWS, 2) + 1 read ports -- one per CONV row, the vector unit sharing the first two, and the
+    DMA's STORE -- are as many copies, every write going to each; tony_act_buf)."""
     return {
-        "activation": (cfg.abuf_words, cfg.cols * cfg.a_bits, cfg.rows + 3),
+        "activation": (cfg.abuf_words, cfg.cols * cfg.a_bits, max(cfg.rows, 2) + 1),
         "weight": (cfg.wbuf_words, cfg.cols * cfg.w_bits, 1),
         "bias": (cfg.bbuf_words, cfg.cols * cfg.acc_bits, 1),
         "instruction": (cfg.imem_words, isa.INSTR_BITS, 1),
@@ -124,13 +125,13 @@ def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
 
 
 PRESETS: dict[str, Overlay] = {
-    # 8x8: 98 of 156 MULT18X18D; block RAM 88 (activation, 11 copies) + 8 + 8 + 57 = 161 of 208 DP16KD
+    # 8x8: 98 of 156 MULT18X18D; block RAM 72 (activation, 9 copies) + 8 + 8 + 57 = 145 of 208 DP16KD
     "ecp5-85k": Overlay("ecp5-85k", _cfg(8, 8, 2048, 2048, 512, 2048), part="ecp5-85k"),
     # 2x4 (a 4x4 array needs 34 of 28 MULT18X18D): 26 DSP; block RAM 10 + 2 + 4 + 29 = 45 of 56
     "ecp5-25k": Overlay("ecp5-25k", _cfg(2, 4, 1024, 1024, 512, 1024, mem_bits=32), part="ecp5-25k"),
     # 2x4 on the 8 SB_MAC16 (the post-processing multipliers and the 512-bit instruction memory do not fit)
     "ice40-up5k": Overlay("ice40-up5k", _cfg(2, 4, 256, 256, 256, 256, mem_bits=32), part="ice40-up5k"),
-    # 16x8: 161 of 220 DSP48E1; block RAM 76 (19 copies) + 4 + 4 + 29 = 113 of 140 RAMB36E1
+    # 16x8: 161 of 220 DSP48E1; block RAM 68 (17 copies) + 4 + 4 + 29 = 105 of 140 RAMB36E1
     "zynq-7020": Overlay("zynq-7020", _cfg(16, 8, 2048, 2048, 512, 2048), part="zynq-7020"),
 }
 
