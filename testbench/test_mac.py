@@ -2,8 +2,9 @@
 
 Random operands with random valid/last flags every cycle (idle patterns from the pause
 generators): after every rising edge the pass-through registers (a_o, a_valid_o, a_last_o,
-b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum, wrapped to
-ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
+b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the product
+registered, accumulated one edge later), wrapped to ACC_BITS, as a Python model of the PE computes
+them. `test_mac` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
@@ -38,11 +39,13 @@ class TB:
         d.a_last_i.value = last
 
     def edge(self, a: int, b: int, valid: int, last: int) -> None:
-        """The model's registers after a rising edge with these inputs."""
+        """The model's registers after a rising edge with these inputs: the product registered
+        with the flags, the product of the previous edge accumulated."""
+        pa, pvalid, plast, pb = self.regs
         self.regs = (a, valid, last, b)
-        if valid:
-            s = wrap(self.acc + a * b, self.acc_bits)
-            if last:
+        if pvalid:
+            s = wrap(self.acc + pa * pb, self.acc_bits)
+            if plast:
                 self.res, self.acc = s, 0
             else:
                 self.acc = s

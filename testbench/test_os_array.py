@@ -5,7 +5,7 @@ Random tiles (K k-slices of random signed A and B, extremes mixed in) stream bac
 random idle cycles inside a tile and between tiles; successive tiles' last slices are kept at
 least max(ROWS, COLS) cycles apart, as the protocol requires (docs in the template). Every
 cycle row_done_o must be exactly the rows due (row r of a tile whose last slice came in cycle
-t is due in cycle t + COLS + r), and each due row of res_o must equal models.matmul.
+t is due in cycle t + COLS + r + 1), and each due row of res_o must equal models.matmul.
 `test_os_array` at the bottom is the pytest entry.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ class TB:
     def expect_tile(self, last_cycle: int, A, B) -> None:
         c = matmul(A, B, self.acc_bits)
         for r in range(self.rows):
-            self.due[last_cycle + self.cols + r].append((r, c[r]))
+            self.due[last_cycle + self.cols + r + 1].append((r, c[r]))
 
 
 @cocotb.test()
