@@ -28,7 +28,7 @@ FIELDS = {  # what every command may read from a build of each kind, and its JSO
     "hls": {"model": str, "hls": dict, "golden": dict, "device_inputs": list, "device_outputs": list,
             "layers": list, "sources": list},
 }
-SEGMENTED = {"model": str, "golden": dict, "segments": list, "placement": dict, "batch": int}
+SEGMENTED = {"model": str, "golden": dict, "segments": list}
 """a partitioned build's top folder (either kind): its device segments are builds of their own in seg<k>/"""
 
 
