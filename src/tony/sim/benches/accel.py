@@ -27,7 +27,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import Edge, FallingEdge, RisingEdge
 
-from tony.sim.benches.common import load_runs, reset, start_clock
+from tony.sim.benches.common import compare_run, finish_report, load_runs, reset, start_clock
 
 MEMORY_FILES = {"load": "in_", "dump": "mem_dump.hex", "results": "results.txt"}
 """The files tony_sim_top reads and writes (in TONY_SIM_FILES): the inputs of run r in
@@ -199,15 +199,7 @@ async def run_model(dut):
         for o in m["outputs"]:
             y = _unpack(outs[o["ext"]], o, cols, a_bits, mem_bits)
             y = y.reshape((batch,) + tuple(o["shape"][1:]))[:hi - lo]
-            want = wants[o["key"]][lo:hi].reshape(y.shape)
-            hw[o["key"]].append(y)
-            bad = np.argwhere(y != want)
-            for idx in bad[: max(0, 10 - len(report["first_mismatches"]))]:
-                report["first_mismatches"].append({"tensor": o["key"], "run": run,
-                                                   "index": [int(lo + idx[0])] + [int(i) for i in idx[1:]],
-                                                   "expected": int(want[tuple(idx)]), "got": int(y[tuple(idx)])})
-            report["mismatches"] += int(len(bad))
-            report["compared"] += int(y.size)
+            compare_run(report, hw, o["key"], run, lo, y, wants[o["key"]][lo:hi].reshape(y.shape))
         report["samples"] += hi - lo
         report["runs"].append({"cycles": cycles, "issue": issue})
         if progress_path and (time.perf_counter() - shown > 0.2 or run + 1 == n_runs):
@@ -215,11 +207,5 @@ async def run_model(dut):
             shown = time.perf_counter()
     report["sim_seconds"] = time.perf_counter() - t0
     report["sim_cpu_seconds"] = time.process_time() - cpu0  # the simulator runs in this process
-    report["cycles"] = sum(r["cycles"] for r in report["runs"])
     report.update(mem.counts())
-    for k, parts in hw.items():
-        if parts:
-            np.save(result_path.parent / f"hw_{k}.npy", np.concatenate(parts))
-    result_path.write_text(json.dumps(report, indent=1) + "\n")
-    if report["mismatches"]:
-        dut._log.error("%d mismatching elements; first: %s", report["mismatches"], report["first_mismatches"][:3])
+    finish_report(dut, report, hw, result_path)

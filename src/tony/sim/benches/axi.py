@@ -26,7 +26,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, Edge, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from tony.sim.benches.common import load_runs, log_seed, reset, start_clock
+from tony.sim.benches.common import compare_run, finish_report, load_runs, log_seed, reset, start_clock
 
 BASE = 0x0004_0000  # byte address of beat 0 in the bench's memory
 
@@ -185,14 +185,7 @@ async def run_model(dut):
         if not st["done"] or st["error"]:
             raise AssertionError(f"run {run} ended with STATUS {st}")
         for key, y, want, lo in h.outputs(run):
-            hw[key].append(y)
-            bad = np.argwhere(y != want)
-            for idx in bad[: max(0, 10 - len(report["first_mismatches"]))]:
-                report["first_mismatches"].append({"tensor": key, "run": run,
-                                                   "index": [int(lo + idx[0])] + [int(i) for i in idx[1:]],
-                                                   "expected": int(want[tuple(idx)]), "got": int(y[tuple(idx)])})
-            report["mismatches"] += int(len(bad))
-            report["compared"] += int(y.size)
+            compare_run(report, hw, key, run, lo, y, want)
             report["samples"] += y.shape[0] if key == h.m["outputs"][0]["key"] else 0
         dump.write(h.ram.read(BASE, len(h.image) * h.mb))
         report["runs"].append({"cycles": st["cycles"], "core_cycles": st["core_cycles"],
@@ -202,13 +195,7 @@ async def run_model(dut):
             Path(progress_path).write_text(f"{run + 1} {h.n_runs} run\n")
     report["sim_seconds"] = time.perf_counter() - t0
     dump.close()
-    report["cycles"] = sum(r["cycles"] for r in report["runs"])
-    for k, parts in hw.items():
-        if parts:
-            np.save(result_path.parent / f"hw_{k}.npy", np.concatenate(parts))
-    result_path.write_text(json.dumps(report, indent=1) + "\n")
-    if report["mismatches"]:
-        dut._log.error("%d mismatching elements; first: %s", report["mismatches"], report["first_mismatches"][:3])
+    finish_report(dut, report, hw, result_path)
 
 
 @cocotb.test()

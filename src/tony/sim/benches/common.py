@@ -111,3 +111,33 @@ def load_runs(build, golden, n_samples: int, batch: int):
     n_runs = -(-n_samples // batch)
     assert len(runs) == n_runs, f"{path}: {len(runs)} runs for {n_samples} golden samples in batches of {batch}"
     return runs
+
+
+def compare_run(report: dict, hw: dict, key: str, run: int, lo: int, y, want, keep: int = 10) -> None:
+    """Compare one run's output `y` of tensor `key` (samples lo..) with `want`: count the compared
+    values and mismatches in `report`, keep the first `keep` mismatches, collect `y` in hw[key]."""
+    import numpy as np
+
+    hw[key].append(y)
+    bad = np.argwhere(y != want)
+    for idx in bad[: max(0, keep - len(report["first_mismatches"]))]:
+        report["first_mismatches"].append({"tensor": key, "run": run,
+                                           "index": [int(lo + idx[0])] + [int(i) for i in idx[1:]],
+                                           "expected": int(want[tuple(idx)]), "got": int(y[tuple(idx)])})
+    report["mismatches"] += int(len(bad))
+    report["compared"] += int(y.size)
+
+
+def finish_report(dut, report: dict, hw: dict, result_path) -> None:
+    """Total cycles, the hardware's outputs as hw_<key>.npy beside the result, the result JSON."""
+    import json
+
+    import numpy as np
+
+    report["cycles"] = sum(r["cycles"] for r in report["runs"])
+    for k, parts in hw.items():
+        if parts:
+            np.save(result_path.parent / f"hw_{k}.npy", np.concatenate(parts))
+    result_path.write_text(json.dumps(report, indent=1) + "\n")
+    if report["mismatches"]:
+        dut._log.error("%d mismatching elements; first: %s", report["mismatches"], report["first_mismatches"][:3])
