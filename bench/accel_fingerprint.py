@@ -53,13 +53,12 @@ def concat_graphs() -> dict:
     from dataclasses import replace
 
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
 
     from tony.api import load_ir
     from tony.quant.qdq import quantize_static
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_ort_quantized import concat_cnn
+    from test_ort_quantized import concat_cnn, concat_input_cnn
 
     x = np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
     g = load_ir(quantize_static(concat_cnn(), x), requant="pow2")
@@ -67,17 +66,7 @@ def concat_graphs() -> dict:
     k = next(i for i, op in enumerate(ops) if op.kind == "concat")
     rq0, rq1 = ops[k].requants
     ops[k] = replace(ops[k], requants=(replace(rq0, shift=1), rq1))
-    rng = np.random.default_rng(1)
-    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), "w")
-    N = helper.make_node
-    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
-             N("Concat", ["r", "x", "r"], ["y"], axis=1, name="cat"),
-             N("MaxPool", ["y"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
-    gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
-                           [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 12, 2, 2])], [w])
-    m = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    x2 = rng.uniform(-1, 1, (3, 4, 4, 4)).astype(np.float32)
+    m, x2 = concat_input_cnn()
     return {"concat-cnn": g, "concat-cnn-rescaled": replace(g, ops=tuple(ops)),
             "concat-input": load_ir(quantize_static(m, x2), requant="pow2")}
 

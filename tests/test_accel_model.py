@@ -191,21 +191,11 @@ def test_concat_with_a_rescaled_input_requantizes_through_the_vector_unit(concat
 
 
 def test_concat_of_a_graph_input_and_a_repeated_input_is_bit_exact():
-    from onnx import TensorProto, helper, numpy_helper
+    from test_ort_quantized import concat_input_cnn
 
     from tony.quant.qdq import quantize_static
 
-    rng = np.random.default_rng(1)
-    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), "w")
-    N = helper.make_node
-    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
-             N("Concat", ["r", "x", "r"], ["y"], axis=1, name="cat"),
-             N("MaxPool", ["y"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
-    gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
-                           [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 12, 2, 2])], [w])
-    m = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    x = rng.uniform(-1, 1, (3, 4, 4, 4)).astype(np.float32)
+    m, x = concat_input_cnn()
     g = load_ir(quantize_static(m, x), requant="pow2")
     for arr in ((4, 4), (2, 2)):
         prog = _check_graph(g, x, AccelConfig(*arr), batch=1)

@@ -132,6 +132,24 @@ def concat_cnn(seed=0) -> onnx.ModelProto:
     return m
 
 
+def concat_input_cnn(seed=1):
+    """Conv-ReLU whose output is concatenated with the graph input and with itself again (two
+    inputs the planner must copy), then MaxPool; returns the float model and 3 seeded inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), "w")
+    N = helper.make_node
+    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("Concat", ["r", "x", "r"], ["y"], axis=1, name="cat"),
+             N("MaxPool", ["y"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
+    gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+                           [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 12, 2, 2])], [w])
+    m = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m, rng.uniform(-1, 1, (3, 4, 4, 4)).astype(np.float32)
+
+
 CNNS = ("concat-cnn", "digits-cnn", "digits-mobilenet")
 
 
