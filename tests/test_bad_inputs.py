@@ -555,7 +555,7 @@ def test_dumps_of_the_wrong_size_and_format(corpus, builds):
     n = len(lines)
     vals = np.load(b / "golden" / f"{key}.npy").reshape(-1)
     width = -(-int(m["golden"][key]["dtype"].lstrip("uint")) // 8)
-    raw = b"".join(int(v & ((1 << (8 * width)) - 1)).to_bytes(width, "little") for v in vals)
+    raw = b"".join((int(v) & ((1 << (8 * width)) - 1)).to_bytes(width, "little") for v in vals)
     image = np.load(b / "mem" / "image.npy")
     good = root / "good.hex"
     good.write_text("\n".join(lines) + "\n")

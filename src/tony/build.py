@@ -153,12 +153,14 @@ class Build:
                              hint="compile the build again") from None
 
     def golden(self, key: str, folder: str = "golden") -> np.ndarray:
-        """The golden vectors of one tensor (all samples), by the manifest's key."""
+        """The golden vectors of one tensor (all samples), by the manifest's key; integer tensors as
+        int64 whatever the width they are stored in."""
         entry = self.manifest["golden"].get(key)
         if entry is None:
             raise InputError(f"no golden tensor {key!r}; the build has {sorted(self.manifest['golden'])}",
                              where=str(self.path))
-        return self.load_npy(f"{folder}/{entry['npy']}")
+        arr = self.load_npy(f"{folder}/{entry['npy']}")
+        return arr.astype(np.int64) if arr.dtype.kind in "iu" else arr
 
     def graph(self):
         """The build's IR graph, lowered again from its model.onnx with the build's settings."""

@@ -50,10 +50,25 @@ def from_hex_lines(lines, bits: int, signed: bool) -> np.ndarray:
     return np.asarray(vals, dtype=np.int64)
 
 
-def write_tensor(base: Path, arr, bits: int, *, comment: str = "") -> dict:
-    """Write base.npy and base.hex; return the file names relative to base's folder."""
+def storage_dtype(lo: int, hi: int) -> np.dtype:
+    """The narrowest numpy integer type holding every value of [lo, hi] (int8 for an int8 tensor,
+    uint8 for a uint8 one, int32 for an accumulator): the .npy files' element type."""
+    for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64):
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
+def write_tensor(base: Path, arr, bits: int, *, comment: str = "", dtype=np.int64) -> dict:
+    """Write base.npy (as `dtype`) and base.hex; return the file names relative to base's folder."""
     base.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.asarray(arr, dtype=np.int64)
+    arr = np.asarray(arr)
+    info = np.iinfo(dtype)
+    if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+        dtype = np.int64  # values outside their type are kept as they are, never wrapped
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
     np.save(base.with_suffix(".npy"), arr)
     head = f"// {comment}\n" if comment else ""
     base.with_suffix(".hex").write_text(head + (hex_text(arr, bits) if arr.size else "\n"))
@@ -104,6 +119,7 @@ def write_golden(g, feeds: dict, folder: Path, keys: dict[str, str]) -> tuple[di
             np.save(folder / f"{key}.npy", np.asarray(arr, np.float32))
             files[key] = {"npy": f"{key}.npy"}
         else:
-            files[key] = write_tensor(folder / key, arr, t.dtype.bits, comment=f"{key}: {t.dtype} {list(t.shape)}")
+            files[key] = write_tensor(folder / key, arr, t.dtype.bits, comment=f"{key}: {t.dtype} {list(t.shape)}",
+                                      dtype=storage_dtype(t.dtype.min, t.dtype.max))
         files[key].update(dtype=t.dtype.name, shape=list(t.shape), tensor=name)
     return files, env
