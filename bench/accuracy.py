@@ -5,7 +5,10 @@ TQT int8 model of each on a prefix of the test split. Writes docs/accuracy.md wi
 behind every row.
 
     python bench/accuracy.py [--out docs/accuracy.md] [--build build/accuracy] [--rtl-samples N]
-                             [--models kws,digits-mlp,...]
+                             [--models kws,digits-mlp,...] [--keep]
+
+--keep reuses a model folder of the build that already holds float.onnx, train.npz and the test
+split (the examples are seeded, so a rebuild writes the same files; the KWS ones take minutes).
 """
 from __future__ import annotations
 
@@ -55,7 +58,10 @@ def rtl_predictions(path, x, out_dir) -> np.ndarray:
     return hw.reshape(len(x), -1).argmax(1)
 
 
-def _prepare(name: str, d: Path) -> None:
+def _prepare(name: str, d: Path, keep: bool = False) -> bool:
+    """Build example `name` in `d`; with `keep`, reuse what is there. True when it was built."""
+    if keep and all((d / f).is_file() for f in ("float.onnx", "calib.npy", "train.npz", "inputs.npy", "labels.npy")):
+        return False
     build_example(name, d)
     if not (d / "calib.npy").exists():  # the MLP example: calibrate on the first 256 training samples
         from tony.models.digits import digits_data
@@ -63,15 +69,16 @@ def _prepare(name: str, d: Path) -> None:
         xtr, ytr, _, _ = digits_data(0)
         np.save(d / "calib.npy", xtr[:256, None, :])
         np.savez(d / "train.npz", x=xtr[:, None, :], y=ytr)
+    return True
 
 
-def run_model(name: str, build: Path, rtl_samples: int) -> list[tuple]:
+def run_model(name: str, build: Path, rtl_samples: int, keep: bool = False) -> list[tuple]:
     d = build / name
     t = time.time()
-    _prepare(name, d)
+    built = _prepare(name, d, keep)
     x, y = np.load(d / "inputs.npy"), np.load(d / "labels.npy")
     f_acc = float((predictions(d / "float.onnx", x, float_model=True) == y).mean())
-    rows = [(name, "float", "-", f_acc, time.time() - t, None, f"tony example {name} -o {d}")]
+    rows = [(name, "float", "-", f_acc, time.time() - t if built else None, None, f"tony example {name} -o {d}")]
     print(f"{name}: float {f_acc:.4f} ({len(y)} test samples)", flush=True)
     epochs = EPOCHS.get(name, DEFAULT_EPOCHS)
     for kind, method, bits in QUANTIZERS:
@@ -159,7 +166,7 @@ def table(rows, rtl_samples: int) -> list[str]:
             fl[name] = acc
         r = "-" if rtl is None else f"{100 * rtl[0]:.2f} ({100 * rtl[1]:.2f}{', =' if rtl[3] else ', differ'})"
         lines.append(f"| {name} | {q} | {bits} | {100 * acc:.2f} | {100 * (acc - fl[name]):+.2f} | {r} | "
-                     f"{dt:.1f} | `{cmd}` |")
+                     f"{'reused' if dt is None else f'{dt:.1f}'} | `{cmd}` |")
     return lines
 
 
@@ -169,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--build", default="build/accuracy")
     ap.add_argument("--rtl-samples", type=int, default=200, help="test samples simulated on the RTL (0: none)")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--keep", action="store_true", help="reuse model folders already built (float.onnx, data)")
     a = ap.parse_args(argv)
     rows = []
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +184,7 @@ def main(argv=None):
     old = Path(a.out).read_text() if Path(a.out).is_file() else ""
     rest = old[old.index("\n## Text"):] if "\n## Text" in old else ""
     for name in a.models.split(","):
-        rows += run_model(name, Path(a.build), a.rtl_samples)
+        rows += run_model(name, Path(a.build), a.rtl_samples, a.keep)
         Path(a.out).write_text("\n".join(table(rows, a.rtl_samples)) + "\n" + FOOTER + rest)  # after each model
         print(f"wrote {a.out}")
 

@@ -161,8 +161,9 @@ def test_thresholds_freeze_one_by_one_inputs_first_and_then_stay(digits_mlp):
     net = tqt._start(model, xtr[:64, None], weight_bits=4, act_bits=8, method="kl-j", weight_method="mse",
                      first_last_8bit=False, device="cpu")
     assert sorted(net.topo) == sorted(net.log2t) and net.topo[0] == net.act_key(model.graph.input[0].name)
-    assert net.topo.index("w_" + net.key[model.graph.node[0].input[1]]) < net.topo.index(
-        net.act_key(model.graph.node[0].output[0]))  # a layer's weights before its output
+    macs = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert net.topo[1] == "w_" + net.key[macs[0].input[1]]  # the first layer's weights next
+    assert net.topo.index("w_" + net.key[macs[1].input[1]]) > net.topo.index(net.act_key(macs[1].input[0]))
     lines, seen = [], []
     sched = replace(tqt.Schedule(), epochs=4, freeze=(0.25, 0.5), distill=0.0)
     orig = tqt._score
