@@ -244,12 +244,16 @@ def _tqt_vs_float(arch, seed, epochs, bits_list, model_epochs=60):
     return f_acc, res
 
 
-def test_tqt_beats_or_equals_ptq_at_int4_on_a_freshly_seeded_mlp():
+def test_int4_tqt_stays_within_the_goal_of_float_on_a_freshly_seeded_mlp():
+    """A short run (4 epochs) on a model the schedule was not tuned on. The margins are measured:
+    over model seeds 101-108, TQT int4 minus float ranged -0.56 to +1.11 points and TQT minus PTQ
+    KL-J -0.28 to +3.06 (one seed in eight below PTQ by one test image, so "TQT >= PTQ" would be a
+    coin toss); the test holds the int4 goal (1.5 points of float) and PTQ less 1 point."""
     f_acc, res = _tqt_vs_float("mlp", 101, epochs=4, bits_list=[4], model_epochs=30)
     ptq, tqt = res[4]
     assert f_acc > 0.9
-    assert tqt >= ptq
-    assert tqt >= f_acc - 0.03
+    assert tqt >= f_acc - 0.015
+    assert tqt >= ptq - 0.01
 
 
 @pytest.mark.slow

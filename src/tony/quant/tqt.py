@@ -15,9 +15,11 @@ and its gradients are those of the paper:
 Training follows the paper's recipe (see `Schedule`): thresholds warm-start from calibration
 (KL-J for activations, the least-squared-error power of 2 for weights) and train alone for a first
 epoch; then weights retrain jointly at a small learning rate; both learning rates decay (cosine);
-BatchNorm is folded first, so its statistics are frozen; the epoch kept is the best on a
-validation split carved from the training data (the calibrated start counts as epoch 0). The
-result is written back as a pow2 QDQ model by `write_qdq`.
+the thresholds freeze one by one, in the order the network uses them, over the second quarter of
+the run, and the weights adapt to them for the second half; BatchNorm is folded first, so its
+statistics are frozen. The last epoch is kept unless an earlier one (or the calibrated start) has
+a validation loss lower beyond the noise, on a validation split carved from the training data,
+never the test split. The result is written back as a pow2 QDQ model by `write_qdq`.
 """
 from __future__ import annotations
 
@@ -230,11 +232,23 @@ class Schedule:
     `warmup_epochs` train the thresholds alone (the weights keep their float values while the
     thresholds settle from calibration); weights then retrain jointly at a tenth of the
     thresholds' learning rate (theirs acts in the log domain). BatchNorm is folded before training
-    (its statistics frozen). After every epoch, and before the first, the fake-quantized network is
-    scored on the validation split, carved from the training data; the best epoch (accuracy, then
-    loss) is the one exported. The loss: cross-entropy with the labels plus (`distill`) the KL
+    (its statistics frozen). The loss: cross-entropy with the labels plus (`distill`) the KL
     divergence from the float network's outputs to the quantized network's, so that the quantized
-    network learns to answer as the float one does, not only as the labels say."""
+    network learns to answer as the float one does, not only as the labels say.
+
+    Freezing (`freeze` = (a, b), fractions of the run): a power-of-2 threshold whose best value lies
+    between two powers of 2 settles on the boundary and flips the scale by 2x back and forth to the
+    end of training (seen on 4-bit depthwise weights, each flip costing several points of accuracy);
+    so between a and b the thresholds freeze one by one, the network's input first and each layer's
+    weights before its output, and from b on the weights adapt to fixed scales.
+
+    The epoch kept: after every epoch, and before the first, the fake-quantized network is scored
+    on the validation split (the training objective, per sample). Training aims at its end, so the
+    last epoch is kept unless the epoch with the lowest validation loss beats it by more than
+    `significance` standard errors of the paired per-sample difference: picking the lowest of a
+    few near-equal noisy scores selects noise, and when the float model was trained on the whole
+    training set, a split carved from it is data the float network has learned by heart (its
+    accuracy there is 100%, the calibrated start ties it), which says little about unseen data."""
     epochs: int = 10
     batch: int = 64
     lr_thresholds: float = 1e-2
