@@ -283,7 +283,7 @@ def test_tqt_meets_the_accuracy_targets(example, tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "float.onnx"), providers=["CPUExecutionProvider"])
     acc_f = float((np.stack([sess.run(None, {"input": xi})[0] for xi in x]).reshape(len(yte), -1).argmax(1)
                    == yte).mean())
-    for bits, margin in [(8, -0.003), (4, 0.015)]:
+    for bits, margin in [(8, 0.003), (4, 0.015)]:  # the goals: float - 0.3 points (int8), - 1.5 (int4)
         q = train_thresholds(fm, xtr[:256], xtr, ytr, epochs=30, weight_bits=bits)
         acc = float((tony.run_reference(q, x)[0].reshape(len(yte), -1).argmax(1) == yte).mean())
         print(f"{example}: float {acc_f:.4f} TQT w{bits} {acc:.4f}")
