@@ -109,7 +109,15 @@ def test_the_validation_split_is_stratified_disjoint_and_seeded():
     assert not np.array_equal(split_validation(x, y, 0.2, seed=4)[2], xv)
 
 
-def test_training_keeps_the_best_validation_epoch_and_scores_the_calibrated_start(digits_mlp):
+def _val_losses(lines):
+    """[(accuracy, loss)] of the calibrated start and every epoch, from the training log."""
+    def score(line):  # "... validation accuracy A[,] loss V ..."
+        acc, loss = line.split("validation accuracy ")[1].replace(",", "").split()[:3:2]
+        return float(acc), float(loss)
+    return [score(lines[0])] + [score(x) for x in lines if x.startswith("epoch")]
+
+
+def test_training_keeps_the_last_epoch_unless_an_earlier_one_is_significantly_better(digits_mlp):
     from tony.models.digits import digits_data
     from tony.quant.tqt import train_thresholds
 
@@ -117,14 +125,63 @@ def test_training_keeps_the_best_validation_epoch_and_scores_the_calibrated_star
     lines = []
     train_thresholds(onnx.load(digits_mlp / "float.onnx"), xtr[:64], xtr[:400], ytr[:400], epochs=3, weight_bits=4,
                      log=lines.append)
-    def score(line):  # "... validation accuracy A[,] loss V ..."
-        acc, loss = line.split("validation accuracy ")[1].replace(",", "").split()[:3:2]
-        return float(acc), -float(loss)
-    scores = [score(lines[0])] + [score(x) for x in lines if x.startswith("epoch")]
+    scores = _val_losses(lines)
     assert len(scores) == 4 and "(thresholds only)" in lines[1]
     kept = lines[-1]
     assert kept.startswith("kept epoch ")
-    assert int(kept.split()[2]) == scores.index(max(scores))  # best accuracy, ties to the lower loss
+    k = int(kept.split()[2])
+    losses = [v for _, v in scores]
+    if k == 3:
+        assert "standard errors" not in kept
+    else:  # an earlier epoch only when it has the lowest validation loss, below the last epoch's
+        assert losses[k] == min(losses) and losses[k] < losses[3] and "standard errors" in kept
+
+
+def test_an_earlier_epoch_must_beat_the_last_by_more_than_the_noise():
+    from tony.quant.tqt import significantly_lower
+
+    rng = np.random.default_rng(0)
+    last = rng.exponential(0.1, 400)
+    assert significantly_lower(last - 0.02, last, 2.0)  # lower on every sample
+    noise = rng.normal(0, 0.05, 400)
+    worse_here_better_there = last + noise - noise.mean() - 0.001  # lower on average by far less than the spread
+    assert not significantly_lower(worse_here_better_there, last, 2.0)
+    assert significantly_lower(worse_here_better_there, last, 0.0)  # z = 0: the plain lower mean
+    assert not significantly_lower(last, last, 2.0)
+
+
+def test_thresholds_freeze_one_by_one_inputs_first_and_then_stay(digits_mlp):
+    from dataclasses import replace
+    from tony.models.digits import digits_data
+    from tony.quant import tqt
+    from tony.quant.qdq import _name_nodes, prepare
+
+    xtr, ytr, _, _ = digits_data(0)
+    model = _name_nodes(prepare(onnx.load(digits_mlp / "float.onnx")))
+    net = tqt._start(model, xtr[:64, None], weight_bits=4, act_bits=8, method="kl-j", weight_method="mse",
+                     first_last_8bit=False, device="cpu")
+    assert sorted(net.topo) == sorted(net.log2t) and net.topo[0] == net.act_key(model.graph.input[0].name)
+    macs = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert net.topo[1] == "w_" + net.key[macs[0].input[1]]  # the first layer's weights next
+    assert net.topo.index("w_" + net.key[macs[1].input[1]]) > net.topo.index(net.act_key(macs[1].input[0]))
+    lines, seen = [], []
+    sched = replace(tqt.Schedule(), epochs=4, freeze=(0.25, 0.5), distill=0.0)
+    orig = tqt._score
+
+    def spy(n, *a, **k):  # the thresholds after each epoch
+        seen.append({key: float(v.detach()) for key, v in n.log2t.items()})
+        return orig(n, *a, **k)
+    tqt._score = spy
+    try:
+        x, y = xtr[:300, None], ytr[:300]
+        tqt._train(net, (x, y), (xtr[300:400, None], ytr[300:400]), (1, 1, 64), sched, 0, False, lines.append)
+    finally:
+        tqt._score = orig
+    n = len(net.topo)
+    assert "(thresholds only)" in lines[1] and f"({n}/{n} thresholds frozen)" in lines[3]
+    assert 0 < int(lines[2].split("(")[1].split("/")[0]) < n  # partly frozen during the second epoch
+    assert seen[3] == seen[4]  # none moves once all are frozen (epochs 3 and 4)
+    assert seen[1] != seen[0]  # they trained before
 
 
 def test_the_training_network_without_quantizers_is_the_float_model(rng):
@@ -187,12 +244,16 @@ def _tqt_vs_float(arch, seed, epochs, bits_list, model_epochs=60):
     return f_acc, res
 
 
-def test_tqt_beats_or_equals_ptq_at_int4_on_a_freshly_seeded_mlp():
+def test_int4_tqt_stays_within_the_goal_of_float_on_a_freshly_seeded_mlp():
+    """A short run (4 epochs) on a model the schedule was not tuned on. The margins are measured:
+    over model seeds 101-108, TQT int4 minus float ranged -0.56 to +1.11 points and TQT minus PTQ
+    KL-J -0.28 to +3.06 (one seed in eight below PTQ by one test image, so "TQT >= PTQ" would be a
+    coin toss); the test holds the int4 goal (1.5 points of float) and PTQ less 1 point."""
     f_acc, res = _tqt_vs_float("mlp", 101, epochs=4, bits_list=[4], model_epochs=30)
     ptq, tqt = res[4]
     assert f_acc > 0.9
-    assert tqt >= ptq
-    assert tqt >= f_acc - 0.03
+    assert tqt >= f_acc - 0.015
+    assert tqt >= ptq - 0.01
 
 
 @pytest.mark.slow
@@ -222,7 +283,7 @@ def test_tqt_meets_the_accuracy_targets(example, tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "float.onnx"), providers=["CPUExecutionProvider"])
     acc_f = float((np.stack([sess.run(None, {"input": xi})[0] for xi in x]).reshape(len(yte), -1).argmax(1)
                    == yte).mean())
-    for bits, margin in [(8, -0.003), (4, 0.015)]:
+    for bits, margin in [(8, 0.003), (4, 0.015)]:  # the goals: float - 0.3 points (int8), - 1.5 (int4)
         q = train_thresholds(fm, xtr[:256], xtr, ytr, epochs=30, weight_bits=bits)
         acc = float((tony.run_reference(q, x)[0].reshape(len(yte), -1).argmax(1) == yte).mean())
         print(f"{example}: float {acc_f:.4f} TQT w{bits} {acc:.4f}")

@@ -15,9 +15,11 @@ and its gradients are those of the paper:
 Training follows the paper's recipe (see `Schedule`): thresholds warm-start from calibration
 (KL-J for activations, the least-squared-error power of 2 for weights) and train alone for a first
 epoch; then weights retrain jointly at a small learning rate; both learning rates decay (cosine);
-BatchNorm is folded first, so its statistics are frozen; the epoch kept is the best on a
-validation split carved from the training data (the calibrated start counts as epoch 0). The
-result is written back as a pow2 QDQ model by `write_qdq`.
+the thresholds freeze one by one, in the order the network uses them, over the second quarter of
+the run, and the weights adapt to them for the second half; BatchNorm is folded first, so its
+statistics are frozen. The last epoch is kept unless an earlier one (or the calibrated start) has
+a validation loss lower beyond the noise, on a validation split carved from the training data,
+never the test split. The result is written back as a pow2 QDQ model by `write_qdq`.
 """
 from __future__ import annotations
 
@@ -120,7 +122,26 @@ class _Net:
                 self.order.append(k)
         self.module.params, self.module.log2t = self.params, self.log2t
         self.module.to(device)
+        # every threshold in the order the forward pass first uses it (inputs before outputs)
+        self.topo: list[str] = []
+        for key in self._use_order():
+            if key not in self.topo:
+                self.topo.append(key)
         self.device = device
+
+    def _use_order(self):
+        point_set = set(self.unsigned)
+        g = self.model.graph
+        if g.input[0].name in point_set:
+            yield self.act_key(g.input[0].name)
+        for n in g.node:
+            for i in n.input[:1] if n.op_type in {"Conv", "Gemm", "MatMul"} else n.input:
+                if i in point_set:
+                    yield self.act_key(i)
+            if n.op_type in {"Conv", "Gemm", "MatMul"}:
+                yield "w_" + self.key[n.input[1]]
+            if n.output[0] in point_set:
+                yield self.act_key(n.output[0])
 
     def act_key(self, name):
         return "a_" + self.key[self.groups[name]]
@@ -211,11 +232,23 @@ class Schedule:
     `warmup_epochs` train the thresholds alone (the weights keep their float values while the
     thresholds settle from calibration); weights then retrain jointly at a tenth of the
     thresholds' learning rate (theirs acts in the log domain). BatchNorm is folded before training
-    (its statistics frozen). After every epoch, and before the first, the fake-quantized network is
-    scored on the validation split, carved from the training data; the best epoch (accuracy, then
-    loss) is the one exported. The loss: cross-entropy with the labels plus (`distill`) the KL
+    (its statistics frozen). The loss: cross-entropy with the labels plus (`distill`) the KL
     divergence from the float network's outputs to the quantized network's, so that the quantized
-    network learns to answer as the float one does, not only as the labels say."""
+    network learns to answer as the float one does, not only as the labels say.
+
+    Freezing (`freeze` = (a, b), fractions of the run): a power-of-2 threshold whose best value lies
+    between two powers of 2 settles on the boundary and flips the scale by 2x back and forth to the
+    end of training (seen on 4-bit depthwise weights, each flip costing several points of accuracy);
+    so between a and b the thresholds freeze one by one, the network's input first and each layer's
+    weights before its output, and from b on the weights adapt to fixed scales.
+
+    The epoch kept: after every epoch, and before the first, the fake-quantized network is scored
+    on the validation split (the training objective, per sample). Training aims at its end, so the
+    last epoch is kept unless the epoch with the lowest validation loss beats it by more than
+    `significance` standard errors of the paired per-sample difference: picking the lowest of a
+    few near-equal noisy scores selects noise, and when the float model was trained on the whole
+    training set, a split carved from it is data the float network has learned by heart (its
+    accuracy there is 100%, the calibrated start ties it), which says little about unseen data."""
     epochs: int = 10
     batch: int = 64
     lr_thresholds: float = 1e-2
@@ -223,6 +256,8 @@ class Schedule:
     warmup_epochs: int = 1
     val_fraction: float = 0.15
     distill: float = 1.0  # weight of KL(float network || quantized network) added to the loss; 0: off
+    freeze: tuple[float, float] | None = (0.25, 0.5)  # thresholds freeze one by one over this part of the run
+    significance: float = 2.0  # an earlier epoch replaces the last only if better by this many standard errors
 
 
 def _check_labels(x, y, model) -> np.ndarray:
@@ -305,16 +340,32 @@ def _start(model, calib, *, weight_bits, act_bits, method, weight_method, first_
     return _Net(model, points, groups, th, wt, weight_bits, act_bits, wbits, device)
 
 
-def _score(net: "_Net", xt, yt, batch: int = 512) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the fake-quantized network."""
+def _score(net: "_Net", xt, yt, teacher=None, distill: float = 0.0, batch: int = 512):
+    """(accuracy, mean loss, per-sample losses) of the fake-quantized network; the loss is the
+    training objective: cross-entropy, plus `distill` x KL from the float network's outputs
+    `teacher` (log-softmax) when given."""
     torch = net.torch
-    correct, loss = 0, 0.0
+    F = torch.nn.functional
+    correct, losses = 0, []
     with torch.no_grad():
         for s in range(0, len(xt), batch):
             out = net.forward(xt[s:s + batch]).reshape(len(xt[s:s + batch]), -1)
             correct += int((out.argmax(1) == yt[s:s + batch]).sum())
-            loss += float(torch.nn.functional.cross_entropy(out, yt[s:s + batch], reduction="sum"))
-    return correct / len(xt), loss / len(xt)
+            loss = F.cross_entropy(out, yt[s:s + batch], reduction="none")
+            if teacher is not None and distill:
+                loss = loss + distill * F.kl_div(torch.log_softmax(out, 1), teacher[s:s + batch], log_target=True,
+                                                 reduction="none").sum(1)
+            losses.append(loss.double().cpu())
+    losses = torch.cat(losses).numpy()
+    return correct / len(xt), float(losses.mean()), losses
+
+
+def significantly_lower(a: np.ndarray, b: np.ndarray, z: float) -> bool:
+    """Is the mean of per-sample losses `a` lower than that of `b` (the same samples) by more than
+    z standard errors of the paired difference?"""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    return bool(d.mean() < -z * se) if se > 0 else bool(d.mean() < 0)
 
 
 def _teacher(net: "_Net", xt, batch: int = 512):
@@ -330,7 +381,7 @@ def _state(net: "_Net") -> dict:
 
 
 def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progress: bool, log) -> None:
-    """Train `net` in place; leaves it with the state of its best validation epoch."""
+    """Train `net` in place; leaves it with the state of the epoch kept (see the end)."""
     torch = net.torch
     from tqdm import tqdm
 
@@ -339,23 +390,35 @@ def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progre
                 torch.tensor(y.astype(np.int64), device=net.device))
     (xt, yt), (xv, yv) = tensors(*train), tensors(*val)
     teacher = _teacher(net, xt) if sched.distill else None
+    teacher_v = _teacher(net, xv) if sched.distill else None
     opt = torch.optim.Adam([{"params": list(net.log2t.values()), "lr": sched.lr_thresholds},
                             {"params": list(net.params.values()), "lr": sched.lr_weights}])
-    total = sched.epochs * -(-len(xt) // sched.batch)
+    steps = -(-len(xt) // sched.batch)
+    total = sched.epochs * steps
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
     rng = np.random.default_rng(seed)
-    best_score = _score(net, xv, yv)
-    best, best_epoch = _state(net), 0
+
+    def score():
+        return _score(net, xv, yv, teacher_v, sched.distill)
+    acc, vloss, per = score()
+    best = (_state(net), 0, acc, vloss, per)  # the lowest validation loss so far
     if log:
-        log(f"calibrated start: validation accuracy {best_score[0]:.4f}, loss {best_score[1]:.4f}")
+        log(f"calibrated start: validation accuracy {acc:.4f}, loss {vloss:.4f}")
     bar = tqdm(range(sched.epochs), desc="threshold training", unit="epoch", disable=not progress, leave=False)
+    frozen = 0
     for ep in bar:
         warm = ep < sched.warmup_epochs and sched.epochs > sched.warmup_epochs
         for p in net.params.values():
             p.requires_grad_(not warm)
         run_loss = 0.0
         idx = torch.tensor(rng.permutation(len(xt)), device=net.device)
-        for s in range(0, len(xt), sched.batch):
+        for k, s in enumerate(range(0, len(xt), sched.batch)):
+            if sched.freeze:  # thresholds freeze one by one, inputs first, then the weights adapt to them
+                a, b = sched.freeze
+                frac = ((ep * steps + k) / total - a) / max(b - a, 1e-9)
+                while frozen < len(net.topo) and frac >= (frozen + 1) / len(net.topo):
+                    net.log2t[net.topo[frozen]].requires_grad_(False)
+                    frozen += 1
             bi = idx[s:s + sched.batch]
             out = net.forward(xt[bi]).reshape(len(bi), -1)
             loss = torch.nn.functional.cross_entropy(out, yt[bi])
@@ -367,16 +430,25 @@ def _train(net: "_Net", train, val, in_shape, sched: Schedule, seed: int, progre
             opt.step()
             lr_at.step()
             run_loss += float(loss.detach()) * len(bi)
-        acc, vloss = _score(net, xv, yv)
-        if (acc, -vloss) > (best_score[0], -best_score[1]):
-            best, best_score, best_epoch = _state(net), (acc, vloss), ep + 1
-        bar.set_postfix(loss=f"{run_loss / len(xt):.4f}", val_acc=f"{acc:.4f}", best=best_epoch)
+        acc, vloss, per = score()
+        if vloss < best[3]:
+            best = (_state(net), ep + 1, acc, vloss, per)
+        bar.set_postfix(loss=f"{run_loss / len(xt):.4f}", val_acc=f"{acc:.4f}", best=best[1])
         if log:
+            note = " (thresholds only)" if warm else (f" ({frozen}/{len(net.topo)} thresholds frozen)" if frozen else "")
             log(f"epoch {ep + 1}/{sched.epochs}: loss {run_loss / len(xt):.4f}, validation accuracy {acc:.4f} "
-                f"loss {vloss:.4f}" + (" (thresholds only)" if warm else ""))
-    net.module.load_state_dict(best)
+                f"loss {vloss:.4f}" + note)
+    # The end of the schedule (thresholds frozen, learning rates decayed) is what training aims at;
+    # an earlier epoch (or the calibrated start) replaces it only when its validation loss is lower
+    # beyond the noise of a finite validation split.
+    kept = (sched.epochs, acc, vloss)
+    if best[1] != sched.epochs and significantly_lower(best[4], per, sched.significance):
+        net.module.load_state_dict(best[0])
+        kept = best[1:4]
     if log:
-        log(f"kept epoch {best_epoch} (validation accuracy {best_score[0]:.4f})")
+        why = "" if kept[0] == sched.epochs else f", lower than the last epoch's {vloss:.4f} by more than " \
+                                                 f"{sched.significance:g} standard errors"
+        log(f"kept epoch {kept[0]} (validation accuracy {kept[1]:.4f}, loss {kept[2]:.4f}{why})")
 
 
 def export(net: _Net, model: onnx.ModelProto, weight_bits: int, act_bits: int, first_last_8bit: bool):
