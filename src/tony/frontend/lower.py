@@ -328,7 +328,9 @@ class _Lowering(HostLowering, NonlinearLowering):
             self.tensors[x] = t
         if node.output[0] in self.graph_outputs:
             self.float32_scale(node)
-        if scale.size != 1 or float(scale.reshape(-1)[0]) != t.scale or int(zp.reshape(-1)[0]) != t.zero_point:
+        folded = x in self.score_fold   # scores whose divisor the Softmax applies (lower_nonlinear)
+        if scale.size != 1 or (float(scale.reshape(-1)[0]) != t.scale and not folded) \
+                or int(zp.reshape(-1)[0]) != t.zero_point:
             raise UnsupportedError("DequantizeLinear parameters differ from the QuantizeLinear that produced the value",
                                    where=node_where(node))
         self.alias[node.output[0]] = x

@@ -6,6 +6,8 @@ tony.frontend.lower's _Lowering.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -26,6 +28,7 @@ class NonlinearLowering:
     def find_groups(self):
         """The LayerNorm and GELU groups of the model: group by the id of its first node."""
         self.group_at = {id(grp.first): grp for grp in match(self.model, self.shapes)}
+        self.score_fold: dict[str, tuple[int, float]] = {}   # scores tensor -> (pow2 exponent, divisor)
 
     def lower_group(self, grp: Group):
         last = next(n for n in grp.nodes if grp.y in n.output)
@@ -76,17 +79,43 @@ class NonlinearLowering:
         """Softmax over the last axis as the integer kernel when the scales allow it (input at 2^e
         with e <= 9, output unsigned at 2^-k); False leaves it to the float island."""
         q, _, fname = self.output_of(node, fuse_activation=False)
-        if q is None or axis != len(x.shape) - 1 or x.exp is None or x.zero_point:
+        if q is None or axis != len(x.shape) - 1:
             return False
         scale, zp, dt, _ = self.qparams(q)
         if scale.size != 1 or zp.size != 1 or int(np.ravel(zp)[0]) or dt.signed:
             return False
         k = ir.pow2_exponent(float(np.ravel(scale)[0]))
-        if k is None or not 1 <= -k <= 16 or x.exp > nl.LOG2E_BITS - 6:
+        x_exp, log2e = x.exp, nl.LOG2E
+        if x.name in self.score_fold:
+            x_exp, c = self.score_fold[x.name]
+            log2e = round(nl.LOG2E / c)
+        if k is None or x_exp is None or x.zero_point or not 1 <= -k <= 16 or x_exp > nl.LOG2E_BITS - 6:
             return False
         t, _, _, _ = self.out_tensor(q, fname, node)
-        self.ops.append(ir.Softmax((x.name,), (t.name,), origin=node.name, x_exp=x.exp, out_bits=-k))
+        self.ops.append(ir.Softmax((x.name,), (t.name,), origin=node.name, x_exp=x_exp, out_bits=-k, log2e=log2e))
         return True
+
+    def score_fold_exp(self, t: ir.Tensor, a: ir.Tensor, b: ir.Tensor, c: float) -> int | None:
+        """Attention scores divided by c (> 1, not a power of two) whose only reader is a Softmax
+        over the last axis, outside multiplier mode: the exponent e of the pow2 grid 2^e = s 2^ceil(log2 c)
+        (s the scores' quantized scale) on which the MatMul writes the undivided scores; the Softmax
+        multiplies by round(LOG2E / c) in place of LOG2E. None when this does not apply."""
+        if self.mode == "multiplier" or not c > 1 or ir.pow2_exponent(c) is not None \
+                or None in (t.exp, a.exp, b.exp) or t.zero_point or a.zero_point or b.zero_point:
+            return None
+        readers = [n for dq in self.consumers.get(t.name, []) if dq.op_type == "DequantizeLinear"
+                   for n in self.consumers.get(dq.output[0], [])]
+        n_dq = len(self.consumers.get(t.name, []))
+        if not readers or n_dq != sum(1 for _ in self.consumers.get(t.name, [])
+                                      if _.op_type == "DequantizeLinear") or t.name in self.graph_outputs:
+            return None
+        for r in readers:
+            if r.op_type != "Softmax":
+                return None
+            rank = len(t.shape)
+            if _attrs(r).get("axis", -1) % rank != rank - 1:
+                return None
+        return t.exp + math.ceil(math.log2(c))
 
     # MatMul + Add(bias), MatMul(two activations) + Div(constant) -----------------------------------
     def bias_add(self, node):

@@ -7,6 +7,7 @@ _Lowering: one `op_<OnnxType>` handler per ONNX op.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -517,7 +518,14 @@ class HostLowering:
         if len(b.shape) < 2 or len(a.shape) < 2 or len(b.shape) > len(a.shape):
             raise UnsupportedError("MatMul of two activations needs both at least 2-D (the batch axis first)",
                                    where=node_where(node))
-        rq = self.requant(a.scale * b.scale / div / s, s, z, dt, bounds, node_where(node), "MatMul rescale")
+        fold = self.score_fold_exp(t, a, b, div) if scaled else None
+        if fold is not None:   # scores at 2^e / div: the pow2 part here, 1/div in the Softmax's multiplier
+            s2 = 2.0**fold
+            rq = self.requant(a.scale * b.scale / s2, s2, z, dt, bounds, node_where(node), "MatMul rescale")
+            self.tensors[t.name] = replace(t, scale=s2 / div)
+            self.score_fold[t.name] = (fold, div)
+        else:
+            rq = self.requant(a.scale * b.scale / div / s, s, z, dt, bounds, node_where(node), "MatMul rescale")
         self.ops.append(ir.MatMul((a.name, b.name), (t.name,), origin=node.name, requant=rq))
 
     # ---- 1-D Conv and pools: 2-D with H = 1 ---------------------------------------------------------

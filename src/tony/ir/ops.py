@@ -296,6 +296,7 @@ class Softmax(HostOp):
     frac_bits: int = 6
     table_bits: int = 15
     out_bits: int = 8
+    log2e: int = 47274       # round(log2(e) 2^15); round(that / c) when the input is at 2^x_exp / c
     kind = "softmax"
 
 

@@ -287,7 +287,7 @@ def softmax(op: ir.Softmax, g: ir.Graph, x):
     """docs/transformer.md, 'Softmax': tony.ref.nonlinear.softmax, saturated to the output dtype."""
     y = g.tensors[op.outputs[0]]
     spec = nonlinear.SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits,
-                                 out_bits=op.out_bits)
+                                 out_bits=op.out_bits, log2e=op.log2e)
     return np.clip(nonlinear.softmax(x, spec), y.dtype.min, y.dtype.max)
 
 
