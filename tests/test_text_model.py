@@ -133,6 +133,21 @@ def test_integer_softmax_site_is_the_kernel(tiny):
     assert np.array_equal(ops.softmax("s", x).numpy() * 256, nl.softmax(q, nl.SoftmaxSpec(x_exp=-5)))
 
 
+def test_model_onnx_is_the_quantized_encoder_in_integer_ops(tiny):
+    """model.onnx (tony quantize, max, one pass) lowers to the integer LayerNorm, Softmax and GELU
+    table, and its reference accuracy is the one accuracy.json records."""
+    from tony import ir
+    from tony.api import load_ir
+
+    d, info = tiny
+    g = load_ir(d / "model.onnx")
+    kinds = [type(op).__name__ for op in g.ops]
+    assert kinds.count("LayerNorm") == 2 * info["config"]["layers"] + 1 and "FloatIsland" not in kinds
+    assert kinds.count("Softmax") == info["config"]["layers"]
+    assert any(isinstance(op, ir.Table) and op.function == "Gelu" for op in g.ops)
+    assert info["int8_accuracy"] == text.int8_accuracy(d / "model.onnx", d)
+
+
 @pytest.mark.slow
 def test_bundled_text_langid_builds_in_ten_minutes_and_keeps_its_accuracy(cache, tmp_path, tony_cli):
     t = time.time()
@@ -142,5 +157,6 @@ def test_bundled_text_langid_builds_in_ten_minutes_and_keeps_its_accuracy(cache,
     info = json.loads((tmp_path / "accuracy.json").read_text())
     assert info["float_accuracy"] > 0.95
     assert info["integer_kernels"]["all three"] > info["float_accuracy"] - 0.01
+    assert info["int8_accuracy"] > info["float_accuracy"] - 0.01   # PTQ int8 within one point
     got = ort_logits(tmp_path / "float.onnx", np.load(tmp_path / "inputs.npy"))
     assert abs((got.argmax(1) == np.load(tmp_path / "labels.npy")).mean() - info["float_accuracy"]) < 1e-9

@@ -16,8 +16,10 @@ from onnx import numpy_helper
 
 from .. import ir
 from ..errors import UnsupportedError, node_where
+from ..ir.tokens import tokens_as_pixels
 from ..ir.types import DType, Requant, Rounding
 from .load import tensor_shapes
+from .lower_nonlinear import NonlinearLowering
 from .lower_ops import HostLowering
 from .requant import rescale
 
@@ -37,7 +39,8 @@ SUPPORTED = sorted({"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "Avera
                     "GlobalAveragePool", "Relu", "Clip", "Flatten", "Reshape", "QuantizeLinear",
                     "DequantizeLinear", "Identity", "Dropout", "Mul", "Sub", "Sum", "Sigmoid", "Tanh",
                     "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "BatchNormalization", "Softmax", "LRN",
-                    "Transpose", "Pad", "Slice", "Split", "Gather", "Resize", "ReduceMean"})
+                    "Transpose", "Pad", "Slice", "Split", "Gather", "Resize", "ReduceMean", "Squeeze",
+                    "Unsqueeze", "LayerNormalization", "Gelu"})
 _ONE_D = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool"}
 
 
@@ -50,7 +53,7 @@ def _scalar(arr) -> float | int:
     return a.reshape(-1)[0].item() if a.size == 1 else a
 
 
-class _Lowering(HostLowering):
+class _Lowering(HostLowering, NonlinearLowering):
     def __init__(self, model: onnx.ModelProto, requant: str, rounding: Rounding):
         self.model = model
         self.mode = requant
@@ -208,6 +211,7 @@ class _Lowering(HostLowering):
     def lower(self) -> ir.Graph:
         self.int_alias: dict[str, str] = {}
         self.bound_inputs: set[str] = set()
+        self.find_groups()
         g = self.model.graph
         for inp in g.input:
             if inp.name in self.inits:
@@ -226,6 +230,12 @@ class _Lowering(HostLowering):
             self.inputs.append(inp.name)
         for node in g.node:
             if id(node) in self.done:
+                continue
+            grp = self.group_at.get(id(node))
+            if grp is not None and grp.x in self.alias:   # a LayerNorm or GELU of a quantized input
+                first = len(self.ops)
+                self.lower_group(grp)
+                self.ops[first:] = [op if op.op_type else replace(op, op_type=grp.kind) for op in self.ops[first:]]
                 continue
             handler = getattr(self, "op_" + node.op_type, None)
             if node.domain not in ("", "ai.onnx") or handler is None:
@@ -318,7 +328,9 @@ class _Lowering(HostLowering):
             self.tensors[x] = t
         if node.output[0] in self.graph_outputs:
             self.float32_scale(node)
-        if scale.size != 1 or float(scale.reshape(-1)[0]) != t.scale or int(zp.reshape(-1)[0]) != t.zero_point:
+        folded = x in self.score_fold   # scores whose divisor the Softmax applies (lower_nonlinear)
+        if scale.size != 1 or (float(scale.reshape(-1)[0]) != t.scale and not folded) \
+                or int(zp.reshape(-1)[0]) != t.zero_point:
             raise UnsupportedError("DequantizeLinear parameters differ from the QuantizeLinear that produced the value",
                                    where=node_where(node))
         self.alias[node.output[0]] = x
@@ -383,12 +395,13 @@ class _Lowering(HostLowering):
                                    where=node_where(node), hint="requantize the bias at scale_x * scale_w")
         return np.rint(vals).astype(np.int64)
 
-    def _mac(self, node, x, w_entry, bname, make_op, nout, w_arr, w_axis_scale):
+    def _mac(self, node, x, w_entry, bname, make_op, nout, w_arr, w_axis_scale, out_node=None):
+        """out_node: the node whose output the op writes (a bias Add after a MatMul), else node."""
         wq, ws, wzp, _, wdt = w_entry
         where = node_where(node)
         acc_scale = x.scale * np.asarray(ws, np.float64).reshape(-1)
         bias = self._bias(node, bname, acc_scale, nout)
-        q, act, fname = self.output_of(node, fuse_activation=True)
+        q, act, fname = self.output_of(out_node or node, fuse_activation=True)
         t, s, z, dt = self.out_tensor(q, fname, node)
         ratio = np.broadcast_to(acc_scale, (nout,)) / s if acc_scale.size > 1 else acc_scale / s
         rq = self.requant(ratio, s, z, dt, act, where)
@@ -458,7 +471,11 @@ class _Lowering(HostLowering):
 
         def make(ins, outs, rq):
             return ir.Dense(ins, outs, origin=node.name, requant=rq)
-        self._mac(node, x, w, "", make, w[0].shape[-1], w[0], 1)
+        bias = self.bias_add(node) if w[0].ndim == 2 else None
+        if bias is not None:
+            self.done.add(id(bias[0]))
+        self._mac(node, x, w, bias[1] if bias else "", make, w[0].shape[-1], w[0], 1,
+                  out_node=bias[0] if bias else None)
 
     # element-wise and structural ops --------------------------------------------------------
     def op_Add(self, node, subtract: bool = False):
@@ -584,6 +601,15 @@ class _Lowering(HostLowering):
 
     op_Flatten = _reshape
     op_Reshape = _reshape
+    op_Squeeze = _reshape
+    op_Unsqueeze = _reshape
+
+    def _ungrouped(self, node):
+        raise UnsupportedError(f"{node.op_type} is supported as part of a LayerNorm or GELU (or only on a quantized "
+                               "input)", where=node_where(node),
+                               hint="quantize the model with `tony quantize`; docs/transformer.md lists the patterns")
+
+    op_LayerNormalization = op_Gelu = _ungrouped
 
     def op_Identity(self, node):
         if node.input[0] in self.alias:
@@ -639,4 +665,4 @@ def _pool_pads(node, a, shape, k, strides, dil):
 def lower(model: onnx.ModelProto, *, requant: str = "auto", rounding: Rounding = Rounding.HALF_EVEN) -> ir.Graph:
     """QDQ ONNX model (checked, shapes inferred) -> verified integer IR."""
     g = _Lowering(model, requant, Rounding(rounding)).lower()
-    return ir.verify(g)
+    return ir.verify(tokens_as_pixels(ir.verify(g)))

@@ -7,6 +7,7 @@ _Lowering: one `op_<OnnxType>` handler per ONNX op.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -294,7 +295,8 @@ class HostLowering:
             raise UnsupportedError("Softmax before opset 13 flattens from its axis; only the last axis is supported",
                                    where=node_where(node), hint="upgrade the model to opset 13")
         self.no_batch_axis(node, [axis], rank)
-        self.float_island(node, [("axis", axis)])
+        if not self.integer_softmax(node, x, axis):
+            self.float_island(node, [("axis", axis)])
 
     def op_LRN(self, node):
         a = _attrs(node)
@@ -504,12 +506,26 @@ class HostLowering:
         return f.numerator, f.denominator
 
     def matmul2(self, node):
+        """MatMul of two activations; a Div by a constant after it (the attention scores' 1/sqrt(d))
+        folds into its rescale."""
         a, b = self.act(node.input[0], node), self.act(node.input[1], node)
-        t, s, z, dt, bounds = self.quantized_out(node, act=True)
+        scaled = self.scaled_scores(node)
+        div = 1.0
+        if scaled is not None:
+            self.done.add(id(scaled[0]))
+            div = scaled[1]
+        t, s, z, dt, bounds = self.quantized_out(scaled[0] if scaled else node, act=True)
         if len(b.shape) < 2 or len(a.shape) < 2 or len(b.shape) > len(a.shape):
             raise UnsupportedError("MatMul of two activations needs both at least 2-D (the batch axis first)",
                                    where=node_where(node))
-        rq = self.requant(a.scale * b.scale / s, s, z, dt, bounds, node_where(node), "MatMul rescale")
+        fold = self.score_fold_exp(t, a, b, div) if scaled else None
+        if fold is not None:   # scores at 2^e / div: the pow2 part here, 1/div in the Softmax's multiplier
+            s2 = 2.0**fold
+            rq = self.requant(a.scale * b.scale / s2, s2, z, dt, bounds, node_where(node), "MatMul rescale")
+            self.tensors[t.name] = replace(t, scale=s2 / div)
+            self.score_fold[t.name] = (fold, div)
+        else:
+            rq = self.requant(a.scale * b.scale / div / s, s, z, dt, bounds, node_where(node), "MatMul rescale")
         self.ops.append(ir.MatMul((a.name, b.name), (t.name,), origin=node.name, requant=rq))
 
     # ---- 1-D Conv and pools: 2-D with H = 1 ---------------------------------------------------------

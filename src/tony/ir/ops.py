@@ -287,6 +287,36 @@ class MatMul(HostOp):
 
 
 @dataclass(frozen=True)
+class Softmax(HostOp):
+    """Integer Softmax over the last axis (docs/transformer.md, 'Softmax'): base-2 exponent with
+    shifts, a 2^frac_bits-entry table of 2^(-r / 2^F) in Q0.table_bits, one division per row. The
+    input is at 2^x_exp (zero point 0), the output at 2^-out_bits, saturated to its dtype."""
+
+    x_exp: int = 0
+    frac_bits: int = 6
+    table_bits: int = 15
+    out_bits: int = 8
+    log2e: int = 47274       # round(log2(e) 2^15); round(that / c) when the input is at 2^x_exp / c
+    kind = "softmax"
+
+
+@dataclass(frozen=True)
+class LayerNorm(HostOp):
+    """Integer LayerNorm over the last axis (docs/transformer.md, 'LayerNorm'): inputs = (x, gamma,
+    beta) with gamma and beta integer constants per channel; exact mean and variance, an integer
+    square root with `sqrt_bits` fraction bits, one reciprocal per row, v with `norm_bits` fraction
+    bits, y = clamp(round_shift(v * gamma + beta, shift), lo, hi)."""
+
+    eps_int: int = 0
+    sqrt_bits: int = 0
+    norm_bits: int = 16
+    shift: int = 0
+    lo: int = -128
+    hi: int = 127
+    kind = "layernorm"
+
+
+@dataclass(frozen=True)
 class Graph:
     """A whole integer program: tensors, constants, ops in execution order."""
 

@@ -118,6 +118,15 @@ def verify(g: O.Graph) -> O.Graph:
             _check(Y[0].dtype.contains(int(tab.min()), int(tab.max())), op, "table values outside the output dtype")
         elif isinstance(op, (O.ReduceMean, O.MatMul)):
             _check_requant(op, op.requant, Y[0])
+        elif isinstance(op, O.Softmax):
+            _check(T[0].shape == Y[0].shape and T[0].zero_point == 0 and Y[0].zero_point == 0, op,
+                   "Softmax keeps the shape; zero points 0")
+            _check(op.x_exp <= 15 - op.frac_bits, op, f"input scale 2^{op.x_exp} too coarse")
+        elif isinstance(op, O.LayerNorm):
+            n = T[0].shape[-1]
+            _check(T[0].shape == Y[0].shape and T[1].shape == (n,) and T[2].shape == (n,), op,
+                   "LayerNorm keeps the shape; gamma and beta per channel")
+            _check(Y[0].dtype.contains(op.lo, op.hi), op, f"clamp [{op.lo},{op.hi}] outside {Y[0].dtype}")
         elif isinstance(op, O.Transpose):
             _check(tuple(T[0].shape[p] for p in op.perm) == Y[0].shape, op, "Transpose shape")
     for o in g.outputs:

@@ -414,11 +414,14 @@ def encoder_onnx(model, cfg: TextConfig, opset: int = 13) -> onnx.ModelProto:
 
 
 def build_text_langid(out_dir, *, progress: bool = True, **overrides) -> dict:
-    """Train text-langid and write float.onnx (opset 13), float17.onnx (opset 17), inputs.npy
+    """Train text-langid and write float.onnx (opset 13), float17.onnx (opset 17), model.onnx
+    (float.onnx quantized by `tony quantize --method max --one-pass`: int8, pow2), inputs.npy
     (test embeddings [n, 1, seq_len, d_model] float32), labels.npy, tokens.npy (test token ids),
     embedding.npz (token, bigram, trigram and position tables), calib.npy (embeddings of training samples),
     weights.npz (the torch state), vocab.json and accuracy.json (the configuration, float accuracy
-    and accuracy with the integer nonlinear kernels substituted)."""
+    and accuracy with the integer nonlinear kernels substituted, and of model.onnx in the reference)."""
+    from ..frontend.load import load_model
+    from ..quant.qdq import quantize_static
     from .text_int import integer_accuracies
 
     cfg = replace(TextConfig(), **overrides)
@@ -438,10 +441,25 @@ def build_text_langid(out_dir, *, progress: bool = True, **overrides) -> dict:
     np.savez(out / "embedding.npz", **{k: v.detach().numpy() for k, v in tables.items()})
     np.savez(out / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     (out / "vocab.json").write_text(json.dumps({"vocab": data["vocab"], "langs": data["langs"]}, ensure_ascii=False))
+    qm = quantize_static(load_model(out / "float.onnx"), calib[:, None], method="max", sequential=False)
+    onnx.save(qm, out / "model.onnx")
     info = {"float_accuracy": acc, "dir": str(out), "config": asdict(cfg)}
     info["integer_kernels"] = integer_accuracies(model, cfg, data)
+    info["int8_accuracy"] = int8_accuracy(out / "model.onnx", out)
     (out / "accuracy.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def int8_accuracy(model_path, out_dir) -> float:
+    """Test accuracy of a quantized text-langid graph in Tony's reference (the integers the
+    accelerator computes) on the folder's inputs.npy and labels.npy."""
+    from .. import run_reference
+    from ..api import load_ir
+
+    out = Path(out_dir)
+    x, y = np.load(out / "inputs.npy"), np.load(out / "labels.npy")
+    logits = np.asarray(run_reference(load_ir(model_path), x)[0]).reshape(len(x), -1)
+    return float((logits.argmax(1) == y).mean())
 
 
 def load_encoder(out_dir):

@@ -22,7 +22,7 @@ from .calibrate import (ACT_METHODS, act_threshold, activations, check_calibrati
 _MAC = {"Conv", "Gemm", "MatMul"}
 _ACT = {"Relu", "Clip"}
 _SAME_SCALE = {"MaxPool", "Reshape", "Flatten", "Transpose", "Slice", "Split", "Pad", "Resize", "Gather",
-               "Dropout", "Identity"}
+               "Dropout", "Identity", "Squeeze", "Unsqueeze"}
 # host ops (docs/arithmetic.md): their outputs get a Q/DQ pair of their own; float constants they
 # read as data (not shapes, axes or parameters) are quantized like weights, per tensor
 _OWN_SCALE = {"Mul", "Sub", "Sum", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
@@ -30,6 +30,49 @@ _OWN_SCALE = {"Mul", "Sub", "Sum", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish"
 _NONNEG = {"Sigmoid", "HardSigmoid", "Softmax"}
 _DATA_CONSTS = {"Mul", "Sub", "Add", "Sum"}
 _SUPPORTED = _MAC | _ACT | _SAME_SCALE | _OWN_SCALE | {"Add", "Concat", "AveragePool", "GlobalAveragePool"}
+
+
+class _Structure:
+    """The transformer parts of a graph (by node name): LayerNorm and GELU groups
+    (tony.frontend.patterns), whose interior nodes get no Q/DQ and whose constants stay float; the
+    bias Add after a MatMul with a constant weight (quantized as the MatMul's int32 bias, no point
+    between them); a Div by a scalar constant after a MatMul of two activations (folded into its rescale, no point
+    between them)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        from ..frontend.patterns import match
+
+        g = model.graph
+        inits = {i.name: i for i in g.initializer}
+        cons: dict[str, list] = {}
+        for n in g.node:
+            for i in n.input:
+                cons.setdefault(i, []).append(n)
+        outs = {o.name for o in g.output}
+        self.groups = match(model)
+        self.interior = {n.name for grp in self.groups for n in grp.nodes}
+        self.group_out = {grp.y: grp for grp in self.groups}
+        self.bias_add: dict[str, str] = {}    # Add node name -> MatMul node name
+        self.scaled: dict[str, str] = {}      # MatMul node name -> Div node name
+        for n in g.node:
+            if n.op_type != "MatMul" or n.output[0] in outs or len(cons.get(n.output[0], [])) != 1:
+                continue
+            c = cons[n.output[0]][0]
+            if c.name in self.interior:
+                continue
+            other = [i for i in c.input if i != n.output[0]]
+            if len(other) != 1 or other[0] not in inits:
+                continue
+            arr = numpy_helper.to_array(inits[other[0]])
+            if c.op_type == "Add" and n.input[1] in inits and arr.ndim == 1:
+                self.bias_add[c.name] = n.name
+            elif c.op_type == "Div" and n.input[1] not in inits and arr.size == 1 and c.input[0] == n.output[0] and float(arr.reshape(-1)[0]) > 0:
+                self.scaled[n.name] = c.name
+
+    @property
+    def fused(self) -> set[str]:
+        """MatMul nodes whose output gets no Q/DQ (the Add or Div after them does)."""
+        return set(self.bias_add.values()) | set(self.scaled)
 
 
 def _nonneg(node, inits) -> bool:
@@ -49,7 +92,14 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     if not model.graph.node:
         raise UnsupportedError("the graph has no operators (its inputs are its outputs): there is nothing to "
                                "quantize", where="model")
+    st = _Structure(model)
+    divs = set(st.scaled.values())
     for n in model.graph.node:
+        if n.name in st.interior or (n.name in divs and n.name):
+            continue
+        if n.op_type == "Div":
+            raise UnsupportedError("Div is quantized only as a division by a constant right after a MatMul (the "
+                                   "attention scores) or inside a LayerNorm or GELU pattern", where=node_where(n))
         if n.op_type not in _SUPPORTED:
             hint = ("fold it into the Conv before it (only a BatchNormalization right after a Conv with "
                     "constant weights folds)" if n.op_type == "BatchNormalization" else None)
@@ -71,7 +121,20 @@ def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | N
         if inp.name not in inits:
             points.append((inp.name, False, None))
     unsigned: dict[str, bool] = {p[0]: False for p in points}
+    st = _Structure(model)
+    divs = set(st.scaled.values())
     for n in g.node:
+        if n.name in st.interior:
+            if n.output[0] in st.group_out:   # the group's output: an int8 point of its own
+                points.append((n.output[0], False, None))
+                unsigned[n.output[0]] = False
+            continue
+        if n.name in st.fused:
+            continue
+        if n.name in divs:
+            points.append((n.output[0], False, None))
+            unsigned[n.output[0]] = False
+            continue
         if n.op_type not in _SUPPORTED:
             raise UnsupportedError(f"operator {n.op_type} cannot be quantized yet", where=node_where(n))
         if n.op_type == "Split":
@@ -175,6 +238,7 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
           for n in model.graph.node if n.op_type in _MAC and n.input[1] in inits}
     signed = {p[0]: not p[1] for p in points}
     graph_inputs = {i.name for i in model.graph.input}
+    softmax_out = {n.output[0] for n in model.graph.node if n.op_type == "Softmax"}
     share = {p[0]: p[2] for p in points}
     th: dict[str, float] = {}
     if not sequential:
@@ -193,8 +257,12 @@ def calibrate(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: int = 8
             v = activations(partial, calib, [name])[name]
         else:
             v = vals[name]
-        # the model's input is data, not an activation with a tail to cut: its whole range (max)
-        t = threshold_max(v) if name in graph_inputs else act_threshold(v, method, act_bits, signed[name])
+        # the model's input is data, not an activation with a tail to cut: its whole range (max); a
+        # Softmax's output is uint8 at 2^-8 whatever the batch shows (the integer Softmax's grid)
+        if name in softmax_out:
+            t = 1.0
+        else:
+            t = threshold_max(v) if name in graph_inputs else act_threshold(v, method, act_bits, signed[name])
         rep = groups[name]
         if rep != name and rep in th:  # share with the group: the widest threshold wins
             t = max(t, th[rep])
@@ -261,6 +329,9 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
     unsigned = {p[0]: p[1] for p in points}
     wbits = mac_weight_bits(m, weight_bits, first_last_8bit)
     weight_thresholds = weight_thresholds or {}
+    st = _Structure(m)
+    bias_of = {mm: add for add, mm in st.bias_add.items()}
+    by_name = {n.name: n for n in g.node}
 
     def scalar(name, value, dtype):
         new_inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
@@ -295,7 +366,9 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
         for k, i in enumerate(n.input):
             if i in dq_name:
                 n.input[k] = dq_name[i]
-        if n.op_type in _DATA_CONSTS or (n.op_type in _MAC and n.input[1] not in inits):
+        if n.name in st.interior or n.name in st.bias_add or n.name in st.scaled.values():
+            pass   # float constants of a LayerNorm/GELU group or a Div; a MatMul's bias (below)
+        elif n.op_type in _DATA_CONSTS or (n.op_type in _MAC and n.input[1] not in inits):
             for k, i in enumerate(n.input):
                 if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT:
                     c = numpy_helper.to_array(inits[i]).astype(np.float32)
@@ -326,17 +399,22 @@ def write_qdq(model: onnx.ModelProto, points, scales: dict[str, float], *, weigh
             new_nodes.append(helper.make_node("DequantizeLinear", [wname, wsn, wzn], [wname + "_dq"],
                                               name=wname + "_DQ"))
             n.input[1] = wname + "_dq"
-            if len(n.input) > 2 and n.input[2]:
-                b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+            bias_at = (n, 2)
+            if n.name in bias_of:   # MatMul -> Add(bias): the Add's constant is the int32 bias
+                add = by_name[bias_of[n.name]]
+                bias_at = (add, next(k for k, i in enumerate(add.input) if i in inits))
+            bn, bk = bias_at
+            if len(bn.input) > bk and bn.input[bk]:
+                b = numpy_helper.to_array(inits[bn.input[bk]]).astype(np.float64)
                 bs = np.float32(xs) * np.float32(ws)
                 bq = np.clip(np.rint(b / float(bs)), -2**31, 2**31 - 1).astype(np.int32)
-                bname = n.input[2] + "_quant"
+                bname = bn.input[bk] + "_quant"
                 new_inits.append(numpy_helper.from_array(bq, bname))
                 bsn = scalar(bname + "_scale", bs, np.float32)
                 bzn = scalar(bname + "_zp", 0, np.int32)
                 new_nodes.append(helper.make_node("DequantizeLinear", [bname, bsn, bzn], [bname + "_dq"],
                                                   name=bname + "_DQ"))
-                n.input[2] = bname + "_dq"
+                bn.input[bk] = bname + "_dq"
         new_nodes.append(n)
         for o in n.output:
             if o in point_names:

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ir
-from . import arith
+from . import arith, nonlinear
 
 
 def _boundary_param(values, op, shape):
@@ -283,6 +283,24 @@ def matmul(op: ir.MatMul, g: ir.Graph, a, b):
     return arith.requantize(acc, op.requant)
 
 
+def softmax(op: ir.Softmax, g: ir.Graph, x):
+    """docs/transformer.md, 'Softmax': tony.ref.nonlinear.softmax, saturated to the output dtype."""
+    y = g.tensors[op.outputs[0]]
+    spec = nonlinear.SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits,
+                                 out_bits=op.out_bits, log2e=op.log2e)
+    return np.clip(nonlinear.softmax(x, spec), y.dtype.min, y.dtype.max)
+
+
+def layernorm(op: ir.LayerNorm, g: ir.Graph, x, gamma, beta):
+    """docs/transformer.md, 'LayerNorm': tony.ref.nonlinear.layernorm with the op's constants."""
+    n = g.tensors[op.inputs[0]].shape[-1]
+    spec = nonlinear.LayerNormSpec(n=n, eps_int=op.eps_int, sqrt_bits=op.sqrt_bits,
+                                   gamma=tuple(int(v) for v in np.ravel(gamma)),
+                                   beta=tuple(int(v) for v in np.ravel(beta)), shift=op.shift, lo=op.lo, hi=op.hi,
+                                   norm_bits=op.norm_bits)
+    return nonlinear.layernorm(x, spec)
+
+
 def concat(op: ir.Concat, g: ir.Graph, *xs):
     parts = []
     for name, x, rq in zip(op.inputs, xs, op.requants):
@@ -350,4 +368,6 @@ KERNELS = {
     ir.Resize: resize,
     ir.ReduceMean: reduce_mean,
     ir.MatMul: matmul,
+    ir.Softmax: softmax,
+    ir.LayerNorm: layernorm,
 }

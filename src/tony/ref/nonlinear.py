@@ -30,18 +30,23 @@ class SoftmaxSpec:
     """Integer softmax over the last axis: input at scale 2^x_exp, output uint(out_bits) at 2^-out_bits.
 
     frac_bits F: fraction bits of the base-2 exponent (the table has 2^F entries);
-    table_bits P: the table holds 2^(-r / 2^F) in Q0.P (entries in (2^(P-1), 2^P]).
+    table_bits P: the table holds 2^(-r / 2^F) in Q0.P (entries in (2^(P-1), 2^P]);
+    log2e: the constant multiplier, LOG2E, or round(LOG2E / c) for an input whose scale is
+    2^x_exp / c with c >= 1 (attention scores divided by a d_head^0.5 that is not a power of two).
     """
 
     x_exp: int
     frac_bits: int = 6
     table_bits: int = 15
     out_bits: int = 8
+    log2e: int = LOG2E
 
     def __post_init__(self):
         if self.shift < 0:
             raise ValueError(f"softmax input scale 2^{self.x_exp} is too coarse (needs x_exp <= "
                              f"{LOG2E_BITS - self.frac_bits})")
+        if not 1 <= self.log2e <= LOG2E:
+            raise ValueError(f"softmax: log2e in [1, {LOG2E}]")
         if not 1 <= self.frac_bits <= 12 or not 8 <= self.table_bits <= 24 or not 1 <= self.out_bits <= 16:
             raise ValueError("softmax: frac_bits in [1, 12], table_bits in [8, 24], out_bits in [1, 16]")
 
@@ -65,6 +70,7 @@ class SoftmaxSpec:
 def softmax(q, spec: SoftmaxSpec) -> np.ndarray:
     """docs/transformer.md, 'Softmax':
         u = round_shift((max(q) - q) * LOG2E, s)        u >= 0, Q(F): -(x - max) * log2(e)
+                                                        (spec.log2e in place of LOG2E when set)
         z = u >> F, r = u & (2^F - 1)                   2^-u = 2^-z * 2^(-r / 2^F)
         e = T[r] >> min(z, P + 1)                       Q0.P, floor shift
         S = sum(e);  R = 2^K // S                       one division per row (S >= 2^P)
@@ -73,7 +79,7 @@ def softmax(q, spec: SoftmaxSpec) -> np.ndarray:
     q = np.asarray(q, dtype=np.int64)
     f, p = spec.frac_bits, spec.table_bits
     d = q.max(axis=-1, keepdims=True) - q
-    u = rounding_shift(d * LOG2E, spec.shift)
+    u = rounding_shift(d * spec.log2e, spec.shift)
     z = np.minimum(u >> f, p + 1)
     e = spec.table[u & ((1 << f) - 1)] >> z
     r = (np.int64(1) << spec.recip_exp) // e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,299 @@
+"""Transformer encoders exported by torch: quantized by Tony's quantizer, lowered to the integer
+LayerNorm, Softmax and GELU ops (docs/transformer.md), the token-wise projections on the
+accelerator, and bit-exact through Verilator and the HLS C simulation (slow)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import tony
+from tony import ir
+from tony.api import load_ir
+from tony.ref import nonlinear as nl
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+D, HEADS, FFN, TOKENS = 32, 2, 64, 8   # head size 16: the scores' 1/sqrt(16) is a power of two
+
+
+def _encoder(layers=1, gelu="none", seed=0, heads=HEADS):
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.ln1, s.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+            s.q, s.k, s.v, s.o = (nn.Linear(D, D) for _ in range(4))
+            s.f1, s.f2 = nn.Linear(D, FFN), nn.Linear(FFN, D)
+            s.act = nn.GELU(approximate=gelu)
+
+        def forward(s, x):
+            b, t, d = x.shape
+            y = s.ln1(x)
+            q = s.q(y).reshape(b, t, heads, d // heads).transpose(1, 2)
+            k = s.k(y).reshape(b, t, heads, d // heads).transpose(1, 2)
+            v = s.v(y).reshape(b, t, heads, d // heads).transpose(1, 2)
+            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // heads), dim=-1)
+            x = x + s.o((a @ v).transpose(1, 2).reshape(b, t, d))
+            return x + s.f2(s.act(s.f1(s.ln2(x))))
+
+    class Encoder(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.blocks = nn.ModuleList(Block() for _ in range(layers))
+            s.ln = nn.LayerNorm(D)
+            s.head = nn.Linear(D, 4)
+
+        def forward(s, x):
+            for blk in s.blocks:
+                x = blk(x)
+            return s.head(s.ln(x).mean(dim=1))
+
+    torch.manual_seed(seed)
+    m = Encoder().eval()
+    with torch.no_grad():   # LayerNorm parameters other than 1 and 0, so that gamma and beta count
+        for mod in m.modules():
+            if isinstance(mod, nn.LayerNorm):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+    return m
+
+
+def _export(model, path, opset, tokens=TOKENS):
+    x = torch.zeros(1, tokens, D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
+                          output_names=["y"])
+    return path
+
+
+def _data(n, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, 1, TOKENS, D)).astype(np.float32)
+
+
+def _ort(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.stack([s.run(None, {"x": v})[0] for v in x])
+
+
+def _kinds(g):
+    return [(type(op).__name__, getattr(op, "function", "")) for op in g.ops]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Float encoders at opset 13 (LayerNorm and GELU decomposed), 17 (LayerNormalization) and 20
+    (Gelu, both approximate modes), each quantized by tony.quant (one batch, pow2)."""
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    d = tmp_path_factory.mktemp("enc")
+    calib = _data(16, seed=0)
+    out = {}
+    for key, opset, gelu in (("13", 13, "none"), ("17", 17, "none"), ("20", 20, "none"), ("20tanh", 20, "tanh")):
+        f = _export(_encoder(gelu=gelu), d / f"float{key}.onnx", opset)
+        q = quantize_static(load_model(f), calib, sequential=False)
+        onnx.save(q, d / f"q{key}.onnx")
+        out[key] = (f, d / f"q{key}.onnx")
+    return out
+
+
+@pytest.mark.parametrize("key", ["13", "17", "20", "20tanh"])
+def test_torch_encoder_lowers_to_integer_layernorm_softmax_and_gelu(exported, key):
+    f, q = exported[key]
+    g = load_ir(q)
+    kinds = _kinds(g)
+    assert kinds.count(("LayerNorm", "")) == 3
+    assert kinds.count(("Softmax", "")) == 1
+    assert kinds.count(("Table", "Gelu" if key != "20tanh" else "Gelu(tanh)")) == 1
+    assert not any(k == "FloatIsland" for k, _ in kinds)
+    # every projection is a 1x1 Conv (tokens as pixels) or the head's Dense; the scores are MatMuls
+    assert kinds.count(("Conv", "")) == 6 and kinds.count(("Dense", "")) == 1
+    assert kinds.count(("MatMul", "")) == 2
+
+
+@pytest.mark.parametrize("key", ["13", "17", "20tanh"])
+def test_reference_is_within_an_lsb_of_onnxruntime_and_near_float(exported, key):
+    """The integer kernels against onnxruntime on the same QDQ model (float LayerNorm, Softmax and
+    GELU on the dequantized values, then quantized) and against the float model."""
+    f, q = exported[key]
+    g = load_ir(q)
+    x = _data(24)
+    got = np.asarray(tony.run_reference(g, x)[0]).reshape(24, 1, 4)
+    out_scale = g.tensors[g.producer(g.outputs[0]).inputs[0]].scale
+    qdq, flt = _ort(q, x), _ort(f, x)
+    assert np.abs(got - qdq).max() <= 2 * out_scale
+    assert np.abs(got - flt).max() <= 4 * out_scale
+    # the integer kernels cost at most a quarter LSB of mean error beyond the int8 quantization itself
+    assert np.abs(got - flt).mean() <= np.abs(qdq - flt).mean() + 0.25 * out_scale
+
+
+def test_projections_run_on_the_accelerator_and_the_rest_on_the_host(exported):
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.ir.partition import partition
+
+    g = load_ir(exported["17"][1])
+    part = partition(g, refuse(g, AccelConfig(8, 8)))
+    dev = [p.op for p in part.placement if p.device]
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense"} and len(dev) == 7
+    host = {type(p.op).__name__ for p in part.placement if not p.device}
+    assert {"LayerNorm", "Softmax", "Table", "MatMul"} <= host
+
+
+def test_layernorm_ops_equal_the_kernel_with_specs_from_the_torch_parameters(exported):
+    """Each LayerNorm op's output, recomputed from its input by tony.ref.nonlinear.layernorm with a
+    spec built from the torch module's gamma, beta and eps and the op's pow2 scales."""
+    from tony.ref import execute
+    from tony.ref.feeds import normalize_inputs
+
+    g = load_ir(exported["13"][1])
+    feeds, _ = normalize_inputs(g, _data(4))
+    vals = execute(g, feeds, keep_all=True)
+    m = _encoder()
+    mods = [m.blocks[0].ln1, m.blocks[0].ln2, m.ln]
+    lns = [op for op in g.ops if isinstance(op, ir.LayerNorm)]
+    assert len(lns) == 3
+    for op, mod in zip(lns, mods):
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        spec = nl.layernorm_spec(D, x.exp, y.exp, mod.weight.detach().numpy(), mod.bias.detach().numpy(),
+                                 eps=mod.eps)
+        assert np.array_equal(vals[y.name], nl.layernorm(vals[x.name], spec))
+
+
+def _gelu_graph(variant: str):
+    """A float graph x -> Gemm -> GELU (as exporters write it) -> Gemm."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")]
+    c = {"sqrt2": math.sqrt(2.0), "rsqrt2": 1 / math.sqrt(2.0), "one": 1.0, "half": 0.5}
+    inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in c.items()]
+    n = [helper.make_node("Gemm", ["x", "w1"], ["h"])]
+    if variant == "div":           # torch: Div -> Erf -> Add -> Mul(x, .) -> Mul(., 0.5)
+        n += [helper.make_node("Div", ["h", "sqrt2"], ["a"]), helper.make_node("Erf", ["a"], ["e"]),
+              helper.make_node("Add", ["e", "one"], ["s"]), helper.make_node("Mul", ["h", "s"], ["m"]),
+              helper.make_node("Mul", ["m", "half"], ["g"])]
+    elif variant == "mul-half-first":   # Mul(1/sqrt2, x) -> Erf -> Add(1, .) -> Mul(., 0.5) -> Mul(x, .)
+        n += [helper.make_node("Mul", ["rsqrt2", "h"], ["a"]), helper.make_node("Erf", ["a"], ["e"]),
+              helper.make_node("Add", ["one", "e"], ["s"]), helper.make_node("Mul", ["s", "half"], ["m"]),
+              helper.make_node("Mul", ["h", "m"], ["g"])]
+    elif variant == "x-half":      # (x * 0.5) * (1 + erf(x / sqrt2))
+        n += [helper.make_node("Mul", ["h", "half"], ["xh"]), helper.make_node("Div", ["h", "sqrt2"], ["a"]),
+              helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Add", ["e", "one"], ["s"]),
+              helper.make_node("Mul", ["xh", "s"], ["g"])]
+    n += [helper.make_node("Gemm", ["g", "w2"], ["y"])]
+    graph = helper.make_graph(n, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_scores_divided_by_a_non_pow2_sqrt_fold_into_the_softmax_multiplier(tmp_path):
+    """Head size 8: the scores' 1/sqrt(8) is not a power of two. In pow2 mode the MatMul writes the
+    undivided scores on a pow2 grid and the Softmax multiplies by round(LOG2E / sqrt 8): every
+    rescale stays a shift, within 2 LSB of onnxruntime on the QDQ model."""
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    f = _export(_encoder(heads=4), tmp_path / "f.onnx", 13)
+    q = quantize_static(load_model(f), _data(16, seed=0), sequential=False)
+    onnx.save(q, tmp_path / "q.onnx")
+    g = load_ir(tmp_path / "q.onnx", requant="pow2")
+    sm = [op for op in g.ops if isinstance(op, ir.Softmax)]
+    assert len(sm) == 1 and sm[0].log2e == round(nl.LOG2E / math.sqrt(8))
+    assert all(op.requant.mult == 1 for op in g.ops if getattr(op, "requant", None) is not None)
+    x = _data(48)
+    got = np.asarray(tony.run_reference(g, x)[0]).reshape(48, 1, 4)
+    out_scale = g.tensors[g.producer(g.outputs[0]).inputs[0]].scale
+    qdq, flt = _ort(tmp_path / "q.onnx", x), _ort(f, x)
+    # the undivided scores' grid is up to sqrt(2) coarser than the quantizer's: a few LSB from
+    # onnxruntime's QDQ path, but no further from the float model than that path
+    assert np.abs(got - qdq).max() <= 4 * out_scale
+    assert np.abs(got - flt).mean() <= np.abs(qdq - flt).mean() + 0.25 * out_scale
+
+
+def test_softmax_with_a_divided_multiplier_is_within_an_lsb_of_float():
+    rng = np.random.default_rng(11)
+    c = math.sqrt(8)
+    q = rng.integers(-128, 128, (500, 16))
+    spec = nl.SoftmaxSpec(x_exp=-4, log2e=round(nl.LOG2E / c))
+    z = q * 2.0**-4 / c
+    want = np.exp(z - z.max(1, keepdims=True))
+    want = np.minimum(want / want.sum(1, keepdims=True) * 256, 255)
+    assert np.abs(nl.softmax(q, spec) - want).max() <= 1.0
+
+
+@pytest.mark.parametrize("variant", ["div", "mul-half-first", "x-half"])
+def test_gelu_operand_orders_become_the_gelu_table(variant):
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    m = load_model(_gelu_graph(variant))
+    q = quantize_static(m, np.random.default_rng(0).standard_normal((8, 1, 8)).astype(np.float32),
+                        sequential=False)
+    g = load_ir(q)
+    tables = [op for op in g.ops if isinstance(op, ir.Table)]
+    assert [op.function for op in tables] == ["Gelu"] and len(g.ops) == 5   # Q, Dense, Table, Dense, DQ
+    x, y = g.tensors[tables[0].inputs[0]], g.tensors[tables[0].outputs[0]]
+    want = nl.gelu_table(x.exp, y.exp).table
+    assert tuple(g.constants[tables[0].inputs[1]].tolist()) == want
+
+
+def test_softmax_op_equals_the_kernel_and_its_output_grid_is_fixed(exported):
+    g = load_ir(exported["17"][1])
+    sm = next(op for op in g.ops if isinstance(op, ir.Softmax))
+    y = g.tensors[sm.outputs[0]]
+    assert y.dtype == ir.UINT8 and y.scale == 2.0**-8 and sm.out_bits == 8
+    q = np.random.default_rng(5).integers(-128, 128, (3,) + g.tensors[sm.inputs[0]].shape)
+    from tony.ref.kernels import KERNELS
+
+    got = KERNELS[ir.Softmax](sm, g, q)
+    assert np.array_equal(got, nl.softmax(q, nl.SoftmaxSpec(x_exp=sm.x_exp)))
+
+
+def test_layernormalization_of_a_float_input_is_refused_in_one_line(tmp_path, capsys):
+    from tony.cli import main
+
+    f = _export(_encoder(), tmp_path / "f.onnx", 17)
+    assert main(["ir", str(f)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LayerNormalization" in err[0] and "quantize" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("opset", [13, 17])
+def test_torch_encoder_bit_exact_on_verilator_and_hls_csim(opset, tmp_path):
+    """`tony quantize` (one calibration batch, pow2), `tony compile` at 8x8, `tony sim`: bit-exact
+    against the reference with the cycles of the cycle model; `tony compile --backend hls` and
+    `tony csim`: bit-exact."""
+    import json
+
+    from tony.cli import main
+
+    f = _export(_encoder(layers=2), tmp_path / "float.onnx", opset)
+    np.save(tmp_path / "calib.npy", _data(16, seed=0))
+    np.save(tmp_path / "inputs.npy", _data(3, seed=7))
+    q = tmp_path / "q.onnx"
+    assert main(["quantize", str(f), "--calib", str(tmp_path / "calib.npy"), "-o", str(q), "--quiet"]) == 0
+    assert main(["compile", str(q), "-o", str(tmp_path / "b"), "--array", "8x8",
+                 "--inputs", str(tmp_path / "inputs.npy")]) == 0
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["placement"]["device_mac_share"] > 0.9
+    assert main(["sim", str(tmp_path / "b"), "-q"]) == 0
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 3 * 4
+    assert main(["compile", str(q), "-o", str(tmp_path / "h"), "--backend", "hls",
+                 "--inputs", str(tmp_path / "inputs.npy")]) == 0
+    assert main(["csim", str(tmp_path / "h")]) == 0
+    # the golden outputs are the reference's, and near the float model
+    g = load_ir(q)
+    ref = np.asarray(tony.run_reference(g, np.load(tmp_path / "inputs.npy"))[0]).reshape(3, 1, 4)
+    flt = _ort(f, np.load(tmp_path / "inputs.npy"))
+    assert np.abs(ref - flt).max() < 0.1 * max(np.abs(flt).max(), 1.0)
