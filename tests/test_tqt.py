@@ -152,6 +152,7 @@ def test_an_earlier_epoch_must_beat_the_last_by_more_than_the_noise():
 
 def test_thresholds_freeze_one_by_one_inputs_first_and_then_stay(digits_mlp):
     from dataclasses import replace
+
     from tony.models.digits import digits_data
     from tony.quant import tqt
     from tony.quant.qdq import _name_nodes, prepare
