@@ -88,14 +88,14 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants and BatchNorm; check that every operator can be quantized."""
     from ..frontend.passes import fold_batchnorm, fold_constants
 
-    model = fold_batchnorm(fold_constants(model))
+    model = _name_nodes(fold_batchnorm(fold_constants(model)))   # the pattern checks go by node name
     if not model.graph.node:
         raise UnsupportedError("the graph has no operators (its inputs are its outputs): there is nothing to "
                                "quantize", where="model")
     st = _Structure(model)
     divs = set(st.scaled.values())
     for n in model.graph.node:
-        if n.name in st.interior or (n.name in divs and n.name):
+        if n.name in st.interior or n.name in divs:
             continue
         if n.op_type == "Div":
             raise UnsupportedError("Div is quantized only as a division by a constant right after a MatMul (the "
