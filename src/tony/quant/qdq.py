@@ -36,8 +36,8 @@ class _Structure:
     """The transformer parts of a graph (by node name): LayerNorm and GELU groups
     (tony.frontend.patterns), whose interior nodes get no Q/DQ and whose constants stay float; the
     bias Add after a MatMul with a constant weight (quantized as the MatMul's int32 bias, no point
-    between them); a Div by a scalar constant after a MatMul of two activations (folded into its rescale, no point
-    between them)."""
+    between them); a Div by a scalar constant after a MatMul of two activations (folded into its
+    rescale, no point between them)."""
 
     def __init__(self, model: onnx.ModelProto):
         from ..frontend.patterns import match
@@ -66,7 +66,8 @@ class _Structure:
             arr = numpy_helper.to_array(inits[other[0]])
             if c.op_type == "Add" and n.input[1] in inits and arr.ndim == 1:
                 self.bias_add[c.name] = n.name
-            elif c.op_type == "Div" and n.input[1] not in inits and arr.size == 1 and c.input[0] == n.output[0] and float(arr.reshape(-1)[0]) > 0:
+            elif (c.op_type == "Div" and n.input[1] not in inits and arr.size == 1 and c.input[0] == n.output[0]
+                  and float(arr.reshape(-1)[0]) > 0):
                 self.scaled[n.name] = c.name
 
     @property
