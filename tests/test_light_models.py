@@ -68,6 +68,18 @@ def _check(name, size, array, capsys=None):
         got = execute(g, normalize_inputs(g, xi)[0])[g.outputs[0]].reshape(want.shape)
         if not np.array_equal(got, want):
             exact = execute(exact_pools(g), normalize_inputs(g, xi)[0])[g.outputs[0]].reshape(want.shape)
+            sm = [op for op in g.ops if isinstance(op, ir.Softmax)]
+            if sm:
+                # the graph ends in the integer Softmax (docs/transformer.md): within one LSB of
+                # onnxruntime's float Softmax, and with a float island in its place equal to it
+                assert np.abs(exact - want).max() <= g.tensors[sm[-1].outputs[0]].scale, name
+                island = replace(exact_pools(g), ops=tuple(
+                    ir.FloatIsland(op.inputs, op.outputs, origin=op.origin, function="Softmax",
+                                   params=(("axis", len(g.tensors[op.inputs[0]].shape) - 1),))
+                    if isinstance(op, ir.Softmax) else op for op in exact_pools(g).ops))
+                got_f = execute(island, normalize_inputs(g, xi)[0])[g.outputs[0]].reshape(want.shape)
+                assert np.array_equal(got_f, want), name
+                continue
             assert np.array_equal(exact, want), name
             print(f"{name}: {int(np.sum(got != want))} output values differ from onnxruntime through the 8-bit "
                   "reciprocal of the average pools (exact division agrees)")

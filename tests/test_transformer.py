@@ -107,7 +107,7 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("key", ["13", "17", "20", "20tanh"])
 def test_torch_encoder_lowers_to_integer_layernorm_softmax_and_gelu(exported, key):
-    f, q = exported[key]
+    _, q = exported[key]
     g = load_ir(q)
     kinds = _kinds(g)
     assert kinds.count(("LayerNorm", "")) == 3

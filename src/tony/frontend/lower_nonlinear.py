@@ -57,7 +57,7 @@ class NonlinearLowering:
 
     def layernorm(self, grp: Group, last, x: ir.Tensor):
         where = node_where(last)
-        t, s, z, dt, _ = self.quantized_out(last)
+        t, _, z, dt, _ = self.quantized_out(last)
         if x.exp is None or t.exp is None or x.zero_point or z or not x.dtype.signed or not dt.signed \
                 or x.dtype.bits > 16:
             raise UnsupportedError("the integer LayerNorm needs signed input and output of at most 16 bits with "
@@ -103,11 +103,11 @@ class NonlinearLowering:
         if self.mode == "multiplier" or not c > 1 or ir.pow2_exponent(c) is not None \
                 or None in (t.exp, a.exp, b.exp) or t.zero_point or a.zero_point or b.zero_point:
             return None
-        readers = [n for dq in self.consumers.get(t.name, []) if dq.op_type == "DequantizeLinear"
-                   for n in self.consumers.get(dq.output[0], [])]
-        n_dq = len(self.consumers.get(t.name, []))
-        if not readers or n_dq != sum(1 for _ in self.consumers.get(t.name, [])
-                                      if _.op_type == "DequantizeLinear") or t.name in self.graph_outputs:
+        dqs = self.consumers.get(t.name, [])
+        if not dqs or any(dq.op_type != "DequantizeLinear" for dq in dqs) or t.name in self.graph_outputs:
+            return None
+        readers = [n for dq in dqs for n in self.consumers.get(dq.output[0], [])]
+        if not readers or any(dq.output[0] in self.graph_outputs for dq in dqs):
             return None
         for r in readers:
             if r.op_type != "Softmax":

@@ -8,7 +8,8 @@ from .types import (FLOAT32, INT4, INT8, INT16, INT32, UINT8, DType, Requant, Ro
 from .verify import IRVerifyError, verify
 
 __all__ = [
-    "FloatIsland", "HostOp", "LayerNorm", "MatMul", "Softmax", "Mul", "Pad", "ReduceMean", "Resize", "Slice", "Table", "Take",
+    "FloatIsland", "HostOp", "LayerNorm", "MatMul", "Softmax", "Mul", "Pad", "ReduceMean", "Resize", "Slice",
+    "Table", "Take",
     "Transpose", "Add", "AvgPool", "Clamp", "Concat", "Conv", "Dense", "Dequantize", "Graph", "MaxPool", "Op",
     "Quantize", "Reshape", "format_graph", "FLOAT32", "INT4", "INT8", "INT16", "INT32", "UINT8",
     "DType", "Requant", "Rounding", "Tensor", "dtype", "pow2_exponent", "IRVerifyError", "verify",

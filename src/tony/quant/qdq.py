@@ -36,8 +36,8 @@ class _Structure:
     """The transformer parts of a graph (by node name): LayerNorm and GELU groups
     (tony.frontend.patterns), whose interior nodes get no Q/DQ and whose constants stay float; the
     bias Add after a MatMul with a constant weight (quantized as the MatMul's int32 bias, no point
-    between them); a Div by a scalar constant after a MatMul of two activations (folded into its rescale, no point
-    between them)."""
+    between them); a Div by a scalar constant after a MatMul of two activations (folded into its
+    rescale, no point between them)."""
 
     def __init__(self, model: onnx.ModelProto):
         from ..frontend.patterns import match
@@ -66,7 +66,8 @@ class _Structure:
             arr = numpy_helper.to_array(inits[other[0]])
             if c.op_type == "Add" and n.input[1] in inits and arr.ndim == 1:
                 self.bias_add[c.name] = n.name
-            elif c.op_type == "Div" and n.input[1] not in inits and arr.size == 1 and c.input[0] == n.output[0] and float(arr.reshape(-1)[0]) > 0:
+            elif (c.op_type == "Div" and n.input[1] not in inits and arr.size == 1 and c.input[0] == n.output[0]
+                  and float(arr.reshape(-1)[0]) > 0):
                 self.scaled[n.name] = c.name
 
     @property
@@ -88,14 +89,14 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants and BatchNorm; check that every operator can be quantized."""
     from ..frontend.passes import fold_batchnorm, fold_constants
 
-    model = fold_batchnorm(fold_constants(model))
+    model = _name_nodes(fold_batchnorm(fold_constants(model)))   # the pattern checks go by node name
     if not model.graph.node:
         raise UnsupportedError("the graph has no operators (its inputs are its outputs): there is nothing to "
                                "quantize", where="model")
     st = _Structure(model)
     divs = set(st.scaled.values())
     for n in model.graph.node:
-        if n.name in st.interior or (n.name in divs and n.name):
+        if n.name in st.interior or n.name in divs:
             continue
         if n.op_type == "Div":
             raise UnsupportedError("Div is quantized only as a division by a constant right after a MatMul (the "
