@@ -68,13 +68,34 @@ def test_resnet8_predicted_utilization_meets_targets(workloads):
         assert macs / (t.total * arr[0] * arr[1]) >= target
 
 
-def test_depthwise_bound_is_one_over_cols(workloads):
+def test_depthwise_layers_run_in_depthwise_mode_at_their_bound(workloads):
     g = load_ir(workloads["digits-mobilenet"] / "model.onnx", requant="pow2")
     prog = compile_program(g, AccelConfig(4, 4), batch=1)
     rows = am.layer_table(prog, am.cycles(prog))
     dw = [r for r in rows if r.get("group", 1) > 1]
-    assert dw and all(abs(r["dataflow_bound"] - 1 / 4) < 1e-9 for r in dw)
+    # kh*kw = 9 slices per tile of 4 pixels x 4 channels: only partly filled tiles lose
+    assert dw and all(r.get("depthwise_mode") and r["dataflow_bound"] > 0.5 for r in dw)
     assert all(r["utilization"] <= r["bound"] + 1e-9 for r in rows if r["macs"])
+    flags = [isa.decode(w)["flags"] for w in prog.words if isa.decode(w)["op"] == isa.CONV]
+    assert any(f & isa.F_DEPTHWISE for f in flags) and not all(f & isa.F_DEPTHWISE for f in flags)
+
+
+def test_depthwise_falls_back_to_one_over_cols_when_cols_exceed_rows_plus_3(workloads):
+    g = load_ir(workloads["digits-mobilenet"] / "model.onnx", requant="pow2")
+    prog = compile_program(g, AccelConfig(2, 6), batch=1)
+    rows = am.layer_table(prog, am.cycles(prog))
+    dw = [r for r in rows if r.get("group", 1) > 1]
+    assert dw and all(not r.get("depthwise_mode") and r["dataflow_bound"] <= 1 / 6 + 1e-9 for r in dw)
+    assert not any(isa.decode(w)["flags"] & isa.F_DEPTHWISE for w in prog.words)
+
+
+def test_dscnn_predicted_utilization_meets_targets(workloads):
+    g = load_ir(workloads["dscnn"] / "model.onnx", requant="pow2")
+    for arr, target in (((8, 8), 0.85), ((16, 16), 0.65)):
+        prog = compile_program(g, AccelConfig(*arr), batch=1)
+        t = am.cycles(prog)
+        macs = sum(r["macs"] for r in am.layer_table(prog, t))
+        assert macs / (t.total * arr[0] * arr[1]) >= target, arr
 
 
 def test_instruction_encoding_round_trips(rng):

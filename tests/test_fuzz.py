@@ -106,6 +106,32 @@ def test_fuzz_slice_rtl_bit_exact_with_the_predicted_cycles(tmp_path):
         assert res.status["rtl"] == "ok", f"seed {s}: {res.status['rtl']}"
 
 
+def _depthwise(case) -> bool:
+    return any("g" + str(c) in d and f"conv {c}->{c} " in d for d in case.desc for c in range(2, 9))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_fuzz_depthwise_graphs_rtl_bit_exact_in_depthwise_mode(tmp_path):
+    """Random graphs with a depthwise conv (strides, dilations, padding, partial channel groups,
+    after plain convs) on arrays that run it in the depthwise mode, and one that falls back."""
+    arrays = [(4, 4), (2, 2), (3, 4), (2, 5), (2, 6)]
+    out, s = [], SEED
+    while len(out) < len(arrays):
+        case = fuzz.case_from_seed(s)
+        s += 1
+        if not _depthwise(case):
+            continue
+        r, c = arrays[len(out)]
+        case = dataclasses.replace(case, rows=r, cols=c, x=case.x[:2])
+        if fuzz.run_case(case, ("ref", "model")).status.get("model") == "ok":
+            out.append((s - 1, case))
+    for sd, case in out:
+        print(f"seed={sd} {case.summary()}")
+        res = fuzz.run_case(case, ("ref", "rtl"), tmp_path)
+        assert res.status["rtl"] == "ok", f"seed {sd}: {res.status['rtl']}"
+
+
 # ---- the fuzzer's own machinery -----------------------------------------------------------------
 
 def test_an_injected_off_by_one_is_caught_by_onnxruntime_and_the_cycle_model(monkeypatch):

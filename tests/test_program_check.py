@@ -108,8 +108,16 @@ def test_the_instruction_memory_size_is_checked():
         run(BASE, AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=4))
 
 
+def test_a_depthwise_conv_needs_cols_at_most_rows_plus_3():
+    prog = edit(4, conv(flags=isa.F_DEPTHWISE, period=5), drop=1)
+    run(prog)   # a 2x2 array
+    with pytest.raises(ck.ProgramCheckError, match="instruction 4: rule 'conv-depthwise'"):
+        run(prog, AccelConfig(1, 5, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=64))
+    run(prog, AccelConfig(1, 4, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=64))
+
+
 def test_every_rule_has_a_refused_program():
-    assert {r for r, *_ in BROKEN} | {"imem-size"} == set(ck.RULES)
+    assert {r for r, *_ in BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
 
 
 def test_what_the_engines_guarantee_needs_no_sync():

@@ -33,6 +33,8 @@ RULES = {
     "wgt-range": "a CONV's weight block [wbase, wbase + klen) is inside the weight buffer",
     "bias-range": "a CONV's bias word is inside the bias buffer",
     "conv-period": "a CONV's period is at least max(klen, ROWS, COLS)",
+    "conv-depthwise": "a depthwise CONV runs only on an array with COLS <= ROWS + 3 (its first slice must come "
+                      "COLS cycles after the previous CONV's last; two CONVs are always ROWS + 3 apart)",
     "uninitialized-read": "every buffer word an instruction reads was written by an earlier instruction",
     "read-after-write": "an instruction reads no word that an instruction still in flight writes "
                         "(compute results until SYNC compute; LOADs until SYNC dma)",
@@ -234,6 +236,8 @@ class Checker:
         if d["period"] < max(d["klen"], cfg.rows, cfg.cols):
             self.fail("conv-period", f"period {d['period']} < max(klen {d['klen']}, ROWS {cfg.rows}, "
                                      f"COLS {cfg.cols})")
+        if d["flags"] & isa.F_DEPTHWISE and cfg.cols > cfg.rows + 3:
+            self.fail("conv-depthwise", f"depthwise CONV on a {cfg.rows}x{cfg.cols} array (COLS > ROWS + 3)")
         return [Access(ACT, reads, False, i, STREAM, False),
                 Access(WGT, [(d["wbase"], d["wbase"] + d["klen"])], False, i, STREAM, False),
                 Access(BIAS, [(d["bbase"], d["bbase"] + 1)], False, i, COMPUTE, False),

@@ -128,15 +128,34 @@ def _conv_shape(ctx: Ctx, op, src) -> _ConvShape:
     return _ConvShape(w, w.shape[0], kh, kw, sh, sw, dh, dw, op.pads, op.group, oh, ow)
 
 
-def _conv_blocks(ctx: Ctx, op, s: _ConvShape) -> tuple[list, list]:
+def depthwise_mode(cfg: AccelConfig, s: _ConvShape) -> bool:
+    """Whether a convolution runs in the array's depthwise mode (docs/architecture.md): every output
+    channel reads only the input channel of the same index (groups of one input and one output
+    channel), so output lane c's input is lane c of the same pixel's word, and the array allows it
+    (COLS <= ROWS + 3, the check's 'conv-depthwise'). Other grouped convolutions stream the input
+    channels of every group their COLS outputs touch, with a block-diagonal weight block."""
+    return s.group > 1 and s.w4.shape[1] == 1 and s.m == s.group and cfg.cols <= cfg.rows + 3
+
+
+def _conv_blocks(ctx: Ctx, op, s: _ConvShape, dw: bool = False) -> tuple[list, list]:
     """Per COLS output channels: (first input channel, input channels streamed, klen, weight block
-    [klen, COLS], bias index), and the bias words."""
+    [klen, COLS], bias index), and the bias words. Depthwise mode: one channel group, klen = kh*kw,
+    word k holds each lane's own weight of tap k."""
     C = ctx.cfg.cols
     b = np.asarray(ctx.g.constants[op.inputs[2]], np.int64) if len(op.inputs) > 2 else np.zeros(s.m, np.int64)
     cg, mg = s.w4.shape[1], s.m // s.group
     blocks, biases = [], []
     for j in range(-(-s.m // C)):
         ocs = np.arange(j * C, min(s.m, (j + 1) * C))
+        bw = np.zeros(C, np.int64)
+        bw[:len(ocs)] = b[ocs]
+        if dw:
+            K = s.kh * s.kw
+            blk = np.zeros((K, C), np.int64)
+            blk[:, :len(ocs)] = s.w4[ocs, 0].reshape(len(ocs), K).T
+            blocks.append((j * C, 1, K, blk, ctx.bias0 + len(biases)))
+            biases.append(bw)
+            continue
         g_lo, g_hi = ocs[0] // mg, ocs[-1] // mg
         ic0, nic = g_lo * cg, (g_hi - g_lo + 1) * cg
         K = nic * s.kh * s.kw
@@ -144,8 +163,6 @@ def _conv_blocks(ctx: Ctx, op, s: _ConvShape) -> tuple[list, list]:
         for lane, oc in enumerate(ocs):
             rel = (oc // mg) * cg - ic0
             blk[rel * s.kh * s.kw:(rel + cg) * s.kh * s.kw, lane] = s.w4[oc].reshape(-1)
-        bw = np.zeros(C, np.int64)
-        bw[:len(ocs)] = b[ocs]
         blocks.append((ic0, nic, K, blk, ctx.bias0 + len(biases)))
         biases.append(bw)
     return blocks, biases
@@ -157,8 +174,9 @@ def emit_conv(ctx: Ctx, p: OpPlan) -> Code:
     rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op)
     src = p.locs[op.inputs[0]]
     s = _conv_shape(ctx, op, src)
-    blocks, biases = _conv_blocks(ctx, op, s)
-    flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
+    dw = depthwise_mode(cfg, s)
+    blocks, biases = _conv_blocks(ctx, op, s, dw)
+    flags = (isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0) | (isa.F_DEPTHWISE if dw else 0)
     pl = s.pads[1]
 
     def body(site: Site, whole: bool) -> list[Instr]:
@@ -174,6 +192,8 @@ def emit_conv(ctx: Ctx, p: OpPlan) -> Code:
     info = {"bands": len(p.sites)} if p.banded else {}
     cg = s.w4.shape[1]
     info.update({"K": cg * s.kh * s.kw, "M": s.m, "group": s.group, "pixels": ctx.batch * s.oh * s.ow})
+    if dw:
+        info["depthwise_mode"] = True
     return Code(instrs, tuple(biases), ctx.batch * s.oh * s.ow * s.m * cg * s.kh * s.kw, info)
 
 

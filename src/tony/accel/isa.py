@@ -22,6 +22,7 @@ F_A_SIGNED = 1 << 0   # input A (CONV/POOL/EWISE operand a) is signed
 F_B_SIGNED = 1 << 1   # EWISE operand b is signed
 F_HAS_B = 1 << 2      # EWISE: add operand b
 F_MAX = 1 << 3        # POOL: max (else sum)
+F_DEPTHWISE = 1 << 4  # CONV: depthwise mode, PE (r, c) multiplies lane c of row r's word (docs/isa.md)
 
 # SYNC mask bits
 S_DMA = 1 << 0        # the DMA engine is idle

@@ -145,12 +145,19 @@ class Machine:
         inb = (yy >= 0) & (yy < d["h"]) & (xx >= 0) & (xx < d["w"])
         inb[npix:] = False
         addr = (base[:, None] + ofs[None]) & AMASK
-        vals = np.zeros(inb.shape, np.int64)
         rows, ks = np.nonzero(inb)
-        vals[rows, ks] = self._act(addr[rows, ks])[np.arange(len(rows)), lane[ks]]
-        vals = _ext(vals, c.a_bits, bool(d["flags"] & isa.F_A_SIGNED))
         wts = self.wbuf[d["wbase"]:d["wbase"] + K]
-        acc = arith.matmul_exact(vals[:npix], wts)
+        if d["flags"] & isa.F_DEPTHWISE:
+            # PE (r, c) takes lane c of row r's word: acc[p][c] = sum_k A[p][k][c] * W[k][c]
+            vals = np.zeros(inb.shape + (c.cols,), np.int64)
+            vals[rows, ks] = self._act(addr[rows, ks])
+            vals = _ext(vals, c.a_bits, bool(d["flags"] & isa.F_A_SIGNED))
+            acc = np.einsum("pkc,kc->pc", vals[:npix], wts)
+        else:
+            vals = np.zeros(inb.shape, np.int64)
+            vals[rows, ks] = self._act(addr[rows, ks])[np.arange(len(rows)), lane[ks]]
+            vals = _ext(vals, c.a_bits, bool(d["flags"] & isa.F_A_SIGNED))
+            acc = arith.matmul_exact(vals[:npix], wts)
         acc = _signed(acc, c.acc_bits)
         y = self.ppu(acc, self.bbuf[d["bbase"]][None], d)
         self._write(d["obase"] + np.arange(npix), y)
@@ -285,7 +292,11 @@ def layer_table(prog: Program, timing: Timing) -> list[dict]:
     for i, L in enumerate(prog.layers):
         end = timing.issue[L.last] if L.last < len(timing.issue) else timing.total
         cyc = end - timing.issue[L.first]
-        stream = sum(-(-d["npix"] // c.rows) * d["klen"] for d in ins[L.first:L.last] if d["op"] == isa.CONV)
+        # cycles the array streams: a tile takes its period, max(klen, ROWS, COLS) (a depthwise tile's
+        # klen = kh*kw may be shorter than the array's side)
+        stream = sum(-(-d["npix"] // c.rows) * max(d["klen"], c.rows, c.cols)
+                     for d in ins[L.first:L.last] if d["op"] == isa.CONV)
+        dw = any(d["op"] == isa.CONV and d["flags"] & isa.F_DEPTHWISE for d in ins[L.first:L.last])
         # its own weight blocks (each CONV's block is loaded one CONV ahead, so in steady state the
         # memory port must deliver them at the pace the layer consumes them)
         wbeats = sum(d["klen"] * c.wgt_beats for d in ins[L.first:L.last] if d["op"] == isa.CONV)
@@ -299,7 +310,9 @@ def layer_table(prog: Program, timing: Timing) -> list[dict]:
             row["bound"] = min(1.0, df, mem)
             why = []
             if df < 0.999:
-                why.append("dataflow: " + ("grouped/depthwise, one input channel per output lane"
+                why.append("dataflow: " + ("depthwise mode, kh*kw slices per tile against the array's period "
+                                           "max(ROWS, COLS), or channels filling the array partly" if dw else
+                                           "grouped/depthwise, one input channel per output lane"
                                            if L.info.get("group", 1) > 1 else
                                            f"{L.info.get('pixels')} output pixels or {L.info.get('M')} channels "
                                            "fill the array partly"))

@@ -180,7 +180,7 @@ def _isa_globals() -> dict:
         "ops": ops,
         "opnames": [isa.OPNAMES[k] for k in sorted(isa.OPNAMES)],
         "bufnames": [f"B_{isa.BUFNAMES[k].upper()}" for k in sorted(isa.BUFNAMES)],
-        "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX")},
+        "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX", "F_DEPTHWISE")},
         "sync_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("S_DMA", "S_STREAM", "S_COMPUTE")},
         "agu_fields": list(AGU_FIELDS),
         "used_bits": max(f.lo + f.bits for f in isa.FIELDS.values()),

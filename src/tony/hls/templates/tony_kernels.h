@@ -13,13 +13,79 @@
 
 namespace tony {
 
+// Depthwise Conv (G == C == M): the array's depthwise mode (docs/architecture.md). Column c
+// takes its own channel (a tile of COLS channels), row r one tap of the kernel, so each step
+// does ROWS*COLS useful MACs instead of the ROWS of a one-channel group.
+template <class P>
+void conv2d_depthwise(const typename P::in_t x[P::C * P::H * P::W],
+                      const typename P::w_t w[P::M * P::KH * P::KW],
+                      const typename P::b_t b[P::M], const int shift[], const int mult[],
+                      typename P::out_t y[P::M * P::OH * P::OW]) {
+    const int KK = P::KH * P::KW;
+    const int KT = (KK + P::ROWS - 1) / P::ROWS, CT = (P::M + P::COLS - 1) / P::COLS;
+    typename P::acc_t acc[P::COLS];
+    TONY_HLS(ARRAY_PARTITION variable=acc complete)
+TONY_LOOP(dw_row)
+    for (int oh = 0; oh < P::OH; oh++) {
+    TONY_LOOP(dw_col)
+        for (int ow = 0; ow < P::OW; ow++) {
+        TONY_LOOP(dw_ctile)
+            for (int ct = 0; ct < CT; ct++) {
+            TONY_LOOP(dw_init)
+                for (int c = 0; c < P::COLS; c++) {
+                    TONY_HLS(UNROLL)
+                    const int m = ct * P::COLS + c;
+                    acc[c] = (P::HAS_BIAS && m < P::M) ? (typename P::acc_t)b[m] : 0;
+                }
+            TONY_LOOP(dw_ktile)
+                for (int kt = 0; kt < KT; kt++) {
+                    TONY_HLS(PIPELINE II=1)
+                TONY_LOOP(dw_mac_col)
+                    for (int c = 0; c < P::COLS; c++) {
+                        TONY_HLS(UNROLL)
+                    TONY_LOOP(dw_mac_row)
+                        for (int r = 0; r < P::ROWS; r++) {
+                            TONY_HLS(UNROLL)
+                            const int k = kt * P::ROWS + r, m = ct * P::COLS + c;
+                            const int u = k / P::KW, v = k % P::KW;
+                            const int iy = oh * P::SH - P::PT + u * P::DH;
+                            const int ix = ow * P::SW - P::PL + v * P::DW;
+                            if (k < KK && m < P::M) {
+                                const bool in = iy >= 0 && iy < P::H && ix >= 0 && ix < P::W;
+                                const wide_t xv = in ? (wide_t)x[(m * P::H + iy) * P::W + ix] - P::XZP : 0;
+                                const wide_t wv = (wide_t)w[m * KK + k] - P::WZP;
+                                acc[c] += (typename P::acc_t)(xv * wv);
+                            }
+                        }
+                    }
+                }
+            TONY_LOOP(dw_store)
+                for (int c = 0; c < P::COLS; c++) {
+                    TONY_HLS(UNROLL)
+                    const int m = ct * P::COLS + c;
+                    if (m < P::M) {
+                        const int i = P::PER_CHANNEL ? m : 0;
+                        y[(m * P::OH + oh) * P::OW + ow] = (typename P::out_t)requant(
+                            acc[c], mult[i], shift[i], P::ROUND, P::ZP, P::LO, P::HI);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Conv (docs/arithmetic.md, 'MAC ops'): implicit im2col with padding, stride, dilation, groups
-// (depthwise when G == C == M). w is [M][C/G][KH][KW]; padding reads the input zero point.
+// (depthwise when G == C == M: conv2d_depthwise). w is [M][C/G][KH][KW]; padding reads the input
+// zero point.
 template <class P>
 void conv2d(const typename P::in_t x[P::C * P::H * P::W],
             const typename P::w_t w[P::M * (P::C / P::G) * P::KH * P::KW],
             const typename P::b_t b[P::M], const int shift[], const int mult[],
             typename P::out_t y[P::M * P::OH * P::OW]) {
+    if (P::G == P::C && P::G == P::M && P::G > 1) {
+        conv2d_depthwise<P>(x, w, b, shift, mult, y);
+        return;
+    }
     const int CG = P::C / P::G, MG = P::M / P::G, KK = P::KH * P::KW, K = CG * KK;
     const int KT = (K + P::ROWS - 1) / P::ROWS, MT = (MG + P::COLS - 1) / P::COLS;
     typename P::acc_t acc[P::COLS];
