@@ -158,3 +158,38 @@ def test_per_channel_cnn_hls_csim_equals_reference(pc_models, tmp_path, mode):
     assert m.csim()["bit_exact"]
     want = run_reference(paths[mode], x, requant=MODES[mode])
     assert all(np.array_equal(a, b) for a, b in zip(m.predict(x), want))
+
+
+def test_overlay_with_per_channel_mults_and_a_small_bias_buffer(pc_models, tmp_path):
+    """An overlay fixes per_channel in HW.toml: with "mult" and a 2-word bias buffer (windows of
+    bias words reloaded between CONVs, each word 4 x 72 bits) the model runs its MAC layers on the
+    device, bit-exact in the instruction-level model; a value other than none/shift/mult is
+    refused in one line."""
+    from tony.compiler import compile_model
+    from tony.errors import InputError
+    from tony.hw import from_toml, open_overlay, render_overlay
+
+    paths, x = pc_models
+    toml = tmp_path / "pc.toml"
+    toml.write_text('rows = 4\ncols = 4\nabuf_words = 512\nwbuf_words = 256\nbbuf_words = 2\nimem_words = 512\n'
+                    'per_channel = "mult"\n')
+    ov = from_toml(toml)
+    assert ov.cfg.per_channel == "mult" and ov.hdl_params()["PER_CHANNEL"] == 2
+    render_overlay(ov, tmp_path / "hw")
+    assert open_overlay(tmp_path / "hw").overlay.cfg.per_channel == "mult"
+    x1 = x[:2].reshape(2, 1, 8, 8)
+    m = compile_model(paths["mult"], tmp_path / "b", hw=tmp_path / "hw", requant="multiplier", inputs=x1)
+    assert m["accel"]["per_channel"] == "mult"
+    g = load_ir(paths["mult"], requant="multiplier")
+    cfg = ov.cfg
+    p = accel_partition(g, cfg)
+    assert all(pl.device for pl in p.placement if isinstance(pl.op, (ir.Conv, ir.Dense)))
+    env, _ = run_partitioned(g, cfg, {g.inputs[0]: x1}, p)
+    want = execute(g, {g.inputs[0]: x1})
+    assert all(np.array_equal(np.asarray(env[n]), np.asarray(want[n])) for n in g.outputs)
+    toml.write_text(toml.read_text().replace('"mult"', '"per-lane"'))
+    with pytest.raises(InputError, match="per_channel = 'per-lane'"):
+        from_toml(toml)
+    plain = tmp_path / "plain.toml"
+    plain.write_text('preset = "ecp5-85k"\n')
+    assert from_toml(plain).cfg.per_channel == "none"
