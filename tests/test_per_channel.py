@@ -148,6 +148,21 @@ def test_per_channel_cnn_on_verilator(pc_models, tmp_path, mode, arr):
     assert sum(l["op"] in ("conv", "dense") for l in rep["layers"]) == 4
 
 
+@pytest.mark.sim
+@pytest.mark.slow
+def test_per_channel_cnn_through_axi(pc_models, tmp_path):
+    """tony_axi_top of a per-channel build carries PER_CHANNEL: bit-exact under AXI stalls"""
+    from tony.sim.accel import simulate
+
+    paths, x = pc_models
+    out = tmp_path / "b"
+    compile_model(paths["mult"], out, config=AccelConfig(4, 4), requant="multiplier", inputs=x[:2].reshape(2, 1, 8, 8))
+    tops = sorted(out.glob("seg*/rtl_axi/tony_axi_top.v"))
+    assert tops and all("PER_CHANNEL=2" in t.read_text().splitlines()[1] for t in tops)
+    rep = simulate(out, axi_stall=0.3, progress=False)
+    assert rep["bit_exact"], rep["first_mismatches"]
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_per_channel_cnn_hls_csim_equals_reference(pc_models, tmp_path, mode):
     import tony
