@@ -286,9 +286,37 @@ def emit_ewise(ctx: Ctx, p: OpPlan) -> Code:
     return Code(run_sites(p, body), info={"bands": len(p.sites)} if p.banded else {})
 
 
+def merge_identity(rq: ir.Requant | None, out: ir.Tensor) -> bool:
+    """Is a Concat input's requantization the identity on the output's values (so that a merge,
+    which requantizes the whole word, keeps the lanes it takes from the output unchanged)?"""
+    return rq is None or (not rq.per_channel and rq.mult == 1 and rq.shift == 0 and not rq.zero_point
+                          and rq.lo <= out.dtype.min and rq.hi >= out.dtype.max)
+
+
+def _merges(a_flags: int, out_signed: bool, part, dst, off: int, C: int, rq: dict) -> list[Instr]:
+    """An input starting at channel `off`, inside a channel group (r = off % COLS > 0): per group k
+    of the input, an EWISE merge into output group off // COLS + k (lanes >= r from the input
+    rotated by r, the lanes below from the output word itself: B at the same address), and the
+    rest of its channels into the next output group (a rotated copy of whole words; the lanes
+    past them are rewritten by the next group or the next input, merged after it)."""
+    r, g0 = off % C, off // C
+    b = isa.F_HAS_B | (isa.F_B_SIGNED if out_signed else 0)
+    out = []
+    for k in range(part.groups):
+        n = min(C, part.c - k * C)
+        a = part.base + k * part.gstride
+        d0 = dst.base + (g0 + k) * dst.gstride
+        out.append(ewise(a_flags | isa.F_MERGE | b, a, d0 - a, d0, part.gstride, 0, 0, rq).with_fields(rot=r, mlo=r))
+        if r + n > C:
+            d1 = d0 + dst.gstride
+            out.append(ewise(a_flags | isa.F_MERGE, a, 0, d1, part.gstride, 0, 0, rq).with_fields(rot=r, mlo=0))
+    return out
+
+
 def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
     """Inputs written in place by their producers need nothing; the others are copied (and
-    requantized) into their channel groups by EWISE without B."""
+    requantized) into their channel groups by EWISE without B, or merged into them when they
+    start inside a group (`_merges`)."""
     op, g, C = p.op, ctx.g, ctx.cfg.cols
     dst = p.sites[0].dst
     out_t = g.tensors[op.outputs[0]]
@@ -301,8 +329,15 @@ def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
                 raise UnsupportedError(f"Concat input '{name}' is a reshaped tensor; the accelerator "
                                        "concatenates channels of tensors in their own layout", where=where(op))
             rq = rq_fields(rq0, out_t, op)
-            body.append(ewise(isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0, part.base, 0,
-                              dst.base + (off // C) * dst.gstride, part.words, 0, 0, rq))
+            a_flags = isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0
+            if off % C:
+                if not merge_identity(rq0, out_t):
+                    raise UnsupportedError(f"Concat input '{name}' starts at channel {off}, inside a group of {C} "
+                                           "channels, and needs a requantization", where=where(op),
+                                           hint="give the Concat's inputs the output's scale")
+                body += _merges(a_flags, out_t.dtype.signed, part, dst, off, C, rq)
+            else:
+                body.append(ewise(a_flags, part.base, 0, dst.base + (off // C) * dst.gstride, part.words, 0, 0, rq))
         off += g.tensors[name].shape[1]
     info = {"copied": [n for n, here in zip(op.inputs, done) if not here]}
     return Code(tuple(p.pre) + tuple(body) + p.post, info=info)

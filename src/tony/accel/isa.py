@@ -22,6 +22,7 @@ F_A_SIGNED = 1 << 0   # input A (CONV/POOL/EWISE operand a) is signed
 F_B_SIGNED = 1 << 1   # EWISE operand b is signed
 F_HAS_B = 1 << 2      # EWISE: add operand b
 F_MAX = 1 << 3        # POOL: max (else sum)
+F_MERGE = 1 << 7      # EWISE: rotate A by `rot` lanes; lanes below `mlo` from B (Concat at any channel)
 
 # SYNC mask bits
 S_DMA = 1 << 0        # the DMA engine is idle
@@ -61,6 +62,7 @@ COMPUTE_FIELDS = _layout(16, [
     ("nic", 16), ("lane0", 8), ("cstride", ADDR_BITS), ("klen", 16), ("period", 16),
     ("wbase", 16), ("bbase", 16),
     ("mult", 32), ("shift", 8, True), ("lo", 12, True), ("hi", 12, True), ("sa", 6), ("sb", 6),
+    ("rot", 6), ("mlo", 7),
 ])
 
 FIELDS = {**HEADER, **{f"d_{k}": v for k, v in DMA_FIELDS.items()}, **{f"c_{k}": v for k, v in COMPUTE_FIELDS.items()}}

@@ -174,9 +174,13 @@ class Machine:
         base, iy, ix = pixel_walk(d, npix)
         if op == isa.EWISE:
             a = _ext(self._act(base), c.a_bits, a_signed) << d["sa"]
-            if fl & isa.F_HAS_B:
-                a = a + (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"])
-            acc = a
+            b = (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"]
+                 if fl & isa.F_HAS_B else np.zeros_like(a))
+            if fl & isa.F_MERGE:   # lane l: a's lane (l - rot) mod COLS from lane mlo on, b's below
+                a = a[:, (np.arange(c.cols) - d["rot"]) % c.cols]
+                acc = np.where(np.arange(c.cols)[None] < d["mlo"], b, a)
+            else:
+                acc = a + b
         else:
             d1 = dict(d, lane0=0, cstride=0)
             ofs, kyd, kxd, _ = tap_walk(d1, 1 << 30)

@@ -6,7 +6,7 @@ instead of failing the build.
 from __future__ import annotations
 
 from .. import ir
-from .emit import EMITTERS, per_channel_reason
+from .emit import EMITTERS, merge_identity, per_channel_reason
 from .program import AccelConfig
 
 
@@ -85,9 +85,11 @@ def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
         if op.axis != 1:
             return f"Concat along axis {op.axis} (the accelerator concatenates channels)"
         off = 0
-        for name in op.inputs:
-            if off % cfg.cols:
-                return f"Concat input '{name}' starts at channel {off}, not a multiple of {cfg.cols} columns"
+        out = g.tensors[op.outputs[0]]
+        for name, rq in zip(op.inputs, op.requants):
+            if off % cfg.cols and not merge_identity(rq, out):
+                return (f"Concat input '{name}' starts at channel {off} (inside a group of {cfg.cols} channels) "
+                        "and needs a requantization: a merge keeps the group's other lanes unchanged")
             off += g.tensors[name].shape[1]
         if any(_rq_reason(rq) for rq in op.requants):
             return next(_rq_reason(rq) for rq in op.requants if _rq_reason(rq))
