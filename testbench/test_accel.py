@@ -18,9 +18,11 @@ from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 
-def small_net(path, seed: int = 0) -> None:
+def small_net(path, seed: int = 0, per_channel: bool = False) -> None:
     """A float ONNX net with Conv, depthwise Conv (stride 2), Add, MaxPool, GlobalAveragePool,
-    Gemm, quantized to pow2 QDQ; written to `path`."""
+    Gemm, quantized to pow2 QDQ; written to `path`. With `per_channel`: quantized by onnxruntime
+    with per-channel weight scales (int8 symmetric activations), then snapped to powers of two, so
+    that every Conv and the Gemm shift each output channel by its own amount."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -53,8 +55,37 @@ def small_net(path, seed: int = 0) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 7])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])
     m = helper.make_model(helper.make_graph(nodes, "small", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
-    q = quantize_static(m, rng.uniform(-1, 1, (16, 3, 9, 7)).astype(np.float32))
-    onnx.save(q, path)
+    calib = rng.uniform(-1, 1, (16, 3, 9, 7)).astype(np.float32)
+    if per_channel:
+        onnx.save(_ort_per_channel_pow2(m, calib), path)
+        return
+    onnx.save(quantize_static(m, calib), path)
+
+
+def _ort_per_channel_pow2(m, calib):
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    from tony.quant.snap import snap_pow2
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": c[None]} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        onnx.save(m, Path(d) / "float.onnx")
+        ort_quantize_static(str(Path(d) / "float.onnx"), str(Path(d) / "q.onnx"), Reader(),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, per_channel=True, extra_options={"ActivationSymmetric": True})
+        q, _ = snap_pow2(onnx.load(Path(d) / "q.onnx"))
+    return q
 
 
 def _program(cfg_env: dict):
@@ -196,18 +227,19 @@ except ImportError:
 if pytest is not None:
 
     @pytest.mark.sim
-    @pytest.mark.parametrize("rows,cols,mem_bits,batch,latency,stress", [
-        (4, 4, 64, 1, 2, False),
-        (3, 5, 32, 2, 1, False),
-        (2, 6, 64, 1, 3, True),
+    @pytest.mark.parametrize("rows,cols,mem_bits,batch,latency,stress,per_channel", [
+        (4, 4, 64, 1, 2, False, False),
+        (3, 5, 32, 2, 1, False, False),
+        (2, 6, 64, 1, 3, True, False),
+        (2, 6, 64, 1, 3, True, True),    # per-channel shifts in the bias words (PER_CHANNEL 1)
     ], ids=lambda v: str(v))
-    def test_accel(rows, cols, mem_bits, batch, latency, stress, tmp_path):
+    def test_accel(rows, cols, mem_bits, batch, latency, stress, per_channel, tmp_path):
         from tony.api import load_ir
         from tony.accel.compiler import compile_program
         from tony.accel.program import AccelConfig
 
         model = tmp_path / "small.onnx"
-        small_net(model)
+        small_net(model, per_channel=per_channel)
         cfg = {"model": str(model), "rows": rows, "cols": cols, "mem_bits": mem_bits, "batch": batch,
                "latency": latency, "stress": stress}
         g = load_ir(model, requant="pow2")

@@ -4,7 +4,9 @@ A driver presents one beat per cycle (with idle cycles from a pause pattern) and
 after every rising edge, that valid_o carries exactly the beat presented LATENCY edges
 earlier with y_o equal to models.ppu. Stimulus kinds: uniform random, constructed rounding
 ties (rem == h with r odd and even, and rem == h +- 1), saturation at the extremes, and
-left shifts (s <= 0) that land just inside or outside [lo, hi].
+left shifts (s <= 0) that land just inside or outside [lo, hi]. With PER_LANE = 1 (per-channel
+requantization) every lane of a beat has its own mult and shift, each lane drawn from the same
+kinds independently (so one beat mixes ties, extremes and left shifts across lanes).
 `test_ppu` at the bottom is the pytest entry.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TB:
         self.mult_bits = int(dut.MULT_BITS.value)
         self.round_mode = int(dut.ROUND_MODE.value)
         self.latency = int(dut.LATENCY.value)
+        self.per_lane = bool(int(dut.PER_LANE.value))
         assert self.latency == PPU_LATENCY, f"RTL LATENCY {self.latency} != models.PPU_LATENCY {PPU_LATENCY}"
         self.pause: Iterator[bool] = no_pause()
         self.expected: collections.deque = collections.deque()
@@ -62,7 +65,7 @@ class TB:
         d.valid_i.value = 0
         d.acc_i.value = 0
         d.bias_i.value = 0
-        d.mult_i.value = 1
+        d.mult_i.value = pack([1] * (self.lanes if self.per_lane else 1), self.mult_bits)
         d.shift_i.value = 0
         d.lo_i.value = 0
         d.hi_i.value = 0
@@ -80,12 +83,15 @@ class TB:
             accs, biases, mult, shift, lo, hi = beat
             d.acc_i.value = pack(accs, self.acc_bits)
             d.bias_i.value = pack(biases, self.acc_bits)
-            d.mult_i.value = mult
-            d.shift_i.value = shift & ((1 << self.shift_bits) - 1)
+            # per lane: lists of one mult / shift per lane; shared: one int each
+            mults = list(mult) if self.per_lane else [mult] * self.lanes
+            shifts = list(shift) if self.per_lane else [shift] * self.lanes
+            d.mult_i.value = pack(mults, self.mult_bits) if self.per_lane else mult
+            d.shift_i.value = pack(shifts, self.shift_bits) if self.per_lane else shift & ((1 << self.shift_bits) - 1)
             d.lo_i.value = lo & ((1 << (self.out_bits + 1)) - 1)
             d.hi_i.value = hi & ((1 << (self.out_bits + 1)) - 1)
             d.valid_i.value = 1
-            want = [ppu(a, b, mult, shift, lo, hi, self.round_mode) for a, b in zip(accs, biases)]
+            want = [ppu(a, b, m, sh, lo, hi, self.round_mode) for a, b, m, sh in zip(accs, biases, mults, shifts)]
             self.expected.append((self.edge + self.latency - 1, beat, want))
         await RisingEdge(d.clk_i)
         await ReadOnly()
@@ -123,8 +129,11 @@ class Stimulus:
     def __init__(self, tb: TB, rng: random.Random):
         self.tb = tb
         self.rng = rng
+        self.forced_clamp = None   # (lo, hi) every beat uses while lanes are drawn one by one
 
     def clamp_pair(self):
+        if self.forced_clamp is not None:
+            return self.forced_clamp
         rng = self.rng
         c_lo, c_hi = self.tb.clamp_range
         n = self.tb.out_bits
@@ -244,6 +253,26 @@ KINDS = {
 }
 
 
+def draw(stim: Stimulus, kind: str):
+    """One beat of `kind`. With per-lane mult/shift: one clamp pair, then lane l is lane l of its
+    own beat (its own mult and shift), drawn from `kind` or, one lane in three, from any kind."""
+    if not stim.tb.per_lane:
+        return KINDS[kind](stim)
+    stim.forced_clamp = stim.clamp_pair()
+    try:
+        accs, biases, mults, shifts = [], [], [], []
+        for lane in range(stim.tb.lanes):
+            k = kind if stim.rng.random() < 2 / 3 else stim.rng.choice(list(KINDS))
+            a, b, m, sh, _, _ = KINDS[k](stim)
+            accs.append(a[lane])
+            biases.append(b[lane])
+            mults.append(m)
+            shifts.append(sh)
+        return (accs, biases, mults, shifts) + stim.forced_clamp
+    finally:
+        stim.forced_clamp = None
+
+
 @cocotb.test()
 @cocotb.parametrize(kind=list(KINDS), pause=["none", "random"])
 async def test_ppu_matches_model(dut, kind: str, pause: str):
@@ -253,7 +282,7 @@ async def test_ppu_matches_model(dut, kind: str, pause: str):
     tb.set_pause_generator(make_pause(pause, rng))
     stim = Stimulus(tb, rng)
     await tb.reset()
-    await tb.send(KINDS[kind](stim) for _ in range(1000))
+    await tb.send(draw(stim, kind) for _ in range(1000))
 
 
 @cocotb.test()
@@ -264,6 +293,9 @@ async def test_ppu_directed_rounding(dut):
     lo, hi = -(1 << (tb.out_bits - 1)), (1 << (tb.out_bits - 1)) - 1
     lanes = tb.lanes
     beats = []
+    if tb.per_lane:
+        await tb.send(_per_lane_directed(tb, lo, hi))
+        return
     for t in (5, 7, -5, -7, 4, 6, -4, -6, 1, -1, 3, -3):  # t / 2 at s = 1
         beats.append(([t] * lanes, [0] * lanes, 1, 1, lo, hi))
     for t in (hi * 4 + 1, hi * 4 + 2, hi * 4 + 3, lo * 4 - 2, lo * 4 - 3, (lo - 1) * 4 + 2):
@@ -274,6 +306,25 @@ async def test_ppu_directed_rounding(dut):
     beats.append(([tb.acc_range[1]] * lanes, [tb.acc_range[1]] * lanes, (1 << tb.mult_bits) - 1, tb.shift_range[0], lo, hi))
     beats.append(([tb.acc_range[0]] * lanes, [tb.acc_range[0]] * lanes, (1 << tb.mult_bits) - 1, tb.shift_range[1], lo, hi))
     await tb.send(beats)
+
+
+def _per_lane_directed(tb: TB, lo: int, hi: int) -> list:
+    """Per-lane beats by hand: one value under a different shift and mult in every lane (the
+    lanes must not share their control), the shift and mult rails in neighbouring lanes."""
+    n = tb.lanes
+    s_lo, s_hi = tb.shift_range
+    m_max = (1 << tb.mult_bits) - 1
+    a_lo, a_hi = tb.acc_range
+    beats = []
+    for t in (5, 7, -5, -7, 3, -3, 100, -100):
+        beats.append(([t] * n, [0] * n, [1] * n, [(l % 4) - 1 for l in range(n)], lo, hi))     # >>-1, >>0, >>1, >>2
+        beats.append(([t] * n, [0] * n, [l + 1 for l in range(n)], [1] * n, lo, hi))           # *1, *2, ... >>1
+    rails = [(s_lo, m_max), (s_hi, m_max), (s_lo, 0), (s_hi, 1), (0, 1), (1, m_max), (-1, 3), (s_hi - 1, 1 << (tb.mult_bits - 1))]
+    for k in range(len(rails)):
+        sel = [rails[(k + l) % len(rails)] for l in range(n)]
+        for accs in ([a_hi] * n, [a_lo] * n, [(-1) ** l for l in range(n)]):
+            beats.append((accs, list(accs), [m for _, m in sel], [s for s, _ in sel], lo, hi))
+    return beats
 
 
 # ---------------------------------------------------------------------------------------
@@ -293,6 +344,9 @@ if pytest is not None:
             {"LANES": 4, "ROUND_MODE": 0},
             {"LANES": 3, "ROUND_MODE": 1},
             {"LANES": 2, "ROUND_MODE": 2, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6, "MULT_BITS": 12},
+            {"LANES": 4, "ROUND_MODE": 0, "PER_LANE": 1},
+            {"LANES": 3, "ROUND_MODE": 1, "PER_LANE": 1, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6, "MULT_BITS": 12},
+            {"LANES": 2, "ROUND_MODE": 2, "PER_LANE": 1, "SHIFT_BITS": 8},
         ],
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )

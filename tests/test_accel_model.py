@@ -128,13 +128,13 @@ def test_unsupported_op_names_the_node(tmp_path):
     from tony.quant.qdq import quantize_static
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2, 2])
-    n = helper.make_node("Concat", ["x", "x"], ["y"], axis=1, name="cat0")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 2])
+    n = helper.make_node("Concat", ["x", "x"], ["y"], axis=2, name="cat0")
     m = helper.make_model(helper.make_graph([n], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
     q = quantize_static(m, np.random.default_rng(0).uniform(-1, 1, (4, 4, 2, 2)).astype(np.float32))
     g = load_ir(q, requant="pow2")
-    # the second input starts at channel 4: not a whole number of 3-channel activation words
-    with pytest.raises(UnsupportedError, match=r'cat0.*Concat.*starts at channel 4.*3 columns'):
+    # along the rows: the accelerator concatenates channels only
+    with pytest.raises(UnsupportedError, match=r'cat0.*Concat along axis 2'):
         compile_program(g, AccelConfig(4, 3))
 
 

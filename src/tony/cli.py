@@ -69,7 +69,7 @@ def cmd_run(a) -> int:
     return 0
 
 
-HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words")
+HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel")
 """`tony compile` options that an overlay (--hw) fixes."""
 
 
@@ -115,7 +115,8 @@ def cmd_compile(a) -> int:
     from .accel.program import AccelConfig
 
     cfg = AccelConfig(rows, cols, acc_bits=acc_bits, mem_bits=a.mem_bits or 64, abuf_words=a.abuf_words or 0,
-                      wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0)
+                      wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0,
+                      per_channel=a.per_channel or "")
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
     _print_placement(m)
     if "segments" in m:
@@ -139,7 +140,7 @@ def cmd_hw(a) -> int:
     info = render_overlay(ov, a.output)
     c = ov.cfg
     print(f"overlay {show(ov.name)}: {c.rows}x{c.cols} array, activation {c.abuf_words} x {c.cols * c.a_bits} bits, "
-          f"weight {c.wbuf_words} x {c.cols * c.w_bits}, bias {c.bbuf_words} x {c.cols * c.acc_bits}, instruction "
+          f"weight {c.wbuf_words} x {c.cols * c.w_bits}, bias {c.bbuf_words} x {c.bias_bits}, instruction "
           f"{c.imem_words} x 512, memory port {c.mem_bits} bits, rounding {ov.rounding} -> {show(a.output)}")
     est = info["estimate"]
     if est:
@@ -409,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rtl: bias-buffer words (default: every bias word; with fewer, biases are reloaded)")
     sp.add_argument("--imem-words", type=int, default=None,
                     help="rtl: instruction-memory words (default: the program's length)")
+    sp.add_argument("--per-channel", choices=["none", "shift", "mult"], default=None,
+                    help="rtl: per-channel requantization in the bias words: none, a shift per channel (pow2), or a "
+                         "multiplier and a shift per channel (default: what the model needs; docs/isa.md)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default="const",
@@ -423,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then `tony compile MODEL --hw HW` compiles models for it")
     sp.add_argument("--preset", choices=list(PRESETS), help="a part's overlay")
     sp.add_argument("--config", metavar="HW.toml", help="the overlay's fields (rows, cols, abuf_words, wbuf_words, "
-                                                        "bbuf_words, imem_words, mem_bits, acc_bits, rounding, part; "
+                                                        "bbuf_words, imem_words, mem_bits, acc_bits, per_channel, rounding, "
+                                                        "part; "
                                                         "preset = NAME to start from a preset)")
     sp.add_argument("-o", "--output", required=True, help="output folder")
     sp.set_defaults(fn=cmd_hw)

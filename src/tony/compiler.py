@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__, ir
 from .accel import model as accel_model
 from .accel.compiler import compile_program
-from .accel.program import AccelConfig
+from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .api import load_ir, normalize_inputs
 from .ir import bounds
 from .board.bringup import AXI_READ_LATENCY, write_bringup
@@ -151,7 +151,9 @@ def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch:
     progs = {k: compile_program(sub, cfg, batch=batch) for k, sub in subs.items()}
     # one accelerator for every segment: each buffer as deep as the deepest segment needs
     shared = replace(cfg, **{f: getattr(cfg, f) or max(getattr(pr.cfg, f) for pr in progs.values())
-                             for f in ("abuf_words", "wbuf_words", "bbuf_words", "imem_words")})
+                             for f in ("abuf_words", "wbuf_words", "bbuf_words", "imem_words")},
+                     per_channel=cfg.per_channel or max((pr.cfg.per_channel for pr in progs.values()),
+                                                        key=PER_CHANNEL_CODES.get))
     progs = {k: compile_program(sub, shared, batch=batch) for k, sub in subs.items()}
     with staged_output(out_dir) as out:
         return _write_segmented(g, out, p, progs, feeds, source, where, shared, batch, hw)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .accel import isa
-from .accel.program import AccelConfig
+from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .build import staged_output, write_json
 from .errors import InputError
 from .ir.types import Rounding
@@ -81,7 +81,7 @@ def buffers(cfg: AccelConfig) -> dict:
     return {
         "activation": (cfg.abuf_words, cfg.cols * cfg.a_bits, max(cfg.rows, 2) + 1),
         "weight": (cfg.wbuf_words, cfg.cols * cfg.w_bits, 1),
-        "bias": (cfg.bbuf_words, cfg.cols * cfg.acc_bits, 1),
+        "bias": (cfg.bbuf_words, cfg.bias_bits, 1),
         "instruction": (cfg.imem_words, isa.INSTR_BITS, 1),
     }
 
@@ -121,7 +121,7 @@ class Overlay:
 
 def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
     return AccelConfig(rows, cols, mem_bits=mem_bits, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf,
-                       imem_words=imem)
+                       imem_words=imem, per_channel="none")
 
 
 PRESETS: dict[str, Overlay] = {
@@ -144,7 +144,7 @@ LIMITS = {  # field -> (lowest, highest, why)
     "bbuf_words": (1, 1 << isa.COMPUTE_FIELDS["bbase"].bits, "bias-buffer words"),
     "imem_words": (16, 1 << 16, "instruction words (PROG_LEN is 16 bits)"),
 }
-TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits") + tuple(LIMITS)
+TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel") + tuple(LIMITS)
 
 
 def validate(ov: Overlay, where: str) -> Overlay:
@@ -153,6 +153,12 @@ def validate(ov: Overlay, where: str) -> Overlay:
         v = getattr(ov.cfg, key)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise InputError(f"{key} = {v!r}: {what} must be an integer from {lo} to {hi}", where=where)
+    if ov.cfg.per_channel == "":    # an overlay is fixed hardware: no per-channel scales unless asked for
+        ov = replace(ov, cfg=replace(ov.cfg, per_channel="none"))
+    if not isinstance(ov.cfg.per_channel, str) or ov.cfg.per_channel not in PER_CHANNEL_CODES:
+        raise InputError(f"per_channel = {ov.cfg.per_channel!r}: choose {', '.join(map(repr, PER_CHANNEL_CODES))} "
+                         "(per-channel requantization: none, a shift per channel, a multiplier and a shift)",
+                         where=where)
     if not isinstance(ov.cfg.mem_bits, int) or ov.cfg.mem_bits not in (32, 64):
         raise InputError(f"mem_bits = {ov.cfg.mem_bits!r}: the memory port is 32 or 64 bits", where=where)
     if not isinstance(ov.rounding, str) or ov.rounding not in [r.value for r in Rounding]:
@@ -290,7 +296,7 @@ def open_overlay(path) -> HwFolder:
     raw = f.read_bytes()
     try:
         info = json.loads(raw)
-        ov = Overlay(info["name"], AccelConfig(**info["accel"]), info["rounding"],
+        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", **info["accel"]}), info["rounding"],
                      (info.get("part") or {}).get("name"))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{HW_JSON} is not an overlay description ({type(e).__name__})", where=where,

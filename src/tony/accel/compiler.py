@@ -12,6 +12,8 @@ stages that each take one data structure to the next:
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .. import ir
@@ -23,8 +25,26 @@ from .plan import plan_memory
 from .program import AccelConfig, Program
 
 
+def per_channel_need(g: ir.Graph) -> str:
+    """What per-channel requantization the device ops of `g` need: "none", "shift" (per-channel
+    shifts, every mult 1: pow2 mode) or "mult" (multipliers and shifts: multiplier mode)."""
+    need = "none"
+    for op in g.ops:
+        rq = getattr(op, "requant", None)
+        if op.host or not isinstance(op, (ir.Conv, ir.Dense)) or rq is None or not rq.per_channel:
+            continue
+        if not rq.is_pow2:
+            return "mult"
+        need = "shift"
+    return need
+
+
 def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
-    """Schedule every device op of `g` onto the accelerator; returns the checked program and memory image."""
+    """Schedule every device op of `g` onto the accelerator; returns the checked program and memory
+    image. An accelerator sized to the model (cfg.per_channel "") stores per-channel scales in its
+    bias words as the model needs (per_channel_need)."""
+    if not cfg.per_channel:
+        cfg = replace(cfg, per_channel=per_channel_need(g))
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
     codes, bias0 = [], 0

@@ -39,15 +39,46 @@ class Code:
     info: dict = field(default_factory=dict)
 
 
-def rq_fields(rq: ir.Requant | None, out: ir.Tensor, op) -> dict:
+def lane_scales(rq: ir.Requant, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, mult) per output channel of a requantization over m channels."""
+    return (np.broadcast_to(np.asarray(rq.shift, np.int64), (m,)).copy(),
+            np.broadcast_to(np.asarray(rq.mult, np.int64), (m,)).copy())
+
+
+def per_channel_reason(rq: ir.Requant, m: int, cfg: AccelConfig) -> str | None:
+    """Why the accelerator `cfg` cannot requantize per output channel as `rq` does (None: it can)."""
+    mode = cfg.per_channel or "mult"
+    if mode == "none":
+        return "per-channel requantization (this accelerator has no per-channel scales: per_channel = \"none\")"
+    shift, mult = lane_scales(rq, m)
+    f = isa.COMPUTE_FIELDS
+    s_lo, s_hi = -(1 << (f["shift"].bits - 1)), (1 << (f["shift"].bits - 1)) - 1
+    if shift.min() < s_lo or shift.max() > s_hi:
+        return f"a per-channel shift outside [{s_lo}, {s_hi}]"
+    if mode == "shift" and (mult != 1).any():
+        return ("per-channel multipliers (this accelerator stores per-channel shifts only: per_channel = "
+                "\"shift\")")
+    if mult.min() < 0 or mult.max() >= 1 << f["mult"].bits:
+        return "a per-channel multiplier outside the post-processing unit's range"
+    return None
+
+
+def rq_fields(rq: ir.Requant | None, out: ir.Tensor, op, cfg: AccelConfig | None = None) -> dict:
+    """The CONV/POOL/EWISE requantization fields. A per-channel requantization (Conv and Dense
+    only, `cfg` given) is mult = 0: every lane's shift and mult come from its bias word."""
     if rq is None:
         return {"mult": 1, "shift": 0, "lo": out.dtype.min, "hi": out.dtype.max}
-    if rq.per_channel:
-        raise UnsupportedError("per-channel requantization is not supported on the accelerator", where=where(op),
-                               hint="quantize weights per tensor")
     if rq.zero_point:
         raise UnsupportedError(f"output zero point {rq.zero_point}; the accelerator needs 0", where=where(op),
                                hint="quantize activations symmetrically")
+    if rq.per_channel:
+        why = per_channel_reason(rq, out.shape[1], cfg) if cfg is not None else \
+            "per-channel requantization outside Conv and Gemm/MatMul"
+        if why:
+            raise UnsupportedError(f"{why} is not supported on this accelerator", where=where(op),
+                                   hint="quantize weights per tensor, or compile for an accelerator with "
+                                        "per-channel scales")
+        return {"mult": 0, "shift": 0, "lo": max(rq.lo, -2048), "hi": min(rq.hi, 2047)}
     if not (0 < rq.mult < 1 << 32) or not (-128 <= rq.shift <= 127):
         raise UnsupportedError(f"requantization *{rq.mult} >>{rq.shift} is outside the post-processing unit's range",
                                where=where(op))
@@ -168,14 +199,31 @@ def _conv_blocks(ctx: Ctx, op, s: _ConvShape, dw: bool = False) -> tuple[list, l
     return blocks, biases
 
 
+def _with_lane_scales(biases: list, rq: ir.Requant, m: int, C: int) -> list:
+    """Per-channel requantization: each bias word [COLS] becomes [3, COLS] (biases, the lanes'
+    shifts, their mults; lanes past the last channel 0), block j holding channels j*COLS ..."""
+    shift, mult = lane_scales(rq, m)
+    out = []
+    for j, bw in enumerate(biases):
+        w = np.zeros((3, C), np.int64)
+        w[0] = bw
+        n = min(C, m - j * C)
+        w[1, :n] = shift[j * C:j * C + n]
+        w[2, :n] = mult[j * C:j * C + n]
+        out.append(w)
+    return out
+
+
 def emit_conv(ctx: Ctx, p: OpPlan) -> Code:
     op, g, cfg = p.op, ctx.g, ctx.cfg
     R, C = cfg.rows, cfg.cols
-    rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op)
+    rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op, cfg)
     src = p.locs[op.inputs[0]]
     s = _conv_shape(ctx, op, src)
     dw = depthwise_mode(cfg, s)
     blocks, biases = _conv_blocks(ctx, op, s, dw)
+    if op.requant is not None and op.requant.per_channel:
+        biases = _with_lane_scales(biases, op.requant, s.m, C)
     flags = (isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0) | (isa.F_DEPTHWISE if dw else 0)
     pl = s.pads[1]
 
@@ -258,9 +306,37 @@ def emit_ewise(ctx: Ctx, p: OpPlan) -> Code:
     return Code(run_sites(p, body), info={"bands": len(p.sites)} if p.banded else {})
 
 
+def merge_identity(rq: ir.Requant | None, out: ir.Tensor) -> bool:
+    """Is a Concat input's requantization the identity on the output's values (so that a merge,
+    which requantizes the whole word, keeps the lanes it takes from the output unchanged)?"""
+    return rq is None or (not rq.per_channel and rq.mult == 1 and rq.shift == 0 and not rq.zero_point
+                          and rq.lo <= out.dtype.min and rq.hi >= out.dtype.max)
+
+
+def _merges(a_flags: int, out_signed: bool, part, dst, off: int, C: int, rq: dict) -> list[Instr]:
+    """An input starting at channel `off`, inside a channel group (r = off % COLS > 0): per group k
+    of the input, an EWISE merge into output group off // COLS + k (lanes >= r from the input
+    rotated by r, the lanes below from the output word itself: B at the same address), and the
+    rest of its channels into the next output group (a rotated copy of whole words; the lanes
+    past them are rewritten by the next group or the next input, merged after it)."""
+    r, g0 = off % C, off // C
+    b = isa.F_HAS_B | (isa.F_B_SIGNED if out_signed else 0)
+    out = []
+    for k in range(part.groups):
+        n = min(C, part.c - k * C)
+        a = part.base + k * part.gstride
+        d0 = dst.base + (g0 + k) * dst.gstride
+        out.append(ewise(a_flags | isa.F_MERGE | b, a, d0 - a, d0, part.gstride, 0, 0, rq).with_fields(rot=r, mlo=r))
+        if r + n > C:
+            d1 = d0 + dst.gstride
+            out.append(ewise(a_flags | isa.F_MERGE, a, 0, d1, part.gstride, 0, 0, rq).with_fields(rot=r, mlo=0))
+    return out
+
+
 def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
     """Inputs written in place by their producers need nothing; the others are copied (and
-    requantized) into their channel groups by EWISE without B."""
+    requantized) into their channel groups by EWISE without B, or merged into them when they
+    start inside a group (`_merges`)."""
     op, g, C = p.op, ctx.g, ctx.cfg.cols
     dst = p.sites[0].dst
     out_t = g.tensors[op.outputs[0]]
@@ -273,8 +349,15 @@ def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
                 raise UnsupportedError(f"Concat input '{name}' is a reshaped tensor; the accelerator "
                                        "concatenates channels of tensors in their own layout", where=where(op))
             rq = rq_fields(rq0, out_t, op)
-            body.append(ewise(isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0, part.base, 0,
-                              dst.base + (off // C) * dst.gstride, part.words, 0, 0, rq))
+            a_flags = isa.F_A_SIGNED if g.tensors[name].dtype.signed else 0
+            if off % C:
+                if not merge_identity(rq0, out_t):
+                    raise UnsupportedError(f"Concat input '{name}' starts at channel {off}, inside a group of {C} "
+                                           "channels, and needs a requantization", where=where(op),
+                                           hint="give the Concat's inputs the output's scale")
+                body += _merges(a_flags, out_t.dtype.signed, part, dst, off, C, rq)
+            else:
+                body.append(ewise(a_flags, part.base, 0, dst.base + (off // C) * dst.gstride, part.words, 0, 0, rq))
         off += g.tensors[name].shape[1]
     info = {"copied": [n for n, here in zip(op.inputs, done) if not here]}
     return Code(tuple(p.pre) + tuple(body) + p.post, info=info)

@@ -23,6 +23,7 @@ F_B_SIGNED = 1 << 1   # EWISE operand b is signed
 F_HAS_B = 1 << 2      # EWISE: add operand b
 F_MAX = 1 << 3        # POOL: max (else sum)
 F_DEPTHWISE = 1 << 4  # CONV: depthwise mode, PE (r, c) multiplies lane c of row r's word (docs/isa.md)
+F_MERGE = 1 << 7      # EWISE: rotate A by `rot` lanes; lanes below `mlo` from B (Concat at any channel)
 
 # SYNC mask bits
 S_DMA = 1 << 0        # the DMA engine is idle
@@ -62,6 +63,7 @@ COMPUTE_FIELDS = _layout(16, [
     ("nic", 16), ("lane0", 8), ("cstride", ADDR_BITS), ("klen", 16), ("period", 16),
     ("wbase", 16), ("bbase", 16),
     ("mult", 32), ("shift", 8, True), ("lo", 12, True), ("hi", 12, True), ("sa", 6), ("sb", 6),
+    ("rot", 6), ("mlo", 7),
 ])
 
 FIELDS = {**HEADER, **{f"d_{k}": v for k, v in DMA_FIELDS.items()}, **{f"c_{k}": v for k, v in COMPUTE_FIELDS.items()}}

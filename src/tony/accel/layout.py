@@ -66,6 +66,57 @@ def beats_to_words(beats, cols: int, lane_bits: int, mem_bits: int) -> np.ndarra
     return (lanes << np.arange(lane_bits, dtype=np.int64)).sum(axis=2, dtype=np.int64)
 
 
+def _bits(v: np.ndarray, lane_bits: int) -> np.ndarray:
+    """[n, k] integers -> [n, k * lane_bits] bits (two's complement, lane 0 and bit 0 first)."""
+    v = (np.asarray(v, np.int64) & ((1 << lane_bits) - 1)).astype(np.uint64)
+    n, k = v.shape
+    return ((v[:, :, None] >> np.arange(lane_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8).reshape(n, k * lane_bits)
+
+
+def bias_parts(cfg: AccelConfig) -> list[tuple[int, int]]:
+    """The parts of a bias word, low bits first: (index into a [3, COLS] bias entry, bits per lane)."""
+    from .program import PER_CHANNEL_BITS
+
+    parts = [(0, cfg.acc_bits)]
+    if cfg.pc_lane_bits:
+        shift_bits = PER_CHANNEL_BITS["shift"]
+        parts.append((1, shift_bits))
+        if cfg.pc_lane_bits > shift_bits:
+            parts.append((2, cfg.pc_lane_bits - shift_bits))
+    return parts
+
+
+def bias_words_to_beats(words: np.ndarray, cfg: AccelConfig) -> list[int]:
+    """Bias words [n, 3, COLS] (bias, shift, mult per lane) -> external-memory beats: the biases in
+    the low COLS*ACC_BITS bits, then (per-channel builds) the shifts, then the mults (docs/isa.md)."""
+    w = np.asarray(words, np.int64)
+    if w.ndim == 2:
+        w = w[:, None, :]
+    flat = np.concatenate([_bits(w[:, i], b) for i, b in bias_parts(cfg)], axis=1)
+    per = cfg.bias_beats
+    pad = np.zeros((flat.shape[0], per * cfg.mem_bits), np.uint8)
+    pad[:, :flat.shape[1]] = flat
+    planes = pad.reshape(-1, cfg.mem_bits).astype(np.uint64) << np.arange(cfg.mem_bits, dtype=np.uint64)
+    return np.bitwise_or.reduce(planes, axis=1).tolist()
+
+
+def beats_to_bias_words(beats, cfg: AccelConfig) -> np.ndarray:
+    """Inverse of bias_words_to_beats: [n, 3, COLS] with the bias and shift signed, the mult
+    unsigned (zero where the build stores no shift or mult)."""
+    per = cfg.bias_beats
+    n = len(beats) // per
+    b = np.asarray([int(x) for x in beats[:n * per]], dtype=np.uint64).reshape(n * per, 1)
+    bits = ((b >> np.arange(cfg.mem_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.int64).reshape(n, -1)
+    out = np.zeros((n, 3, cfg.cols), np.int64)
+    pos = 0
+    for i, lb in bias_parts(cfg):
+        lanes = bits[:, pos:pos + cfg.cols * lb].reshape(n, cfg.cols, lb)
+        v = (lanes << np.arange(lb, dtype=np.int64)).sum(axis=2)
+        out[:, i] = np.where(v >> (lb - 1), v - (1 << lb), v) if i < 2 else v
+        pos += cfg.cols * lb
+    return out
+
+
 def input_beats(prog: Program, feeds: dict) -> dict[str, list[int]]:
     """Device inputs (tensor name -> [N, ...] integers of one batch) as external-memory beats."""
     cfg = prog.cfg

@@ -150,7 +150,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
 def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: int, biases: np.ndarray,
            blocks) -> tuple:
     """The external-memory image after the program: (region -> beat address, blobs, inputs, outputs)."""
-    from .layout import words_to_beats
+    from .layout import bias_words_to_beats, words_to_beats
 
     addr = n_instr * cfg.instr_beats
     ext, blobs = {}, []
@@ -160,7 +160,7 @@ def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: in
         ext[key] = addr
         blobs.append(beats)
         addr += len(beats)
-    region(("bias", 0), words_to_beats(biases, cfg.acc_bits, cfg.mem_bits))
+    region(("bias", 0), bias_words_to_beats(biases, cfg))
     for i, blk in enumerate(blocks):
         region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
     inputs, outputs = {}, {}
@@ -180,6 +180,13 @@ def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: in
                          "stored": s, "beats": n_beats, "signed": t.g.tensors[name].dtype.signed,
                          "shape": (batch,) + tuple(t.g.tensors[name].shape[1:])}
     return ext, blobs, inputs, outputs
+
+
+def _bias_entry(b, cols: int) -> np.ndarray:
+    """A bias word as [3, COLS]: biases, lane shifts, lane mults (emit gives a per-tensor CONV's
+    word as its COLS biases; its shifts and mults are unused, 0)."""
+    b = np.asarray(b, np.int64)
+    return b if b.ndim == 2 else np.stack([b, np.zeros(cols, np.int64), np.zeros(cols, np.int64)])
 
 
 def encode(instrs, ext: dict) -> list[int]:
@@ -213,8 +220,8 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
          wheres: list[str] | None = None) -> Program:
     """Assemble, lay out the image, relocate, encode and size the buffers."""
     ld = assemble(t, cfg, mp, codes, names, wheres)
-    biases = [b for c in codes for b in c.biases]
-    bias_words = np.stack(biases) if biases else np.zeros((1, cfg.cols), np.int64)
+    biases = [_bias_entry(b, cfg.cols) for c in codes for b in c.biases]
+    bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
     ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(ld.instrs), bias_words, ld.blocks)
     words = encode(ld.instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)

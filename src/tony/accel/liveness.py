@@ -84,13 +84,8 @@ def _concat_slices(g: ir.Graph, ops, view: dict, cols: int) -> dict:
         off = 0
         for name, rq in zip(op.inputs, op.requants):
             t = g.tensors[name]
-            if off % cols:
-                raise UnsupportedError(f"Concat input '{name}' starts at channel {off}, not a multiple of the "
-                                       f"array's {cols} columns (channels per activation word); the accelerator "
-                                       "cannot move channels between lanes", where=where(op),
-                                       hint=f"use input channel counts that are multiples of {cols}, or an array "
-                                            "whose column count divides them")
-            identity = (rq is not None and not rq.per_channel and rq.mult == 1 and rq.shift == 0
+            # an input starting inside a channel group is merged into it by EWISE (emit_concat)
+            identity = off % cols == 0 and (rq is not None and not rq.per_channel and rq.mult == 1 and rq.shift == 0
                         and not rq.zero_point and rq.lo <= t.dtype.min and rq.hi >= t.dtype.max)
             if (identity and name in produced and name not in view and name not in cslice
                     and name not in graph_outs and not isinstance(producers.get(name), ir.Concat)):

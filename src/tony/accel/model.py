@@ -16,7 +16,7 @@ import numpy as np
 from ..ir.types import Rounding
 from ..ref import arith
 from . import isa
-from .layout import beats_to_words, words_to_beats
+from .layout import beats_to_bias_words, beats_to_words, words_to_beats
 from .program import AccelConfig, Program
 
 AMASK = (1 << isa.ADDR_BITS) - 1
@@ -84,19 +84,26 @@ class Machine:
     ext: list
     abuf: np.ndarray
     wbuf: np.ndarray
-    bbuf: np.ndarray
+    bbuf: np.ndarray     # [words, 3, COLS]: per lane the bias, and (per-channel builds) its shift and mult
     imem: list
 
     @classmethod
     def for_program(cls, prog: Program, rounding: Rounding) -> "Machine":
         c = prog.cfg
         return cls(c, rounding, list(prog.image), np.zeros((c.abuf_words, c.cols), np.int64),
-                   np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, c.cols), np.int64), [])
+                   np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, 3, c.cols), np.int64), [])
 
     # ---- the post-processing unit -----------------------------------------------------------
-    def ppu(self, acc, bias, d) -> np.ndarray:
+    def ppu(self, acc, bias, d, lanes=None) -> np.ndarray:
+        """`lanes`: a CONV's bias word [3, COLS]; with mult = 0 (per-channel) every lane's shift and
+        mult come from it (the mult 1 where the build stores shifts only)."""
         t = np.asarray(acc, np.int64) + np.asarray(bias, np.int64)
-        y = arith.rounding_shift(t * d["mult"], d["shift"], self.rounding)
+        mult, shift = d["mult"], d["shift"]
+        if lanes is not None and mult == 0 and self.cfg.pc_lane_bits:
+            shift = lanes[1]
+            mult = lanes[2] if self.cfg.per_channel == "mult" else np.ones_like(lanes[1])
+            mult, shift = np.asarray(mult, np.int64)[None], np.asarray(shift, np.int64)[None]
+        y = arith.rounding_shift(t * mult, shift, self.rounding)
         y = np.clip(y, d["lo"], d["hi"])
         return y & ((1 << self.cfg.a_bits) - 1)
 
@@ -127,9 +134,12 @@ class Machine:
             self.imem[d["baddr"]:d["baddr"] + n] = [sum(b << (i * c.mem_bits) for i, b in enumerate(beats[k * per:(k + 1) * per]))
                                                     for k in range(n)]
             return
-        bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits, isa.B_BIAS: c.acc_bits}[buf]
+        if buf == isa.B_BIAS:
+            self.bbuf[d["baddr"]:d["baddr"] + n] = beats_to_bias_words(beats, c)
+            return
+        bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits}[buf]
         words = beats_to_words(beats, c.cols, bits, c.mem_bits)
-        target = {isa.B_ACT: self.abuf, isa.B_WGT: self.wbuf, isa.B_BIAS: self.bbuf}[buf]
+        target = {isa.B_ACT: self.abuf, isa.B_WGT: self.wbuf}[buf]
         if buf != isa.B_ACT:
             words = _signed(words, bits)
         target[d["baddr"]:d["baddr"] + n] = words
@@ -159,7 +169,8 @@ class Machine:
             vals = _ext(vals, c.a_bits, bool(d["flags"] & isa.F_A_SIGNED))
             acc = arith.matmul_exact(vals[:npix], wts)
         acc = _signed(acc, c.acc_bits)
-        y = self.ppu(acc, self.bbuf[d["bbase"]][None], d)
+        word = self.bbuf[d["bbase"]]
+        y = self.ppu(acc, word[0][None], d, word)
         self._write(d["obase"] + np.arange(npix), y)
 
     def vector(self, d, op) -> None:
@@ -170,9 +181,13 @@ class Machine:
         base, iy, ix = pixel_walk(d, npix)
         if op == isa.EWISE:
             a = _ext(self._act(base), c.a_bits, a_signed) << d["sa"]
-            if fl & isa.F_HAS_B:
-                a = a + (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"])
-            acc = a
+            b = (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"]
+                 if fl & isa.F_HAS_B else np.zeros_like(a))
+            if fl & isa.F_MERGE:   # lane l: a's lane (l - rot) mod COLS from lane mlo on, b's below
+                a = a[:, (np.arange(c.cols) - d["rot"]) % c.cols]
+                acc = np.where(np.arange(c.cols)[None] < d["mlo"], b, a)
+            else:
+                acc = a + b
         else:
             d1 = dict(d, lane0=0, cstride=0)
             ofs, kyd, kxd, _ = tap_walk(d1, 1 << 30)

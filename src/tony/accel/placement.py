@@ -6,17 +6,21 @@ instead of failing the build.
 from __future__ import annotations
 
 from .. import ir
-from .emit import EMITTERS
+from .emit import EMITTERS, merge_identity, per_channel_reason
 from .program import AccelConfig
 
 
-def _rq_reason(rq: ir.Requant | None) -> str | None:
+def _rq_reason(rq: ir.Requant | None, g: ir.Graph | None = None, op=None, cfg: AccelConfig | None = None) -> str | None:
+    """Why the post-processing unit cannot requantize as `rq` does; per output channel only for a
+    Conv or Dense (`g`, `op`, `cfg` given), from the lanes' shifts and mults in its bias words."""
     if rq is None:
         return None
-    if rq.per_channel:
-        return "per-channel requantization"
     if rq.zero_point:
         return f"output zero point {rq.zero_point} (the accelerator needs 0)"
+    if rq.per_channel:
+        if not isinstance(op, (ir.Conv, ir.Dense)):
+            return "per-channel requantization outside Conv and Gemm/MatMul"
+        return per_channel_reason(rq, g.tensors[op.outputs[0]].shape[1], cfg)
     if not (0 < rq.mult < 1 << 32) or not (-128 <= rq.shift <= 127):
         return f"requantization *{rq.mult} >>{rq.shift} outside the post-processing unit's range"
     return None
@@ -81,9 +85,11 @@ def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
         if op.axis != 1:
             return f"Concat along axis {op.axis} (the accelerator concatenates channels)"
         off = 0
-        for name in op.inputs:
-            if off % cfg.cols:
-                return f"Concat input '{name}' starts at channel {off}, not a multiple of {cfg.cols} columns"
+        out = g.tensors[op.outputs[0]]
+        for name, rq in zip(op.inputs, op.requants):
+            if off % cfg.cols and not merge_identity(rq, out):
+                return (f"Concat input '{name}' starts at channel {off} (inside a group of {cfg.cols} channels) "
+                        "and needs a requantization: a merge keeps the group's other lanes unchanged")
             off += g.tensors[name].shape[1]
         if any(_rq_reason(rq) for rq in op.requants):
             return next(_rq_reason(rq) for rq in op.requants if _rq_reason(rq))
@@ -95,6 +101,6 @@ def refuse(g: ir.Graph, cfg: AccelConfig):
     def why(op) -> str | None:
         if type(op) not in EMITTERS and not isinstance(op, ir.Reshape):
             return f"no accelerator mapping for {op.kind}"
-        return (_act_reason(g, op, cfg) or _rq_reason(getattr(op, "requant", None))
+        return (_act_reason(g, op, cfg) or _rq_reason(getattr(op, "requant", None), g, op, cfg)
                 or _op_reason(g, op, cfg))
     return why

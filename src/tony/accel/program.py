@@ -15,6 +15,13 @@ import numpy as np
 from . import isa
 
 
+PER_CHANNEL_CODES = {"none": 0, "shift": 1, "mult": 2}
+"""AccelConfig.per_channel -> the PER_CHANNEL parameter of tony_accel."""
+PER_CHANNEL_BITS = {"none": 0, "shift": isa.COMPUTE_FIELDS["shift"].bits,
+                    "mult": isa.COMPUTE_FIELDS["shift"].bits + isa.COMPUTE_FIELDS["mult"].bits}
+"""Bits per lane above the bias in a bias word (docs/isa.md, 'Bias words')."""
+
+
 @dataclass(frozen=True)
 class AccelConfig:
     """Parameters of one accelerator build (the HDL parameters of tony_accel)."""
@@ -30,6 +37,8 @@ class AccelConfig:
     bbuf_words: int = 0
     imem_words: int = 0
     mem_latency: int = 2     # external memory: a read accepted in cycle t is answered in cycle t + mem_latency
+    per_channel: str = ""    # per-channel requantization in the bias words: "none", "shift" (a shift per
+                             # lane), "mult" (a mult and a shift per lane); "": sized by the compiler to the model
 
     def beats(self, bits: int) -> int:
         return -(-bits // self.mem_bits)
@@ -43,8 +52,18 @@ class AccelConfig:
         return self.beats(self.cols * self.w_bits)
 
     @property
+    def pc_lane_bits(self) -> int:
+        """Bits per lane that a bias word holds above its bias: the lane's shift (and mult)."""
+        return PER_CHANNEL_BITS[self.per_channel or "none"]
+
+    @property
+    def bias_bits(self) -> int:
+        """One bias-buffer word: COLS biases, then COLS shifts and COLS mults when per-channel."""
+        return self.cols * (self.acc_bits + self.pc_lane_bits)
+
+    @property
     def bias_beats(self) -> int:
-        return self.beats(self.cols * self.acc_bits)
+        return self.beats(self.bias_bits)
 
     @property
     def instr_beats(self) -> int:
@@ -61,7 +80,8 @@ class AccelConfig:
     def hdl_params(self) -> dict:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
                 "ACC_BITS": self.acc_bits, "MEM_BITS": self.mem_bits, "ABUF_WORDS": self.abuf_words,
-                "WBUF_WORDS": self.wbuf_words, "BBUF_WORDS": self.bbuf_words, "IMEM_WORDS": self.imem_words}
+                "WBUF_WORDS": self.wbuf_words, "BBUF_WORDS": self.bbuf_words, "IMEM_WORDS": self.imem_words,
+                "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"]}
 
 
 @dataclass(frozen=True)

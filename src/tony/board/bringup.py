@@ -117,6 +117,7 @@ AXI_DEFAULTS = {"AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, 
 
 def axi_top_params(m: dict, **axi) -> dict:
     """HDL parameters of tony_axi_top for a build's manifest (BUILD_ID included)."""
+    from ..accel.program import PER_CHANNEL_CODES
     from ..ir.types import Rounding
 
     a = m["accel"]
@@ -124,6 +125,9 @@ def axi_top_params(m: dict, **axi) -> dict:
          "ACC_BITS": a["acc_bits"], "MEM_BITS": a["mem_bits"], "ABUF_WORDS": a["abuf_words"],
          "WBUF_WORDS": a["wbuf_words"], "BBUF_WORDS": a["bbuf_words"], "IMEM_WORDS": a["imem_words"],
          "ROUND_MODE": Rounding(m["rounding"]).code, **AXI_DEFAULTS, **axi}
+    pc = PER_CHANNEL_CODES[a.get("per_channel") or "none"]
+    if pc:   # only where set, so that a build without per-channel scales keeps its BUILD_ID
+        p["PER_CHANNEL"] = pc
     if p["AXI_DATA_BITS"] < p["MEM_BITS"]:
         p["AXI_DATA_BITS"] = p["MEM_BITS"]
     p["BUILD_ID"] = build_id(p)

@@ -38,7 +38,8 @@ include next to them; give a simulator or linter the directory as an include pat
 
 MODULES: dict[str, ModuleSpec] = {
     "tony_ppu": ModuleSpec(
-        params={"LANES": 4, "ACC_BITS": 32, "OUT_BITS": 8, "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0},
+        params={"LANES": 4, "ACC_BITS": 32, "OUT_BITS": 8, "SHIFT_BITS": 7, "MULT_BITS": 32, "ROUND_MODE": 0,
+                "PER_LANE": 0},
         doc="post-processing: bias, multiplier, rounding shift, clamp/saturate",
     ),
     "tony_mac": ModuleSpec(
@@ -76,7 +77,7 @@ MODULES: dict[str, ModuleSpec] = {
     ),
     "tony_conv_unit": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "WBUF_WORDS": 1024,
-                "BBUF_WORDS": 64},
+                "BBUF_WORDS": 64, "BIAS_BITS": 128},
         requires=("tony_agu", "tony_os_array"),
         includes=("tony_isa.vh",),
         doc="CONV engine: address generator, weight/bias buffers, operand pipeline, array, tile descriptor FIFO",
@@ -88,14 +89,15 @@ MODULES: dict[str, ModuleSpec] = {
         doc="vector unit: POOL (max/sum) and EWISE (shifted add) over COLS lanes",
     ),
     "tony_post": ModuleSpec(
-        params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32, "ROUND_MODE": 0},
+        params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32, "ROUND_MODE": 0, "PER_CHANNEL": 0},
         requires=("tony_ppu",),
         includes=("tony_isa.vh",),
         doc="post-processing stage: CONV/vector row select, tony_ppu, activation write-back",
     ),
     "tony_accel": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
-                "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0},
+                "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
+                "PER_CHANNEL": 0},
         requires=("tony_controller", "tony_decoder", "tony_dma", "tony_conv_unit", "tony_vec_unit", "tony_post",
                   "tony_act_buf"),
         includes=("tony_isa.vh",),
@@ -116,8 +118,8 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_axi_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1, "MAX_BURST": 16,
-                "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
+                "PER_CHANNEL": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
+                "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
     ),
@@ -129,7 +131,7 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_sim_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "MEM_WORDS": 1024, "MEM_LATENCY": 2},
+                "PER_CHANNEL": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2},
         requires=("tony_accel", "tony_sim_mem"),
         doc="simulation only: tony_accel with tony_sim_mem on its memory port and a trace of issue cycles",
     ),
@@ -180,7 +182,8 @@ def _isa_globals() -> dict:
         "ops": ops,
         "opnames": [isa.OPNAMES[k] for k in sorted(isa.OPNAMES)],
         "bufnames": [f"B_{isa.BUFNAMES[k].upper()}" for k in sorted(isa.BUFNAMES)],
-        "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX", "F_DEPTHWISE")},
+        "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX",
+                                                                          "F_DEPTHWISE", "F_MERGE")},
         "sync_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("S_DMA", "S_STREAM", "S_COMPUTE")},
         "agu_fields": list(AGU_FIELDS),
         "used_bits": max(f.lo + f.bits for f in isa.FIELDS.values()),

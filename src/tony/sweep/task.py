@@ -68,7 +68,7 @@ def _cycle_model(p: Point, g) -> dict:
     tr = accel_traffic.of_program(prog, table)
     c = prog.cfg
     macs = sum(r["macs"] for r in table)
-    buffer_bits = c.cols * (c.abuf_words * c.a_bits + c.wbuf_words * c.w_bits + c.bbuf_words * c.acc_bits) \
+    buffer_bits = c.cols * (c.abuf_words * c.a_bits + c.wbuf_words * c.w_bits) + c.bbuf_words * c.bias_bits \
         + c.imem_words * INSTR_BITS
     return {
         "cycles": timing.total, "cycles_per_inference": timing.total / p.batch, "macs": macs,

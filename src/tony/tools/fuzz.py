@@ -149,7 +149,7 @@ class _Builder:
         self.c = c
         self.rng = np.random.default_rng(c.int(0, 2**31 - 1))   # the data (weights, inputs): one choice
         self.pow2 = not c.bool(0.35)
-        self.hw = not c.bool(0.2)          # hardware-friendly: zero points 0, per-tensor weight scales
+        self.hw = not c.bool(0.2)          # hardware-friendly: zero points 0
         self.nodes, self.inits, self.n = [], [], 0
         self.ort_exact = self.pow2
         self.desc: list[str] = []
@@ -225,7 +225,7 @@ class _Builder:
         if w.size > 1 and c.bool(0.3):
             w.reshape(-1)[self.rng.integers(0, w.size)] = -(1 << (bits - 1))   # the extreme value
         base = 2.0 ** c.int(-9, -3)
-        per_channel = not self.hw and c.bool(0.5)
+        per_channel = c.bool(0.5)          # per-channel scales run on the hardware too (docs/isa.md)
         if per_channel:
             if self.pow2:
                 ws = base * 2.0 ** self.rng.integers(-1, 2, size=nout)
