@@ -199,7 +199,8 @@ def c_header(m: dict, params: dict, image_beats: int) -> str:
     lines += ["", "/* memory image */", f"#define TONY_MEM_BYTES       {mb}u",
               f"#define TONY_IMAGE_BEATS     {image_beats}u", f"#define TONY_IMAGE_BYTES     {image_beats * mb}u",
               f"#define TONY_PROG_ADDR       {m['program']['addr']}u  /* beats: write to PROG_ADDR */",
-              f"#define TONY_PROG_LEN        {m['program']['length']}u  /* instructions: write to PROG_LEN */",
+              f"#define TONY_PROG_LEN        {m['program'].get('boot', m['program']['length'])}u"
+              "  /* instructions at start (the first page): write to PROG_LEN */",
               f"#define TONY_BATCH           {m['batch']}u  /* samples per run */"]
     for reg in memory_layout(m, image_beats):
         lines.append(f"#define TONY_{reg['name']}_OFFSET {reg['beat'] * mb}u  /* {reg['kind']}"
@@ -333,7 +334,7 @@ def driver(m: dict, params: dict) -> str:
     return DRIVER.format(
         model=comment_text(m["model"]), regs=repr({r.name: r.offset for r in REGISTERS}), id=REG_ID,
         build_id=params["BUILD_ID"], config=repr(config), mb=m["accel"]["mem_bits"] // 8,
-        prog_addr=m["program"]["addr"], prog_len=m["program"]["length"],
+        prog_addr=m["program"]["addr"], prog_len=m["program"].get("boot", m["program"]["length"]),
         inputs=repr([(i["key"], i["ext"], i["beats"], i["offset"]) for i in m["inputs"]]),
         outputs=repr([(o["key"], o["ext"], o["beats"]) for o in m["outputs"]]),
         errors=repr({v: ERR_TEXT[v] for v in ERR_CODES.values()}))
