@@ -62,7 +62,7 @@ REGISTERS: tuple[Reg, ...] = (
     Reg("CYCLES", 0x18, "RO", "0", "clock cycles of the last (or current) run, start to END"),
     Reg("PC", 0x1C, "RO", "0", "instruction being issued (live)"),
     Reg("PROG_ADDR", 0x20, "RW", "0", "beat offset of the program in the memory image"),
-    Reg("PROG_LEN", 0x24, "RW", "0", "program length in instructions (bits 15:0)"),
+    Reg("PROG_LEN", 0x24, "RW", "0", "instructions loaded at start (bits 15:0): the program, or its first page"),
     Reg("BASE_LO", 0x28, "RW", "0", "byte address of beat 0 of the memory image, bits 31:0 (beat aligned)"),
     Reg("BASE_HI", 0x2C, "RW", "0", "byte address of beat 0, bits 63:32"),
     Reg("CFG_ARRAY", 0x30, "RO", "build", "array", (
