@@ -291,7 +291,7 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Fmax is about 98.5 MHz on ecp5-85k speed 6 (measured at 2x2): the critical "
+@pytest.mark.xfail(strict=True, reason="Fmax is about 97-98.5 MHz on ecp5-85k speed 6 (4x4: 96.8, 2x2: 98.5): the critical "
                                        "path is tony_controller's LOAD/STORE range check (baddr + nwords > depth on "
                                        "the decoded instruction register) into the issue logic")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
