@@ -101,7 +101,7 @@ def test_every_workload_compiles_for_the_ecp5_85k_overlay(workload, hw85, tmp_pa
     info = json.loads((hw85 / "hw.json").read_text())
     assert m["accel"] == info["accel"] and m["rounding"] == info["rounding"]
     assert m["hw"]["hw_json_sha256"] == open_overlay(hw85).sha256
-    assert 0 < m["program"]["length"] <= info["accel"]["imem_words"]
+    assert 0 < m["program"]["boot"] <= info["accel"]["imem_words"]
     assert m["predicted_cycles"] > 0 and m["rtl"] == info["rtl"]
     assert m["axi"]["build_id"] == info["axi"]["build_id"]
     _same_tree(hw85, out, "rtl")
@@ -229,17 +229,37 @@ def test_a_preset_too_small_is_refused_naming_the_layer_and_the_buffer(workload,
     assert not (tmp_path / "out").exists()
 
 
-def test_a_program_longer_than_the_instruction_memory_is_refused(workload, tmp_path, tony_cli):
-    hw = tmp_path / "hw"
+@pytest.mark.sim
+def test_a_program_longer_than_the_instruction_memory_runs_in_pages_on_verilator(workload, tmp_path):
+    """digits-cnn (27 instructions) on an ecp5-85k overlay with a 16-word instruction memory: the
+    host boots the first page, each page loads the next; bit-exact, cycles and every issue cycle as
+    the cycle model predicts."""
     from dataclasses import replace
 
     from tony.hw import Overlay
 
+    hw = tmp_path / "hw"
     render_overlay(Overlay("tiny-imem", replace(PRESETS["ecp5-85k"].cfg, imem_words=16)), hw)
-    line = _refused(tony_cli, "compile", workload("digits-cnn") / "model.onnx", "--hw", hw, "-o", tmp_path / "out")
-    assert "instruction memory" in line and "27 instructions" in line and "IMEM_WORDS = 16" in line
-    assert "no paging" in line
-    assert not (tmp_path / "out").exists()
+    rep = _sim(workload, hw, tmp_path, "digits-cnn", samples=2)
+    m = json.loads((tmp_path / "digits-cnn" / "manifest.json").read_text())
+    assert m["program"]["length"] > 16 and m["program"]["boot"] == 16
+    text = (tmp_path / "digits-cnn" / "program.txt").read_text()
+    assert text.count("LOAD imem[0]") == -(-(m["program"]["length"] - 16) // 16)
+    assert rep["runs"] == 2
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-mobilenet"])
+def test_programs_in_pages_are_bit_exact_in_the_model(workload, name):
+    """Pages of 16 instructions: the model runs them page by page; the checker holds every page LOAD
+    to the instructions that follow it."""
+    from dataclasses import replace
+
+    d = workload(name)
+    g = load_ir(d / "model.onnx", requant="pow2")
+    cfg = replace(PRESETS["ecp5-85k"].cfg, imem_words=16)
+    prog = compile_program(g, cfg)
+    assert len(prog.words) > 16 and prog.boot_words == 16
+    _bit_exact_in_model(d, prog, g, samples=2)
 
 
 # ---- bad configurations and options ------------------------------------------------------------------------

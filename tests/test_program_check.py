@@ -62,7 +62,7 @@ S = isa.S_DMA | isa.S_STREAM | isa.S_COMPUTE
 BROKEN = [
     # rule, program, index of the refused instruction
     ("opcode", edit(4, dict(op=9)), 4),
-    ("dma-buffer", edit(0, load(isa.B_IMEM, 0, 100, 1), drop=1), 0),
+    ("dma-buffer", edit(0, load(5, 0, 100, 1), drop=1), 0),
     ("dma-buffer", edit(6, dict(store(16, 200, 16), buf=isa.B_WGT), drop=1), 6),
     ("dma-range", edit(2, load(isa.B_ACT, 56, IO, 16), drop=1), 2),
     ("dma-range", edit(1, load(isa.B_WGT, 0, 104, 0), drop=1), 1),
@@ -93,6 +93,10 @@ BROKEN = [
     # a compute instruction issued while a LOAD into the activation buffer may still be writing
     ("act-write-port", BASE[:4] + [load(isa.B_ACT, 40, IO, 8), conv()] + BASE[5:], 5),
     ("act-write-port", BASE[:4] + [load(isa.B_ACT, 40, IO, 8), ewise(0, 32)] + BASE[5:], 5),
+    # a page LOAD that does not load the instructions after it (the next one sits at beat 5 * 8)
+    ("page", BASE[:4] + [load(isa.B_IMEM, 0, 48, 4)] + BASE[4:], 4),
+    # a page that ends before its page LOAD or END: the controller would run past it
+    ("page", BASE[:4] + [load(isa.B_IMEM, 0, 40, 3)] + BASE[4:], 5),
 ]
 
 
@@ -114,6 +118,16 @@ def test_a_depthwise_conv_needs_cols_at_most_rows_plus_3():
     with pytest.raises(ck.ProgramCheckError, match="instruction 4: rule 'conv-depthwise'"):
         run(prog, AccelConfig(1, 5, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=64))
     run(prog, AccelConfig(1, 4, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=64))
+
+
+def test_a_program_in_pages_is_accepted():
+    """BASE as two pages: the first 4 instructions and the LOAD of the other 4 (at beat 5 * 8)."""
+    paged = BASE[:4] + [load(isa.B_IMEM, 0, 40, 4)] + BASE[4:]
+    small = AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=5)
+    decoded = [isa.decode(isa.encode(d["op"], **{k: v for k, v in d.items() if k != "op"})) for d in paged]
+    ck.check_instructions(decoded, small, IMAGE, IO, boot=5)
+    with pytest.raises(ck.ProgramCheckError, match="instruction 0: rule 'imem-size'"):
+        ck.check_instructions(decoded, small, IMAGE, IO, boot=9)
 
 
 def test_every_rule_has_a_refused_program():

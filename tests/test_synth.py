@@ -291,8 +291,8 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Fmax is about 89 MHz on ecp5-85k speed 6 (measured at 2x2): the critical path "
-                                       "is tony_dma's word assembly, the beat index bi_q selecting where a response "
-                                       "beat lands (asm_d) into a buffer's write data (wr_data_o)")
+@pytest.mark.xfail(strict=True, reason="Fmax is about 97-98.5 MHz on ecp5-85k speed 6 (4x4: 96.8, 2x2: 98.5): the critical "
+                                       "path is tony_controller's LOAD/STORE range check (baddr + nwords > depth on "
+                                       "the decoded instruction register) into the issue logic")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100

@@ -22,13 +22,15 @@ AMASK = (1 << isa.ADDR_BITS) - 1
 
 RULES = {
     "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE",
-    "dma-buffer": "LOAD names the activation, weight or bias buffer; STORE the activation buffer",
+    "dma-buffer": "LOAD names the activation, weight, bias or instruction buffer; STORE the activation buffer",
     "dma-range": "a LOAD/STORE moves at least one word and stays inside its buffer (baddr + nwords <= depth)",
     "ext-range": "a LOAD/STORE stays inside the external-memory image",
     "store-over-constants": "a STORE writes only the input, spill and output regions, never the program, "
                             "biases or weights (the next run needs them)",
     "end": "the program ends with its only END",
-    "imem-size": "the program fits the instruction memory",
+    "imem-size": "the instructions the host boots (the first page) fit the instruction memory",
+    "page": "a LOAD into the instruction memory (a page) loads, at imem[0], exactly the instructions that follow "
+            "it in the image, and every page ends with a page LOAD or END (nothing runs past a page)",
     "act-range": "every activation word a compute instruction reads or writes is inside the buffer",
     "wgt-range": "a CONV's weight block [wbase, wbase + klen) is inside the weight buffer",
     "bias-range": "a CONV's bias word is inside the bias buffer",
@@ -199,7 +201,7 @@ class Checker:
         if op not in (isa.LOAD, isa.STORE):
             return
         buf, n, name = d["buf"], d["nwords"], isa.OPNAMES[op]
-        if (op == isa.LOAD and buf not in (ACT, WGT, BIAS)) or (op == isa.STORE and buf != ACT):
+        if (op == isa.LOAD and buf not in (ACT, WGT, BIAS, isa.B_IMEM)) or (op == isa.STORE and buf != ACT):
             self.fail("dma-buffer", f"{name} names buffer {buf} ({isa.BUFNAMES.get(buf, 'none')})")
         if n == 0 or d["baddr"] + n > cfg.buf_words(buf):
             self.fail("dma-range", f"{name} of {n} words at {isa.BUFNAMES[buf]}[{d['baddr']}]; "
@@ -215,6 +217,8 @@ class Checker:
     def accesses(self, d: dict) -> list[Access]:
         """The buffer words the instruction reads and writes, and what retires each access."""
         op, i, cfg = d["op"], self.i, self.cfg
+        if op == isa.LOAD and d["buf"] == isa.B_IMEM:
+            return []   # a page: the controller issues nothing until it is loaded
         if op in (isa.LOAD, isa.STORE):
             ivs = [(d["baddr"], d["baddr"] + d["nwords"])]
             return [Access(d["buf"], ivs, op == isa.LOAD, i, DMA, True)]
@@ -280,23 +284,48 @@ class Checker:
         self.pending += new
 
 
+def check_pages(c: Checker, instrs: list[dict], boot: int, prog_addr: int) -> None:
+    """'imem-size' and 'page': the instructions in the order they sit in the image are the order they
+    run, page after page. A page's instructions are the `nwords` after its LOAD (or the `boot` first
+    ones), loaded at imem[0], and each page ends with the next page's LOAD or END within them."""
+    cfg = c.cfg
+    if cfg.imem_words and boot > cfg.imem_words:
+        c.fail("imem-size", f"{boot} instructions at start; the instruction memory holds {cfg.imem_words}")
+    start, n = 0, boot
+    while True:
+        ends = [k for k in range(start, min(start + n, len(instrs)))
+                if instrs[k]["op"] == isa.END or (instrs[k]["op"] == isa.LOAD and instrs[k]["buf"] == isa.B_IMEM)]
+        if start + n > len(instrs) or not ends:
+            c.i = start
+            c.fail("page", f"the page of instructions [{start}, {start + n}) has no page LOAD or END in the "
+                           f"{len(instrs)}-instruction program")
+        c.i = k = ends[0]
+        d = instrs[k]
+        if d["op"] == isa.END:
+            return
+        if d["baddr"] != 0 or d["eaddr"] != prog_addr + (k + 1) * cfg.instr_beats:
+            c.fail("page", f"LOAD imem[{d['baddr']}] from beat {d['eaddr']}; the next instruction is at imem[0] "
+                           f"<- beat {prog_addr + (k + 1) * cfg.instr_beats}")
+        start, n = k + 1, d["nwords"]
+
+
 def check_instructions(instrs: list[dict], cfg: AccelConfig, image_beats: int | None = None,
-                       io_start: int | None = None) -> None:
-    """Check decoded instructions (isa.decode) against every rule in RULES; raises ProgramCheckError."""
+                       io_start: int | None = None, boot: int | None = None, prog_addr: int = 0) -> None:
+    """Check decoded instructions (isa.decode) against every rule in RULES; raises ProgramCheckError.
+    `boot`: the instructions the host loads at start (default: all)."""
     c = Checker(cfg, image_beats, io_start)
-    if cfg.imem_words and len(instrs) > cfg.imem_words:
-        c.fail("imem-size", f"{len(instrs)} instructions; the instruction memory holds {cfg.imem_words}")
+    if not instrs or instrs[-1]["op"] != isa.END:
+        c.i = len(instrs) - 1
+        c.fail("end", "the program does not end with END")
+    check_pages(c, instrs, len(instrs) if boot is None else boot, prog_addr)
     for c.i, d in enumerate(instrs):
         if d["op"] == isa.END and c.i != len(instrs) - 1:
             c.fail("end", "END before the last instruction (the rest never runs)")
         c.step(d)
-    if not instrs or instrs[-1]["op"] != isa.END:
-        c.i = len(instrs) - 1
-        c.fail("end", "the program does not end with END")
 
 
 def check(prog: Program) -> None:
     """Check a compiled program (its words, buffer sizes and memory image)."""
     regions = [v["ext"] for v in prog.inputs.values()] + [v["ext"] for v in prog.outputs.values()]
     check_instructions([isa.decode(w) for w in prog.words], prog.cfg, len(prog.image),
-                       min(regions, default=len(prog.image)))
+                       min(regions, default=len(prog.image)), prog.boot_words, prog.prog_addr)

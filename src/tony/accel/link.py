@@ -2,7 +2,8 @@
 
 Weight blocks are double-buffered one CONV ahead (`SYNC dma|stream` before every CONV after the
 first); the program starts by loading the biases, the device inputs and the first weight block
-and ends by storing the outputs. The image is the program, then the biases, the weight blocks,
+and ends by storing the outputs. A program longer than a fixed instruction memory is cut into
+pages, each ending with the LOAD of the next into the instruction memory (`paginate`). The image is the program, then the biases, the weight blocks,
 the input, spill and output regions; symbolic external addresses are resolved against it, the
 instructions encoded and the buffers sized.
 """
@@ -200,20 +201,61 @@ def encode(instrs, ext: dict) -> list[int]:
 
 def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf: int) -> AccelConfig:
     """The build's buffer depths: as given, or sized to the program; refuses what does not fit.
-    (A fixed bias buffer smaller than the biases is reloaded in windows, see _weights_and_biases.)"""
+    (A fixed bias buffer smaller than the biases is reloaded in windows, see _weights_and_biases; a
+    fixed instruction memory smaller than the program holds it page by page, see paginate.)"""
     abuf = cfg.abuf_words or max(64, 1 << max(0, (high - 1)).bit_length())
     if high > abuf:
         raise UnsupportedError(f"the activations need {high} activation-buffer words; the buffer has {abuf}",
                                where="activation buffer", hint=f"build with at least {high} words")
     bbuf = cfg.bbuf_words or max(n_biases, 1)
     imem = cfg.imem_words or n_instr
-    if n_instr > imem:
-        raise UnsupportedError(
-            f"the program has {n_instr} instructions; the instruction memory holds IMEM_WORDS = {imem} and the "
-            "controller loads the whole program at start (no paging)", where="instruction memory",
-            hint=f"use an accelerator with at least {n_instr} instruction words (--imem-words, or imem_words in "
-                 "the overlay's HW.toml), or a larger activation buffer (fewer bands and spills)")
     return replace(cfg, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf, imem_words=imem)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """A program cut into pages of at most `size` instructions (docs/isa.md, 'Pages')."""
+
+    size: int
+    starts: tuple     # the index of every page's first instruction (after the page LOADs are inserted)
+    total: int        # instructions, page LOADs included
+
+    def length(self, k: int) -> int:
+        return (self.starts[k + 1] if k + 1 < len(self.starts) else self.total) - self.starts[k]
+
+    def new_index(self, i: int) -> int:
+        """Where instruction i of the program without page LOADs ends up (i = its length: the end)."""
+        jumps = len(self.starts) - 1
+        return i + min(i // (self.size - 1), jumps)
+
+
+def paginate(n_instr: int, imem: int) -> Pages:
+    """Pages for a program of n_instr instructions and an instruction memory of imem words: while
+    the rest does not fit, a page holds imem - 1 instructions and the LOAD of the next page."""
+    if imem < 2:
+        raise UnsupportedError(f"an instruction memory of {imem} words cannot hold a page and its jump",
+                               where="instruction memory", hint="use at least 16 instruction words")
+    jumps = 0 if n_instr <= imem else -(-(n_instr - imem) // (imem - 1))
+    starts = tuple(k * imem for k in range(jumps + 1))
+    return Pages(imem, starts, n_instr + jumps)
+
+
+def insert_pages(instrs: list, layers: list, pg: Pages, prog_addr: int, cfg: AccelConfig) -> tuple[list, list]:
+    """The instructions with a page LOAD (`LOAD imem[0] <- the next page`) ending every page but the
+    last, and the layers' indices moved past them."""
+    if len(pg.starts) == 1:
+        return list(instrs), list(layers)
+    out = []
+    for k, start in enumerate(pg.starts):
+        body = pg.length(k) - (1 if k + 1 < len(pg.starts) else 0)
+        first = start - k                    # index in the program without page LOADs
+        out += instrs[first:first + body]
+        if k + 1 < len(pg.starts):
+            nxt = pg.starts[k + 1]
+            out.append(dma(isa.LOAD, isa.B_IMEM, 0, prog_addr + nxt * cfg.instr_beats, pg.length(k + 1)))
+    assert len(out) == pg.total, (len(out), pg.total)
+    layers = [replace(L, first=pg.new_index(L.first), last=pg.new_index(L.last)) for L in layers]
+    return out, layers
 
 
 def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list,
@@ -222,10 +264,13 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
     ld = assemble(t, cfg, mp, codes, names, wheres)
     biases = [_bias_entry(b, cfg.cols) for c in codes for b in c.biases]
     bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
-    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(ld.instrs), bias_words, ld.blocks)
-    words = encode(ld.instrs, ext)
+    pg = paginate(len(ld.instrs), cfg.imem_words or len(ld.instrs))
+    instrs, layers = insert_pages(list(ld.instrs), list(ld.layers), pg, 0, cfg)
+    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks)
+    words = encode(instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:
         image.extend(bl)
     cfg2 = size_buffers(cfg, mp.high, len(biases), len(words), ld.wbuf)
-    return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, list(ld.layers), batch)
+    boot = pg.length(0) if len(pg.starts) > 1 else 0
+    return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, layers, batch, boot)

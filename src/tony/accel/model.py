@@ -225,14 +225,18 @@ def run(prog: Program, beats_in: dict, rounding: Rounding | str = Rounding.HALF_
     for name, beats in beats_in.items():
         e = prog.inputs[name]["ext"]
         m.ext[e:e + len(beats)] = beats
-    m.dma({"buf": isa.B_IMEM, "baddr": 0, "eaddr": prog.prog_addr, "nwords": len(prog.words)}, store=False)
-    for word in m.imem:
-        d = isa.decode(word)
+    m.dma({"buf": isa.B_IMEM, "baddr": 0, "eaddr": prog.prog_addr, "nwords": prog.boot_words}, store=False)
+    pc = 0
+    while True:
+        d = isa.decode(m.imem[pc])
         op = d["op"]
+        pc += 1
         if op == isa.END:
             break
         if op in (isa.LOAD, isa.STORE):
             m.dma(d, store=op == isa.STORE)
+            if op == isa.LOAD and d["buf"] == isa.B_IMEM:   # the next page: continue at its first word
+                pc = d["baddr"]
         elif op == isa.CONV:
             m.conv(d)
         elif op in (isa.POOL, isa.EWISE):
@@ -253,9 +257,8 @@ def cycles(prog: Program) -> Timing:
     every cycle and answers reads after cfg.mem_latency cycles (docs/isa.md, 'Timing')."""
     c = prog.cfg
     R, C, L = c.rows, c.cols, c.mem_latency
-    n_instr = len(prog.words)
-    # boot: the program is read into the instruction memory by the DMA engine
-    dma_free = n_instr * c.instr_beats + L
+    # boot: the program (its first page) is read into the instruction memory by the DMA engine
+    dma_free = prog.boot_words * c.instr_beats + L
     stream_free = compute_free = 0
     t = dma_free + 2
     issue = []
@@ -265,6 +268,10 @@ def cycles(prog: Program) -> Timing:
             x = max(t, dma_free)
             nb = d["nwords"] * c.buf_beats(d["buf"])
             dma_free = x + nb + L + 2 if op == isa.LOAD else x + nb + 3
+            if op == isa.LOAD and d["buf"] == isa.B_IMEM:   # a page: nothing issues until it is loaded
+                issue.append(x)
+                t = dma_free + 2
+                continue
         elif op == isa.CONV:
             x = max(t, stream_free)
             nt = -(-d["npix"] // R)

@@ -74,8 +74,10 @@ class AccelConfig:
                 isa.B_IMEM: self.instr_beats}[buf]
 
     def buf_words(self, buf: int) -> int:
-        """Depth of a buffer (the HDL parameter; 0 for the instruction memory's DMA, which is boot only)."""
-        return {isa.B_ACT: self.abuf_words, isa.B_WGT: self.wbuf_words, isa.B_BIAS: self.bbuf_words}.get(buf, 0)
+        """Depth of a buffer (the HDL parameter; IMEM_WORDS for the instruction memory, which a page's
+        LOAD fills)."""
+        return {isa.B_ACT: self.abuf_words, isa.B_WGT: self.wbuf_words, isa.B_BIAS: self.bbuf_words,
+                isa.B_IMEM: self.imem_words}.get(buf, 0)
 
     def hdl_params(self) -> dict:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
@@ -183,3 +185,10 @@ class Program:
     outputs: dict          # tensor name -> {"ext": ..., "stored": ..., "beats": n, "signed": bool, "shape": logical shape}
     layers: list
     batch: int
+    boot_len: int = 0      # instructions the host boots (prog_len_i): the first page; 0: all of them
+
+    @property
+    def boot_words(self) -> int:
+        """How many instructions the controller loads at start: the whole program, or its first page
+        when the program is longer than the instruction memory (docs/isa.md, 'Pages')."""
+        return self.boot_len or len(self.words)

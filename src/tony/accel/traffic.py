@@ -3,8 +3,9 @@
 Read from the instructions themselves (as the controller decodes them), so it holds for a program
 in memory (`of_program`) and for a build folder's memory image (`of_image`). Per layer it counts
 the LOADs into the activation, weight and bias buffers and the STOREs of activations between the
-layer's first and last instruction (the rows of `model.layer_table`); the program's own read at
-boot is counted once, as `program`.
+layer's first and last instruction (the rows of `model.layer_table`); the program's own reads (at
+boot and, for a program in pages, each page's LOAD into the instruction memory) are counted once, as
+`program`.
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ REGISTERS: tuple[Reg, ...] = (
     Reg("CYCLES", 0x18, "RO", "0", "clock cycles of the last (or current) run, start to END"),
     Reg("PC", 0x1C, "RO", "0", "instruction being issued (live)"),
     Reg("PROG_ADDR", 0x20, "RW", "0", "beat offset of the program in the memory image"),
-    Reg("PROG_LEN", 0x24, "RW", "0", "program length in instructions (bits 15:0)"),
+    Reg("PROG_LEN", 0x24, "RW", "0", "instructions loaded at start (bits 15:0): the program, or its first page"),
     Reg("BASE_LO", 0x28, "RW", "0", "byte address of beat 0 of the memory image, bits 31:0 (beat aligned)"),
     Reg("BASE_HI", 0x2C, "RW", "0", "byte address of beat 0, bits 63:32"),
     Reg("CFG_ARRAY", 0x30, "RO", "build", "array", (
@@ -203,7 +203,8 @@ def c_header(m: dict, params: dict, image_beats: int) -> str:
     lines += ["", "/* memory image */", f"#define TONY_MEM_BYTES       {mb}u",
               f"#define TONY_IMAGE_BEATS     {image_beats}u", f"#define TONY_IMAGE_BYTES     {image_beats * mb}u",
               f"#define TONY_PROG_ADDR       {m['program']['addr']}u  /* beats: write to PROG_ADDR */",
-              f"#define TONY_PROG_LEN        {m['program']['length']}u  /* instructions: write to PROG_LEN */",
+              f"#define TONY_PROG_LEN        {m['program'].get('boot', m['program']['length'])}u"
+              "  /* instructions at start (the first page): write to PROG_LEN */",
               f"#define TONY_BATCH           {m['batch']}u  /* samples per run */"]
     for reg in memory_layout(m, image_beats):
         lines.append(f"#define TONY_{reg['name']}_OFFSET {reg['beat'] * mb}u  /* {reg['kind']}"
@@ -337,7 +338,7 @@ def driver(m: dict, params: dict) -> str:
     return DRIVER.format(
         model=comment_text(m["model"]), regs=repr({r.name: r.offset for r in REGISTERS}), id=REG_ID,
         build_id=params["BUILD_ID"], config=repr(config), mb=m["accel"]["mem_bits"] // 8,
-        prog_addr=m["program"]["addr"], prog_len=m["program"]["length"],
+        prog_addr=m["program"]["addr"], prog_len=m["program"].get("boot", m["program"]["length"]),
         inputs=repr([(i["key"], i["ext"], i["beats"], i["offset"]) for i in m["inputs"]]),
         outputs=repr([(o["key"], o["ext"], o["beats"]) for o in m["outputs"]]),
         errors=repr({v: ERR_TEXT[v] for v in ERR_CODES.values()}))

@@ -96,7 +96,7 @@ def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:
     cfg = AccelConfig(**m["accel"])
     words = int(np.load(build.path / "mem" / "image.npy", mmap_mode="r").shape[0])
     params = {**cfg.hdl_params(), "ROUND_MODE": Rounding(m["rounding"]).code, "MEM_WORDS": words,
-              "MEM_LATENCY": cfg.mem_latency}
+              "MEM_LATENCY": cfg.mem_latency, "N_INSTR": m["program"]["length"]}
     rtl = work / "rtl_sim"
     rtl.mkdir(exist_ok=True)
     (rtl / "tony_sim_mem.v").write_text(render("tony_sim_mem"))

@@ -103,11 +103,12 @@ class Host:
         from tony.board.bringup import REG_ID
 
         assert await self.rd("ID") == REG_ID, "not a Tony register block"
-        assert await self.rd("IMEM_WORDS") >= self.m["program"]["length"]
+        boot = self.m["program"].get("boot", self.m["program"]["length"])   # the first page
+        assert await self.rd("IMEM_WORDS") >= boot
         await self.wr("BASE_LO", BASE & 0xFFFFFFFF)
         await self.wr("BASE_HI", BASE >> 32)
         await self.wr("PROG_ADDR", self.m["program"]["addr"])
-        await self.wr("PROG_LEN", self.m["program"]["length"])
+        await self.wr("PROG_LEN", boot)
         await self.wr("IER", 3)
 
     def load_inputs(self, run: int) -> None:
