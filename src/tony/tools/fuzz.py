@@ -899,7 +899,7 @@ def main(argv=None) -> int:
         t = rep["engine_seconds"].get(e)
         per = f"; {t / max(c.get('ok', 0) + c.get('failed', 0), 1):.2f} s per graph run" if t else ""
         print(f"  {e:6s} " + ", ".join(f"{k} {v}" for k, v in c.items()) + per)
-    for name, ov in rep["overlays"].items():
+    for name, ov in rep["overlays"].items() if "rtl" in engines else ():
         print(f"  {name}: {ov['graphs']} graphs, rtl ok {ov['rtl ok']}, "
               f"rtl {ov['rtl seconds'] / max(ov['rtl ok'], 1):.2f} s per graph run")
     for r, k in sorted(rep["refusals"].items(), key=lambda t: -t[1])[:12]:
