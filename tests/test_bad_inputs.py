@@ -47,6 +47,7 @@ class Corpus:
 
     def __init__(self, root: Path, capsys):
         self.root, self.capsys, self.bad, self.n, self.known = root, capsys, [], 0, []
+        self.last_err = ""
 
     def refuse(self, name, argv, out=None, may_succeed=False, build=None, known=None, may_mismatch=False):
         """... `known`: an open defect that mishandles this input (reported, and the case must still
@@ -76,7 +77,7 @@ class Corpus:
             self._clean(out)
             return
         cap = self.capsys.readouterr()
-        err = cap.err.strip()
+        err = self.last_err = cap.err.strip()
         if rc == 0 and may_succeed or (may_mismatch and rc == 1 and not err and "FAIL" in cap.out):
             self._clean(out)  # a readable dump of other values: `tony compare` reports the mismatches
             return
@@ -146,18 +147,22 @@ def _qdq_model(shape=(1, 4), *, name="g", node_name="the_matmul", op="MatMul", o
     return m
 
 
-def _conv_model(shape):
+def _conv_model(shape, m=2, float_model=False):
+    """A QDQ 1x1 Conv of `shape` to `m` channels (a float Conv with `float_model`)."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], 2] + list(shape[2:]))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], m] + list(shape[2:]))
     c = shape[1]
     inits = [numpy_helper.from_array(np.array(0.125, np.float32), "s"),
              numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(np.ones((2, c, 1, 1), np.int8), "w"),
+             numpy_helper.from_array(np.ones((m, c, 1, 1), np.float32 if float_model else np.int8), "w"),
              numpy_helper.from_array(np.array(0.0625, np.float32), "ws")]
     N = helper.make_node
     nodes = [N("QuantizeLinear", ["x", "s", "z"], ["xq"]), N("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
              N("DequantizeLinear", ["w", "ws", "z"], ["wd"]), N("Conv", ["xd", "wd"], ["c"], name="big_conv"),
              N("QuantizeLinear", ["c", "s", "z"], ["cq"]), N("DequantizeLinear", ["cq", "s", "z"], ["y"])]
+    if float_model:
+        inits = inits[2:3]
+        nodes = [N("Conv", ["x", "w"], ["y"], name="big_conv")]
     m = helper.make_model(helper.make_graph(nodes, "big", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
@@ -294,6 +299,51 @@ def test_terabyte_dims_are_refused_before_allocating(corpus):
         for cname, argv, out in _model_commands(p, root, x):
             corpus.refuse(f"conv dims {shape} / {cname}", argv, out, may_succeed=cname in ("ir", "snap-pow2"))
     corpus.verdict(30)
+
+
+def test_dims_needing_gigabytes_are_refused_by_the_memory_budget_before_allocating(corpus):
+    """About 10 GB (an input of 2^31 values), terabytes, and a small input whose convolution output
+    needs 32 GiB: every command that would run the graph says so in one line (tony.budget) before it
+    allocates -- not a MemoryError from numpy, not an out-of-memory kill."""
+    root = corpus.root
+    small = root / "small.npy"
+    np.save(small, np.zeros((1, 1, 1024, 1024), np.float32))
+    cases = []
+    for shape in [(1, 1 << 15, 1 << 14, 4), (1, 1 << 40, 4)]:
+        p = _raw_save(_qdq_model(shape), root / f"m{len(cases)}.onnx")
+        cases += [(f"dims {shape} / {c}", a, o) for c, a, o in _model_commands(p, root, small) if c.startswith("compile")]
+    wide = _raw_save(_conv_model((1, 1, 1024, 1024), m=4096), root / "wide.onnx")
+    cases += [(f"1024x1024 conv to 4096 channels / {c}", a, o) for c, a, o in _model_commands(wide, root, small)
+              if c in ("run", "compile", "compile-hls")]
+    wide_float = _raw_save(_conv_model((1, 1, 1024, 1024), m=4096, float_model=True), root / "wide_float.onnx")
+    cases += [("float 1024x1024 conv to 4096 channels / quantize",
+               ["quantize", wide_float, "--calib", small, "-o", root / "q.onnx"], root / "q.onnx")]
+    for name, argv, out in cases:
+        corpus.refuse(name, argv, out)
+        if "would need about" not in corpus.last_err or "TONY_MEMORY_LIMIT" not in corpus.last_err:
+            corpus.bad.append(f"{name}: not refused by the memory budget: {corpus.last_err[:200]!r}")
+    corpus.verdict(len(cases))
+
+
+def test_memory_budget_follows_tony_memory_limit(monkeypatch):
+    """The same graph is refused under a lower TONY_MEMORY_LIMIT and runs under a higher one; a bad
+    value of the variable is one line too."""
+    from tony.api import load_ir
+    from tony.budget import check_ir, ir_bytes
+    from tony.errors import InputError
+
+    g = load_ir(_conv_model((1, 1, 64, 64), m=16))
+    need = ir_bytes(g, 3)[0]
+    assert need > 3 * 64 * 64 * 17 * 8   # every tensor, 8 bytes a value
+    monkeypatch.setenv("TONY_MEMORY_LIMIT", str(need - 1))
+    with pytest.raises(InputError, match="would need about"):
+        check_ir(g, 3)
+    monkeypatch.setenv("TONY_MEMORY_LIMIT", f"{need / (1 << 20) + 1:.3f}M")
+    check_ir(g, 3)
+    for bad in ("lots", "-5G", "nan"):
+        monkeypatch.setenv("TONY_MEMORY_LIMIT", bad)
+        with pytest.raises(InputError, match="TONY_MEMORY_LIMIT"):
+            check_ir(g, 3)
 
 
 # ---- hostile names and paths ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .api import load_ir, normalize_inputs
 from .ir import bounds
 from .board.bringup import AXI_READ_LATENCY, write_bringup
+from .budget import check_ir, samples_in
 from .build import MANIFEST, staged_output, write_json, write_onnx
 from .errors import InputError, UnsupportedError
 from .ir.partition import Partition, first_host_op, partition, subgraph
@@ -138,6 +139,7 @@ def compile_accel(g: ir.Graph, out_dir, cfg: AccelConfig, feeds: dict, *, batch:
                              hint=f"lower it with rounding {hw.overlay.rounding}")
     if cfg.mem_bits > 64:
         raise InputError(f"--mem-bits {cfg.mem_bits}: the memory image is written as 64-bit words; use 32 or 64")
+    check_ir(g, samples_in(g, feeds), "compiling (the golden vectors)")
     bounds.check_overflow(g, cfg.acc_bits)
     p = accel_partition(g, cfg)
     if device_only:

@@ -87,7 +87,9 @@ def tensor_keys(g) -> dict[str, str]:
 def default_inputs(g, n: int, seed: int) -> dict:
     """Seeded random inputs spanning each input quantizer's range (integers for integer inputs)."""
     from . import ir
+    from .budget import check_ir
 
+    check_ir(g, n)   # the inputs, and the reference's run on them, fit in memory
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in g.inputs:

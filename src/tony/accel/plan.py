@@ -93,6 +93,10 @@ class Memory:
         self.in_dram: set[str] = set()      # its external-memory copy is current
         self.spilled: set[str] = set()      # has a spill region in external memory
         self.dirty: set[str] = set()        # written by compute since the last SYNC compute
+        # a Concat output whose inputs are written into it one by one, before its Concat has run:
+        # root -> (word offset, words) of the slices written so far (only these are spilled and
+        # reloaded: the rest holds nothing yet)
+        self.partial: dict[str, list[tuple[int, int]]] = {}
         self.last_use = dict(t.last_use)
         self.out: list[Instr] = []
 
@@ -112,6 +116,15 @@ class Memory:
         uses = [j for j, op in enumerate(t.ops) if j >= i and any(t.root(n) == name for n in op.inputs)]
         return uses[0] if uses else (len(t.ops) if name in {t.root(o) for o in t.outputs} else -1)
 
+    def regions(self, name: str) -> list[tuple[int, int]]:
+        """(word offset, words) of `name`'s storage that hold data: all of it, or of a Concat output
+        still being filled, the slices written so far."""
+        return sorted(self.partial[name]) if name in self.partial else [(0, self.stored[name].words)]
+
+    def _dma(self, opc: int, name: str, s: Stored, key: Ext) -> None:
+        ab = self.cfg.act_beats
+        self.out.extend(dma(opc, isa.B_ACT, s.base + off, key + off * ab, n) for off, n in self.regions(name))
+
     def evict(self, protect, i: int) -> bool:
         cands = sorted(n for n in self.resident if n not in protect)  # ties: by name, not hash order
         if not cands:
@@ -120,7 +133,7 @@ class Memory:
         s = self.stored[victim]
         if victim not in self.in_dram:
             self.sync_compute()
-            self.out.append(dma(isa.STORE, isa.B_ACT, s.base, Ext("spill", victim), s.words))
+            self._dma(isa.STORE, victim, s, Ext("spill", victim))
             self.out.append(sync(isa.S_DMA))  # the region is free only once the STORE has read it
             self.in_dram.add(victim)
             self.spilled.add(victim)
@@ -155,7 +168,7 @@ class Memory:
         s = self.stored[name] = s.at(self.alloc_words(s.words, set(protect), i, f"tensor '{name}'"))
         self.resident.add(name)
         self.sync_compute()
-        self.out.append(dma(isa.LOAD, isa.B_ACT, s.base, self.ext(name), s.words))
+        self._dma(isa.LOAD, name, s, self.ext(name))
         self.out.append(sync(isa.S_DMA))
 
     def loc(self, name: str) -> Stored:
@@ -175,10 +188,14 @@ class Memory:
         cr = self.t.cslice[name][0]
         if cr not in self.stored:
             self.place(cr, protect, i)
+            self.partial[cr] = []
         elif cr not in self.resident:
             self.reload(cr, set(protect) | {cr}, i)
         self.in_dram.discard(cr)  # the external copy (if any) lacks this slice from now on
-        return self.loc(name)
+        dst = self.loc(name)
+        if cr in self.partial:
+            self.partial[cr].append((dst.base - self.stored[cr].base, dst.words))
+        return dst
 
     def release_after(self, i: int) -> None:
         for name, lu in list(self.last_use.items()):
@@ -255,6 +272,8 @@ def plan_memory(t: Tensors, cfg: AccelConfig, batch: int) -> MemoryPlan:
         rows = band_rows(mem, op, reads)
         step = _plan_whole(mem, i, op, reads) if rows is None else plan_bands(mem, i, op, rows)
         steps.append(step)
+        if isinstance(op, ir.Concat):   # every slice of its output is written now
+            mem.partial.pop(t.root(op.outputs[0]), None)
         mem.dirty.add(t.root(op.outputs[0]))
         mem.release_after(i)
     return MemoryPlan(tuple(steps), dict(mem.stored), frozenset(mem.resident), input_base,

@@ -339,6 +339,9 @@ def compile_hls(g: ir.Graph, out_dir, *, config: HlsConfig = HlsConfig(), feeds:
 
     As for the accelerator (tony.compiler.compile_accel), a graph with several device segments
     gets one build per device segment in seg<k>/; the host runs the segments between them."""
+    from ..budget import check_ir, samples_in
+
+    check_ir(g, samples_in(g, feeds), "compiling (the golden vectors)")
     check_hls(g, config)
     part = partition(g, refuse(g, config))
     if device_only:

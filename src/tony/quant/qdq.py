@@ -301,6 +301,9 @@ def quantize_static(model: onnx.ModelProto, calib: np.ndarray, *, weight_bits: i
     points = quantization_points(model)
     if thresholds is None:
         calib = check_calibration_data(calib, in_shape)
+        from ..budget import check_onnx
+
+        check_onnx(model, len(calib), "calibrating the float model")
         thresholds, wt = calibrate(model, calib, weight_bits=weight_bits, act_bits=act_bits, method=method,
                                    weight_method=weight_method, first_last_8bit=first_last_8bit,
                                    sequential=sequential, progress=progress)

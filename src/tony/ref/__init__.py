@@ -4,14 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
+from ..budget import check_ir, samples_in
 from .kernels import KERNELS
 
 
 def execute(g: ir.Graph, feeds: dict, *, keep_all: bool = False) -> dict:
     """Run `g` on `feeds` (graph input name -> array with a leading batch axis).
 
-    Returns a dict of graph outputs (or every tensor with keep_all=True).
+    Returns a dict of graph outputs (or every tensor with keep_all=True). A graph that would need
+    more memory than tony.budget allows for these samples is refused before anything runs.
     """
+    check_ir(g, samples_in(g, feeds))
     env = {name: np.asarray(arr) for name, arr in g.constants.items()}
     env.update(feeds)
     for op in g.ops:
@@ -34,6 +37,7 @@ def execute_segments(g: ir.Graph, part, feeds: dict, run_device) -> dict:
     """Run `g` segment by segment (a tony.ir.partition.Partition): host segments in the
     reference, device segments by `run_device(index, segment, {input: array}) -> [arrays in
     segment.outputs order]`. Returns every tensor computed (graph outputs included)."""
+    check_ir(g, samples_in(g, feeds))
     env = {name: np.asarray(arr) for name, arr in g.constants.items()}
     env.update(feeds)
     for k, seg in enumerate(part.segments):

@@ -83,10 +83,23 @@ def _exchange_dir() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
+def mem_capacity(words: int) -> int:
+    """tony_sim_mem's capacity for a memory image of `words` words: a power of two, at least 2^16,
+    so that builds of one accelerator configuration with images of similar size are one design
+    (one Verilator build, reused; the image's own size bounds the accesses at run time)."""
+    return max(1 << 16, 1 << max(words - 1, 0).bit_length())
+
+
+def trace_capacity(instructions: int) -> int:
+    """tony_sim_top's issue-trace depth for a program of `instructions` (all pages): a power of
+    two, at least 256, so that programs of similar length share one Verilator build."""
+    return max(256, 1 << max(instructions - 1, 0).bit_length())
+
+
 def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:
     """The sources of tony_sim_top (the build's tony_accel with tony_sim_mem, the memory the cycle
     model assumes, in HDL), its parameters, and the plusargs naming the memory's files (in
-    `xfer`)."""
+    `xfer`) and bounding the memory to the image's size."""
     from ..accel.program import AccelConfig
     from ..ir import Rounding
     from ..rtl import render
@@ -95,14 +108,14 @@ def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:
     m = build.manifest
     cfg = AccelConfig(**m["accel"])
     words = int(np.load(build.path / "mem" / "image.npy", mmap_mode="r").shape[0])
-    params = {**cfg.hdl_params(), "ROUND_MODE": Rounding(m["rounding"]).code, "MEM_WORDS": words,
-              "MEM_LATENCY": cfg.mem_latency, "N_INSTR": m["program"]["length"]}
+    params = {**cfg.hdl_params(), "ROUND_MODE": Rounding(m["rounding"]).code, "MEM_WORDS": mem_capacity(words),
+              "MEM_LATENCY": cfg.mem_latency, "N_INSTR": trace_capacity(m["program"]["length"])}
     rtl = work / "rtl_sim"
     rtl.mkdir(exist_ok=True)
     (rtl / "tony_sim_mem.v").write_text(render("tony_sim_mem"))
     (rtl / "tony_sim_top.v").write_text(render("tony_sim_top", **params))
     sources = [build.file(f"rtl/{name}") for name in m["rtl"]] + [rtl / "tony_sim_mem.v", rtl / "tony_sim_top.v"]
-    plusargs = [f"+tony_mem_image={build.path / 'mem' / 'image.hex'}"]
+    plusargs = [f"+tony_mem_image={build.path / 'mem' / 'image.hex'}", f"+tony_mem_words={words}"]
     plusargs += [f"+tony_{k}={xfer / MEMORY_FILES[f]}" for k, f in (("mem_load", "load"), ("mem_dump", "dump"),
                                                                    ("sim_results", "results"))]
     return sources, params, plusargs

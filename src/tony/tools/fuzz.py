@@ -15,6 +15,12 @@ generates graph i from seed + i and runs it through
 * rtl    the Verilog on Verilator (compile_accel + tony.sim.accel.simulate): bit-exact, and the
          measured cycles equal to the cycle model's prediction.
 
+With the rtl engine each graph runs on one of a few fixed accelerators (`OVERLAYS`, rendered as
+`tony hw` overlays and compiled for with compile_accel(..., hw=...)) instead of a random one: every
+graph compiled for an overlay has the same Verilog, so Verilator builds each overlay once and every
+later graph reuses that build (tony.sim.runner's design cache). `--overlays` chooses (default:
+overlays with rtl, random accelerators without).
+
 A graph is described by the sequence of choices its generator made (`Chooser`); the same generator
 runs under a seeded numpy generator (`RngChooser`), under hypothesis (`HypothesisChooser`, which
 shrinks by itself), or replaying a list of choices (`ReplayChooser`). A failure is shrunk by
@@ -31,7 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +46,25 @@ from onnx import TensorProto, helper, numpy_helper
 
 ENGINES = ("ref", "ort", "model", "hls", "rtl")
 OPSET = 21  # int4 weights need DequantizeLinear of opset 21
+
+
+def _overlays() -> dict:
+    """The fixed accelerators of RTL fuzzing: odd and square arrays, both memory widths, and
+    activation buffers small enough that the graphs spill and run in row bands. Every buffer is
+    fixed (the weight, bias and instruction memories hold every graph the generator makes)."""
+    from ..accel.program import AccelConfig
+    from ..hw import Overlay
+
+    out = {}
+    for rows, cols, mem_bits, abuf in ((1, 1, 32, 256), (2, 2, 32, 64), (2, 3, 64, 64), (3, 5, 32, 128),
+                                       (5, 2, 64, 256), (4, 4, 64, 1024), (8, 8, 32, 64), (8, 8, 64, 2048)):
+        name = f"fuzz-{rows}x{cols}-m{mem_bits}-a{abuf}"
+        out[name] = Overlay(name, AccelConfig(rows, cols, mem_bits=mem_bits, abuf_words=abuf, wbuf_words=1024,
+                                              bbuf_words=64, imem_words=1024))
+    return out
+
+
+OVERLAYS = _overlays()
 
 
 # ---- choices ------------------------------------------------------------------------------------
@@ -131,14 +156,17 @@ class Case:
     abuf_words: int
     desc: list = field(default_factory=list)
     choices: list = field(default_factory=list)
+    overlay: str | None = None    # a key of OVERLAYS: the accelerator is that fixed one
 
     @property
     def requant(self) -> str:
         return "pow2" if self.pow2 else "auto"
 
     def summary(self) -> str:
-        return (f"{'pow2' if self.pow2 else 'multiplier'} {self.rows}x{self.cols} batch {self.batch} "
-                f"mem {self.mem_bits} abuf {self.abuf_words or 'auto'} x{tuple(self.x.shape)}: " + "; ".join(self.desc))
+        hw = f"overlay {self.overlay}" if self.overlay else \
+            f"{self.rows}x{self.cols} mem {self.mem_bits} abuf {self.abuf_words or 'auto'}"
+        return (f"{'pow2' if self.pow2 else 'multiplier'} {hw} batch {self.batch} x{tuple(self.x.shape)}: "
+                + "; ".join(self.desc))
 
 
 _QT = {"int8": (TensorProto.INT8, -128, 127), "uint8": (TensorProto.UINT8, 0, 255)}
@@ -400,8 +428,10 @@ class _Builder:
             Act(y, x.q, (1, n), x.scale, x.zp, x.dt)
 
 
-def generate(c: RngChooser) -> Case:
-    """One random valid QDQ graph, its float inputs and the engines' settings, from choices `c`."""
+def generate(c: RngChooser, overlays=()) -> Case:
+    """One random valid QDQ graph, its float inputs and the engines' settings, from choices `c`;
+    with `overlays` (keys of OVERLAYS) the accelerator is one of them, drawn by the last choice (so
+    the graph is the one the same seed gives without)."""
     b = _Builder(c)
     dense_only = c.bool(0.15)
     if dense_only:
@@ -453,11 +483,38 @@ def generate(c: RngChooser) -> Case:
     batch = c.int(1, 3)
     mem_bits = c.choice([64, 32])
     abuf = c.choice([0, 0, 0, 16, 64, 256])
-    return Case(model, xf, b.pow2, b.ort_exact, rows, cols, batch, mem_bits, abuf, b.desc, list(c.log))
+    overlay = c.choice(list(overlays)) if overlays else None
+    case = Case(model, xf, b.pow2, b.ort_exact, rows, cols, batch, mem_bits, abuf, b.desc, list(c.log))
+    return on_overlay(case, overlay) if overlay else case
 
 
-def case_from_seed(seed: int) -> Case:
-    return generate(RngChooser(seed))
+def on_overlay(case: Case, name: str) -> Case:
+    """`case` on the fixed accelerator OVERLAYS[name]."""
+    cfg = OVERLAYS[name].cfg
+    return replace(case, rows=cfg.rows, cols=cfg.cols, mem_bits=cfg.mem_bits, abuf_words=cfg.abuf_words,
+                   overlay=name)
+
+
+def case_from_seed(seed: int, overlays=()) -> Case:
+    return generate(RngChooser(seed), overlays)
+
+
+_OVERLAY_FOLDERS: dict = {}
+
+
+def overlay_folder(name: str):
+    """OVERLAYS[name] rendered by `tony hw` (once per process, in a temporary folder) and read back
+    with its checks, as `tony compile --hw` reads it."""
+    import atexit
+
+    from ..hw import open_overlay, render_overlay
+
+    if name not in _OVERLAY_FOLDERS:
+        tmp = Path(tempfile.mkdtemp(prefix="tony-fuzz-hw-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        render_overlay(OVERLAYS[name], tmp / name)
+        _OVERLAY_FOLDERS[name] = open_overlay(tmp / name)
+    return _OVERLAY_FOLDERS[name]
 
 
 # ---- running the engines ------------------------------------------------------------------------
@@ -466,6 +523,7 @@ def case_from_seed(seed: int) -> Case:
 class Outcome:
     status: dict = field(default_factory=dict)   # engine -> "ok" | "refused: ..." | "skipped: ..."
     failures: list = field(default_factory=list)  # (engine, kind, message)
+    seconds: dict = field(default_factory=dict)  # engine -> wall seconds it took
 
     def signature(self) -> set:
         return {(e, k) for e, k, _ in self.failures}
@@ -485,6 +543,8 @@ def _exc(e: BaseException) -> str:
 def _config(case: Case):
     from ..accel.program import AccelConfig
 
+    if case.overlay:
+        return OVERLAYS[case.overlay].cfg
     return AccelConfig(case.rows, case.cols, mem_bits=case.mem_bits, abuf_words=case.abuf_words)
 
 
@@ -495,6 +555,7 @@ def run_case(case: Case, engines=("ref", "ort", "model"), workdir: Path | None =
     from ..ref import execute
 
     out = Outcome()
+    t0 = time.perf_counter()
     try:
         g = load_ir(case.model, requant=case.requant)
         feeds, stacked = normalize_inputs(g, case.x)
@@ -509,18 +570,24 @@ def run_case(case: Case, engines=("ref", "ort", "model"), workdir: Path | None =
         _fail(out, "ref", "crash", _exc(e))
         return out
     out.status["ref"] = "ok"
+    out.seconds["ref"] = time.perf_counter() - t0
+
+    def timed(engine, run, *args):
+        t = time.perf_counter()
+        run(*args)
+        out.seconds[engine] = time.perf_counter() - t
 
     if "ort" in engines:
         if not case.ort_exact:
             out.status["ort"] = "skipped: not exact by contract (non-pow2 scale or average-pool area)"
         else:
-            _run_ort(case, ref_out, out)
+            timed("ort", _run_ort, case, ref_out, out)
     if "model" in engines:
-        _run_model(case, g, env, out)
+        timed("model", _run_model, case, g, env, out)
     if "hls" in engines:
-        _run_backend(case, g, feeds, env, out, "hls", workdir)
+        timed("hls", _run_backend, case, g, feeds, env, out, "hls", workdir)
     if "rtl" in engines:
-        _run_backend(case, g, feeds, env, out, "rtl", workdir)
+        timed("rtl", _run_backend, case, g, feeds, env, out, "rtl", workdir)
     return out
 
 
@@ -604,7 +671,8 @@ def _run_backend(case: Case, g, feeds, env, out: Outcome, engine: str, workdir):
             else:
                 from ..compiler import compile_accel
 
-                compile_accel(g, d, _config(case), feeds, batch=case.batch, source=case.model)
+                hw = overlay_folder(case.overlay) if case.overlay else None
+                compile_accel(g, d, _config(case), feeds, batch=case.batch, source=case.model, hw=hw)
         except TonyError as e:
             out.status[engine] = f"refused: {e}"
             return
@@ -639,17 +707,17 @@ def _run_backend(case: Case, g, feeds, env, out: Outcome, engine: str, workdir):
 
 # ---- shrinking and regression files -------------------------------------------------------------
 
-def shrink(choices: list, fails, budget: int = 400, log=None) -> list:
+def shrink(choices: list, fails, budget: int = 400, log=None, overlays=()) -> list:
     """Greedy shrinking of a choice list: the shortest, smallest list for which `fails(case)` still
     holds (delete runs of choices, set each to its minimum, halve, decrement)."""
-    best = generate(ReplayChooser(choices)).choices
+    best = generate(ReplayChooser(choices), overlays).choices
     tried = 0
 
     def better(cand) -> list | None:
         """The candidate's own choice list if it is smaller than the best (shortlex) and still fails."""
         nonlocal tried
         try:
-            case = generate(ReplayChooser(cand))
+            case = generate(ReplayChooser(cand), overlays)
         except Exception:  # noqa: BLE001 - an invalid shrink
             return None
         if (len(case.choices), case.choices) >= (len(best), best):
@@ -688,7 +756,7 @@ def save_regression(case: Case, folder: Path, name: str, engines, note: str) -> 
     np.save(folder / f"{name}.npy", case.x)
     meta = {"engines": list(engines), "pow2": case.pow2, "ort_exact": case.ort_exact, "rows": case.rows,
             "cols": case.cols, "batch": case.batch, "mem_bits": case.mem_bits, "abuf_words": case.abuf_words,
-            "graph": case.desc, "failure": note, "choices": case.choices}
+            "overlay": case.overlay, "graph": case.desc, "failure": note, "choices": case.choices}
     (folder / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return folder / f"{name}.onnx"
 
@@ -707,23 +775,34 @@ def load_regression(path: Path) -> tuple[Case, list]:
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     case = Case(onnx.load(str(path)), np.load(path.with_suffix(".npy")), meta["pow2"], meta["ort_exact"],
-                meta["rows"], meta["cols"], meta["batch"], meta["mem_bits"], meta["abuf_words"], meta["graph"])
+                meta["rows"], meta["cols"], meta["batch"], meta["mem_bits"], meta["abuf_words"], meta["graph"],
+                overlay=meta.get("overlay"))
     return case, meta["engines"]
 
 
 # ---- the command --------------------------------------------------------------------------------
 
 def fuzz(n: int, seed: int, engines, *, regressions: Path | None = None, log=print, stop_after: int = 5,
-         workdir: Path | None = None) -> dict:
-    """Run graphs seed .. seed+n-1; returns counts per engine and the failures (shrunk, saved)."""
+         workdir: Path | None = None, overlays=()) -> dict:
+    """Run graphs seed .. seed+n-1 (each on one of `overlays` if given); returns counts and seconds
+    per engine and the failures (shrunk, saved)."""
     counts = {e: {"ok": 0, "refused": 0, "skipped": 0, "failed": 0} for e in engines}
+    seconds = {e: 0.0 for e in engines}
+    per_overlay: dict[str, dict] = {}
     refusals: dict[str, int] = {}
     failures, known = [], open_defects(regressions)
     t0 = time.perf_counter()
     for i in range(n):
         s = seed + i
-        case = case_from_seed(s)
+        case = case_from_seed(s, overlays)
         res = run_case(case, engines, workdir)
+        for e, t in res.seconds.items():
+            seconds[e] += t
+        if case.overlay:
+            ov = per_overlay.setdefault(case.overlay, {"graphs": 0, "rtl ok": 0, "rtl seconds": 0.0})
+            ov["graphs"] += 1
+            ov["rtl ok"] += res.status.get("rtl") == "ok"
+            ov["rtl seconds"] += res.seconds.get("rtl", 0.0)
         for e in engines:
             st = res.status.get(e, "skipped: the reference failed")
             key = "ok" if st == "ok" else st.split(":")[0].split()[0].lower()
@@ -741,8 +820,8 @@ def fuzz(n: int, seed: int, engines, *, regressions: Path | None = None, log=pri
             log(f"seed {s}: FAIL {res.failures} ({case.summary()})")
             sig = res.signature()
             small = shrink(case.choices, lambda c: sig <= run_case(c, [e for e, _ in sig], workdir).signature(),
-                           log=log)
-            mini = generate(ReplayChooser(small))
+                           log=log, overlays=overlays)
+            mini = generate(ReplayChooser(small), overlays)
             name = f"seed{s}_" + "_".join(f"{e}-{k}" for e, k in sorted(sig))
             path = None
             if regressions is not None:
@@ -756,7 +835,25 @@ def fuzz(n: int, seed: int, engines, *, regressions: Path | None = None, log=pri
         if (i + 1) % 100 == 0:
             log(f"{i + 1} graphs in {time.perf_counter() - t0:.0f} s: {counts}")
     return {"graphs": i + 1 if n else 0, "seed": seed, "counts": counts, "refusals": refusals, "failures": failures,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "engine_seconds": seconds, "overlays": per_overlay}
+
+
+def _version() -> str:
+    """Tony's version and, in a git checkout, its commit (what a documented run ran on)."""
+    import subprocess
+
+    from .. import __version__
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if head.returncode:
+        return __version__
+    return f"{__version__}, commit {head.stdout.strip()}{' with local changes' if dirty.stdout.strip() else ''}"
 
 
 def main(argv=None) -> int:
@@ -765,24 +862,46 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1, help="graph i uses seed + i (default 1)")
     p.add_argument("--engines", default="ref,ort,model", help=f"comma-separated, of {','.join(ENGINES)}")
     p.add_argument("--regressions", default="tests/regressions", help="where shrunk failures are kept")
+    p.add_argument("--overlays", default="auto", metavar="auto|all|none|NAME,...",
+                   help="run each graph on one of these fixed accelerators (" + ", ".join(OVERLAYS) + "); auto "
+                        "(default): all of them when rtl is among the engines (one Verilator build each), "
+                        "else a random accelerator per graph")
     p.add_argument("--show", type=int, default=None, metavar="SEED", help="print one graph's description and exit")
     a = p.parse_args(argv)
+    engines = [e for e in a.engines.split(",") if e]
+    if a.overlays == "auto":
+        overlays = list(OVERLAYS) if "rtl" in engines else []
+    elif a.overlays in ("all", "none"):
+        overlays = list(OVERLAYS) if a.overlays == "all" else []
+    else:
+        overlays = [o for o in a.overlays.split(",") if o]
+        unknown = [o for o in overlays if o not in OVERLAYS]
+        if unknown or not overlays:
+            print(f"fuzz: error: --overlays {a.overlays!r}: choose auto, all, none or names from "
+                  f"{','.join(OVERLAYS)}", file=sys.stderr)
+            return 2
     if a.show is not None:
-        case = case_from_seed(a.show)
+        case = case_from_seed(a.show, overlays)
         print(case.summary())
         print(onnx.helper.printable_graph(case.model.graph))
         return 0
-    engines = [e for e in a.engines.split(",") if e]
     bad = [e for e in engines if e not in ENGINES]
     if bad or a.n < 0:
         print(f"fuzz: error: unknown engine(s) {bad}; choose from {','.join(ENGINES)}", file=sys.stderr)
         return 2
     if "ref" not in engines:
         engines.insert(0, "ref")
-    print(f"fuzz: {a.n} graphs, seed {a.seed}, engines {','.join(engines)}")
-    rep = fuzz(a.n, a.seed, engines, regressions=Path(a.regressions))
+    print(f"fuzz: {a.n} graphs, seed {a.seed}, engines {','.join(engines)}, "
+          + (f"overlays {','.join(overlays)}" if overlays else "a random accelerator per graph")
+          + f" (tony {_version()})")
+    rep = fuzz(a.n, a.seed, engines, regressions=Path(a.regressions), overlays=overlays)
     for e, c in rep["counts"].items():
-        print(f"  {e:6s} " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        t = rep["engine_seconds"].get(e)
+        per = f"; {t / max(c.get('ok', 0) + c.get('failed', 0), 1):.2f} s per graph run" if t else ""
+        print(f"  {e:6s} " + ", ".join(f"{k} {v}" for k, v in c.items()) + per)
+    for name, ov in rep["overlays"].items() if "rtl" in engines else ():
+        print(f"  {name}: {ov['graphs']} graphs, rtl ok {ov['rtl ok']}, "
+              f"rtl {ov['rtl seconds'] / max(ov['rtl ok'], 1):.2f} s per graph run")
     for r, k in sorted(rep["refusals"].items(), key=lambda t: -t[1])[:12]:
         print(f"    refused {k:5d}x {r}")
     print(f"{rep['graphs']} graphs in {rep['seconds']:.0f} s, {len(rep['failures'])} failing")
