@@ -124,7 +124,7 @@ def test_fuzz_slice_rtl_bit_exact_with_the_predicted_cycles_one_verilator_build_
         res = fuzz.run_case(case, ("ref", "rtl"), tmp_path)
         assert res.status["rtl"] == "ok", f"seed {s}: {res.status['rtl']}"
     print(f"{len(cases)} graphs in {time.perf_counter() - t0:.1f} s; builds {designs}")
-    assert len(designs) == len(cases)
+    assert len(designs) >= len(cases)   # a simulation per device segment: a graph may have several
     assert len({d for d, _ in designs}) <= len(RTL_SLICE_OVERLAYS), designs
     assert sum(built for _, built in designs) <= len(RTL_SLICE_OVERLAYS), designs
 
