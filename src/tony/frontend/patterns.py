@@ -129,22 +129,16 @@ def _layernorm13(g: _Graph, rm, shapes) -> Group | None:
     nodes = [rm, sub, pow_, rm2, add, sq, div]
     y = div.output[0]
     n = shapes.get(x, (None,))[-1]
-    gamma = beta = None
-    mul = g.only_consumer(y, "Mul")
-    if mul is not None:
-        c = g.const(g.other(mul, y) or "")
+    affine = {}
+    for key, op in (("gamma", "Mul"), ("beta", "Add")):   # the learned scale, then the bias
+        nd = g.only_consumer(y, op)
+        c = g.const(g.other(nd, y) or "") if nd is not None else None
+        affine[key] = None
         if c is not None and c.size in (1, n):
-            gamma = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (n,))
-            nodes.append(mul)
-            y = mul.output[0]
-    addb = g.only_consumer(y, "Add")
-    if addb is not None:
-        c = g.const(g.other(addb, y) or "")
-        if c is not None and c.size in (1, n):
-            beta = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (n,))
-            nodes.append(addb)
-            y = addb.output[0]
-    return Group("layernorm", tuple(nodes), x, y, {"eps": eps, "gamma": gamma, "beta": beta, "n": n})
+            affine[key] = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (n,))
+            nodes.append(nd)
+            y = nd.output[0]
+    return Group("layernorm", tuple(nodes), x, y, {"eps": eps, **affine, "n": n})
 
 
 def _layernorm17(g: _Graph, node, shapes) -> Group | None:
