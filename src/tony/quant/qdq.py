@@ -44,10 +44,7 @@ class _Structure:
 
         g = model.graph
         inits = {i.name: i for i in g.initializer}
-        cons: dict[str, list] = {}
-        for n in g.node:
-            for i in n.input:
-                cons.setdefault(i, []).append(n)
+        cons = _consumers(g)
         outs = {o.name for o in g.output}
         self.groups = match(model)
         self.interior = {n.name for grp in self.groups for n in grp.nodes}
@@ -74,6 +71,15 @@ class _Structure:
     def fused(self) -> set[str]:
         """MatMul nodes whose output gets no Q/DQ (the Add or Div after them does)."""
         return set(self.bias_add.values()) | set(self.scaled)
+
+
+def _consumers(g) -> dict[str, list]:
+    """Tensor name -> the nodes of graph `g` that read it, in node order."""
+    cons: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    return cons
 
 
 def _nonneg(node, inits) -> bool:
@@ -113,10 +119,7 @@ def quantization_points(model: onnx.ModelProto) -> list[tuple[str, bool, str | N
     in topological order."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(g)
     points = []
     for inp in g.input:
         if inp.name not in inits:

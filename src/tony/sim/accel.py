@@ -83,17 +83,22 @@ def _exchange_dir() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
+def _pow2_at_least(n: int, floor: int) -> int:
+    """The smallest power of two >= n, and at least `floor` (a power of two)."""
+    return max(floor, 1 << max(n - 1, 0).bit_length())
+
+
 def mem_capacity(words: int) -> int:
     """tony_sim_mem's capacity for a memory image of `words` words: a power of two, at least 2^16,
     so that builds of one accelerator configuration with images of similar size are one design
     (one Verilator build, reused; the image's own size bounds the accesses at run time)."""
-    return max(1 << 16, 1 << max(words - 1, 0).bit_length())
+    return _pow2_at_least(words, 1 << 16)
 
 
 def trace_capacity(instructions: int) -> int:
     """tony_sim_top's issue-trace depth for a program of `instructions` (all pages): a power of
     two, at least 256, so that programs of similar length share one Verilator build."""
-    return max(256, 1 << max(instructions - 1, 0).bit_length())
+    return _pow2_at_least(instructions, 256)
 
 
 def _sim_top(build: Build, work: Path, xfer: Path) -> tuple[list, dict, list]:

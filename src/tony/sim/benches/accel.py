@@ -88,12 +88,7 @@ class PythonMemory:
             for ext, beats in run_inputs.items():
                 self.mem.mem[ext:ext + len(beats)] = [int(b) for b in beats]
             self.issues.clear()
-            await FallingEdge(d.clk_i)
-            d.start_i.value = 1
-            await FallingEdge(d.clk_i)
-            d.start_i.value = 0
-            if not int(d.done_o.value):
-                await RisingEdge(d.done_o)
+            await _start_run(d)
             cycles = int(d.cycles_o.value)
             await FallingEdge(d.clk_i)
             outs = {o["ext"]: self.mem.mem[o["ext"]:o["ext"] + o["beats"]] for o in self.m["outputs"]}
