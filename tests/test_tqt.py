@@ -289,3 +289,114 @@ def test_tqt_meets_the_accuracy_targets(example, tmp_path):
         acc = float((tony.run_reference(q, x)[0].reshape(len(yte), -1).argmax(1) == yte).mean())
         print(f"{example}: float {acc_f:.4f} TQT w{bits} {acc:.4f}")
         assert acc >= acc_f - margin
+
+
+# ---- transformer encoders --------------------------------------------------------------------
+
+def _tiny_encoder(tmp_path, opset):
+    """A freshly seeded 1-layer torch encoder (test_transformer's) exported at `opset`, and
+    labelled training data: the float model's own predictions on random tokens."""
+    from test_transformer import _data, _encoder, _export, _ort
+
+    f = _export(_encoder(layers=1), tmp_path / f"float{opset}.onnx", opset)
+    x = _data(300, seed=7)
+    return f, x, _ort(f, x).reshape(len(x), -1).argmax(1)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_tqt_trains_an_encoder_into_a_pow2_qdq_model_that_tony_lowers(opset, tmp_path):
+    """One epoch on 300 samples: the export is a pow2 QDQ model, lowered to the integer LayerNorm,
+    Softmax and GELU table (no float island), the Softmax output still uint8 at 2^-8 (its threshold
+    is not trained), and the reference within the 2 output LSB of onnxruntime on the same QDQ
+    graph that test_transformer holds the PTQ encoders to (onnxruntime computes LayerNorm, Softmax
+    and GELU in float on the dequantized values, the reference with the integer kernels)."""
+    from onnx import numpy_helper
+    from test_transformer import _data, _kinds, _ort
+
+    from tony.api import load_ir
+    from tony.frontend.load import load_model
+    from tony.quant.tqt import train_thresholds
+
+    f, x, y = _tiny_encoder(tmp_path, opset)
+    lines = []
+    q = train_thresholds(load_model(f), x[:32], x, y, epochs=1, method="max", log=lines.append)
+    assert any(line.startswith("epoch 1/1") for line in lines)
+    onnx.save(q, tmp_path / "q.onnx")
+    onnx.checker.check_model(q)
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    scales = [float(v) for k, v in inits.items() if k.endswith("_scale")]
+    assert scales and all(math.log2(v) == round(math.log2(v)) for v in scales)
+    sm = next(n for n in q.graph.node if n.op_type == "Softmax")
+    qn = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sm.output[0])
+    assert float(inits[qn.input[1]]) == 2.0**-8 and inits[qn.input[2]].dtype == np.uint8
+    g = load_ir(tmp_path / "q.onnx")
+    kinds = _kinds(g)
+    assert kinds.count(("LayerNorm", "")) == 3 and kinds.count(("Softmax", "")) == 1
+    assert kinds.count(("Table", "Gelu")) == 1 and kinds.count(("MatMul", "")) == 2
+    assert not any(k == "FloatIsland" for k, _ in kinds)
+    xt = _data(24)
+    got = np.asarray(tony.run_reference(g, xt)[0]).reshape(24, 1, 4)
+    out_scale = g.tensors[g.producer(g.outputs[0]).inputs[0]].scale
+    assert np.abs(got - _ort(tmp_path / "q.onnx", xt)).max() <= 2 * out_scale
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_the_training_encoder_quantizes_where_the_exported_model_does(opset, tmp_path):
+    """The fake-quantized training network equals onnxruntime on the QDQ model it exports (the
+    same tensors quantized on the same grids: activations, weights, the bias Adds' int32 biases,
+    the Softmax output), and without quantizers equals the float model."""
+    from test_transformer import _data, _ort
+
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import _name_nodes, prepare
+    from tony.quant.tqt import _start, export
+
+    f, _, _ = _tiny_encoder(tmp_path, opset)
+    m = _name_nodes(prepare(load_model(f)))
+    x = _data(48)
+    net = _start(m, x[:16], weight_bits=8, act_bits=8, method="kl-j", weight_method="mse", first_last_8bit=False,
+                 device="cpu")
+    assert len(net.fixed) == 1 and not set(net.fixed) & set(net.log2t)   # the Softmax output's threshold
+    q = export(net, m, 8, 8, False)
+    onnx.save(q, tmp_path / "q.onnx")
+    n_q = sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    assert n_q == len(net.points)
+    xb = torch.tensor(x.reshape((len(x),) + x.shape[2:]))
+    with torch.no_grad():
+        fq, fl = net.forward(xb).numpy(), net.forward(xb, quantize=False).numpy()
+    want_q, want_f = _ort(tmp_path / "q.onnx", x).reshape(fq.shape), _ort(f, x).reshape(fl.shape)
+    out_scale = float(np.min(np.abs(np.diff(np.unique(want_q)))))  # the output grid (or a multiple of it)
+    assert np.abs(fq - want_q).max() <= out_scale * 1.001
+    assert (fq == want_q).mean() > 0.95
+    assert np.allclose(fl, want_f, atol=1e-5)
+
+
+def _graph_model(nodes, inits, in_shape, out_shape):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_an_op_across_the_batch_axis_is_refused_in_one_line_naming_the_node(tmp_path, tony_cli):
+    """A ReduceMean over axis 0 quantizes (PTQ) but would mix the samples of a training batch."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (8, 4)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+             helper.make_node("ReduceMean", ["hb"], ["y"], name="batch_mean", axes=[0], keepdims=1)]
+    onnx.save(_graph_model(nodes, [w, b], [1, 8], [1, 4]), tmp_path / "f.onnx")
+    x = rng.normal(0, 1, (64, 1, 8)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x[:16])
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(64) % 4)
+    out = tmp_path / "q.onnx"
+    res = tony_cli("quantize", tmp_path / "f.onnx", "--calib", tmp_path / "calib.npy", "--train-data",
+                   tmp_path / "train.npz", "--epochs", 1, "-q", "-o", out)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "batch_mean" in err[0] and "axis 0" in err[0]
+    assert not out.exists()
