@@ -1,17 +1,23 @@
 """Accuracy of text-langid in float, with Tony's integer Softmax / LayerNorm / GELU substituted
-(tony.models.text_int), and quantized whole by `tony quantize` (PTQ int8, run in the reference,
-whose integers the accelerator computes bit for bit): writes the section '## Text: language
-identification' of docs/accuracy.md (everything from that heading to the end of the file), with
-the build time.
+(tony.models.text_int), and quantized whole by `tony quantize` (PTQ int8, and TQT threshold
+training with `--train-data`; run in the reference, whose integers the accelerator computes bit for
+bit): writes the section '## Text: language identification' of docs/accuracy.md (everything from
+that heading to the end of the file), with the build and training times.
 
     python bench/text_accuracy.py [--out docs/accuracy.md] [--build build/accuracy/text-langid] [--reuse]
+                                  [--tqt-epochs 3]
 
---reuse takes the build folder as it is when it holds accuracy.json (no training).
+--reuse takes the build folder as it is when it holds accuracy.json (no training of the float
+model; threshold training still runs). train.npz (the TQT training data: the embeddings of the
+first TQT_PER_LANG training samples of each language, from the cached data set) is written into the
+build folder when absent.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,7 +60,58 @@ def ptq_rows(d: Path) -> list[tuple[str, float]]:
     return rows
 
 
-def section(d: Path, info: dict, seconds: float | None) -> list[str]:
+TQT_PER_LANG = 1000   # training samples per language for threshold training (of the 4000 the float model saw)
+TQT = ("max", "kl-j")   # calibration that the thresholds start from
+
+
+def train_npz(d: Path) -> Path:
+    """train.npz for `tony quantize --train-data`: x (embeddings [n, 1, seq_len, d_model]) and y."""
+    path = d / "train.npz"
+    if not path.is_file():
+        from tony.models import text
+
+        model, cfg, *_ = text.load_encoder(d)
+        data = text.text_data(cfg, progress=False)
+        y = data["y_train"]
+        idx = np.sort(np.concatenate([np.flatnonzero(y == c)[:TQT_PER_LANG] for c in np.unique(y)]))
+        np.savez(path, x=text.embed(model, data["x_train"][idx])[:, None], y=y[idx].astype(np.int64))
+    return path
+
+
+def lsb_from_ort(path, d: Path, n: int = 200) -> float:
+    """max |reference - onnxruntime| on the QDQ graph over the first n test inputs, in output LSB
+    (onnxruntime computes LayerNorm, Softmax and GELU in float, the reference with the integer kernels)."""
+    from tony import run_reference
+    from tony.api import load_ir
+
+    x = np.load(d / "inputs.npy")[:n]
+    g = load_ir(path)
+    ref = np.asarray(run_reference(g, x)[0]).reshape(len(x), -1)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"embeddings": xi})[0] for xi in x]).reshape(len(x), -1)
+    return float(np.abs(ref - got).max() / g.tensors[g.producer(g.outputs[0]).inputs[0]].scale)
+
+
+def tqt_rows(d: Path, epochs: int) -> list[tuple]:
+    """(quantizer, accuracy, seconds, command) of `tony quantize --train-data` for each start."""
+    rows = []
+    data = train_npz(d)
+    for method in TQT:
+        out = d / f"tqt_{method}_e{epochs}.onnx"
+        args = ["quantize", str(d / "float.onnx"), "--calib", str(d / "calib.npy"), "--method", method,
+                "--train-data", str(data), "--epochs", str(epochs), "-q", "-o", str(out)]
+        t = time.time()
+        subprocess.run([sys.executable, "-m", "tony.cli", *args], check=True)
+        dt = time.time() - t
+        acc = int8_accuracy(out, d)
+        print(f"TQT {method} {epochs} epochs: {acc:.4f} in {dt:.0f} s", flush=True)
+        rows.append((f"TQT int8, {method} start, {epochs} epochs", acc, dt, "tony " + " ".join(args), out))
+    return rows
+
+
+def section(d: Path, info: dict, seconds: float | None, tqt_epochs: int = 3) -> list[str]:
     cfg = info["config"]
     x, y = np.load(d / "inputs.npy"), np.load(d / "labels.npy")
     f = info["float_accuracy"]
@@ -85,6 +142,23 @@ def section(d: Path, info: dict, seconds: float | None) -> list[str]:
              "existing build).", "",
              "| nonlinear functions | accuracy | vs float |", "|---|---|---|"]
     lines += [f"| {name} | {100 * a:.2f} | {100 * (a - f):+.2f} |" for name, a in rows]
+    if not tqt_epochs:
+        return lines
+    tqt = tqt_rows(d, tqt_epochs)
+    n_train = len(np.load(d / "train.npz")["y"])
+    lsb = {"PTQ max (model.onnx)": lsb_from_ort(d / "model.onnx", d)}
+    lsb.update({name.split(",")[1].strip(): lsb_from_ort(out, d) for name, *_, out in tqt})
+    lines += ["", "TQT rows: `tony quantize --train-data` (docs/accuracy.md, top) on the embeddings of "
+              f"{n_train} training samples ({TQT_PER_LANG} per language, 15% of them held out for validation; "
+              "never the test split), thresholds warm-started from one-batch calibration (max or KL-J for "
+              "activations, least-squared-error power of 2 for weights) and trained with the weights; the "
+              "Softmax output stays uint8 at 2^-8; the LayerNorm and GELU functions train in float and run "
+              "as the integer kernels in the reference. Time: the whole command (calibration, training, "
+              "export) on one CPU thread, while other jobs shared the machine. The reference against "
+              "onnxruntime on the same QDQ graph (float LayerNorm, Softmax and GELU), first 200 test "
+              "samples, in output LSB: " + ", ".join(f"{k} {v:.0f}" for k, v in lsb.items()) + ".", "",
+              "| quantizer | accuracy | vs float | time (s) | command |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {100 * a:.2f} | {100 * (a - f):+.2f} | {dt:.0f} | `{cmd}` |" for name, a, dt, cmd, _ in tqt]
     return lines
 
 
@@ -93,6 +167,7 @@ def main(argv=None):
     ap.add_argument("--out", default="docs/accuracy.md")
     ap.add_argument("--build", default="build/accuracy/text-langid")
     ap.add_argument("--reuse", action="store_true", help="use the build folder's accuracy.json (no training)")
+    ap.add_argument("--tqt-epochs", type=int, default=3, help="threshold-training epochs (0: no TQT rows)")
     a = ap.parse_args(argv)
     d = Path(a.build)
     if a.reuse and (d / "accuracy.json").is_file():
@@ -101,7 +176,7 @@ def main(argv=None):
         t = time.time()
         info = build_example("text-langid", d)
         seconds = time.time() - t
-    lines = section(d, info, seconds)
+    lines = section(d, info, seconds, a.tqt_epochs)
     out = Path(a.out)
     old = out.read_text() if out.is_file() else ""
     head = old.split(HEADING)[0].rstrip("\n")

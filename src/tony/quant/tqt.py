@@ -20,6 +20,12 @@ the run, and the weights adapt to them for the second half; BatchNorm is folded 
 statistics are frozen. The last epoch is kept unless an earlier one (or the calibrated start) has
 a validation loss lower beyond the noise, on a validation split carved from the training data,
 never the test split. The result is written back as a pow2 QDQ model by `write_qdq`.
+
+The same applies to transformer encoders (docs/transformer.md): the MatMuls of two activations
+(Q.K^T, P.V) compute on their inputs' quantization points and have no weight of their own; a
+MatMul's bias Add trains its bias on the int32 grid sx * sw; the LayerNorm and GELU groups train
+as the float functions between their int8 points (the exported model runs them as the integer
+kernels); a Softmax's output stays at its fixed threshold 1.0 (uint8 at 2^-8), untrained.
 """
 from __future__ import annotations
 
