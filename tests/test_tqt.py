@@ -340,7 +340,7 @@ def test_tqt_trains_an_encoder_into_a_pow2_qdq_model_that_tony_lowers(opset, tmp
     assert np.abs(got - _ort(tmp_path / "q.onnx", xt)).max() <= 2 * out_scale
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 17, 20])
 def test_the_training_encoder_quantizes_where_the_exported_model_does(opset, tmp_path):
     """The fake-quantized training network equals onnxruntime on the QDQ model it exports (the
     same tensors quantized on the same grids: activations, weights, the bias Adds' int32 biases,
