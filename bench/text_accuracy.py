@@ -148,7 +148,8 @@ def section(d: Path, info: dict, seconds: float | None, tqt_epochs: int = 3) -> 
     n_train = len(np.load(d / "train.npz")["y"])
     lsb = {"PTQ max (model.onnx)": lsb_from_ort(d / "model.onnx", d)}
     lsb.update({name.split(",")[1].strip(): lsb_from_ort(out, d) for name, *_, out in tqt})
-    lines += ["", "TQT rows: `tony quantize --train-data` (docs/accuracy.md, top) on the embeddings of "
+    lines += ["", "TQT rows: `tony quantize --train-data` (the schedule of the table at the top of this page) "
+              "on the embeddings of "
               f"{n_train} training samples ({TQT_PER_LANG} per language, 15% of them held out for validation; "
               "never the test split), thresholds warm-started from one-batch calibration (max or KL-J for "
               "activations, least-squared-error power of 2 for weights) and trained with the weights; the "
