@@ -402,3 +402,50 @@ def test_an_op_across_the_batch_axis_is_refused_in_one_line_naming_the_node(tmp_
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and "batch_mean" in err[0] and "axis 0" in err[0]
     assert not out.exists()
+
+
+def test_the_structural_and_host_ops_train_as_onnx_defines_them(rng):
+    """A graph of the ops around attention heads (Split, Mul of two activations, Sub of a constant,
+    Unsqueeze/Squeeze, Gather, Slice, Concat, Transpose, Reshape with 0 and -1, Pad, Softmax on
+    axis 1, ReduceMean, Gemm): the training network without quantizers equals onnxruntime on the
+    float graph, and with them onnxruntime on its QDQ export."""
+    from onnx import helper, numpy_helper
+
+    from tony.quant.qdq import _name_nodes, prepare
+    from tony.quant.tqt import _start, export
+
+    def c(name, v, dt=np.float32):
+        return numpy_helper.from_array(np.asarray(v, dt), name)
+    inits = [c("w", rng.normal(0, 0.4, (8, 12))), c("b", rng.normal(0, 0.1, 12)), c("k", rng.normal(0, 0.5, 4)),
+             c("split", [4, 4, 4], np.int64), c("ax1", [1], np.int64), c("idx", [0, 2], np.int64),
+             c("st", [1], np.int64), c("en", [3], np.int64), c("shape", [0, -1], np.int64),
+             c("pads", [0, 1, 0, 3], np.int64), c("w2", rng.normal(0, 0.5, (20, 3))),
+             c("b2", rng.normal(0, 0.1, 3)), c("w3", rng.normal(0, 0.5, (3, 8)))]
+    N = helper.make_node
+    nodes = [N("MatMul", ["x", "w"], ["h"], name="proj"), N("Add", ["h", "b"], ["hb"], name="bias"),
+             N("Split", ["hb", "split"], ["s1", "s2", "s3"], name="heads", axis=2),
+             N("Mul", ["s1", "s2"], ["m"], name="prod"), N("Sub", ["s3", "k"], ["d"], name="shift"),
+             N("Unsqueeze", ["d", "ax1"], ["u"], name="unsq"), N("Squeeze", ["u", "ax1"], ["q"], name="sq"),
+             N("Gather", ["q", "idx"], ["g"], name="pick", axis=1),
+             N("Slice", ["m", "st", "en", "ax1"], ["sl"], name="cut"),
+             N("Concat", ["g", "sl"], ["cat"], name="join", axis=2),
+             N("Transpose", ["cat"], ["t"], name="tr", perm=[0, 2, 1]),
+             N("Reshape", ["t", "shape"], ["r"], name="flat"), N("Pad", ["r", "pads"], ["p"], name="pad"),
+             N("Softmax", ["p"], ["sm"], name="soft", axis=1),
+             N("ReduceMean", ["t"], ["rm"], name="pool", axes=[-1], keepdims=0),
+             N("Gemm", ["sm", "w2", "b2"], ["y1"], name="head1"),
+             N("Gemm", ["rm", "w3"], ["y2"], name="head2", transB=1),
+             N("Add", ["y1", "y2"], ["y"], name="sum")]
+    m = _name_nodes(prepare(_graph_model(nodes, inits, [1, 4, 8], [1, 3])))
+    x = rng.normal(0, 1, (32, 1, 4, 8)).astype(np.float32)
+    net = _start(m, x[:16], weight_bits=8, act_bits=8, method="max", weight_method="mse", first_last_8bit=False,
+                 device="cpu")
+    q = export(net, m, 8, 8, False)
+    xb = torch.tensor(x[:, 0])
+    with torch.no_grad():
+        fq, fl = net.forward(xb).numpy(), net.forward(xb, quantize=False).numpy()
+    want_f = ort_run(m, list(x), name="x")[0].reshape(fl.shape)
+    want_q = ort_run(q, list(x), name="x")[0].reshape(fq.shape)
+    assert np.allclose(fl, want_f, atol=1e-5)
+    out_scale = float(next(numpy_helper.to_array(i) for i in q.graph.initializer if i.name == "y_scale"))
+    assert np.abs(fq - want_q).max() <= out_scale * 1.001 and (fq == want_q).mean() > 0.95
