@@ -13,6 +13,11 @@ def hex_text(arr, bits: int) -> str:
     """One two's-complement value per line (each line ending in a newline), ceil(bits/4) lower-case
     hex digits, row-major order: "".join(v + "\n" for v in to_hex_lines(arr, bits)), vectorized
     (one pass per digit over the values in the narrowest unsigned type that holds them)."""
+    return hex_bytes(arr, bits).decode("ascii")
+
+
+def hex_bytes(arr, bits: int) -> bytes:
+    """hex_text(arr, bits) as ASCII bytes, the form files are written in (no str round trip)."""
     a = np.asarray(arr).reshape(-1)
     if not 1 <= bits <= 64:
         raise ValueError(f"{bits}-bit values: hex text holds 1 to 64 bits")
@@ -29,7 +34,7 @@ def hex_text(arr, bits: int) -> str:
     for k in range(width):
         lines[:, k] = _HEX_DIGITS[(v >> dt(4 * (width - 1 - k))) & dt(15)]
     lines[:, width] = ord("\n")
-    return lines.tobytes().decode("ascii")
+    return lines.tobytes()
 
 
 def to_hex_lines(arr, bits: int) -> list[str]:
@@ -67,11 +72,13 @@ def write_tensor(base: Path, arr, bits: int, *, comment: str = "", dtype=np.int6
     info = np.iinfo(dtype)
     if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
         dtype = np.int64  # values outside their type are kept as they are, never wrapped
-    if arr.dtype != dtype:
-        arr = arr.astype(dtype)
+    # C order: np.save writes a C-contiguous array in one call (other layouts element by element),
+    # and the file's bytes are the same for any layout
+    arr = np.asarray(arr, dtype=dtype, order="C")
     np.save(base.with_suffix(".npy"), arr)
-    head = f"// {comment}\n" if comment else ""
-    base.with_suffix(".hex").write_text(head + (hex_text(arr, bits) if arr.size else "\n"))
+    with open(base.with_suffix(".hex"), "wb") as f:
+        f.write(f"// {comment}\n".encode() if comment else b"")
+        f.write(hex_bytes(arr, bits) if arr.size else b"\n")
     return {"npy": base.with_suffix(".npy").name, "hex": base.with_suffix(".hex").name}
 
 

@@ -97,30 +97,27 @@ def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     return arith.requantize(acc, op.requant)
 
 
+_CONV_CHUNK = 1 << 21
+"""Window values per block of samples in the dense convolution (8 MiB of float32): the windows of a
+block are filled and multiplied while they are in cache, and the buffer is reused."""
+
+
 def _conv_fast(op: ir.Conv, x, w):
     """The accumulator of a dense (group 1) or depthwise convolution, computed in the narrowest
     exact type (arith.exact_float_dtype, bounded like arith.matmul_exact: max|x| times the
     largest sum of |w| over one output channel), converted before the windows are expanded.
 
-    Dense: one matrix product of the windows [N*OH*OW, kh*kw*C] (channels-last, filled by one
-    slice copy per kernel tap) with the weights in the same (kh, kw, C) order.
+    Dense: per block of samples, the windows [S, kh*kw*C, P] (one slice copy per kernel tap) and
+    one matrix product per sample with the weights [M, kh*kw*C] in the same (kh, kw, C) order,
+    which gives [S, M, P]: the output in NCHW order, C-contiguous. With stride 1 a tap's windows
+    are one contiguous run of the flattened padded image (P = OH x padded width, the columns past
+    OW dropped after the product); otherwise P = OH x OW, one strided copy per tap.
     Depthwise: a multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
     m, cg, kh, kw = w.shape
     bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))
     dt = arith.exact_float_dtype(bound) or np.int64
     if op.group == 1:
-        t, l, b, r = op.pads
-        (sh, sw), (dh, dw) = op.strides, op.dilations
-        xh = np.pad(x.astype(dt).transpose(0, 2, 3, 1), ((0, 0), (t, b), (l, r), (0, 0)))  # N H W C
-        n, hp, wp, c = xh.shape
-        oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-        cols = np.empty((n, oh, ow, kh, kw, c), dt)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, :, i, j, :] = xh[:, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                            j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
-        res = cols.reshape(n * oh * ow, kh * kw * c) @ w.transpose(0, 2, 3, 1).reshape(m, -1).T.astype(dt)
-        return res.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).astype(np.int64)
+        return _conv_dense(op, x, w, dt)
     xp = _pad(x.astype(dt), op.pads, 0)
     win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw (a view)
     n, c, oh, ow = win.shape[:4]
@@ -130,6 +127,45 @@ def _conv_fast(op: ir.Conv, x, w):
         for j in range(kw):
             acc += win[:, :, :, :, i, j] * wd[:, :, i:i + 1, j:j + 1]
     return acc.astype(np.int64)
+
+
+def _conv_dense(op: ir.Conv, x, w, dt):
+    """_conv_fast's dense case: int64 [N, M, OH, OW], C-contiguous."""
+    m, c, kh, kw = w.shape
+    t, l, b, r = op.pads
+    (sh, sw), (dh, dw) = op.strides, op.dilations
+    n, _, h, wd = x.shape
+    hp, wp = h + t + b, wd + l + r
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    flat = sh == sw == 1 and wp <= 2 * ow  # a tap's windows: one run of the flattened image
+    if flat:
+        b += 1  # a zero row below: the last tap's run reaches (kw - 1) * dw values past the image
+        p = oh * wp
+    else:
+        p = oh * ow
+    k = kh * kw * c
+    wm = w.transpose(0, 2, 3, 1).reshape(m, k).astype(dt)  # columns in (kh, kw, C) order
+    acc = np.empty((n, m, oh, ow), np.int64)
+    step = max(1, _CONV_CHUNK // max(k * p, 1))
+    cols = np.empty((min(step, n), k, p), dt)
+    for s0 in range(0, n, step):
+        s1 = min(s0 + step, n)
+        xp = np.pad(x[s0:s1].astype(dt), ((0, 0), (0, 0), (t, b), (l, r)))  # S C Hp Wp
+        cs = cols[:s1 - s0]
+        if flat:
+            xf = xp.reshape(s1 - s0, c, -1)
+            for i in range(kh):
+                for j in range(kw):
+                    o = i * dh * wp + j * dw
+                    cs[:, (i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
+        else:
+            cv = cs.reshape(s1 - s0, kh, kw, c, oh, ow)
+            for i in range(kh):
+                for j in range(kw):
+                    cv[:, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+        res = np.matmul(wm, cs)  # S M P
+        acc[s0:s1] = res.reshape(s1 - s0, m, oh, -1)[..., :ow]
+    return acc
 
 
 def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
@@ -157,9 +193,20 @@ def add(op: ir.Add, g: ir.Graph, a, b):
     """docs/arithmetic.md, 'Add': align to the finer scale, add (or subtract) exactly, requant.
     Inputs broadcast as in numpy (the batch axis included)."""
     at, bt = (g.tensors[i] for i in op.inputs)
-    a = (np.asarray(a, np.int64) - at.zero_point) * op.mult_a << op.shift_a
-    b = (np.asarray(b, np.int64) - bt.zero_point) * op.mult_b << op.shift_b
+    a, b = _aligned(a, at.zero_point, op.mult_a, op.shift_a), _aligned(b, bt.zero_point, op.mult_b, op.shift_b)
+    if isinstance(a, np.ndarray) and a.shape == np.broadcast_shapes(a.shape, np.shape(b)):  # in place: a is a new array of the result's shape
+        return arith.requantize(np.subtract(a, b, out=a) if op.subtract else np.add(a, b, out=a), op.requant)
     return arith.requantize(a - b if op.subtract else a + b, op.requant)
+
+
+def _aligned(x, zero_point: int, mult: int, shift: int):
+    """(x - zero_point) * mult << shift as a new int64 array (computed in place)."""
+    y = np.asarray(x, np.int64) - zero_point
+    if mult != 1:
+        y *= mult
+    if shift:
+        y <<= shift
+    return y
 
 
 def mul(op: ir.Mul, g: ir.Graph, a, b):
