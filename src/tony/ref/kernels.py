@@ -76,48 +76,98 @@ def im2col(x, kernel, strides, pads, dilations, group: int = 1, pad_value: int =
 def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     """docs/arithmetic.md, 'MAC ops': acc = sum (x - zx) * (w - zw) + bias; requant."""
     xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    x = np.asarray(x, np.int64) - xt.zero_point
     w = np.asarray(w, np.int64) - wt.zero_point
     m, cg, kh, kw = w.shape
-    if op.group == 1 or (cg == 1 and m == op.group == x.shape[1]):
-        acc = _conv_fast(op, x, w)
-        if b is not None:
-            acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
-        return arith.requantize(acc, op.requant)
-    mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
-    n = x.shape[0]
-    mg = m // op.group
-    acc = np.empty((n, m, oh, ow), dtype=np.int64)
-    for gi, cols in enumerate(mats):
-        wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
-        res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
-        acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
-    if b is not None:
-        acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
+    bias = None if b is None else np.asarray(b, np.int64).reshape(1, m, 1, 1)
+    if op.group == 1:
+        return _conv_dense(op, np.asarray(x, np.int64), xt.zero_point, w, bias)
+    x = np.asarray(x, np.int64) - xt.zero_point
+    if cg == 1 and m == op.group == x.shape[1]:
+        acc = _conv_depthwise(op, x, w)
+    else:
+        mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
+        n = x.shape[0]
+        mg = m // op.group
+        acc = np.empty((n, m, oh, ow), dtype=np.int64)
+        for gi, cols in enumerate(mats):
+            wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
+            res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
+            acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
+    if bias is not None:
+        acc += bias
     return arith.requantize(acc, op.requant)
 
 
-_CONV_CHUNK = 1 << 21
-"""Window values per block of samples in the dense convolution (8 MiB of float32): the windows of a
-block are filled and multiplied while they are in cache, and the buffer is reused."""
+_CONV_CHUNK = 1 << 20
+"""Window values per block of samples in the dense convolution (4 MiB of float32): a block's
+windows are filled, multiplied and requantized while they are in cache, in one reused buffer."""
 
 
-def _conv_fast(op: ir.Conv, x, w):
-    """The accumulator of a dense (group 1) or depthwise convolution, computed in the narrowest
-    exact type (arith.exact_float_dtype, bounded like arith.matmul_exact: max|x| times the
-    largest sum of |w| over one output channel), converted before the windows are expanded.
+def _exact_dtype(xmax: float, w):
+    """The narrowest exact type of a convolution's accumulator (arith.exact_float_dtype, bounded
+    like arith.matmul_exact: max|x| times the largest sum of |w| over one output channel)."""
+    m = w.shape[0]
+    return arith.exact_float_dtype(xmax * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))) or np.int64
 
-    Dense: per block of samples, the windows [S, kh*kw*C, P] (one slice copy per kernel tap) and
-    one matrix product per sample with the weights [M, kh*kw*C] in the same (kh, kw, C) order,
-    which gives [S, M, P]: the output in NCHW order, C-contiguous. With stride 1 a tap's windows
-    are one contiguous run of the flattened padded image (P = OH x padded width, the columns past
-    OW dropped after the product); otherwise P = OH x OW, one strided copy per tap.
-    Depthwise: a multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
+
+def _conv_dense(op: ir.Conv, x, zx: int, w, bias):
+    """A dense (group 1) convolution, requantized: int64 [N, M, OH, OW], C-contiguous.
+
+    The accumulator is computed in the narrowest exact type (_exact_dtype), block by block of
+    samples: the windows [S, kh*kw*C, P] (one slice copy per kernel tap, x - zx converted on the
+    way into the padded block) times the weights [M, kh*kw*C] in the same (kh, kw, C) order, one
+    matrix product per sample, give [S, M, P], the output in NCHW order; then the bias and the
+    requantization on the block. With stride 1 a tap's windows are one contiguous run of the
+    flattened padded image (P = OH x padded width, the columns past OW dropped after the
+    product); otherwise P = OH x OW, one strided copy per tap."""
+    m, c, kh, kw = w.shape
+    t, l, b, r = op.pads
+    (sh, sw), (dh, dw) = op.strides, op.dilations
+    n, _, h, wd = x.shape
+    hp, wp = h + t + b, wd + l + r
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    xmax = max(abs(int(x.min()) - zx), abs(int(x.max()) - zx)) if x.size else 0
+    dt = _exact_dtype(float(xmax), w)
+    flat = sh == sw == 1 and wp <= 2 * ow  # a tap's windows: one run of the flattened image
+    if flat:
+        b += 1  # a zero row below: the last tap's run reaches (kw - 1) * dw values past the image
+        p = oh * wp
+    else:
+        p = oh * ow
+    k = kh * kw * c
+    wm = w.transpose(0, 2, 3, 1).reshape(m, k).astype(dt)  # columns in (kh, kw, C) order
+    out = np.empty((n, m, oh, ow), np.int64)
+    step = max(1, _CONV_CHUNK // max(k * p, 1))
+    cols = np.empty((min(step, n), k, p), dt)
+    xp = np.zeros((min(step, n), c, h + t + b, wp), dt)  # the padding stays zero
+    for s0 in range(0, n, step):
+        s1 = min(s0 + step, n)
+        xs = xp[:s1 - s0]
+        np.subtract(x[s0:s1], zx, out=xs[:, :, t:t + h, l:l + wd], casting="unsafe")  # exact: |x - zx| <= xmax
+        cs = cols[:s1 - s0]
+        if flat:
+            xf = xs.reshape(s1 - s0, c, -1)
+            for i in range(kh):
+                for j in range(kw):
+                    o = i * dh * wp + j * dw
+                    cs[:, (i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
+        else:
+            cv = cs.reshape(s1 - s0, kh, kw, c, oh, ow)
+            for i in range(kh):
+                for j in range(kw):
+                    cv[:, i, j] = xs[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+        acc = np.matmul(wm, cs).reshape(s1 - s0, m, oh, -1)[..., :ow].astype(np.int64)  # S M OH OW, exact
+        if bias is not None:
+            acc += bias
+        out[s0:s1] = arith.requantize(acc, op.requant)
+    return out
+
+
+def _conv_depthwise(op: ir.Conv, x, w):
+    """The accumulator of a depthwise convolution in the narrowest exact type (_exact_dtype): a
+    multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
     m, cg, kh, kw = w.shape
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))
-    dt = arith.exact_float_dtype(bound) or np.int64
-    if op.group == 1:
-        return _conv_dense(op, x, w, dt)
+    dt = _exact_dtype(float(np.abs(x).max(initial=0)), w)
     xp = _pad(x.astype(dt), op.pads, 0)
     win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw (a view)
     n, c, oh, ow = win.shape[:4]
@@ -127,45 +177,6 @@ def _conv_fast(op: ir.Conv, x, w):
         for j in range(kw):
             acc += win[:, :, :, :, i, j] * wd[:, :, i:i + 1, j:j + 1]
     return acc.astype(np.int64)
-
-
-def _conv_dense(op: ir.Conv, x, w, dt):
-    """_conv_fast's dense case: int64 [N, M, OH, OW], C-contiguous."""
-    m, c, kh, kw = w.shape
-    t, l, b, r = op.pads
-    (sh, sw), (dh, dw) = op.strides, op.dilations
-    n, _, h, wd = x.shape
-    hp, wp = h + t + b, wd + l + r
-    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    flat = sh == sw == 1 and wp <= 2 * ow  # a tap's windows: one run of the flattened image
-    if flat:
-        b += 1  # a zero row below: the last tap's run reaches (kw - 1) * dw values past the image
-        p = oh * wp
-    else:
-        p = oh * ow
-    k = kh * kw * c
-    wm = w.transpose(0, 2, 3, 1).reshape(m, k).astype(dt)  # columns in (kh, kw, C) order
-    acc = np.empty((n, m, oh, ow), np.int64)
-    step = max(1, _CONV_CHUNK // max(k * p, 1))
-    cols = np.empty((min(step, n), k, p), dt)
-    for s0 in range(0, n, step):
-        s1 = min(s0 + step, n)
-        xp = np.pad(x[s0:s1].astype(dt), ((0, 0), (0, 0), (t, b), (l, r)))  # S C Hp Wp
-        cs = cols[:s1 - s0]
-        if flat:
-            xf = xp.reshape(s1 - s0, c, -1)
-            for i in range(kh):
-                for j in range(kw):
-                    o = i * dh * wp + j * dw
-                    cs[:, (i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
-        else:
-            cv = cs.reshape(s1 - s0, kh, kw, c, oh, ow)
-            for i in range(kh):
-                for j in range(kw):
-                    cv[:, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-        res = np.matmul(wm, cs)  # S M P
-        acc[s0:s1] = res.reshape(s1 - s0, m, oh, -1)[..., :ow]
-    return acc
 
 
 def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
