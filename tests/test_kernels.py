@@ -483,3 +483,26 @@ def test_dense_conv_blocks_of_samples_match_einsum(monkeypatch, strides, dil, pa
     op = ir.Conv(("x", "w"), ("y",), strides=strides, pads=pads, dilations=dil, group=1, requant=rq)
     got = execute(_graph(op, tensors, {"w": wt}, "x", "y"), {"x": x})["y"]
     assert got.flags.c_contiguous and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+@pytest.mark.parametrize("shape", [(5, 3, 2, 2), (5, 2, 1, 1)])
+def test_add_in_blocks_of_samples_matches_formula(monkeypatch, subtract, shape):
+    """Add over two stacks in blocks of samples (one sample a block; blocks of 3, the last one
+    partial) against the formula of docs/arithmetic.md in Python integers."""
+    from tony.ref import kernels
+
+    monkeypatch.setattr(kernels, "_BLOCK", 7)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-128, 128, size=shape), rng.integers(-128, 128, size=shape)
+    tensors = {"a": Tensor("a", (1,) + shape[1:], INT8, 2.0**-3, zero_point=3),
+               "b": Tensor("b", (1,) + shape[1:], INT8, 2.0**-5, zero_point=-2),
+               "y": Tensor("y", (1,) + shape[1:], INT8, 2.0**-4)}
+    rq = Requant(shift=1, lo=-128, hi=127, zero_point=1)
+    op = ir.Add(("a", "b"), ("y",), shift_a=2, shift_b=0, mult_a=3, mult_b=1, requant=rq, subtract=subtract)
+    g = ir.verify(ir.Graph("t", tensors, {}, (op,), ("a", "b"), ("y",)))
+    sign = -1 if subtract else 1
+    acc = [((int(x) - 3) * 3 << 2) + sign * (int(y) + 2) for x, y in zip(a.reshape(-1), b.reshape(-1))]
+    want = [min(max(round(v / 2) + 1, -128), 127) for v in acc]  # round(): half to even, as the requant
+    got = execute(g, {"a": a, "b": b})["y"]
+    assert got.shape == shape and got.reshape(-1).tolist() == want

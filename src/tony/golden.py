@@ -7,6 +7,7 @@ import numpy as np
 
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HEX_BLOCK = 1 << 16
 _HEX_PAIRS = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), "<u2")  # byte -> its two digits
 
 
@@ -43,11 +44,13 @@ def hex_lines(arr, bits: int) -> np.ndarray:
     line = np.dtype({"names": ["d"] * lead + pairs + ["nl"], "formats": ["u1"] * lead + ["<u2"] * len(pairs) + ["u1"],
                      "offsets": [0] * lead + [lead + 2 * i for i in range(len(pairs))] + [width], "itemsize": width + 1})
     lines = np.empty(len(v), line)
-    if lead:
-        lines["d"] = _HEX_DIGITS[(v >> dt(4 * (width - 1))) & dt(15)]
-    for i, name in enumerate(pairs):
-        shift = 4 * (width - lead - 2 * i - 2)  # the pair's low digit
-        lines[name] = np.take(_HEX_PAIRS, v if shift == 0 and dt is np.uint8 else (v >> dt(shift)) & dt(255))
+    for s0 in range(0, len(v), _HEX_BLOCK):  # blocks: the lookups' index arrays stay in cache
+        vb, lb = v[s0:s0 + _HEX_BLOCK], lines[s0:s0 + _HEX_BLOCK]
+        if lead:
+            lb["d"] = _HEX_DIGITS[(vb >> dt(4 * (width - 1))) & dt(15)]
+        for i, name in enumerate(pairs):
+            shift = 4 * (width - lead - 2 * i - 2)  # the pair's low digit
+            lb[name] = np.take(_HEX_PAIRS, vb if shift == 0 and dt is np.uint8 else (vb >> dt(shift)) & dt(255))
     lines["nl"] = ord("\n")
     return lines.view(np.uint8)
 

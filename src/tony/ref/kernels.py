@@ -202,12 +202,28 @@ def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
 
 def add(op: ir.Add, g: ir.Graph, a, b):
     """docs/arithmetic.md, 'Add': align to the finer scale, add (or subtract) exactly, requant.
-    Inputs broadcast as in numpy (the batch axis included)."""
+    Inputs broadcast as in numpy (the batch axis included). Two stacks of the same shape run in
+    blocks of samples (the int64 temporaries stay in cache)."""
     at, bt = (g.tensors[i] for i in op.inputs)
-    a, b = _aligned(a, at.zero_point, op.mult_a, op.shift_a), _aligned(b, bt.zero_point, op.mult_b, op.shift_b)
-    if isinstance(a, np.ndarray) and a.shape == np.broadcast_shapes(a.shape, np.shape(b)):  # in place: a is a new array of the result's shape
-        return arith.requantize(np.subtract(a, b, out=a) if op.subtract else np.add(a, b, out=a), op.requant)
-    return arith.requantize(a - b if op.subtract else a + b, op.requant)
+    a, b = np.asarray(a), np.asarray(b)
+
+    def run(a, b):
+        a, b = _aligned(a, at.zero_point, op.mult_a, op.shift_a), _aligned(b, bt.zero_point, op.mult_b, op.shift_b)
+        if isinstance(a, np.ndarray) and a.shape == np.broadcast_shapes(a.shape, np.shape(b)):  # in place
+            return arith.requantize(np.subtract(a, b, out=a) if op.subtract else np.add(a, b, out=a), op.requant)
+        return arith.requantize(a - b if op.subtract else a + b, op.requant)
+
+    if a.ndim < 2 or a.shape != b.shape or a.size <= _BLOCK:
+        return run(a, b)
+    out = np.empty(a.shape, np.int64)
+    step = max(1, _BLOCK // (a.size // a.shape[0]))
+    for s0 in range(0, a.shape[0], step):
+        out[s0:s0 + step] = run(a[s0:s0 + step], b[s0:s0 + step])
+    return out
+
+
+_BLOCK = 1 << 16
+"""Values per block of samples in elementwise kernels run block by block (512 KiB of int64)."""
 
 
 def _aligned(x, zero_point: int, mult: int, shift: int):
