@@ -114,9 +114,9 @@ def _conv_dense(op: ir.Conv, x, zx: int, w, bias):
     """A dense (group 1) convolution, requantized: int64 [N, M, OH, OW], C-contiguous.
 
     The accumulator is computed in the narrowest exact type (_exact_dtype), block by block of
-    samples: the windows [S, kh*kw*C, P] (one slice copy per kernel tap, x - zx converted on the
-    way into the padded block) times the weights [M, kh*kw*C] in the same (kh, kw, C) order, one
-    matrix product per sample, give [S, M, P], the output in NCHW order; then the bias and the
+    samples: the weights [M, kh*kw*C] times the windows [kh*kw*C, S*P] in the same (kh, kw, C)
+    order (one slice copy per kernel tap, x - zx converted on the way into the padded block), one
+    matrix product per block, give [M, S, P], turned to NCHW order; then the bias and the
     requantization on the block. With stride 1 a tap's windows are one contiguous run of the
     flattened padded image (P = OH x padded width, the columns past OW dropped after the
     product); otherwise P = OH x OW, one strided copy per tap."""
@@ -138,29 +138,45 @@ def _conv_dense(op: ir.Conv, x, zx: int, w, bias):
     wm = w.transpose(0, 2, 3, 1).reshape(m, k).astype(dt)  # columns in (kh, kw, C) order
     out = np.empty((n, m, oh, ow), np.int64)
     step = max(1, _CONV_CHUNK // max(k * p, 1))
-    cols = np.empty((min(step, n), k, p), dt)
+    cols = np.empty((k, min(step, n), p), dt)
     xp = np.zeros((min(step, n), c, h + t + b, wp), dt)  # the padding stays zero
-    for s0 in range(0, n, step):
-        s1 = min(s0 + step, n)
-        xs = xp[:s1 - s0]
-        np.subtract(x[s0:s1], zx, out=xs[:, :, t:t + h, l:l + wd], casting="unsafe")  # exact: |x - zx| <= xmax
-        cs = cols[:s1 - s0]
-        if flat:
-            xf = xs.reshape(s1 - s0, c, -1)
-            for i in range(kh):
-                for j in range(kw):
-                    o = i * dh * wp + j * dw
-                    cs[:, (i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
-        else:
-            cv = cs.reshape(s1 - s0, kh, kw, c, oh, ow)
-            for i in range(kh):
-                for j in range(kw):
-                    cv[:, i, j] = xs[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-        acc = np.matmul(wm, cs).reshape(s1 - s0, m, oh, -1)[..., :ow].astype(np.int64)  # S M OH OW, exact
-        if bias is not None:
-            acc += bias
-        out[s0:s1] = arith.requantize(acc, op.requant)
+    with _one_blas_thread():
+        for s0 in range(0, n, step):
+            s1 = min(s0 + step, n)
+            xs = xp[:s1 - s0]
+            np.subtract(x[s0:s1], zx, out=xs[:, :, t:t + h, l:l + wd], casting="unsafe")  # exact: |x - zx| <= xmax
+            cs = cols[:, :s1 - s0]
+            if flat:
+                xf = xs.reshape(s1 - s0, c, -1).transpose(1, 0, 2)  # C S (Hp Wp)
+                for i in range(kh):
+                    for j in range(kw):
+                        o = i * dh * wp + j * dw
+                        cs[(i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
+            else:
+                cv = cs.reshape(kh, kw, c, s1 - s0, oh, ow)
+                xt = xs.transpose(1, 0, 2, 3)  # C S Hp Wp
+                for i in range(kh):
+                    for j in range(kw):
+                        cv[i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            res = (wm @ cs.reshape(k, -1)).reshape(m, s1 - s0, oh, -1)[..., :ow]  # one product: M x (S P)
+            acc = res.transpose(1, 0, 2, 3).astype(np.int64, order="C")  # S M OH OW, exact
+            if bias is not None:
+                acc += bias
+            out[s0:s1] = arith.requantize(acc, op.requant)
     return out
+
+
+def _one_blas_thread():
+    """One BLAS thread for the blocks' products (each small: more threads would mostly spin
+    between them, costing CPU time and, on a loaded machine, wall time); a no-op without
+    threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _conv_depthwise(op: ir.Conv, x, w):
