@@ -8,6 +8,7 @@ import numpy as np
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 _HEX_BLOCK = 1 << 16
+_HEX_WRITE_BLOCK = 1 << 18
 _HEX_PAIRS = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), "<u2")  # byte -> its two digits
 
 
@@ -96,7 +97,11 @@ def write_tensor(base: Path, arr, bits: int, *, comment: str = "", dtype=np.int6
     np.save(base.with_suffix(".npy"), arr)
     with open(base.with_suffix(".hex"), "wb") as f:
         f.write(f"// {comment}\n".encode() if comment else b"")
-        f.write(hex_lines(arr, bits) if arr.size else b"\n")
+        flat = arr.reshape(-1)
+        for s0 in range(0, flat.size, _HEX_WRITE_BLOCK):  # block by block: no text of the whole tensor in memory
+            f.write(hex_lines(flat[s0:s0 + _HEX_WRITE_BLOCK], bits))
+        if not arr.size:
+            f.write(b"\n")
     return {"npy": base.with_suffix(".npy").name, "hex": base.with_suffix(".hex").name}
 
 
