@@ -45,12 +45,16 @@ def test_words_to_beats_packs_like_shifting_each_lane(lane_bits, mem_bits, cols,
     assert np.array_equal(back, words & ((1 << lane_bits) - 1))
 
 
+@pytest.mark.parametrize("block", [1 << 16, 100])  # all runs in one block; a run or two per block
 @pytest.mark.parametrize("batch,n,mem_bits", [(1, 5, 64), (2, 5, 64), (3, 7, 32), (4, 2, 64)])
-def test_run_beats_equals_packing_each_run(batch, n, mem_bits, rng):
-    """Every run's beats at once against packing each run's samples (the last run padded with
-    zero samples) one by one, two inputs (a 10-channel image, a dense [N, 3] input)."""
+def test_run_beats_equals_packing_each_run(batch, n, mem_bits, block, rng, monkeypatch):
+    """The runs' beats in blocks of runs against packing each run's samples (the last run padded
+    with zero samples) one by one, two inputs (a 10-channel image, a dense [N, 3] input)."""
+    from tony.accel import layout
     from tony.accel.layout import pack_act, run_beats
     from tony.accel.program import AccelConfig
+
+    monkeypatch.setattr(layout, "_RUN_BLOCK", block)
 
     cfg = AccelConfig(4, 8, mem_bits=mem_bits)
     a, b = rng.integers(-128, 128, (n, 10, 3, 2)), rng.integers(-128, 128, (n, 3))

@@ -153,15 +153,24 @@ def run_beats(cfg: AccelConfig, batch: int, inputs: list[dict], arrays: dict[str
     runs = -(-n // batch)
     if runs == 0:
         return np.asarray([], dtype=np.uint64)
-    parts = []
-    for inp in inputs:  # every run at once: pack_act's words of run r are images r*batch.. of each group
+    out = np.empty((runs, sum(inp["beats"] for inp in inputs)), np.uint64)
+    col = 0
+    for inp in inputs:  # blocks of runs at once: pack_act's words of run r are images r*batch.. of each group
         x = np.asarray(arrays[inp["key"]])
         if x.shape[0] < runs * batch:
             x = np.concatenate([x, np.zeros((runs * batch - x.shape[0],) + x.shape[1:], x.dtype)])
-        words = pack_act(x[:runs * batch], inp["c"], inp["h"], inp["w"], cfg.cols, cfg.a_bits)
         g = -(-inp["c"] // cfg.cols)
-        words = words.reshape(g, runs, -1, cfg.cols).transpose(1, 0, 2, 3).reshape(-1, cfg.cols)
-        beats = words_to_beat_array(words, cfg.a_bits, cfg.mem_bits).reshape(runs, -1)
-        assert beats.shape[1] == inp["beats"], (inp["key"], beats.shape[1], inp["beats"])
-        parts.append(beats)
-    return np.concatenate(parts, axis=1) if parts else np.zeros((runs, 0), np.uint64)
+        step = max(1, _RUN_BLOCK // max(g * cfg.cols * batch * inp["h"] * inp["w"], 1))
+        for r0 in range(0, runs, step):
+            r1 = min(r0 + step, runs)
+            words = pack_act(x[r0 * batch:r1 * batch], inp["c"], inp["h"], inp["w"], cfg.cols, cfg.a_bits)
+            words = words.reshape(g, r1 - r0, -1, cfg.cols).transpose(1, 0, 2, 3).reshape(-1, cfg.cols)
+            beats = words_to_beat_array(words, cfg.a_bits, cfg.mem_bits).reshape(r1 - r0, -1)
+            assert beats.shape[1] == inp["beats"], (inp["key"], beats.shape[1], inp["beats"])
+            out[r0:r1, col:col + inp["beats"]] = beats
+        col += inp["beats"]
+    return out
+
+
+_RUN_BLOCK = 1 << 16
+"""Lane values per block of runs in run_beats (the temporaries stay in cache)."""
