@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         np.save(work / "resnet8_360.npy", x[np.arange(360) % len(x)])
         from importlib.metadata import version
 
-        print(f"numpy {version('numpy')}, onnx {version('onnx')}, ml_dtypes {version('ml_dtypes')} (constraints.txt); "
+        print(f"numpy {version('numpy')}, onnx {version('onnx')}, ml_dtypes {version('ml_dtypes')} (constraints.txt pins 0.6.0); "
               "best of 3; BLAS threads: the default, then 1 (the CPU seconds of a single-threaded process "
               "approximate the wall time on an idle machine)")
         print(f"{'golden samples':<15} {'BLAS':>7} {'wall s':>7} {'cpu s':>6} {'NNgen 10.5 s':>13} {'target':>7}"
