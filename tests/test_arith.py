@@ -91,3 +91,16 @@ def test_quantize_matches_onnx_definition():
     x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 1000.0, -1000.0], dtype=np.float32)
     assert arith.quantize(x, 1.0, 0, INT8).tolist() == [0, 2, 2, 0, -2, 127, -128]
     assert arith.quantize(x, 1.0, 10, UINT8).tolist() == [10, 12, 12, 10, 8, 255, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31), s=st.integers(-40, 62), mode=st.sampled_from(list(Rounding)))
+def test_rounding_shift_one_shift_equals_per_element_shifts(seed, s, mode):
+    """The one-shift path (computed in place) against the per-element path with every shift equal,
+    left shifts and their saturation included."""
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.integers(-(2**61), 2**61, 50), rng.integers(-(2**33), 2**33, 50), [0, 1, -1]])
+    p0 = p.copy()
+    got = arith.rounding_shift(p, s, mode)
+    assert got is not p and np.array_equal(p, p0)  # a new array; the input untouched
+    assert np.array_equal(got, arith.rounding_shift(p, np.full(p.shape, s), mode))

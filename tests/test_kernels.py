@@ -1,5 +1,6 @@
 """Reference kernels against slow, obviously correct loop implementations (random shapes)."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -455,3 +456,53 @@ def test_dequantize_matches_onnx_definition(data):
         assert Fraction(float(exact)) == exact
         want[i] = np.float32(float(exact))
     assert np.array_equal(got.view(np.int32), want.view(np.int32)), f"seed={seed}"
+
+
+@pytest.mark.parametrize("strides,dil,pads,k", [((1, 1), (1, 1), (1, 1, 1, 1), 3), ((1, 1), (2, 1), (0, 2, 1, 0), 3),
+                                                ((2, 2), (1, 1), (1, 1, 1, 1), 3), ((1, 1), (1, 1), (0, 0, 0, 0), 1),
+                                                ((1, 2), (1, 1), (2, 0, 0, 1), 2), ((1, 1), (1, 1), (0, 0, 0, 0), 5)])
+@pytest.mark.parametrize("chunk", [1, 2500])
+def test_dense_conv_blocks_of_samples_match_einsum(monkeypatch, strides, dil, pads, k, chunk):
+    """The dense convolution in blocks of samples (a block smaller than the stack, the last one
+    partial; the flattened-image and strided window copies) against an int64 einsum."""
+    from tony.ref import kernels
+
+    monkeypatch.setattr(kernels, "_CONV_CHUNK", chunk)  # blocks of 1 sample; of 2 (the last one partial)
+    rng = np.random.default_rng(7)
+    n, c, h, w, m = 7, 3, 6, 5, 4
+    x = rng.integers(-128, 128, size=(n, c, h, w))
+    wt = rng.integers(-128, 128, size=(m, c, k, k))
+    t, l, bo, r = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, ((k - 1) * dil[0] + 1, (k - 1) * dil[1] + 1), axis=(2, 3))
+    win = win[:, :, ::strides[0], ::strides[1], ::dil[0], ::dil[1]]
+    want = np.einsum("nchwij,mcij->nmhw", win, wt)
+    rq = Requant(shift=0, lo=-(2**31), hi=2**31 - 1)
+    tensors = {"x": Tensor("x", (1, c, h, w), INT8), "w": Tensor("w", wt.shape, INT8),
+               "y": Tensor("y", (1, m) + want.shape[2:], INT32)}
+    op = ir.Conv(("x", "w"), ("y",), strides=strides, pads=pads, dilations=dil, group=1, requant=rq)
+    got = execute(_graph(op, tensors, {"w": wt}, "x", "y"), {"x": x})["y"]
+    assert got.flags.c_contiguous and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+@pytest.mark.parametrize("shape", [(5, 3, 2, 2), (5, 2, 1, 1)])
+def test_add_in_blocks_of_samples_matches_formula(monkeypatch, subtract, shape):
+    """Add over two stacks in blocks of samples (one sample a block; blocks of 3, the last one
+    partial) against the formula of docs/arithmetic.md in Python integers."""
+    from tony.ref import kernels
+
+    monkeypatch.setattr(kernels, "_BLOCK", 7)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-128, 128, size=shape), rng.integers(-128, 128, size=shape)
+    tensors = {"a": Tensor("a", (1,) + shape[1:], INT8, 2.0**-3, zero_point=3),
+               "b": Tensor("b", (1,) + shape[1:], INT8, 2.0**-5, zero_point=-2),
+               "y": Tensor("y", (1,) + shape[1:], INT8, 2.0**-4)}
+    rq = Requant(shift=1, lo=-128, hi=127, zero_point=1)
+    op = ir.Add(("a", "b"), ("y",), shift_a=2, shift_b=0, mult_a=3, mult_b=1, requant=rq, subtract=subtract)
+    g = ir.verify(ir.Graph("t", tensors, {}, (op,), ("a", "b"), ("y",)))
+    sign = -1 if subtract else 1
+    acc = [((int(x) - 3) * 3 << 2) + sign * (int(y) + 2) for x, y in zip(a.reshape(-1), b.reshape(-1))]
+    want = [min(max(round(v / 2) + 1, -128), 127) for v in acc]  # round(): half to even, as the requant
+    got = execute(g, {"a": a, "b": b})["y"]
+    assert got.shape == shape and got.reshape(-1).tolist() == want

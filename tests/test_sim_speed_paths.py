@@ -45,6 +45,36 @@ def test_words_to_beats_packs_like_shifting_each_lane(lane_bits, mem_bits, cols,
     assert np.array_equal(back, words & ((1 << lane_bits) - 1))
 
 
+@pytest.mark.parametrize("block", [1 << 16, 100])  # all runs in one block; a run or two per block
+@pytest.mark.parametrize("batch,n,mem_bits", [(1, 5, 64), (2, 5, 64), (3, 7, 32), (4, 2, 64)])
+def test_run_beats_equals_packing_each_run(batch, n, mem_bits, block, rng, monkeypatch):
+    """The runs' beats in blocks of runs against packing each run's samples (the last run padded
+    with zero samples) one by one, two inputs (a 10-channel image, a dense [N, 3] input)."""
+    from tony.accel import layout
+    from tony.accel.layout import pack_act, run_beats
+    from tony.accel.program import AccelConfig
+
+    monkeypatch.setattr(layout, "_RUN_BLOCK", block)
+
+    cfg = AccelConfig(4, 8, mem_bits=mem_bits)
+    a, b = rng.integers(-128, 128, (n, 10, 3, 2)), rng.integers(-128, 128, (n, 3))
+    shapes = {"a": (10, 3, 2), "b": (3, 1, 1)}
+    runs = -(-n // batch)
+    plain = []
+    for r in range(runs):
+        row = []
+        for key, x in (("a", a), ("b", b)):
+            x = x[r * batch:(r + 1) * batch]
+            x = np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
+            row += words_to_beats(pack_act(x, *shapes[key], cfg.cols, cfg.a_bits), cfg.a_bits, cfg.mem_bits)
+        plain.append(row)
+    inputs = [{"key": k, "c": shapes[k][0], "h": shapes[k][1], "w": shapes[k][2],
+               "beats": len(words_to_beats(pack_act(np.zeros((batch,) + shapes[k]), *shapes[k], cfg.cols, cfg.a_bits),
+                                           cfg.a_bits, cfg.mem_bits))} for k in ("a", "b")]
+    got = run_beats(cfg, batch, inputs, {"a": a, "b": b})
+    assert got.dtype == np.uint64 and got.tolist() == plain
+
+
 def test_toposort_keeps_networkx_lexicographic_order():
     import networkx as nx
     from onnx import helper

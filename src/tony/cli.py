@@ -154,9 +154,9 @@ def cmd_hw(a) -> int:
                   f"{est[k]['cell']}", file=sys.stderr)
     return 0
 def _print_placement(m: dict) -> None:
-    from .report import placement_lines
-
     if m.get("placement") and any(r["where"] == "host" for r in m["placement"]["ops"]):
+        from .report import placement_lines  # rich: imported only when there is a table to print
+
         for line in placement_lines(m["placement"]):
             print(line)
 

@@ -7,12 +7,27 @@ import numpy as np
 
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HEX_BLOCK = 1 << 16
+_HEX_WRITE_BLOCK = 1 << 18
+_HEX_PAIRS = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), "<u2")  # byte -> its two digits
 
 
 def hex_text(arr, bits: int) -> str:
     """One two's-complement value per line (each line ending in a newline), ceil(bits/4) lower-case
     hex digits, row-major order: "".join(v + "\n" for v in to_hex_lines(arr, bits)), vectorized
-    (one pass per digit over the values in the narrowest unsigned type that holds them)."""
+    (hex_lines)."""
+    return hex_bytes(arr, bits).decode("ascii")
+
+
+def hex_bytes(arr, bits: int) -> bytes:
+    """hex_text(arr, bits) as ASCII bytes."""
+    return hex_lines(arr, bits).tobytes()
+
+
+def hex_lines(arr, bits: int) -> np.ndarray:
+    """hex_text(arr, bits) as a uint8 array (written to a file as it is): one pass per byte of the
+    values (in the narrowest unsigned type that holds them), each byte's two digits looked up at
+    once, and one for a leading odd digit."""
     a = np.asarray(arr).reshape(-1)
     if not 1 <= bits <= 64:
         raise ValueError(f"{bits}-bit values: hex text holds 1 to 64 bits")
@@ -25,11 +40,20 @@ def hex_text(arr, bits: int) -> str:
     if bits < np.dtype(dt).itemsize * 8:
         v &= dt((1 << bits) - 1)
     width = (bits + 3) // 4
-    lines = np.empty((len(v), width + 1), np.uint8)
-    for k in range(width):
-        lines[:, k] = _HEX_DIGITS[(v >> dt(4 * (width - 1 - k))) & dt(15)]
-    lines[:, width] = ord("\n")
-    return lines.tobytes().decode("ascii")
+    lead = width % 2  # an odd digit count: the first digit alone
+    pairs = [f"p{i}" for i in range(width // 2)]
+    line = np.dtype({"names": ["d"] * lead + pairs + ["nl"], "formats": ["u1"] * lead + ["<u2"] * len(pairs) + ["u1"],
+                     "offsets": [0] * lead + [lead + 2 * i for i in range(len(pairs))] + [width], "itemsize": width + 1})
+    lines = np.empty(len(v), line)
+    for s0 in range(0, len(v), _HEX_BLOCK):  # blocks: the lookups' index arrays stay in cache
+        vb, lb = v[s0:s0 + _HEX_BLOCK], lines[s0:s0 + _HEX_BLOCK]
+        if lead:
+            lb["d"] = _HEX_DIGITS[(vb >> dt(4 * (width - 1))) & dt(15)]
+        for i, name in enumerate(pairs):
+            shift = 4 * (width - lead - 2 * i - 2)  # the pair's low digit
+            lb[name] = np.take(_HEX_PAIRS, vb if shift == 0 and dt is np.uint8 else (vb >> dt(shift)) & dt(255))
+    lines["nl"] = ord("\n")
+    return lines.view(np.uint8)
 
 
 def to_hex_lines(arr, bits: int) -> list[str]:
@@ -67,11 +91,17 @@ def write_tensor(base: Path, arr, bits: int, *, comment: str = "", dtype=np.int6
     info = np.iinfo(dtype)
     if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
         dtype = np.int64  # values outside their type are kept as they are, never wrapped
-    if arr.dtype != dtype:
-        arr = arr.astype(dtype)
+    # C order: np.save writes a C-contiguous array in one call (other layouts element by element),
+    # and the file's bytes are the same for any layout
+    arr = np.asarray(arr, dtype=dtype, order="C")
     np.save(base.with_suffix(".npy"), arr)
-    head = f"// {comment}\n" if comment else ""
-    base.with_suffix(".hex").write_text(head + (hex_text(arr, bits) if arr.size else "\n"))
+    with open(base.with_suffix(".hex"), "wb") as f:
+        f.write(f"// {comment}\n".encode() if comment else b"")
+        flat = arr.reshape(-1)
+        for s0 in range(0, flat.size, _HEX_WRITE_BLOCK):  # block by block: no text of the whole tensor in memory
+            f.write(hex_lines(flat[s0:s0 + _HEX_WRITE_BLOCK], bits))
+        if not arr.size:
+            f.write(b"\n")
     return {"npy": base.with_suffix(".npy").name, "hex": base.with_suffix(".hex").name}
 
 

@@ -47,6 +47,12 @@ def words_to_beat_array(words: np.ndarray, lane_bits: int, mem_bits: int) -> np.
     if not (1 <= lane_bits <= 62 and 1 <= mem_bits <= 64):
         raise ValueError(f"{lane_bits}-bit lanes in {mem_bits}-bit beats: lanes of 1..62 bits, beats of 1..64 bits")
     v = (w & ((1 << lane_bits) - 1)).astype(np.uint64)
+    if mem_bits % lane_bits == 0:  # whole lanes in each beat: shift each into place, OR them together
+        lpb = mem_bits // lane_bits
+        vp = np.zeros((n, per * lpb), np.uint64)
+        vp[:, :cols] = v
+        return np.bitwise_or.reduce(vp.reshape(n * per, lpb) << (np.arange(lpb, dtype=np.uint64) * np.uint64(lane_bits)),
+                                    axis=1)
     bits = ((v[:, :, None] >> np.arange(lane_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
     flat = np.zeros((n, per * mem_bits), np.uint8)
     flat[:, :cols * lane_bits] = bits.reshape(n, cols * lane_bits)
@@ -144,16 +150,27 @@ def run_beats(cfg: AccelConfig, batch: int, inputs: list[dict], arrays: dict[str
     """uint64 [runs, sum of input beats]: run r holds samples r*batch .. r*batch+batch-1 of every
     input in `inputs` order (the last run padded with zero samples). `arrays`: key -> [N, ...]."""
     n = next(iter(arrays.values())).shape[0]
-    rows = []
-    for r in range(-(-n // batch)):
-        row = []
-        for inp in inputs:
-            x = np.asarray(arrays[inp["key"]][r * batch:(r + 1) * batch])
-            if x.shape[0] < batch:
-                x = np.concatenate([x, np.zeros((batch - x.shape[0],) + x.shape[1:], x.dtype)])
-            words = pack_act(x, inp["c"], inp["h"], inp["w"], cfg.cols, cfg.a_bits)
-            beats = words_to_beats(words, cfg.a_bits, cfg.mem_bits)
-            assert len(beats) == inp["beats"], (inp["key"], len(beats), inp["beats"])
-            row.extend(beats)
-        rows.append(row)
-    return np.asarray(rows, dtype=np.uint64)
+    runs = -(-n // batch)
+    if runs == 0:
+        return np.asarray([], dtype=np.uint64)
+    out = np.empty((runs, sum(inp["beats"] for inp in inputs)), np.uint64)
+    col = 0
+    for inp in inputs:  # blocks of runs at once: pack_act's words of run r are images r*batch.. of each group
+        x = np.asarray(arrays[inp["key"]])
+        if x.shape[0] < runs * batch:
+            x = np.concatenate([x, np.zeros((runs * batch - x.shape[0],) + x.shape[1:], x.dtype)])
+        g = -(-inp["c"] // cfg.cols)
+        step = max(1, _RUN_BLOCK // max(g * cfg.cols * batch * inp["h"] * inp["w"], 1))
+        for r0 in range(0, runs, step):
+            r1 = min(r0 + step, runs)
+            words = pack_act(x[r0 * batch:r1 * batch], inp["c"], inp["h"], inp["w"], cfg.cols, cfg.a_bits)
+            words = words.reshape(g, r1 - r0, -1, cfg.cols).transpose(1, 0, 2, 3).reshape(-1, cfg.cols)
+            beats = words_to_beat_array(words, cfg.a_bits, cfg.mem_bits).reshape(r1 - r0, -1)
+            assert beats.shape[1] == inp["beats"], (inp["key"], beats.shape[1], inp["beats"])
+            out[r0:r1, col:col + inp["beats"]] = beats
+        col += inp["beats"]
+    return out
+
+
+_RUN_BLOCK = 1 << 16
+"""Lane values per block of runs in run_beats (the temporaries stay in cache)."""

@@ -15,18 +15,23 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def _evaluator(model: onnx.ModelProto):
+    """onnx's reference evaluator of `model` (imported when a node is folded: not every model has one)."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(model)
+
+
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Evaluate every node whose inputs are all constants (Constant nodes included) and replace it
     by initializers. Quantize/DequantizeLinear are kept."""
-    from onnx.reference import ReferenceEvaluator
-
     m = _copy(model)
     g = m.graph
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     keep, new_inits = [], []
     for node in g.node:
         if node.op_type == "Constant":
-            ev = ReferenceEvaluator(helper.make_model(
+            ev = _evaluator(helper.make_model(
                 helper.make_graph([node], "c", [], [helper.make_tensor_value_info(node.output[0], 0, None)]),
                 opset_imports=m.opset_import))
             val = ev.run(None, {})[0]
@@ -34,8 +39,8 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
                 and node.domain in ("", "ai.onnx"):
             ins = [helper.make_tensor_value_info(i, 0, None) for i in node.input if i]
             outs = [helper.make_tensor_value_info(o, 0, None) for o in node.output]
-            ev = ReferenceEvaluator(helper.make_model(helper.make_graph([node], "c", ins, outs),
-                                                      opset_imports=m.opset_import))
+            ev = _evaluator(helper.make_model(helper.make_graph([node], "c", ins, outs),
+                                              opset_imports=m.opset_import))
             vals = ev.run(None, {i: consts[i] for i in node.input if i})
             for o, v in zip(node.output[1:], vals[1:]):
                 consts[o] = np.asarray(v)

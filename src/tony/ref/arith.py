@@ -23,15 +23,26 @@ def rounding_shift(p, s, mode: Rounding = Rounding.HALF_EVEN) -> np.ndarray:
     s = np.asarray(s, dtype=np.int64)
     if np.any(s > MAX_SHIFT):
         raise ValueError(f"shift {int(s.max())} exceeds {MAX_SHIFT}")
-    if s.ndim == 0 and s > 0:
-        # one shift for the whole tensor: the same rounding in one pass. Half-even adds h - 1 plus
-        # r's lowest bit, which carries into r exactly when rem > h, or rem == h and r is odd.
+    if s.ndim == 0:
+        # one shift for the whole tensor: the same rounding in one pass, in place on one new array.
+        # Half-even adds h - 1 plus r's lowest bit, which carries into r exactly when rem > h, or
+        # rem == h and r is odd. s <= 0: the saturating left shift below (s = 0: p itself).
         k = int(s)
+        if k <= 0:
+            y = np.clip(p, -(1 << 31), 1 << 31) if k < 0 else p.copy()
+            y <<= min(-k, 31)
+            return y
         if mode is Rounding.FLOOR:
             return p >> k
         if mode is Rounding.HALF_UP:
-            return (p + (1 << (k - 1))) >> k
-        return (p + ((1 << (k - 1)) - 1) + ((p >> k) & 1)) >> k
+            y = p + (1 << (k - 1))
+        else:
+            y = p >> k
+            y &= 1
+            y += p
+            y += (1 << (k - 1)) - 1
+        y >>= k
+        return y
     sr = np.maximum(s, 0)
     r = p >> sr
     if mode is Rounding.FLOOR:
@@ -71,10 +82,10 @@ def requantize(acc, rq: Requant, channel_axis: int = 1) -> np.ndarray:
     mult = _per_channel(rq.mult, acc.ndim, channel_axis)
     shift = _per_channel(rq.shift, acc.ndim, channel_axis)
     p = acc if (np.ndim(mult) == 0 and mult == 1) else acc * mult
-    y = rounding_shift(p, shift, rq.rounding)
+    y = rounding_shift(p, shift, rq.rounding)  # a new array
     if rq.zero_point:
-        y = y + rq.zero_point
-    return np.clip(y, rq.lo, rq.hi, out=y if y is not acc else None)
+        y += rq.zero_point
+    return np.clip(y, rq.lo, rq.hi, out=y if isinstance(y, np.ndarray) else None)
 
 
 def quantize(x, scale: float, zero_point: int, dt: DType) -> np.ndarray:

@@ -76,51 +76,114 @@ def im2col(x, kernel, strides, pads, dilations, group: int = 1, pad_value: int =
 def conv(op: ir.Conv, g: ir.Graph, x, w, b=None):
     """docs/arithmetic.md, 'MAC ops': acc = sum (x - zx) * (w - zw) + bias; requant."""
     xt, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    x = np.asarray(x, np.int64) - xt.zero_point
     w = np.asarray(w, np.int64) - wt.zero_point
     m, cg, kh, kw = w.shape
-    if op.group == 1 or (cg == 1 and m == op.group == x.shape[1]):
-        acc = _conv_fast(op, x, w)
-        if b is not None:
-            acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
-        return arith.requantize(acc, op.requant)
-    mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
-    n = x.shape[0]
-    mg = m // op.group
-    acc = np.empty((n, m, oh, ow), dtype=np.int64)
-    for gi, cols in enumerate(mats):
-        wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
-        res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
-        acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
-    if b is not None:
-        acc += np.asarray(b, np.int64).reshape(1, m, 1, 1)
+    bias = None if b is None else np.asarray(b, np.int64).reshape(1, m, 1, 1)
+    if op.group == 1:
+        return _conv_dense(op, np.asarray(x, np.int64), xt.zero_point, w, bias)
+    x = np.asarray(x, np.int64) - xt.zero_point
+    if cg == 1 and m == op.group == x.shape[1]:
+        acc = _conv_depthwise(op, x, w)
+    else:
+        mats, (oh, ow) = im2col(x, (kh, kw), op.strides, op.pads, op.dilations, op.group)
+        n = x.shape[0]
+        mg = m // op.group
+        acc = np.empty((n, m, oh, ow), dtype=np.int64)
+        for gi, cols in enumerate(mats):
+            wg = w[gi * mg:(gi + 1) * mg].reshape(mg, cg * kh * kw).T    # K x mg
+            res = arith.matmul_exact(cols, wg)                          # (N OH OW) x mg
+            acc[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
+    if bias is not None:
+        acc += bias
     return arith.requantize(acc, op.requant)
 
 
-def _conv_fast(op: ir.Conv, x, w):
-    """The accumulator of a dense (group 1) or depthwise convolution, computed in the narrowest
-    exact type (arith.exact_float_dtype, bounded like arith.matmul_exact: max|x| times the
-    largest sum of |w| over one output channel), converted before the windows are expanded.
+_CONV_CHUNK = 1 << 20
+"""Window values per block of samples in the dense convolution (4 MiB of float32): a block's
+windows are filled, multiplied and requantized while they are in cache, in one reused buffer."""
 
-    Dense: one matrix product of the windows [N*OH*OW, kh*kw*C] (channels-last, filled by one
-    slice copy per kernel tap) with the weights in the same (kh, kw, C) order.
-    Depthwise: a multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
+
+def _exact_dtype(xmax: float, w):
+    """The narrowest exact type of a convolution's accumulator (arith.exact_float_dtype, bounded
+    like arith.matmul_exact: max|x| times the largest sum of |w| over one output channel)."""
+    m = w.shape[0]
+    return arith.exact_float_dtype(xmax * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))) or np.int64
+
+
+def _conv_dense(op: ir.Conv, x, zx: int, w, bias):
+    """A dense (group 1) convolution, requantized: int64 [N, M, OH, OW], C-contiguous.
+
+    The accumulator is computed in the narrowest exact type (_exact_dtype), block by block of
+    samples: the weights [M, kh*kw*C] times the windows [kh*kw*C, S*P] in the same (kh, kw, C)
+    order (one slice copy per kernel tap, x - zx converted on the way into the padded block), one
+    matrix product per block, give [M, S, P], turned to NCHW order; then the bias and the
+    requantization on the block. With stride 1 a tap's windows are one contiguous run of the
+    flattened padded image (P = OH x padded width, the columns past OW dropped after the
+    product); otherwise P = OH x OW, one strided copy per tap."""
+    m, c, kh, kw = w.shape
+    t, l, b, r = op.pads
+    (sh, sw), (dh, dw) = op.strides, op.dilations
+    n, _, h, wd = x.shape
+    hp, wp = h + t + b, wd + l + r
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    xmax = max(abs(int(x.min()) - zx), abs(int(x.max()) - zx)) if x.size else 0
+    dt = _exact_dtype(float(xmax), w)
+    flat = sh == sw == 1 and wp <= 2 * ow  # a tap's windows: one run of the flattened image
+    if flat:
+        b += 1  # a zero row below: the last tap's run reaches (kw - 1) * dw values past the image
+        p = oh * wp
+    else:
+        p = oh * ow
+    k = kh * kw * c
+    wm = w.transpose(0, 2, 3, 1).reshape(m, k).astype(dt)  # columns in (kh, kw, C) order
+    out = np.empty((n, m, oh, ow), np.int64)
+    step = max(1, _CONV_CHUNK // max(k * p, 1))
+    cols = np.empty((k, min(step, n), p), dt)
+    xp = np.zeros((min(step, n), c, h + t + b, wp), dt)  # the padding stays zero
+    with _one_blas_thread():
+        for s0 in range(0, n, step):
+            s1 = min(s0 + step, n)
+            xs = xp[:s1 - s0]
+            np.subtract(x[s0:s1], zx, out=xs[:, :, t:t + h, l:l + wd], casting="unsafe")  # exact: |x - zx| <= xmax
+            cs = cols[:, :s1 - s0]
+            if flat:
+                xf = xs.reshape(s1 - s0, c, -1).transpose(1, 0, 2)  # C S (Hp Wp)
+                for i in range(kh):
+                    for j in range(kw):
+                        o = i * dh * wp + j * dw
+                        cs[(i * kw + j) * c:(i * kw + j + 1) * c] = xf[:, :, o:o + p]
+            else:
+                cv = cs.reshape(kh, kw, c, s1 - s0, oh, ow)
+                xt = xs.transpose(1, 0, 2, 3)  # C S Hp Wp
+                for i in range(kh):
+                    for j in range(kw):
+                        cv[i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            res = (wm @ cs.reshape(k, -1)).reshape(m, s1 - s0, oh, -1)[..., :ow]  # one product: M x (S P)
+            acc = res.transpose(1, 0, 2, 3).astype(np.int64, order="C")  # S M OH OW, exact
+            if bias is not None:
+                acc += bias
+            out[s0:s1] = arith.requantize(acc, op.requant)
+    return out
+
+
+def _one_blas_thread():
+    """One BLAS thread for the blocks' products (each small: more threads would mostly spin
+    between them, costing CPU time and, on a loaded machine, wall time); a no-op without
+    threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _conv_depthwise(op: ir.Conv, x, w):
+    """The accumulator of a depthwise convolution in the narrowest exact type (_exact_dtype): a
+    multiply-add per kernel tap over the whole [N, C, OH, OW] stack."""
     m, cg, kh, kw = w.shape
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).reshape(m, -1).sum(axis=1).max(initial=0))
-    dt = arith.exact_float_dtype(bound) or np.int64
-    if op.group == 1:
-        t, l, b, r = op.pads
-        (sh, sw), (dh, dw) = op.strides, op.dilations
-        xh = np.pad(x.astype(dt).transpose(0, 2, 3, 1), ((0, 0), (t, b), (l, r), (0, 0)))  # N H W C
-        n, hp, wp, c = xh.shape
-        oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-        cols = np.empty((n, oh, ow, kh, kw, c), dt)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, :, i, j, :] = xh[:, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                            j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
-        res = cols.reshape(n * oh * ow, kh * kw * c) @ w.transpose(0, 2, 3, 1).reshape(m, -1).T.astype(dt)
-        return res.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).astype(np.int64)
+    dt = _exact_dtype(float(np.abs(x).max(initial=0)), w)
     xp = _pad(x.astype(dt), op.pads, 0)
     win = _windows(xp, (kh, kw), op.strides, op.dilations)  # N C OH OW kh kw (a view)
     n, c, oh, ow = win.shape[:4]
@@ -155,11 +218,38 @@ def dense(op: ir.Dense, g: ir.Graph, x, w, b=None):
 
 def add(op: ir.Add, g: ir.Graph, a, b):
     """docs/arithmetic.md, 'Add': align to the finer scale, add (or subtract) exactly, requant.
-    Inputs broadcast as in numpy (the batch axis included)."""
+    Inputs broadcast as in numpy (the batch axis included). Two stacks of the same shape run in
+    blocks of samples (the int64 temporaries stay in cache)."""
     at, bt = (g.tensors[i] for i in op.inputs)
-    a = (np.asarray(a, np.int64) - at.zero_point) * op.mult_a << op.shift_a
-    b = (np.asarray(b, np.int64) - bt.zero_point) * op.mult_b << op.shift_b
-    return arith.requantize(a - b if op.subtract else a + b, op.requant)
+    a, b = np.asarray(a), np.asarray(b)
+
+    def run(a, b):
+        a, b = _aligned(a, at.zero_point, op.mult_a, op.shift_a), _aligned(b, bt.zero_point, op.mult_b, op.shift_b)
+        if isinstance(a, np.ndarray) and a.shape == np.broadcast_shapes(a.shape, np.shape(b)):  # in place
+            return arith.requantize(np.subtract(a, b, out=a) if op.subtract else np.add(a, b, out=a), op.requant)
+        return arith.requantize(a - b if op.subtract else a + b, op.requant)
+
+    if a.ndim < 2 or a.shape != b.shape or a.size <= _BLOCK:
+        return run(a, b)
+    out = np.empty(a.shape, np.int64)
+    step = max(1, _BLOCK // (a.size // a.shape[0]))
+    for s0 in range(0, a.shape[0], step):
+        out[s0:s0 + step] = run(a[s0:s0 + step], b[s0:s0 + step])
+    return out
+
+
+_BLOCK = 1 << 16
+"""Values per block of samples in elementwise kernels run block by block (512 KiB of int64)."""
+
+
+def _aligned(x, zero_point: int, mult: int, shift: int):
+    """(x - zero_point) * mult << shift as a new int64 array (computed in place)."""
+    y = np.asarray(x, np.int64) - zero_point
+    if mult != 1:
+        y *= mult
+    if shift:
+        y <<= shift
+    return y
 
 
 def mul(op: ir.Mul, g: ir.Graph, a, b):

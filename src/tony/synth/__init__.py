@@ -7,8 +7,17 @@ nextpnr for Fmax and the critical path. `tony synth BUILD` writes BUILD/synth_re
 """
 from __future__ import annotations
 
-from .flow import REPORT, load_report, performance, synthesize
-from .targets import TARGETS
-from .tools import SynthError, have_tool
+import importlib
+
+# imported on first use: `tony compile` reads only TARGETS (its --help), not the flow
+_WHERE = {"REPORT": "flow", "load_report": "flow", "performance": "flow", "synthesize": "flow",
+          "TARGETS": "targets", "SynthError": "tools", "have_tool": "tools"}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["REPORT", "TARGETS", "SynthError", "have_tool", "load_report", "performance", "synthesize"]
