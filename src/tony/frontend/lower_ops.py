@@ -1,8 +1,8 @@
 """Lowering handlers for the ops that run on the host (docs/arithmetic.md): element-wise Mul/Sub,
 tables (Sigmoid, HardSwish, Tanh, unfolded BatchNormalization; HardSigmoid too unless a depthwise
 Conv equals its table), float islands (Softmax, LRN), the structural ops (Transpose, Pad, Slice,
-Split, Gather, Resize), ReduceMean, MatMul of two activations, and 1-D Conv/pools as 2-D with H = 1. Mixed into tony.frontend.lower's
-_Lowering: one `op_<OnnxType>` handler per ONNX op.
+Split, Gather, Resize), ReduceMean, MatMul of two activations, and 1-D Conv/pools as 2-D with
+H = 1. Mixed into tony.frontend.lower's _Lowering: one `op_<OnnxType>` handler per ONNX op.
 """
 from __future__ import annotations
 
