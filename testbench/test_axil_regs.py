@@ -127,7 +127,7 @@ async def test_identity_and_configuration(dut, idle: str):
     assert await tb.rd("ID") == REG_ID
     assert await tb.rd("VERSION") == REG_VERSION
     p = {k: int(getattr(dut, k).value) for k in ("ROWS", "COLS", "A_BITS", "W_BITS", "ACC_BITS", "MEM_BITS",
-                                                    "ROUND_MODE", "AXI_DATA_BITS", "AXI_ADDR_BITS", "MAX_BURST",
+                                                    "ROUND_MODE", "PER_CHANNEL", "AXI_DATA_BITS", "AXI_ADDR_BITS", "MAX_BURST",
                                                     "IMEM_WORDS", "ABUF_WORDS", "WBUF_WORDS", "BBUF_WORDS", "BUILD_ID")}
     a = await tb.rd("CFG_ARRAY")
     assert (a & 0xFF, a >> 8 & 0xFF, a >> 16 & 0xFF, a >> 24) == (p["ROWS"], p["COLS"], p["A_BITS"], p["W_BITS"])
@@ -137,6 +137,7 @@ async def test_identity_and_configuration(dut, idle: str):
     assert (x & 0xFFFF, x >> 16 & 0x7F, (x >> 23) + 1) == (p["AXI_DATA_BITS"], p["AXI_ADDR_BITS"], p["MAX_BURST"])
     for name in ("IMEM_WORDS", "ABUF_WORDS", "WBUF_WORDS", "BBUF_WORDS", "BUILD_ID"):
         assert await tb.rd(name) == p[name], name
+    assert await tb.rd("CFG_PPU") == p["PER_CHANNEL"]
 
 
 @cocotb.test()
@@ -268,7 +269,7 @@ if pytest is not None:
     @pytest.mark.parametrize(
         "params",
         [{}, {"ADDR_BITS": 8, "ROWS": 16, "COLS": 8, "MEM_BITS": 32, "IMEM_WORDS": 40, "BUILD_ID": 0x12345678,
-              "MAX_BURST": 256, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40}],
+              "MAX_BURST": 256, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40, "PER_CHANNEL": 2}],
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()) or "defaults",
     )
     def test_axil_regs(params, tmp_path):

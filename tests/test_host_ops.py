@@ -82,6 +82,54 @@ def test_piecewise_linear_tables_equal_the_exact_rounding_of_the_float32_functio
         assert ti == min(127, max(-128, rhe(Fraction(float(v)) / Fraction(y_scale))))
 
 
+@pytest.mark.parametrize("alpha,beta,sx,sy,unsigned,requant", [
+    (1 / 6, 0.5, 2.0**-4, 2.0**-7, False, "pow2"),   # PyTorch's hardsigmoid (MobileNetV3's gate)
+    (1 / 6, 0.5, 2.0**-5, 2.0**-8, True, "pow2"),
+    (0.2, 0.5, 2.0**-3, 2.0**-8, True, "pow2"),      # ONNX's defaults
+    (0.25, 0.375, 2.0**-4, 2.0**-6, False, "pow2"),
+    (1 / 6, 0.5, 0.0123, 1 / 255, True, "multiplier"),
+])
+def test_hard_sigmoid_is_a_depthwise_conv_on_the_array_equal_to_onnxruntime_on_every_input(
+        alpha, beta, sx, sy, unsigned, requant):
+    """HardSigmoid of a 4-D activation lowers to a 1x1 depthwise Conv (docs/arithmetic.md,
+    'HardSigmoid on the array') when one reproduces its table; on every int8 input its output
+    equals onnxruntime's unoptimized Q/DQ path, in the reference and on the instruction-level
+    model of a 4x4 array, and the op is placed on the device."""
+    from _host_graphs import build
+    from tony.accel.compiler import run_partitioned
+    from tony.accel.program import AccelConfig
+    from tony.compiler import accel_partition
+
+    m = build("hsig", "HardSigmoid", [(1, 4, 8, 8)], 1, attrs={"alpha": alpha, "beta": beta}, in_scales=[sx],
+              out_scale=sy, unsigned_out=unsigned)
+    x = (np.arange(-128, 128, dtype=np.float32) * np.float32(sx)).reshape(1, 4, 8, 8)
+    want = _ort(m).run(None, {"x0": x})[0]
+    g = load_ir(m, requant=requant)
+    got = tony.run_reference(g, {"x0": x})[0]
+    assert np.array_equal(got, want)
+    op = next(o for o in g.ops if o.origin == "the_hardsigmoid")
+    assert isinstance(op, ir.Conv) and op.group == 4 and op.op_type == "HardSigmoid", op
+    cfg = AccelConfig(4, 4)
+    p = accel_partition(g, cfg)
+    assert not p.host_ops()
+    from tony.ref.feeds import normalize_inputs
+
+    feeds, _ = normalize_inputs(g, x)
+    env, _ = run_partitioned(g, cfg, feeds, p)
+    assert all(np.array_equal(env[o], execute(g, feeds)[o]) for o in g.outputs)
+
+
+def test_hard_sigmoid_without_an_exact_conv_stays_a_table():
+    """fit_affine finds no Conv for a table that is not the rounding of one line (a HardSwish
+    table): the op stays a table on the host."""
+    from tony.frontend.lower_ops import fit_affine
+
+    q, xf = table_inputs(INT8, 2.0**-4, 0)
+    tab = quantize_exact(TABLE_FUNCTIONS["HardSwish"](xf, {}), 2.0**-4, 0, INT8)
+    assert fit_affine(q, tab, 2.0**-4 / 6 / 2.0**-4, 0.5 / 2.0**-4, int(tab.min()), int(tab.max()), 0,
+                      ir.Rounding.HALF_EVEN) is None
+
+
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_avgpool_without_padding_counts_divides_each_window_by_its_own_count(data):

@@ -1,7 +1,9 @@
 """Host/device partitioning (tony.ir.partition): segments, their inputs and outputs, the compile
 report, --device-only, and a MobileNetV3 block (HardSwish, squeeze-excite with HardSigmoid and
 Mul) end to end: reference = onnxruntime, accelerator segments on the instruction-level model and
-on Verilator, HLS segments in C++, host segments in the reference between them."""
+on Verilator, HLS segments in C++, host segments in the reference between them. The HardSigmoid
+gate runs on the array (a 1x1 depthwise Conv equal to its table); HardSwish and the gate's Mul
+of two activations stay on the host."""
 import json
 
 import numpy as np
@@ -85,19 +87,22 @@ def test_segments_alternate_and_name_their_inputs_and_outputs(se):
     kinds = "".join("D" if s.device else "h" for s in p.segments)
     assert kinds == "hDhDhDh"
     host = [(pl.op.origin, pl.reason) for pl in p.host_ops()]
-    assert [n for n, _ in host] == ["hswish1", "se_gate", "se_mul", "out_sig"]
+    assert [n for n, _ in host] == ["hswish1", "se_mul", "out_sig"]
+    gate = next(op for op in g.ops if op.origin == "se_gate")
+    assert isinstance(gate, ir.Conv) and gate.group == 16 and gate.op_type == "HardSigmoid"
     produced = set(g.inputs)
     for s in p.segments:  # every segment reads only what earlier segments (or the graph) produced
         assert set(s.inputs) <= produced
         produced |= {o for op in s.ops for o in op.outputs}
         later = {i for t in p.segments[p.segments.index(s) + 1:] for op in t.ops for i in op.inputs}
         assert set(s.outputs) == {o for op in s.ops for o in op.outputs if o in later or o in g.outputs}
-    # the second device segment reads the HardSwish table's output and hands the SE input back
+    # the second device segment reads the HardSwish table's output and hands back the SE input and
+    # the gate (HardSigmoid on the device)
     d1 = p.segments[3]
-    assert d1.inputs == ("hs1_q",) and "dwr_q" in d1.outputs and "s2_q" in d1.outputs
+    assert d1.inputs == ("hs1_q",) and "dwr_q" in d1.outputs and "sig_q" in d1.outputs and "s2_q" not in d1.outputs
     r = report(g, p)
     assert r["device_mac_share"] == 1.0 and r["host_macs"] == 0
-    assert {row["op"] for row in r["ops"] if row["where"] == "host"} == {"HardSwish", "HardSigmoid", "Mul", "Sigmoid"}
+    assert {row["op"] for row in r["ops"] if row["where"] == "host"} == {"HardSwish", "Mul", "Sigmoid"}
 
 
 def _tiny(ops, tensors, inputs, outputs, constants=None):
@@ -191,3 +196,116 @@ def test_rtl_sim_runs_host_segments_between_device_programs(se, tmp_path):
     rep = simulate(tmp_path / "b", progress=False)
     assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) == 3
     assert rep["compared"] == 2 * 16 * 8 * 8
+
+
+@pytest.fixture(scope="module")
+def se_ort(tmp_path_factory):
+    """The block quantized by onnxruntime's quantize_static (QDQ, symmetric int8 activations:
+    zero points 0, arbitrary scales, so multiplier mode)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from _ort_helpers import calibration_reader
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 1, 16, 8, 8)).astype(np.float32)
+    d = tmp_path_factory.mktemp("se_ort")
+    onnx.save(_se_block(), d / "float.onnx")
+    quantize_static(str(d / "float.onnx"), str(d / "model.onnx"), calibration_reader(x[:3].reshape(3, 16, 8, 8), "x"),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True})
+    return d, onnx.load(d / "model.onnx"), x
+
+
+def test_se_block_quantized_by_onnxruntime_runs_partitioned_equal_to_onnxruntime(se_ort):
+    """onnxruntime's QDQ block in multiplier mode: the reference equals onnxruntime's unoptimized
+    Q/DQ path; the HardSigmoid gate is a depthwise Conv on the device; the partitioned graph on the
+    instruction-level model of a 4x4 array equals the reference."""
+    from _ort_helpers import ort_run
+
+    d, q, x = se_ort
+    g = load_ir(q, requant="multiplier")
+    want = ort_run(str(d / "model.onnx"), list(x), name="x")[0]
+    assert np.array_equal(np.stack([tony.run_reference(g, xi)[0] for xi in x]), want)
+    cfg = AccelConfig(4, 4)
+    p = accel_partition(g, cfg)
+    host = {pl.op.origin: pl.reason for pl in p.host_ops()}
+    assert set(host) == {"hswish1", "se_mul", "residual", "out_sig"}, host
+    assert "ratio is not a power of two" in host["residual"]   # c3's and x's scales: 31-bit multipliers
+    assert isinstance(next(op for op in g.ops if op.origin == "se_gate"), ir.Conv)
+    feeds, _ = normalize_inputs(g, x[:2])
+    env, cycles = run_partitioned(g, cfg, feeds, p)
+    want = execute(g, feeds)
+    assert cycles > 0 and all(np.array_equal(env[o], want[o]) for o in g.outputs)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_se_block_quantized_by_onnxruntime_on_verilator(se_ort, tmp_path):
+    """The onnxruntime-quantized block on Verilator: every device segment bit-exact, cycles as
+    predicted, the graph's output equal to the reference."""
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    compile_model(se_ort[0] / "model.onnx", tmp_path / "b", config=AccelConfig(4, 4), samples=2, requant="multiplier")
+    rep = simulate(tmp_path / "b", progress=False)
+    assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) >= 3
+
+
+_F = float(np.float32(0.0123))
+_G = float(np.float32(0.0173))
+
+
+# equal input scales, and scales exactly 4x apart whose rounded multipliers stay 4x apart (for
+# other values round(4y) != 4 round(y) and the Add stays on the host)
+@pytest.mark.parametrize("scales", [(0.0123, 0.0123, 0.0371), (0.0246, 0.0246, 0.05), (_F, 4 * _F, 0.05)])
+def test_multiplier_mode_add_of_scales_a_power_of_two_apart_runs_on_the_vector_unit(scales, tmp_path):
+    """An Add in multiplier mode whose input scales are equal (or a power of two apart, when the
+    rounded multipliers keep that ratio): the 31-bit input multipliers are one odd number times
+    powers of two, so the vector unit's left shifts and
+    the post-processing multiplier compute the same sum (tony.accel.emit.add_alignment). The Add is
+    on the device; onnxruntime (unoptimized Q/DQ) = reference = the instruction-level model."""
+    from _host_graphs import build
+    from _ort_helpers import ort_run
+    from tony.accel.emit import add_alignment
+
+    sa, sb, sy = scales
+    m = build("add_mult", "Add", [(1, 8, 4, 4), (1, 8, 4, 4)], 1, in_scales=[sa, sb], out_scale=sy)
+    onnx.save(m, tmp_path / "m.onnx")
+    rng = np.random.default_rng(3)
+    xs = [(rng.standard_normal((1, 8, 4, 4)) * 1.5).astype(np.float32) for _ in range(6)]
+    g = load_ir(m, requant="multiplier")
+    add = next(op for op in g.ops if isinstance(op, ir.Add))
+    assert add.mult_a != 1 and add.mult_b != 1            # multiplier mode, not pow2
+    cfg = AccelConfig(4, 4)
+    assert add_alignment(add, cfg) is not None
+    p = accel_partition(g, cfg)
+    assert not p.host_ops() and p.simple
+    sess = ort.InferenceSession(m.SerializeToString(), _unoptimized(), providers=["CPUExecutionProvider"])
+    feeds = {"x0": np.concatenate(xs[:3]), "x1": np.concatenate(xs[3:])}
+    want_ort = np.concatenate([sess.run(None, {"x0": a, "x1": b})[0] for a, b in zip(xs[:3], xs[3:])])
+    assert np.array_equal(tony.run_reference(g, feeds)[0], want_ort)
+    f, _ = normalize_inputs(g, feeds)
+    env, _ = run_partitioned(g, cfg, f, p)
+    want = execute(g, f)
+    assert all(np.array_equal(env[o], want[o]) for o in g.outputs)
+
+
+def _unoptimized():
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return so
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_multiplier_mode_add_on_verilator(tmp_path):
+    """The Add of two scales a factor 4 apart in multiplier mode on Verilator: bit-exact, cycles as
+    predicted."""
+    from _host_graphs import build
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    m = build("add_mult", "Add", [(1, 8, 4, 4), (1, 8, 4, 4)], 1, in_scales=[4 * _G, _G], out_scale=0.0371)
+    compile_model(m, tmp_path / "b", config=AccelConfig(4, 4), samples=3, requant="multiplier")
+    rep = simulate(tmp_path / "b", progress=False)
+    assert rep["bit_exact"] and rep["cycles_match"]

@@ -283,21 +283,42 @@ def ewise(flags: int, a, b_off: int, dst_base: int, words: int, sa: int, sb: int
                  klen=1, period=1, sa=sa, sb=sb, **rq)
 
 
+def add_alignment(op: ir.Add, cfg: AccelConfig) -> tuple[int, int, int] | None:
+    """(sa, sb, mult): the Add's exact sum (a * mult_a << shift_a) + (b * mult_b << shift_b)
+    (docs/arithmetic.md, 'Add') as ((a << sa) + (b << sb)) * m, the vector unit's left shifts and
+    the post-processing unit's multiplier m, with the requantization's own multiplier folded into
+    mult = m * requant.mult. Exists when the input multipliers are one odd number times powers of
+    two (pow2 scales: both 1; multiplier mode: input scales whose ratio is a power of two, equal
+    scales included), the shifts fit the accumulator and mult the PPU's 32 bits; else None (the Add
+    runs on the host: the vector unit has no per-input multipliers, docs/isa.md 'EWISE')."""
+    ma, mb, rq = op.mult_a, op.mult_b, op.requant
+    if ma <= 0 or mb <= 0 or op.shift_a < 0 or op.shift_b < 0 or rq is None or rq.per_channel:
+        return None
+    ta, tb = (ma & -ma).bit_length() - 1, (mb & -mb).bit_length() - 1
+    if ma >> ta != mb >> tb:
+        return None
+    p = min(ta, tb)
+    sa, sb, mult = op.shift_a + ta - p, op.shift_b + tb - p, rq.mult * ((ma >> ta) << p)
+    if max(sa, sb) > cfg.acc_bits - cfg.a_bits - 2 or not 0 < mult < 1 << 32:
+        return None
+    return sa, sb, mult
+
+
 def emit_ewise(ctx: Ctx, p: OpPlan) -> Code:
     op, g, cfg = p.op, ctx.g, ctx.cfg
     rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op)
     flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
     sa = sb = 0
     if isinstance(op, ir.Add):
-        if op.mult_a != 1 or op.mult_b != 1 or op.shift_a < 0 or op.shift_b < 0 or \
-                max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
-            raise UnsupportedError("Add needs power-of-two input scales (alignment by left shifts) on the "
-                                   "accelerator", where=where(op), hint="use --requant pow2")
+        aligned = add_alignment(op, cfg)
+        if aligned is None:
+            raise UnsupportedError("Add needs input scales whose ratio is a power of two (alignment by left "
+                                   "shifts) on the accelerator", where=where(op), hint="use --requant pow2")
         src, other = p.locs[op.inputs[0]], p.locs[op.inputs[1]]
         if (other.c, other.h, other.w) != (src.c, src.h, src.w):
             raise UnsupportedError("Add with broadcasting is not supported on the accelerator", where=where(op))
         flags |= isa.F_HAS_B | (isa.F_B_SIGNED if g.tensors[op.inputs[1]].dtype.signed else 0)
-        sa, sb = op.shift_a, op.shift_b
+        sa, sb, rq["mult"] = aligned
 
     def body(site: Site, whole: bool) -> list[Instr]:
         a, b = site.srcs[0], site.srcs[-1]

@@ -6,7 +6,7 @@ instead of failing the build.
 from __future__ import annotations
 
 from .. import ir
-from .emit import EMITTERS, merge_identity, per_channel_reason
+from .emit import EMITTERS, add_alignment, merge_identity, per_channel_reason
 from .program import AccelConfig
 
 
@@ -65,6 +65,11 @@ def _reshape_ok(g: ir.Graph, op) -> bool:
     return len(x) == 2 and len(y) == 4 and y[2:] == (1, 1)
 
 
+def _odd(m: int) -> int:
+    """m without its factors of two."""
+    return m >> ((m & -m).bit_length() - 1) if m > 0 else m
+
+
 def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
     if isinstance(op, ir.Reshape):
         return None if _reshape_ok(g, op) else "a reshape that moves channels between activation words"
@@ -79,7 +84,10 @@ def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
             return "Sub (the vector unit adds)"
         if len({g.tensors[n].shape for n in op.inputs + op.outputs}) > 1:
             return "Add with broadcasting"
-        if op.mult_a != 1 or op.mult_b != 1 or max(op.shift_a, op.shift_b) > cfg.acc_bits - cfg.a_bits - 2:
+        if add_alignment(op, cfg) is None:
+            if _odd(op.mult_a) != _odd(op.mult_b):
+                return ("Add of inputs whose scales' ratio is not a power of two (the vector unit aligns its "
+                        "inputs by left shifts and has no per-input multipliers)")
             return "Add of inputs whose scales are not aligned by small left shifts"
     if isinstance(op, ir.Concat):
         if op.axis != 1:

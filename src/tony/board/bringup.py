@@ -13,7 +13,7 @@ from pathlib import Path
 from ..names import comment_text, safe_id
 
 REG_ID = 0x544F4E59          # "TONY"
-REG_VERSION = 0x00010000     # register map 1.0
+REG_VERSION = 0x00010001     # register map 1.1 (1.0 without CFG_PPU)
 ERR_CODES = {"none": 0, "read": 1, "write": 2, "illegal": 3, "abort": 4, "bad_len": 5}
 ERR_TEXT = {0: "none", 1: "AXI read error response (RRESP SLVERR/DECERR)",
             2: "AXI write error response (BRESP SLVERR/DECERR)", 3: "illegal instruction",
@@ -44,7 +44,7 @@ class Reg:
 
 REGISTERS: tuple[Reg, ...] = (
     Reg("ID", 0x00, "RO", "0x544F4E59", 'identification: "TONY"'),
-    Reg("VERSION", 0x04, "RO", "0x00010000", "register map version (major << 16 | minor)"),
+    Reg("VERSION", 0x04, "RO", "0x00010001", "register map version (major << 16 | minor)"),
     Reg("CTRL", 0x08, "W1S", "0", "control; reads 0", (
         Field("START", 0, 1, "start a run (ignored unless idle)"),
         Field("ABORT", 1, 1, "stop a run: the core is held in reset until the bus is idle, then ERROR code 4"))),
@@ -79,6 +79,9 @@ REGISTERS: tuple[Reg, ...] = (
     Reg("BBUF_WORDS", 0x4C, "RO", "build", "bias buffer words"),
     Reg("ERR_INFO", 0x50, "RO", "0", "PC (bits 15:0) when the last error stopped the run; "
         "for code 3 the illegal instruction's index"),
+    Reg("CFG_PPU", 0x54, "RO", "build", "post-processing", (
+        Field("PER_CHANNEL", 0, 8, "per-channel requantization in the bias words: 0 none, 1 shift, 2 mult "
+              "(docs/isa.md, 'Bias words')"),)),
 )
 
 
@@ -275,7 +278,14 @@ class TonyAccel:
             raise SystemExit("no Tony accelerator at this address (ID 0x%08x)" % self.rd("ID"))
         got = self.rd("BUILD_ID")
         if got != BUILD_ID:
-            raise SystemExit("bitstream build 0x%08x, program compiled for 0x%08x (CONFIG %s)" % (got, BUILD_ID, CONFIG))
+            raise SystemExit("bitstream build 0x%08x (%s), program compiled for 0x%08x (CONFIG %s)"
+                             % (got, self.bitstream_config(), BUILD_ID, CONFIG))
+
+    def bitstream_config(self):
+        """The bitstream's own parameters, from the CFG_* registers (docs/registers.md)."""
+        a, m, p = self.rd("CFG_ARRAY"), self.rd("CFG_MEM"), self.rd("CFG_PPU")
+        return ("ROWS=%d COLS=%d A_BITS=%d W_BITS=%d ACC_BITS=%d ROUND_MODE=%d MEM_BITS=%d PER_CHANNEL=%d"
+                % (a & 0xFF, a >> 8 & 0xFF, a >> 16 & 0xFF, a >> 24, m & 0xFF, m >> 8 & 0xFF, m >> 16, p & 0xFF))
 
     def run(self, r, timeout=10.0):
         """Run the program on the inputs of run r; returns the cycle count."""

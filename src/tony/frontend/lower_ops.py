@@ -1,8 +1,8 @@
 """Lowering handlers for the ops that run on the host (docs/arithmetic.md): element-wise Mul/Sub,
-tables (Sigmoid, HardSigmoid, HardSwish, Tanh, unfolded BatchNormalization), float islands
-(Softmax, LRN), the structural ops (Transpose, Pad, Slice, Split, Gather, Resize), ReduceMean,
-MatMul of two activations, and 1-D Conv/pools as 2-D with H = 1. Mixed into tony.frontend.lower's
-_Lowering: one `op_<OnnxType>` handler per ONNX op.
+tables (Sigmoid, HardSwish, Tanh, unfolded BatchNormalization; HardSigmoid too unless a depthwise
+Conv equals its table), float islands (Softmax, LRN), the structural ops (Transpose, Pad, Slice,
+Split, Gather, Resize), ReduceMean, MatMul of two activations, and 1-D Conv/pools as 2-D with
+H = 1. Mixed into tony.frontend.lower's _Lowering: one `op_<OnnxType>` handler per ONNX op.
 """
 from __future__ import annotations
 
@@ -57,6 +57,38 @@ def table_inputs(dt: ir.DType, scale: float, zp: int) -> tuple[np.ndarray, np.nd
     """Every integer of `dt` and its dequantized float32 value."""
     q = np.arange(dt.min, dt.max + 1, dtype=np.int64)
     return q, (q - zp).astype(np.float32) * np.float32(scale)
+
+
+def fit_affine(d: np.ndarray, tab: np.ndarray, slope: float, offset: float, lo: int, hi: int, zp: int,
+               rounding) -> tuple[int, int, int, int] | None:
+    """(w, b, mult, shift) with clamp(round_shift((d * w + b) * mult, shift) + zp, lo, hi) == tab
+    for every input d (the input integers less their zero point), for a table that is
+    round(slope * d + offset) + zp clamped; None when no candidate is exact. Candidates: every int8
+    weight w of the slope's sign (the offset lands nearer the grid slope / w for some), b the offset
+    on that grid (rounded, and its neighbours), mult and shift the 31-bit factoring of slope / w (and
+    its neighbours); each is checked on every input."""
+    from ..ref.arith import requantize
+    from .requant import MULT_BITS
+
+    sign = 1 if slope > 0 else -1
+    for k in range(1, 128):
+        w = sign * k
+        r = slope / w
+        m, ex = math.frexp(r)
+        mult0, shift = round(m * (1 << MULT_BITS)), MULT_BITS - ex
+        b0 = offset / r
+        if not (abs(b0) < 2**30 and math.isfinite(b0)):
+            return None
+        if k > 1 and abs(b0 - round(b0)) * r > 2.0**-8:
+            continue    # the offset falls between grid points: not exact near a tie
+        for b in (round(b0), math.floor(b0), math.ceil(b0)):
+            for mult in (mult0, mult0 - 1, mult0 + 1):
+                if not 0 < mult < 1 << 32:
+                    continue
+                rq = ir.Requant(shift=shift, lo=lo, hi=hi, mult=mult, rounding=rounding, zero_point=zp)
+                if np.array_equal(requantize(d * w + b, rq), tab):
+                    return w, b, mult, shift
+    return None
 
 
 def nearest_index(n_in: int, n_out: int, scale: float, mode: str, nearest: str, roi=None) -> tuple[int, ...]:
@@ -252,7 +284,34 @@ class HostLowering:
     def _table(self, node):
         a = _attrs(node)
         fn = TABLE_FUNCTIONS[node.op_type]
+        if node.op_type == "HardSigmoid" and self.affine_table(node, lambda x: fn(x, a),
+                                                               float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))):
+            return
         self.table_op(node, lambda x: fn(x, a))
+
+    def affine_table(self, node, f, alpha: float, beta: float) -> bool:
+        """HardSigmoid, clamp(alpha * x + beta, 0, 1), as a 1x1 depthwise Conv when one equals its
+        table for every input integer (docs/arithmetic.md, 'HardSigmoid on the array'): weight
+        w, bias b, one multiplier and shift, the clamp at the table's ends. Returns False
+        (the op stays a table) when the activation is not [N, C, H, W] or no such Conv is exact."""
+        x = self.act(node.input[0], node)
+        if len(x.shape) != 4 or x.dtype.bits > 16 or alpha == 0:
+            return False
+        t, s, z, dt, _ = self.quantized_out(node)
+        q, xf = table_inputs(x.dtype, x.scale, x.zero_point)
+        tab = quantize_exact(f(xf), s, z, dt)
+        lo, hi = int(tab.min()), int(tab.max())
+        found = fit_affine(q - x.zero_point, tab, alpha * x.scale / s, beta / s, lo, hi, z, self.rounding)
+        if found is None:
+            return False
+        w, bias, mult, shift = found
+        rq = ir.Requant(shift=shift, lo=lo, hi=hi, mult=mult, rounding=self.rounding, zero_point=z)
+        c = x.shape[1]
+        wname = self.add_const(f"{t.name}.weight", np.full((c, 1, 1, 1), w), ir.INT8, 1.0)
+        bname = self.add_const(f"{t.name}.bias", np.full(c, bias), ir.INT32)
+        self.ops.append(ir.Conv((x.name, wname, bname), (t.name,), origin=node.name, op_type=node.op_type,
+                                group=c, requant=rq))
+        return True
 
     op_Sigmoid = op_Tanh = op_HardSigmoid = op_HardSwish = op_LeakyRelu = op_Elu = _table
 

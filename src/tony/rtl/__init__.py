@@ -106,8 +106,8 @@ MODULES: dict[str, ModuleSpec] = {
     ),
     "tony_axil_regs": ModuleSpec(
         params={"ADDR_BITS": 12, "ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
-                "ROUND_MODE": 0, "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256,
-                "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "MAX_BURST": 16, "BUILD_ID": 0},
+                "ROUND_MODE": 0, "PER_CHANNEL": 0, "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64,
+                "IMEM_WORDS": 256, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "MAX_BURST": 16, "BUILD_ID": 0},
         doc="AXI4-Lite control/status registers and run state machine (docs/registers.md)",
     ),
     "tony_axi_master": ModuleSpec(
