@@ -441,3 +441,31 @@ def test_torch_encoder_bit_exact_on_verilator_and_hls_csim(opset, tmp_path):
     ref = np.asarray(tony.run_reference(g, np.load(tmp_path / "inputs.npy"))[0]).reshape(3, 1, 4)
     flt = _ort(f, np.load(tmp_path / "inputs.npy"))
     assert np.abs(ref - flt).max() < 0.1 * max(np.abs(flt).max(), 1.0)
+
+
+def test_pixel_matmul_placement_names_what_keeps_it_on_the_host():
+    """The accelerator's conditions on a PixelMatMul, one reason each: the CONV's pixel-row field,
+    an unsigned second operand, a second operand computed on the device."""
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.ir.types import INT8, UINT8, Requant, Tensor
+
+    def graph(t, b_dtype=INT8, b_from_conv=False):
+        ts = {"a": Tensor("a", (1, 16, 2, t), UINT8), "b": Tensor("b", (1, 8, 2, 16), b_dtype),
+              "y": Tensor("y", (1, 8, 2, t), INT8)}
+        ops = []
+        if b_from_conv:
+            ts.update(x=Tensor("x", (1, 4, 2, 16), INT8), w=Tensor("w", (8, 4, 1, 1), INT8))
+            ops.append(ir.Conv(("x", "w"), ("b",), requant=Requant(shift=4, lo=-128, hi=127)))
+        ops.append(ir.PixelMatMul(("a", "b"), ("y",), origin="mm", requant=Requant(shift=7, lo=-128, hi=127)))
+        consts = {"w": np.ones((8, 4, 1, 1), np.int64)} if b_from_conv else {}
+        return ir.verify(ir.Graph("g", tensors=ts, constants=consts, ops=tuple(ops),
+                                  inputs=("a", "x" if b_from_conv else "b"), outputs=("y",)))
+
+    def why(g):
+        return refuse(g, AccelConfig(8, 8))(g.ops[-1])
+
+    assert why(graph(4095)) is None
+    assert "4096 tokens" in why(graph(4096))
+    assert "uint8" in why(graph(32, UINT8))
+    assert "computed on the device" in why(graph(32, b_from_conv=True))

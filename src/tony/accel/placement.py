@@ -6,6 +6,7 @@ instead of failing the build.
 from __future__ import annotations
 
 from .. import ir
+from . import isa
 from .emit import EMITTERS, merge_identity, per_channel_reason
 from .program import AccelConfig
 
@@ -65,6 +66,11 @@ def _pixel_matmul_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
     if cfg.a_bits != cfg.w_bits:
         return (f"its second operand is loaded as weights from {cfg.a_bits}-bit activation words, the weight "
                 f"buffer has {cfg.w_bits}-bit lanes")
+    _, k, _, t = g.tensors[op.inputs[0]].shape
+    f = isa.COMPUTE_FIELDS
+    if t >= 1 << f["ow"].bits or k >= 1 << f["klen"].bits:
+        return (f"a head of {t} tokens reducing over {k} (a CONV walks at most {(1 << f['ow'].bits) - 1} pixels "
+                f"per row and {(1 << f['klen'].bits) - 1} slices)")
     prod = g.producer(op.inputs[1])
     if prod is not None and not prod.host:
         return "its second operand is computed on the device (it reaches the weight buffer through the host)"
