@@ -114,9 +114,10 @@ def test_torch_encoder_lowers_to_integer_layernorm_softmax_and_gelu(exported, ke
     assert kinds.count(("Softmax", "")) == 1
     assert kinds.count(("Table", "Gelu" if key != "20tanh" else "Gelu(tanh)")) == 1
     assert not any(k == "FloatIsland" for k, _ in kinds)
-    # every projection is a 1x1 Conv (tokens as pixels) or the head's Dense; the scores are MatMuls
+    # every projection is a 1x1 Conv (tokens as pixels) or the head's Dense; the two products of
+    # activations (Q.K^T and P.V) are PixelMatMuls (heads as pixel rows)
     assert kinds.count(("Conv", "")) == 6 and kinds.count(("Dense", "")) == 1
-    assert kinds.count(("MatMul", "")) == 2
+    assert kinds.count(("PixelMatMul", "")) == 2 and kinds.count(("MatMul", "")) == 0
 
 
 @pytest.mark.parametrize("key", ["13", "17", "20tanh"])
@@ -135,17 +136,160 @@ def test_reference_is_within_an_lsb_of_onnxruntime_and_near_float(exported, key)
     assert np.abs(got - flt).mean() <= np.abs(qdq - flt).mean() + 0.25 * out_scale
 
 
-def test_projections_run_on_the_accelerator_and_the_rest_on_the_host(exported):
+def test_projections_and_attention_matmuls_run_on_the_accelerator_and_the_rest_on_the_host(exported):
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.ir.partition import partition, report
+
+    g = load_ir(exported["17"][1])
+    part = partition(g, refuse(g, AccelConfig(8, 8)))
+    dev = [p.op for p in part.placement if p.device]
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul"} and len(dev) == 9
+    assert [op.origin for op in dev if isinstance(op, ir.PixelMatMul)] == ["/blocks.0/MatMul", "/blocks.0/MatMul_1"]
+    host = {type(p.op).__name__ for p in part.placement if not p.device}
+    assert {"LayerNorm", "Softmax", "Table", "Transpose"} <= host and "MatMul" not in host
+    assert report(g, part)["device_mac_share"] == 1.0
+
+
+def _without_pixel_matmuls(path, monkeypatch):
+    """The same model lowered with its MatMuls of two activations left as MatMul (the host kernel)."""
+    import tony.frontend.lower as lower
+
+    with monkeypatch.context() as m:
+        m.setattr(lower, "matmuls_as_pixels", lambda g: g)
+        return load_ir(path)
+
+
+@pytest.mark.parametrize("key", ["13", "17"])
+def test_pixel_matmuls_compute_what_the_matmuls_compute(exported, key, monkeypatch):
+    """The rewritten graph (Transposes around a PixelMatMul) gives the reference's outputs of the
+    graph with the plain MatMuls, to the bit."""
+    g, plain = load_ir(exported[key][1]), _without_pixel_matmuls(exported[key][1], monkeypatch)
+    assert sum(isinstance(op, ir.MatMul) for op in plain.ops) == 2
+    x = _data(6)
+    assert np.array_equal(tony.run_reference(g, x)[0], tony.run_reference(plain, x)[0])
+
+
+@pytest.mark.parametrize("array,batch", [((8, 8), 1), ((4, 4), 2), ((16, 16), 3), ((4, 8), 2)])
+def test_attention_on_the_instruction_model_equals_the_plain_matmul_reference(exported, array, batch, monkeypatch):
+    """Every device segment (projections, Q.K^T, P.V) on the instruction-level model, host segments
+    between them: the outputs equal the reference of the graph with plain MatMuls, for several
+    arrays and batches (each sample and head its own weight block)."""
+    from tony.accel.compiler import run_partitioned
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.api import normalize_inputs
+    from tony.ir.partition import partition
+    from tony.ref import execute
+
+    g = load_ir(exported["17"][1])
+    plain = _without_pixel_matmuls(exported["17"][1], monkeypatch)
+    cfg = AccelConfig(*array)
+    feeds, _ = normalize_inputs(g, _data(5, seed=3))
+    env, cycles = run_partitioned(g, cfg, feeds, partition(g, refuse(g, cfg)), batch=batch)
+    want = execute(plain, feeds)
+    assert cycles > 0 and np.array_equal(env[g.outputs[0]], want[plain.outputs[0]])
+
+
+def _attention(d, heads, tokens, seed=0):
+    """One self-attention (no LayerNorm, no FFN): the projections and the two MatMuls of
+    activations, 3-D products when heads == 1."""
+    nn = torch.nn
+
+    class Attn(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.q, s.k, s.v, s.o = (nn.Linear(d, d) for _ in range(4))
+
+        def forward(s, x):
+            b, t, _ = x.shape
+            if heads == 1:
+                a = torch.softmax(s.q(x) @ s.k(x).transpose(-1, -2) / math.sqrt(d), dim=-1)
+                return s.o(a @ s.v(x))
+            q, k, v = (f(x).reshape(b, t, heads, d // heads).transpose(1, 2) for f in (s.q, s.k, s.v))
+            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // heads), dim=-1)
+            return s.o((a @ v).transpose(1, 2).reshape(b, t, d))
+
+    torch.manual_seed(seed)
+    m = Attn().eval()
+    x = torch.zeros(1, tokens, d)
+    return m, x
+
+
+def _attention_model(tmp_path, d, heads, tokens, opset=17):
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    m, x = _attention(d, heads, tokens)
+    f = tmp_path / "attn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(f), opset_version=opset, dynamo=False, input_names=["x"], output_names=["y"])
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((8, 1, tokens, d)).astype(np.float32)
+    q = quantize_static(load_model(f), calib, sequential=False)
+    onnx.save(q, tmp_path / "q.onnx")
+    return tmp_path / "q.onnx", rng.standard_normal((3, 1, tokens, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("d,heads,tokens", [(16, 1, 5), (24, 3, 11), (32, 2, 20)])
+def test_any_head_count_head_size_and_token_count_runs_on_the_array(tmp_path, d, heads, tokens, monkeypatch):
+    """One head (3-D MatMuls), head sizes 16 and 8, token counts that fill the array's rows and
+    columns partly: both MatMuls on the device, bit-exact on the instruction model."""
+    from tony.accel.compiler import run_partitioned
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.api import normalize_inputs
+    from tony.ir.partition import partition
+    from tony.ref import execute
+
+    q, x = _attention_model(tmp_path, d, heads, tokens)
+    g, plain = load_ir(q), _without_pixel_matmuls(q, monkeypatch)
+    cfg = AccelConfig(8, 8)
+    part = partition(g, refuse(g, cfg))
+    assert sum(p.device and isinstance(p.op, ir.PixelMatMul) for p in part.placement) == 2
+    feeds, _ = normalize_inputs(g, x)
+    env, _ = run_partitioned(g, cfg, feeds, part)
+    assert np.array_equal(env[g.outputs[0]], execute(plain, feeds)[plain.outputs[0]])
+
+
+def test_a_second_operand_the_array_cannot_take_keeps_the_matmul_on_the_host(exported):
+    """b must reach the weight buffer word for word: with 16-bit weight lanes and 8-bit activation
+    lanes the products stay on the host, named with their reason, while the projections run."""
     from tony.accel.placement import refuse
     from tony.accel.program import AccelConfig
     from tony.ir.partition import partition
 
     g = load_ir(exported["17"][1])
-    part = partition(g, refuse(g, AccelConfig(8, 8)))
-    dev = [p.op for p in part.placement if p.device]
-    assert {type(op).__name__ for op in dev} == {"Conv", "Dense"} and len(dev) == 7
-    host = {type(p.op).__name__ for p in part.placement if not p.device}
-    assert {"LayerNorm", "Softmax", "Table", "MatMul"} <= host
+    part = partition(g, refuse(g, AccelConfig(8, 8, w_bits=16)))
+    why = {p.reason for p in part.placement if isinstance(p.op, ir.PixelMatMul)}
+    assert all(not p.device for p in part.placement if isinstance(p.op, ir.PixelMatMul))
+    assert why == {"its second operand is loaded as weights from 8-bit activation words, the weight buffer has "
+                   "16-bit lanes"}
+    assert sum(p.device and isinstance(p.op, ir.Conv) for p in part.placement) == 6
+
+
+@pytest.mark.sim
+def test_attention_matmuls_bit_exact_on_verilator_with_predicted_cycles(tmp_path, tony_cli):
+    """`tony compile` (8x8) and `tony sim` of one attention (2 heads of 16, 12 tokens): Q.K^T and
+    P.V run as device segments, the compile report says so (every MAC on the device), and the
+    simulation is bit-exact with the cycles of the cycle model, the two products in its layer table."""
+    import json
+
+    q, x = _attention_model(tmp_path, 32, 2, 12)
+    np.save(tmp_path / "inputs.npy", x[:2])
+    r = tony_cli("compile", q, "-o", tmp_path / "b", "--array", "8x8", "--inputs", tmp_path / "inputs.npy")
+    assert r.returncode == 0, r.stderr
+    assert "100.00% of" in r.stdout and "(MatMul," not in r.stdout
+    assert r.stdout.count("(pixel_matmul, segment") == 2 and "MAC utilization" in r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["placement"]["device_mac_share"] == 1.0
+    r = tony_cli("sim", tmp_path / "b", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 2 * 12 * 32
+    mm = [l for s in rep["segments"] for l in s["layers"] if l["op"] == "pixel_matmul"]
+    assert len(mm) == 2 and all(l["cycles"] == l["predicted"] and l["utilization"] > 0 for l in mm)
 
 
 def test_layernorm_ops_equal_the_kernel_with_specs_from_the_torch_parameters(exported):
@@ -297,3 +441,31 @@ def test_torch_encoder_bit_exact_on_verilator_and_hls_csim(opset, tmp_path):
     ref = np.asarray(tony.run_reference(g, np.load(tmp_path / "inputs.npy"))[0]).reshape(3, 1, 4)
     flt = _ort(f, np.load(tmp_path / "inputs.npy"))
     assert np.abs(ref - flt).max() < 0.1 * max(np.abs(flt).max(), 1.0)
+
+
+def test_pixel_matmul_placement_names_what_keeps_it_on_the_host():
+    """The accelerator's conditions on a PixelMatMul, one reason each: the CONV's pixel-row field,
+    an unsigned second operand, a second operand computed on the device."""
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.ir.types import INT8, UINT8, Requant, Tensor
+
+    def graph(t, b_dtype=INT8, b_from_conv=False):
+        ts = {"a": Tensor("a", (1, 16, 2, t), UINT8), "b": Tensor("b", (1, 8, 2, 16), b_dtype),
+              "y": Tensor("y", (1, 8, 2, t), INT8)}
+        ops = []
+        if b_from_conv:
+            ts.update(x=Tensor("x", (1, 4, 2, 16), INT8), w=Tensor("w", (8, 4, 1, 1), INT8))
+            ops.append(ir.Conv(("x", "w"), ("b",), requant=Requant(shift=4, lo=-128, hi=127)))
+        ops.append(ir.PixelMatMul(("a", "b"), ("y",), origin="mm", requant=Requant(shift=7, lo=-128, hi=127)))
+        consts = {"w": np.ones((8, 4, 1, 1), np.int64)} if b_from_conv else {}
+        return ir.verify(ir.Graph("g", tensors=ts, constants=consts, ops=tuple(ops),
+                                  inputs=("a", "x" if b_from_conv else "b"), outputs=("y",)))
+
+    def why(g):
+        return refuse(g, AccelConfig(8, 8))(g.ops[-1])
+
+    assert why(graph(4095)) is None
+    assert "4096 tokens" in why(graph(4096))
+    assert "uint8" in why(graph(32, UINT8))
+    assert "computed on the device" in why(graph(32, b_from_conv=True))

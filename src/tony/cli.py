@@ -120,6 +120,10 @@ def cmd_compile(a) -> int:
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
     _print_placement(m)
     if "segments" in m:
+        from .report import device_layer_lines
+
+        for line in device_layer_lines(m):
+            print(line)
         print(f"compiled {show(m['model'])}: {sum(s['kind'] == 'device' for s in m['segments'])} device segment(s), "
               f"{m['program']['length']} instructions in all for a {rows}x{cols} accelerator, batch {m['batch']}, "
               f"{m['macs_per_run']} device MACs and {m['predicted_cycles']} predicted cycles per run, "

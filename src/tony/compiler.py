@@ -179,7 +179,9 @@ def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: d
             sub = subgraph(g, s, f"{g.name}.seg{k}")
             (out / f"seg{k}").mkdir()
             m = _write_accel(sub, out / f"seg{k}", progs[k], {n: env[n] for n in sub.inputs}, None, None, hw)
-            entry.update(build=f"seg{k}", predicted_cycles=m["predicted_cycles"], macs_per_run=m["macs_per_run"])
+            entry.update(build=f"seg{k}", predicted_cycles=m["predicted_cycles"], macs_per_run=m["macs_per_run"],
+                         layers=[{f: row[f] for f in ("name", "op", "K", "M", "macs", "predicted", "utilization")
+                                  if f in row} for row in m["layers"] if row["macs"]])
             cycles += m["predicted_cycles"]
         segs.append(entry)
     manifest = {

@@ -62,6 +62,18 @@ def placement_lines(where: dict) -> list[str]:
     return lines
 
 
+def device_layer_lines(manifest: dict) -> list[str]:
+    """The compile report's lines on the device's MAC layers of a partitioned build: per layer its
+    segment, K x M, MACs, predicted cycles and MAC utilization (per run, from the cycle model)."""
+    lines = []
+    for s in manifest.get("segments", []):
+        for L in s.get("layers", []):
+            km = f"{L['K']} x {L['M']}, " if "K" in L else ""
+            lines.append(f"  device: {show(L['name'])} ({L['op']}, segment {s['index']}): {km}{L['macs']:,} MACs, "
+                         f"{L['predicted']:,} predicted cycles, {_pct(L.get('utilization'))} MAC utilization")
+    return lines
+
+
 def read_sim_report(build_dir) -> dict:
     """The report of the last `tony sim` of a build."""
     import json

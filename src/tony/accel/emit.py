@@ -17,7 +17,7 @@ from ..errors import UnsupportedError
 from . import isa
 from .liveness import Tensors, where
 from .plan import OpPlan, Site
-from .program import AccelConfig, Instr, instr
+from .program import AccelConfig, Ext, ExtBlock, Instr, instr
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,47 @@ def emit_conv(ctx: Ctx, p: OpPlan) -> Code:
     return Code(instrs, tuple(biases), ctx.batch * s.oh * s.ow * s.m * cg * s.kh * s.kw, info)
 
 
+# ---- CONV with an activation as weights (PixelMatMul) ------------------------------------------
+def emit_pixel_matmul(ctx: Ctx, p: OpPlan) -> Code:
+    """a [N, K, H, T] x b [N, M, H, K]: per sample n, head h and COLS output channels j one 1x1
+    CONV over the head's row of T pixels (K input channels), whose weight block is the K words of
+    b's channel group j at that row: b is a device input, so the host wrote it to its input region
+    in the activation layout, which for these words is the weight layout (docs/isa.md,
+    'Activations as weights'). The bias is one zero word."""
+    op, g, cfg, t = p.op, ctx.g, ctx.cfg, ctx.t
+    R, C = cfg.rows, cfg.cols
+    rq = rq_fields(op.requant, g.tensors[op.outputs[0]], op, cfg)
+    a_name, b_name = op.inputs
+    _, k, h, tt = g.tensors[a_name].shape
+    m = g.tensors[b_name].shape[1]
+    bt = g.tensors[b_name]
+    if b_name not in t.inputs or t.root(b_name) != b_name:
+        raise UnsupportedError(f"its second operand '{b_name}' is computed on the device; it reaches the weight "
+                               "buffer only from the host's external memory", where=where(op))
+    if not (bt.dtype.signed and bt.dtype.bits <= cfg.w_bits) or cfg.a_bits != cfg.w_bits:
+        raise UnsupportedError(f"its second operand is {bt.dtype} in {cfg.a_bits}-bit activation words; the weight "
+                               f"buffer takes signed <= {cfg.w_bits}-bit weights in words of the same width",
+                               where=where(op))
+    n_ = ctx.batch
+    flags = isa.F_A_SIGNED if g.tensors[a_name].dtype.signed else 0
+    bg = n_ * h * k                   # b's words per channel group
+    walk = _walk(tt, 1, 0, 0, 1, tt, 1, 1)
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        x, dst = site.srcs[0], site.dst
+        out = []
+        for row in range(n_ * h):     # sample-major, then head: the pixel rows of a and y
+            for j in range(-(-m // C)):
+                blk = ExtBlock(Ext("in", b_name) + (j * bg + row * k) * cfg.act_beats, k, C)
+                out.append(instr(isa.CONV, flags=flags, block=blk, ibase=x.base + row * tt,
+                                 obase=dst.base + j * dst.gstride + row * tt, npix=tt, **walk, kh=1, kw=1, dh=1,
+                                 dw=1, dhw=tt, nic=k, lane0=0, cstride=x.gstride, klen=k, period=max(k, R, C),
+                                 wbase=0, bbase=ctx.bias0, **rq))
+        return out
+    info = {"K": k, "M": m, "group": 1, "pixels": n_ * h * tt, "heads": h, "weights": "activation"}
+    return Code(run_sites(p, body), (np.zeros(C, np.int64),), n_ * h * tt * m * k, info)
+
+
 # ---- POOL (MaxPool, AvgPool) ----------------------------------------------------------------------
 def emit_pool(ctx: Ctx, p: OpPlan) -> Code:
     op, g = p.op, ctx.g
@@ -385,7 +426,7 @@ def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
 
 
 EMITTERS = {
-    ir.Conv: emit_conv, ir.Dense: emit_conv,
+    ir.Conv: emit_conv, ir.Dense: emit_conv, ir.PixelMatMul: emit_pixel_matmul,
     ir.MaxPool: emit_pool, ir.AvgPool: emit_pool,
     ir.Add: emit_ewise, ir.Clamp: emit_ewise,
     ir.Concat: emit_concat,

@@ -18,7 +18,7 @@ from . import isa
 from .emit import Code
 from .liveness import Tensors
 from .plan import MemoryPlan
-from .program import AccelConfig, Ext, Instr, Layer, Program, dma, sync
+from .program import AccelConfig, Ext, ExtBlock, Instr, Layer, Program, dma, sync
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ def _load_bias(cfg: AccelConfig, w: BiasWindow) -> Instr:
     return dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0) + w.start * cfg.bias_beats, max(1, w.words))
 
 
+def _wsrc(blocks: list, i: int) -> Ext:
+    """Where CONV i's weight block is read from: its region of the image, or (ExtBlock) the
+    activation words it is made of."""
+    return blocks[i].src if isinstance(blocks[i], ExtBlock) else Ext("w", i)
+
+
 def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
                         bbuf: int) -> tuple[list, dict]:
     """Insert the weight loads (one CONV ahead where the slots allow) and their syncs, and, when the
@@ -83,10 +89,11 @@ def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig,
             if ci > 0:
                 out.append(sync(isa.S_DMA | isa.S_STREAM))
                 if not slots[ci].prefetch:  # loaded once the previous CONV has streamed its block
-                    out += [dma(isa.LOAD, isa.B_WGT, slots[ci].base, Ext("w", ci), blocks[ci].shape[0]),
+                    out += [dma(isa.LOAD, isa.B_WGT, slots[ci].base, _wsrc(blocks, ci), blocks[ci].shape[0]),
                             sync(isa.S_DMA)]
             if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
-                out.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
+                out.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, _wsrc(blocks, ci + 1),
+                               blocks[ci + 1].shape[0]))
             ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
             ci += 1
         remap[idx] = len(out)
@@ -100,7 +107,7 @@ def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, n_biases: int, bbuf
     for name, base in mp.input_base.items():
         head.append(dma(isa.LOAD, isa.B_ACT, base, Ext("in", name), mp.stored[name].words))
     if blocks:
-        head.append(dma(isa.LOAD, isa.B_WGT, 0, Ext("w", 0), blocks[0].shape[0]))
+        head.append(dma(isa.LOAD, isa.B_WGT, 0, _wsrc(blocks, 0), blocks[0].shape[0]))
     head.append(sync(isa.S_DMA))
     tail = [sync(isa.S_COMPUTE)]
     for name in t.outputs:
@@ -163,7 +170,8 @@ def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: in
         addr += len(beats)
     region(("bias", 0), bias_words_to_beats(biases, cfg))
     for i, blk in enumerate(blocks):
-        region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
+        if not isinstance(blk, ExtBlock):
+            region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
     inputs, outputs = {}, {}
     for name in t.inputs:
         s = mp.stored[name]

@@ -21,8 +21,16 @@ def where(op) -> str:
 
 
 def activations(op) -> tuple[str, ...]:
-    """The inputs of an op that are activations (a Conv's or Dense's weights and bias are not)."""
-    return tuple(op.inputs[:1]) if isinstance(op, (ir.Conv, ir.Dense)) else tuple(op.inputs)
+    """The inputs of an op that the activation buffer holds (a Conv's or Dense's weights and bias
+    are not; nor is a PixelMatMul's second operand, which goes from external memory straight into
+    the weight buffer)."""
+    return tuple(op.inputs[:1]) if isinstance(op, (ir.Conv, ir.Dense, ir.PixelMatMul)) else tuple(op.inputs)
+
+
+def weight_operands(op) -> tuple[str, ...]:
+    """Activations that an op reads as weights: a PixelMatMul's second operand (docs/isa.md,
+    'Activations as weights')."""
+    return tuple(op.inputs[1:2]) if isinstance(op, ir.PixelMatMul) else ()
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def analyse(g: ir.Graph, cols: int) -> Tensors:
     produced = {view.get(o, o) for op in ops if not isinstance(op, ir.Reshape) for o in op.outputs}
     inputs = []
     for op in ops:
-        for r in t.reads(op):
+        for r in t.reads(op) + list(weight_operands(op)):
             if r not in produced and r not in g.constants and r not in inputs:
                 inputs.append(r)
     last_use: dict[str, int] = {}

@@ -6,6 +6,7 @@ instead of failing the build.
 from __future__ import annotations
 
 from .. import ir
+from . import isa
 from .emit import EMITTERS, add_alignment, merge_identity, per_channel_reason
 from .program import AccelConfig
 
@@ -55,6 +56,27 @@ def _mac_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
     return None
 
 
+def _pixel_matmul_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
+    """A PixelMatMul's second operand goes from external memory into the weight buffer word for
+    word: it must be a weight the array takes, in words of the activations' width, and come from
+    the host (a graph input or a host op's result: the host writes it to external memory)."""
+    b = g.tensors[op.inputs[1]]
+    if not (b.dtype.signed and b.dtype.bits <= cfg.w_bits):
+        return f"its second operand is {b.dtype} (the array takes signed <= {cfg.w_bits}-bit weights)"
+    if cfg.a_bits != cfg.w_bits:
+        return (f"its second operand is loaded as weights from {cfg.a_bits}-bit activation words, the weight "
+                f"buffer has {cfg.w_bits}-bit lanes")
+    _, k, _, t = g.tensors[op.inputs[0]].shape
+    f = isa.COMPUTE_FIELDS
+    if t >= 1 << f["ow"].bits or k >= 1 << f["klen"].bits:
+        return (f"a head of {t} tokens reducing over {k} (a CONV walks at most {(1 << f['ow'].bits) - 1} pixels "
+                f"per row and {(1 << f['klen'].bits) - 1} slices)")
+    prod = g.producer(op.inputs[1])
+    if prod is not None and not prod.host:
+        return "its second operand is computed on the device (it reaches the weight buffer through the host)"
+    return None
+
+
 def _reshape_ok(g: ir.Graph, op) -> bool:
     """A Reshape is free (a view) when the activation words keep their layout."""
     x, y = g.tensors[op.inputs[0]].shape, g.tensors[op.outputs[0]].shape
@@ -75,6 +97,8 @@ def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
         return None if _reshape_ok(g, op) else "a reshape that moves channels between activation words"
     if isinstance(op, (ir.Conv, ir.Dense)):
         return _mac_reason(g, op, cfg)
+    if isinstance(op, ir.PixelMatMul):
+        return _pixel_matmul_reason(g, op, cfg)
     if isinstance(op, (ir.MaxPool, ir.AvgPool)) and max(*op.kernel, *op.strides) > 255:
         return "pooling window or stride above 255"
     if isinstance(op, ir.AvgPool) and op.partial:

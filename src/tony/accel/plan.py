@@ -226,10 +226,14 @@ class Memory:
 def _place_inputs(mem: Memory) -> dict:
     """Device inputs: loaded whole at start, or (larger than the buffer) read band by band."""
     input_base = {}
-    for name in mem.t.inputs:
+    t = mem.t
+    read = {r for op in t.ops for r in t.reads(op)}
+    for name in t.inputs:
         mem.in_dram.add(name)  # the host writes it to external memory; it never needs a spill
         s = mem.shape(name)
-        if mem.cfg.abuf_words and s.words > mem.cfg.abuf_words:
+        if name not in read:   # read only as weights (a PixelMatMul's b): from external memory
+            mem.stored[name] = s
+        elif mem.cfg.abuf_words and s.words > mem.cfg.abuf_words:
             mem.stored[name] = s
         else:
             input_base[name] = mem.place(name).base

@@ -135,6 +135,21 @@ class Ext:
 Value = Union[int, Ext]
 
 
+@dataclass(frozen=True)
+class ExtBlock:
+    """A CONV's weight block that is already in external memory as activation words: `words`
+    words from `src` (a PixelMatMul's second operand in the input region; docs/isa.md,
+    'Activations as weights'). Linking loads it like a weight block of the image."""
+
+    src: Ext
+    words: int
+    cols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.words, self.cols)
+
+
 @dataclass(frozen=True, eq=False)
 class Instr:
     """One instruction before encoding: the opcode and its fields (isa.encode's keywords).

@@ -105,6 +105,22 @@ class Dense(Op):
 
 
 @dataclass(frozen=True)
+class PixelMatMul(Op):
+    """Per-head product of two activations in the accelerator's pixel view (tony.ir.tokens,
+    `matmuls_as_pixels`): inputs = (a [N, K, H, T], b [N, M, H, K]), output y [N, M, H, T] with
+
+        y[n, m, h, t] = requant(sum_k (a[n, k, h, t] - a_zp) * (b[n, m, h, k] - b_zp))
+
+    the MatMul a' [N, H, T, K] @ b' [N, H, K, M] of its ONNX node with the rows t of each head h
+    as the pixels of an image row and the reduction K as channels. On the accelerator it is a 1x1
+    CONV per head whose weight block is that head's slice of b, loaded from external memory
+    (docs/isa.md, 'Activations as weights')."""
+
+    requant: Requant | None = None
+    kind = "pixel_matmul"
+
+
+@dataclass(frozen=True)
 class Add(Op):
     """Element-wise a + b: align both to the finer scale by exact left shifts (mult for
     non-pow2 scales), add exactly, requant (docs/arithmetic.md, 'Add')."""

@@ -165,10 +165,10 @@ def partition(g: Graph, refuse=None) -> Partition:
 def macs(g: Graph, op: Op) -> int:
     """Multiply-accumulates of one op per sample (MAC ops only; 0 for the others)."""
     kind = op.kind
-    if kind not in ("conv", "dense", "matmul"):
+    if kind not in ("conv", "dense", "matmul", "pixel_matmul"):
         return 0
     y = g.tensors[op.outputs[0]].shape
-    per_out = g.tensors[op.inputs[0]].shape[-1]
+    per_out = g.tensors[op.inputs[0]].shape[1 if kind == "pixel_matmul" else -1]
     if kind == "conv":
         w = g.tensors[op.inputs[1]].shape
         per_out = w[1] * w[2] * w[3]

@@ -118,6 +118,12 @@ def verify(g: O.Graph) -> O.Graph:
             _check(Y[0].dtype.contains(int(tab.min()), int(tab.max())), op, "table values outside the output dtype")
         elif isinstance(op, (O.ReduceMean, O.MatMul)):
             _check_requant(op, op.requant, Y[0])
+        elif isinstance(op, O.PixelMatMul):
+            (n_, k, h, t), bs = T[0].shape if len(T[0].shape) == 4 else (0, 0, 0, 0), T[1].shape
+            _check(len(T[0].shape) == 4 and len(bs) == 4 and bs[0] == n_ and bs[2] == h and bs[3] == k, op,
+                   "PixelMatMul takes a [N, K, H, T] and b [N, M, H, K]")
+            _check(Y[0].shape == (n_, bs[1], h, t), op, f"PixelMatMul output {Y[0].shape} != {(n_, bs[1], h, t)}")
+            _check_requant(op, op.requant, Y[0])
         elif isinstance(op, O.Softmax):
             _check(T[0].shape == Y[0].shape and T[0].zero_point == 0 and Y[0].zero_point == 0, op,
                    "Softmax keeps the shape; zero points 0")

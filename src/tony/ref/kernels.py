@@ -373,6 +373,15 @@ def matmul(op: ir.MatMul, g: ir.Graph, a, b):
     return arith.requantize(acc, op.requant)
 
 
+def pixel_matmul(op: ir.PixelMatMul, g: ir.Graph, a, b):
+    """The MatMul of two activations in the pixel view (a [N, K, H, T], b [N, M, H, K] ->
+    [N, M, H, T]): the same exact products and requant as `matmul` on [N, H, T, K] @ [N, H, K, M]."""
+    at, bt = (g.tensors[i] for i in op.inputs)
+    a4 = np.asarray(a, np.int64).transpose(0, 2, 3, 1) - at.zero_point     # [N, H, T, K]
+    b4 = np.asarray(b, np.int64).transpose(0, 2, 3, 1) - bt.zero_point     # [N, H, K, M]
+    return arith.requantize(np.matmul(a4, b4), op.requant).transpose(0, 3, 1, 2)
+
+
 def softmax(op: ir.Softmax, g: ir.Graph, x):
     """docs/transformer.md, 'Softmax': tony.ref.nonlinear.softmax, saturated to the output dtype."""
     y = g.tensors[op.outputs[0]]
@@ -458,6 +467,7 @@ KERNELS = {
     ir.Resize: resize,
     ir.ReduceMean: reduce_mean,
     ir.MatMul: matmul,
+    ir.PixelMatMul: pixel_matmul,
     ir.Softmax: softmax,
     ir.LayerNorm: layernorm,
 }
