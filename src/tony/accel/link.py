@@ -66,37 +66,58 @@ def _load_bias(cfg: AccelConfig, w: BiasWindow) -> Instr:
     return dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0) + w.start * cfg.bias_beats, max(1, w.words))
 
 
+def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
+    """Bias words loaded before the first CONV: up to its own word when every bias fits the buffer
+    (the rest is loaded while it computes, see _weights_and_biases), else the first window."""
+    if n_biases > bbuf:
+        return _bias_window(0, n_biases, bbuf).words
+    first = next((ins.fields["bbase"] for ins in body if ins.op == isa.CONV), n_biases - 1)
+    return min(n_biases, first + 1)
+
+
 def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
                         bbuf: int) -> tuple[list, dict]:
     """Insert the weight loads (one CONV ahead where the slots allow) and their syncs, and, when the
     biases do not all fit the bias buffer, reload the window of bias words a CONV needs
     (`SYNC compute; LOAD bias; SYNC dma`: the previous CONVs read their bias word while draining).
-    Returns the instructions and the new index of every old one (and of the end)."""
+    A prefetched block is loaded right after the CONV before it issues (that CONV's issue means
+    the CONV before it, which read the same words, has streamed), and its CONV waits with `SYNC dma`
+    only: the CONV itself waits for the streamer. When every bias fits, the words after the first
+    CONV's are loaded after it issues (early_bias_words). Returns the instructions and the new index
+    of every old one (and of the end)."""
     out, remap, ci = [], {}, 0
     window = _bias_window(0, n_biases, bbuf)
+    early = early_bias_words(body, n_biases, bbuf)
     for idx, ins in enumerate(body):
+        after = []
         if ins.op == isa.CONV:
             b = ins.fields["bbase"]
             if not window.start <= b < window.start + window.words:
                 window = _bias_window(b, n_biases, bbuf)
                 out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
             if ci > 0:
-                out.append(sync(isa.S_DMA | isa.S_STREAM))
-                if not slots[ci].prefetch:  # loaded once the previous CONV has streamed its block
-                    out += [dma(isa.LOAD, isa.B_WGT, slots[ci].base, Ext("w", ci), blocks[ci].shape[0]),
+                if slots[ci].prefetch:
+                    out.append(sync(isa.S_DMA))
+                else:  # loaded once the previous CONV has streamed its block
+                    out += [sync(isa.S_DMA | isa.S_STREAM),
+                            dma(isa.LOAD, isa.B_WGT, slots[ci].base, Ext("w", ci), blocks[ci].shape[0]),
                             sync(isa.S_DMA)]
             if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
-                out.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
+                after.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
+            if ci == 0 and early < n_biases and n_biases <= bbuf:
+                after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
+                                 n_biases - early))
             ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
             ci += 1
         remap[idx] = len(out)
         out.append(ins)
+        out += after
     remap[len(body)] = len(out)
     return out, remap
 
 
-def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, n_biases: int, bbuf: int, blocks: list) -> tuple[list, list]:
-    head = [_load_bias(cfg, _bias_window(0, n_biases, bbuf))]
+def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, early: int, blocks: list) -> tuple[list, list]:
+    head = [_load_bias(cfg, BiasWindow(0, early))]
     for name, base in mp.input_base.items():
         head.append(dma(isa.LOAD, isa.B_ACT, base, Ext("in", name), mp.stored[name].words))
     if blocks:
@@ -137,7 +158,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
     n_biases = sum(len(c.biases) for c in codes)
     bbuf = cfg.bbuf_words or max(n_biases, 1)
-    head, tail = _head_tail(t, mp, cfg, n_biases, bbuf, blocks)
+    head, tail = _head_tail(t, mp, cfg, early_bias_words(body, n_biases, bbuf), blocks)
     slots = weight_slots([blk.shape[0] for blk in blocks], wbuf)
     final, remap = _weights_and_biases(body, blocks, slots, cfg, n_biases, bbuf)
     off = len(head)
@@ -214,19 +235,29 @@ def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf:
 
 @dataclass(frozen=True)
 class Pages:
-    """A program cut into pages of at most `size` instructions (docs/isa.md, 'Pages')."""
+    """A program cut into pages of at most `size` instructions (docs/isa.md, 'Pages'): a page LOAD
+    goes before instruction `breaks[k]` of the program without page LOADs."""
 
     size: int
-    starts: tuple     # the index of every page's first instruction (after the page LOADs are inserted)
-    total: int        # instructions, page LOADs included
+    breaks: tuple     # indices (program without page LOADs) of the first instruction of every page but the first
+    n: int            # instructions without page LOADs
+
+    @property
+    def starts(self) -> tuple:
+        """The index of every page's first instruction (after the page LOADs are inserted)."""
+        return (0,) + tuple(b + k + 1 for k, b in enumerate(self.breaks))
+
+    @property
+    def total(self) -> int:
+        return self.n + len(self.breaks)
 
     def length(self, k: int) -> int:
-        return (self.starts[k + 1] if k + 1 < len(self.starts) else self.total) - self.starts[k]
+        s = self.starts
+        return (s[k + 1] if k + 1 < len(s) else self.total) - s[k]
 
     def new_index(self, i: int) -> int:
         """Where instruction i of the program without page LOADs ends up (i = its length: the end)."""
-        jumps = len(self.starts) - 1
-        return i + min(i // (self.size - 1), jumps)
+        return i + sum(1 for b in self.breaks if b <= i)
 
 
 def paginate(n_instr: int, imem: int) -> Pages:
@@ -236,8 +267,66 @@ def paginate(n_instr: int, imem: int) -> Pages:
         raise UnsupportedError(f"an instruction memory of {imem} words cannot hold a page and its jump",
                                where="instruction memory", hint="use at least 16 instruction words")
     jumps = 0 if n_instr <= imem else -(-(n_instr - imem) // (imem - 1))
-    starts = tuple(k * imem for k in range(jumps + 1))
-    return Pages(imem, starts, n_instr + jumps)
+    return Pages(imem, tuple((imem - 1) * (k + 1) for k in range(jumps)), n_instr)
+
+
+def _stream_slack(instrs: list, i: int, cfg: AccelConfig) -> int:
+    """Cycles the memory port is free while the CONV at instrs[i] streams, less the loads issued
+    right after it (the next weight block, the rest of the biases)."""
+    d = instrs[i].fields
+    free = 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
+    j = i + 1
+    while j < len(instrs) and instrs[j].op == isa.LOAD:
+        free -= instrs[j].fields["nwords"] * cfg.buf_beats(instrs[j].fields["buf"]) + cfg.mem_latency + 2
+        j += 1
+    return free - cfg.mem_latency - 8
+
+
+def overlap_pages(instrs: list, size: int, cfg: AccelConfig) -> Pages:
+    """Pages of at most `size` instructions whose LOADs hide behind computation. A page ends right
+    after a CONV and the loads that follow it, so that the next page loads while that CONV streams;
+    the breaks minimize (dynamic programming over those points) the boot (the first page) plus the
+    cycles by which each later page's load outlasts the CONV it follows."""
+    n, beats = len(instrs), cfg.instr_beats
+    slack = {}
+    for i, ins in enumerate(instrs):
+        if ins.op == isa.CONV:
+            j = i + 1
+            while j < n and instrs[j].op == isa.LOAD:
+                j += 1
+            if j < n:
+                slack[j] = _stream_slack(instrs, i, cfg)
+    points = sorted(slack)
+    INF = float("inf")
+
+    def cost(s: int, length: int) -> float:  # a page of `length` words starting at s
+        return length * beats if s == 0 else max(0, length * beats - slack[s])
+
+    best = {}   # page start -> (cost to the end, next page start or None)
+    for s in reversed([0] + points):
+        if n - s <= size:
+            best[s] = (cost(s, n - s), None)
+            continue
+        opts = [(cost(s, b - s + 1) + best[b][0], b) for b in points if s < b <= s + size - 1 and b in best]
+        if not opts:    # no CONV within reach: a full page, loaded where it ends
+            b = s + size - 1
+            slack.setdefault(b, 0)
+            rest = paginate(n - b, size)
+            best[s] = (cost(s, size) + (n - b) * beats, None, rest, b)
+            continue
+        best[s] = min(opts)
+    breaks, s = [], 0
+    while True:
+        e = best[s]
+        if len(e) == 4:   # the uniform pages from e[3] on
+            breaks.append(e[3])
+            breaks += [e[3] + x for x in e[2].breaks]
+            break
+        if e[1] is None:
+            break
+        breaks.append(e[1])
+        s = e[1]
+    return Pages(size, tuple(breaks), n)
 
 
 def insert_pages(instrs: list, layers: list, pg: Pages, prog_addr: int, cfg: AccelConfig) -> tuple[list, list]:
@@ -258,19 +347,41 @@ def insert_pages(instrs: list, layers: list, pg: Pages, prog_addr: int, cfg: Acc
     return out, layers
 
 
+PAGE_SIZES = (16, 32, 64, 128, 256, 512)
+
+
 def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list,
          wheres: list[str] | None = None) -> Program:
-    """Assemble, lay out the image, relocate, encode and size the buffers."""
+    """Assemble, lay out the image, relocate, encode and size the buffers. With a fixed instruction
+    memory the program is cut into pages of its size (paginate); with one sized to the program, into
+    the pages (overlap_pages, PAGE_SIZES) or the single page that give the fewest cycles (cycle
+    model): the boot then reads only the first page, and the others load while CONVs compute."""
+    from .model import cycles
+
     ld = assemble(t, cfg, mp, codes, names, wheres)
     biases = [_bias_entry(b, cfg.cols) for c in codes for b in c.biases]
     bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
-    pg = paginate(len(ld.instrs), cfg.imem_words or len(ld.instrs))
+    n = len(ld.instrs)
+    if cfg.imem_words:
+        return _program(t, cfg, batch, mp, ld, biases, bias_words, paginate(n, cfg.imem_words))
+    best, best_cycles = None, 0
+    for pg in [paginate(n, n)] + [overlap_pages(list(ld.instrs), size, cfg) for size in PAGE_SIZES if size < n]:
+        prog = _program(t, cfg, batch, mp, ld, biases, bias_words, pg)
+        c = cycles(prog).total
+        if best is None or c < best_cycles:
+            best, best_cycles = prog, c
+    return best
+
+
+def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linked, biases: list,
+             bias_words: np.ndarray, pg: Pages) -> Program:
     instrs, layers = insert_pages(list(ld.instrs), list(ld.layers), pg, 0, cfg)
     ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks)
     words = encode(instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:
         image.extend(bl)
-    cfg2 = size_buffers(cfg, mp.high, len(biases), len(words), ld.wbuf)
+    imem = cfg.imem_words or max(pg.length(k) for k in range(len(pg.starts)))
+    cfg2 = size_buffers(replace(cfg, imem_words=imem), mp.high, len(biases), len(words), ld.wbuf)
     boot = pg.length(0) if len(pg.starts) > 1 else 0
     return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, layers, batch, boot)
