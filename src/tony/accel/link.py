@@ -9,7 +9,9 @@ instructions encoded and the buffers sized.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -66,13 +68,17 @@ def _load_bias(cfg: AccelConfig, w: BiasWindow) -> Instr:
     return dma(isa.LOAD, isa.B_BIAS, 0, Ext("bias", 0) + w.start * cfg.bias_beats, max(1, w.words))
 
 
+EARLY_BIAS_CONVS = 2
+
+
 def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
-    """Bias words loaded before the first CONV: up to its own word when every bias fits the buffer
-    (the rest is loaded while it computes, see _weights_and_biases), else the first window."""
+    """Bias words loaded before the first CONV: when every bias fits the buffer, those of the first
+    EARLY_BIAS_CONVS CONVs (the rest is loaded while the last of them computes, so that the first
+    CONV's time is left to the next program page, see overlap_pages), else the first window."""
     if n_biases > bbuf:
         return _bias_window(0, n_biases, bbuf).words
-    first = next((ins.fields["bbase"] for ins in body if ins.op == isa.CONV), n_biases - 1)
-    return min(n_biases, first + 1)
+    firsts = [ins.fields["bbase"] for ins in body if ins.op == isa.CONV][:EARLY_BIAS_CONVS]
+    return min(n_biases, max(firsts, default=n_biases - 1) + 1)
 
 
 def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
@@ -104,7 +110,7 @@ def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig,
                             sync(isa.S_DMA)]
             if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
                 after.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, Ext("w", ci + 1), blocks[ci + 1].shape[0]))
-            if ci == 0 and early < n_biases and n_biases <= bbuf:
+            if ci == EARLY_BIAS_CONVS - 1 and early < n_biases and n_biases <= bbuf:
                 after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
                                  n_biases - early))
             ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
@@ -242,7 +248,7 @@ class Pages:
     breaks: tuple     # indices (program without page LOADs) of the first instruction of every page but the first
     n: int            # instructions without page LOADs
 
-    @property
+    @cached_property
     def starts(self) -> tuple:
         """The index of every page's first instruction (after the page LOADs are inserted)."""
         return (0,) + tuple(b + k + 1 for k, b in enumerate(self.breaks))
@@ -307,7 +313,8 @@ def overlap_pages(instrs: list, size: int, cfg: AccelConfig) -> Pages:
         if n - s <= size:
             best[s] = (cost(s, n - s), None)
             continue
-        opts = [(cost(s, b - s + 1) + best[b][0], b) for b in points if s < b <= s + size - 1 and b in best]
+        reach = points[bisect_right(points, s):bisect_right(points, s + size - 1)]
+        opts = [(cost(s, b - s + 1) + best[b][0], b) for b in reach if b in best]
         if not opts:    # no CONV within reach: a full page, loaded where it ends
             b = s + size - 1
             slack.setdefault(b, 0)
@@ -356,20 +363,27 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
     memory the program is cut into pages of its size (paginate); with one sized to the program, into
     the pages (overlap_pages, PAGE_SIZES) or the single page that give the fewest cycles (cycle
     model): the boot then reads only the first page, and the others load while CONVs compute."""
-    from .model import cycles
-
     ld = assemble(t, cfg, mp, codes, names, wheres)
     biases = [_bias_entry(b, cfg.cols) for c in codes for b in c.biases]
     bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
     n = len(ld.instrs)
-    if cfg.imem_words:
-        return _program(t, cfg, batch, mp, ld, biases, bias_words, paginate(n, cfg.imem_words))
+    pg = paginate(n, cfg.imem_words) if cfg.imem_words else fastest_pages(list(ld.instrs), cfg)
+    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg)
+
+
+def fastest_pages(instrs: list, cfg: AccelConfig) -> Pages:
+    """Of one page (the whole program) and overlap_pages for every size in PAGE_SIZES, the pages
+    with the fewest cycles (the cycle model; ties: the fewest pages)."""
+    from .model import schedule
+
     best, best_cycles = None, 0
-    for pg in [paginate(n, n)] + [overlap_pages(list(ld.instrs), size, cfg) for size in PAGE_SIZES if size < n]:
-        prog = _program(t, cfg, batch, mp, ld, biases, bias_words, pg)
-        c = cycles(prog).total
+    for pg in [paginate(len(instrs), len(instrs))] + [overlap_pages(instrs, size, cfg) for size in PAGE_SIZES
+                                                      if size < len(instrs)]:
+        paged, _ = insert_pages(instrs, [], pg, 0, cfg)
+        c = schedule([dict(ins.fields, op=ins.op) for ins in paged], cfg,
+                     pg.length(0) if len(pg.starts) > 1 else len(paged)).total
         if best is None or c < best_cycles:
-            best, best_cycles = prog, c
+            best, best_cycles = pg, c
     return best
 
 
