@@ -89,8 +89,8 @@ def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig,
     A prefetched block is loaded right after the CONV before it issues (that CONV's issue means
     the CONV before it, which read the same words, has streamed), and its CONV waits with `SYNC dma`
     only: the CONV itself waits for the streamer. When every bias fits, the words after the first
-    CONV's are loaded after it issues (early_bias_words). Returns the instructions and the new index
-    of every old one (and of the end)."""
+    EARLY_BIAS_CONVS CONVs' are loaded after the last of them issues (early_bias_words). Returns the
+    instructions and the new index of every old one (and of the end)."""
     out, remap, ci = [], {}, 0
     window = _bias_window(0, n_biases, bbuf)
     early = early_bias_words(body, n_biases, bbuf)
@@ -285,16 +285,17 @@ def _stream_slack(instrs: list, i: int, cfg: AccelConfig) -> int:
     while j < len(instrs) and instrs[j].op == isa.LOAD:
         free -= instrs[j].fields["nwords"] * cfg.buf_beats(instrs[j].fields["buf"]) + cfg.mem_latency + 2
         j += 1
-    return free - cfg.mem_latency - 8
+    return free - cfg.mem_latency - 8   # the page LOAD's own issue: it ends L + 4 cycles after its last beat
 
 
 def overlap_pages(instrs: list, size: int, cfg: AccelConfig) -> Pages:
     """Pages of at most `size` instructions whose LOADs hide behind computation. A page ends right
     after a CONV and the loads that follow it, so that the next page loads while that CONV streams;
     the breaks minimize (dynamic programming over those points) the boot (the first page) plus the
-    cycles by which each later page's load outlasts the CONV it follows."""
+    cycles by which each later page's load outlasts the CONV it follows. Where no such point is
+    within reach, a page ends where it is full."""
     n, beats = len(instrs), cfg.instr_beats
-    slack = {}
+    slack = {}     # page start -> cycles of the memory port free for its load
     for i, ins in enumerate(instrs):
         if ins.op == isa.CONV:
             j = i + 1
@@ -303,36 +304,25 @@ def overlap_pages(instrs: list, size: int, cfg: AccelConfig) -> Pages:
             if j < n:
                 slack[j] = _stream_slack(instrs, i, cfg)
     points = sorted(slack)
-    INF = float("inf")
+    best: dict = {}   # page start -> (cycles from its load to the end, the next page's start or None)
 
-    def cost(s: int, length: int) -> float:  # a page of `length` words starting at s
-        return length * beats if s == 0 else max(0, length * beats - slack[s])
+    def solve(s: int) -> tuple:
+        if s not in best:
+            load = (lambda words: words * beats) if s == 0 else \
+                (lambda words: max(0, words * beats - slack.get(s, 0)))
+            if n - s <= size:
+                best[s] = (load(n - s), None)
+            else:
+                reach = points[bisect_right(points, s):bisect_right(points, s + size - 1)] or [s + size - 1]
+                best[s] = min((load(b - s + 1) + solve(b)[0], b) for b in reach)
+        return best[s]
 
-    best = {}   # page start -> (cost to the end, next page start or None)
-    for s in reversed([0] + points):
-        if n - s <= size:
-            best[s] = (cost(s, n - s), None)
-            continue
-        reach = points[bisect_right(points, s):bisect_right(points, s + size - 1)]
-        opts = [(cost(s, b - s + 1) + best[b][0], b) for b in reach if b in best]
-        if not opts:    # no CONV within reach: a full page, loaded where it ends
-            b = s + size - 1
-            slack.setdefault(b, 0)
-            rest = paginate(n - b, size)
-            best[s] = (cost(s, size) + (n - b) * beats, None, rest, b)
-            continue
-        best[s] = min(opts)
-    breaks, s = [], 0
-    while True:
-        e = best[s]
-        if len(e) == 4:   # the uniform pages from e[3] on
-            breaks.append(e[3])
-            breaks += [e[3] + x for x in e[2].breaks]
-            break
-        if e[1] is None:
-            break
-        breaks.append(e[1])
-        s = e[1]
+    for s in reversed(points):   # from the end, so that the recursion stays shallow
+        solve(s)
+    breaks, s = [], solve(0)[1]
+    while s is not None:
+        breaks.append(s)
+        s = solve(s)[1]
     return Pages(size, tuple(breaks), n)
 
 
@@ -373,18 +363,20 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
 
 def fastest_pages(instrs: list, cfg: AccelConfig) -> Pages:
     """Of one page (the whole program) and overlap_pages for every size in PAGE_SIZES, the pages
-    with the fewest cycles (the cycle model; ties: the fewest pages)."""
+    with the fewest cycles (the cycle model, model.schedule), of those the smallest instruction
+    memory."""
     from .model import schedule
 
-    best, best_cycles = None, 0
-    for pg in [paginate(len(instrs), len(instrs))] + [overlap_pages(instrs, size, cfg) for size in PAGE_SIZES
-                                                      if size < len(instrs)]:
+    def key(pg: Pages) -> tuple:
         paged, _ = insert_pages(instrs, [], pg, 0, cfg)
-        c = schedule([dict(ins.fields, op=ins.op) for ins in paged], cfg,
-                     pg.length(0) if len(pg.starts) > 1 else len(paged)).total
-        if best is None or c < best_cycles:
-            best, best_cycles = pg, c
-    return best
+        boot = pg.length(0) if len(pg.starts) > 1 else len(paged)
+        return schedule([dict(ins.fields, op=ins.op) for ins in paged], cfg, boot).total, _longest(pg)
+    return min([paginate(len(instrs), len(instrs))] +
+               [overlap_pages(instrs, size, cfg) for size in PAGE_SIZES if size < len(instrs)], key=key)
+
+
+def _longest(pg: Pages) -> int:
+    return max(pg.length(k) for k in range(len(pg.starts)))
 
 
 def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linked, biases: list,
@@ -395,7 +387,7 @@ def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linke
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:
         image.extend(bl)
-    imem = cfg.imem_words or max(pg.length(k) for k in range(len(pg.starts)))
+    imem = cfg.imem_words or _longest(pg)
     cfg2 = size_buffers(replace(cfg, imem_words=imem), mp.high, len(biases), len(words), ld.wbuf)
     boot = pg.length(0) if len(pg.starts) > 1 else 0
     return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, layers, batch, boot)
