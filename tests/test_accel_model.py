@@ -242,3 +242,34 @@ def test_a_row_too_large_for_the_buffer_is_refused_with_the_size_it_needs(worklo
     g = load_ir(workloads["digits-cnn"] / "model.onnx", requant="pow2")
     with pytest.raises(UnsupportedError, match=r"conv.*one output row of the layer needs \d+ activation-buffer words"):
         compile_program(g, AccelConfig(4, 4, abuf_words=32), batch=1)
+
+
+def test_pages_biases_and_weight_syncs_overlap_computation(workloads):
+    """With the instruction memory sized by the compiler, the boot reads only the first page and
+    the other pages load while CONVs compute; only the first two CONVs' bias words are loaded
+    before the first CONV; a prefetched weight block's CONV waits with SYNC dma alone. Fewer
+    cycles than the same program in one page, and bit-exact."""
+    g = load_ir(workloads["resnet8"] / "model.onnx", requant="pow2")
+    prog = _check(workloads["resnet8"], AccelConfig(16, 16), batch=1, samples=1)
+    one = compile_program(g, AccelConfig(16, 16, imem_words=4096), batch=1)
+    assert one.boot_words == len(one.words) and not any(t.startswith("LOAD imem") for t in one.text)
+    pages = [t for t in prog.text if t.startswith("LOAD imem")]
+    assert pages and prog.boot_words < 16 and prog.cfg.imem_words < len(prog.words)
+    t, t1 = am.cycles(prog), am.cycles(one)
+    assert t.total < t1.total
+    ins = [isa.decode(w) for w in prog.words]
+    first_conv = next(i for i, d in enumerate(ins) if d["op"] == isa.CONV)
+    # before the first CONV: the boot, the input (1024 words of 2 beats), its weights, 2 bias words
+    assert t.issue[first_conv] < prog.boot_words * 8 + 2048 + 27 * 2 + 2 * 8 + 40
+    bias = [d for d in ins if d["op"] == isa.LOAD and d["buf"] == isa.B_BIAS]
+    assert [d["baddr"] for d in bias] == [0, 2] and bias[0]["nwords"] == 2
+    assert bias[1]["nwords"] == prog.cfg.bbuf_words - 2
+    assert not any(d["op"] == isa.SYNC and d["sync"] & isa.S_STREAM for d in ins)
+
+
+def test_one_pool_walks_every_channel_group(workloads):
+    """A pooling layer over whole tensors is one POOL: the channel groups follow one another as
+    further samples in the input and the result."""
+    prog = _check(workloads["resnet8"], AccelConfig(4, 4), batch=2, samples=2)
+    pools = [isa.decode(w) for w in prog.words if isa.decode(w)["op"] == isa.POOL]
+    assert len(pools) == 1 and pools[0]["npix"] == 64 // 4 * 2   # 16 groups of 4 channels, 2 samples

@@ -305,10 +305,13 @@ def emit_pool(ctx: Ctx, p: OpPlan) -> Code:
         x, dst = site.srcs[0], site.dst
         H, pt, n_oh = (x.h, op.pads[0], oh) if whole else (site.h, site.pt, site.oh)
         walk = _walk(x.w, H, pt, pl, n_oh, ow, sh, sw)
+        # whole tensors: channel group j follows group j-1's last sample in both the input and the
+        # result, so one POOL walks every group as further samples (one issue and pipeline drain)
+        per = 1 if whole else x.groups
         return [instr(isa.POOL, flags=flags, ibase=x.base + j * x.gstride - pt * x.w - pl,
-                      obase=dst.base + j * dst.gstride, npix=ctx.batch * n_oh * ow, **walk, kh=kh, kw=kw, dh=dh,
-                      dw=dw, dhw=dh * x.w, nic=1, klen=kh * kw, period=kh * kw, **rq)
-                for j in range(x.groups)]
+                      obase=dst.base + j * dst.gstride, npix=ctx.batch * n_oh * ow * (x.groups // per), **walk,
+                      kh=kh, kw=kw, dh=dh, dw=dw, dhw=dh * x.w, nic=1, klen=kh * kw, period=kh * kw, **rq)
+                for j in range(per)]
     info = {"window": [kh, kw]}
     if p.banded:
         info["bands"] = len(p.sites)

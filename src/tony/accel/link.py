@@ -9,7 +9,9 @@ instructions encoded and the buffers sized.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -72,38 +74,62 @@ def _wsrc(blocks: list, i: int) -> Ext:
     return blocks[i].src if isinstance(blocks[i], ExtBlock) else Ext("w", i)
 
 
+EARLY_BIAS_CONVS = 2
+
+
+def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
+    """Bias words loaded before the first CONV: when every bias fits the buffer, those of the first
+    EARLY_BIAS_CONVS CONVs (the rest is loaded while the last of them computes, so that the first
+    CONV's time is left to the next program page, see overlap_pages), else the first window."""
+    if n_biases > bbuf:
+        return _bias_window(0, n_biases, bbuf).words
+    firsts = [ins.fields["bbase"] for ins in body if ins.op == isa.CONV][:EARLY_BIAS_CONVS]
+    return min(n_biases, max(firsts, default=n_biases - 1) + 1)
+
+
 def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
                         bbuf: int) -> tuple[list, dict]:
     """Insert the weight loads (one CONV ahead where the slots allow) and their syncs, and, when the
     biases do not all fit the bias buffer, reload the window of bias words a CONV needs
     (`SYNC compute; LOAD bias; SYNC dma`: the previous CONVs read their bias word while draining).
-    Returns the instructions and the new index of every old one (and of the end)."""
+    A prefetched block is loaded right after the CONV before it issues (that CONV's issue means
+    the CONV before it, which read the same words, has streamed), and its CONV waits with `SYNC dma`
+    only: the CONV itself waits for the streamer. When every bias fits, the words after the first
+    EARLY_BIAS_CONVS CONVs' are loaded after the last of them issues (early_bias_words). Returns the
+    instructions and the new index of every old one (and of the end)."""
     out, remap, ci = [], {}, 0
     window = _bias_window(0, n_biases, bbuf)
+    early = early_bias_words(body, n_biases, bbuf)
     for idx, ins in enumerate(body):
+        after = []
         if ins.op == isa.CONV:
             b = ins.fields["bbase"]
             if not window.start <= b < window.start + window.words:
                 window = _bias_window(b, n_biases, bbuf)
                 out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
             if ci > 0:
-                out.append(sync(isa.S_DMA | isa.S_STREAM))
-                if not slots[ci].prefetch:  # loaded once the previous CONV has streamed its block
-                    out += [dma(isa.LOAD, isa.B_WGT, slots[ci].base, _wsrc(blocks, ci), blocks[ci].shape[0]),
+                if slots[ci].prefetch:
+                    out.append(sync(isa.S_DMA))
+                else:  # loaded once the previous CONV has streamed its block
+                    out += [sync(isa.S_DMA | isa.S_STREAM),
+                            dma(isa.LOAD, isa.B_WGT, slots[ci].base, _wsrc(blocks, ci), blocks[ci].shape[0]),
                             sync(isa.S_DMA)]
             if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
-                out.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, _wsrc(blocks, ci + 1),
-                               blocks[ci + 1].shape[0]))
+                after.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, _wsrc(blocks, ci + 1), blocks[ci + 1].shape[0]))
+            if ci == EARLY_BIAS_CONVS - 1 and early < n_biases and n_biases <= bbuf:
+                after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
+                                 n_biases - early))
             ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
             ci += 1
         remap[idx] = len(out)
         out.append(ins)
+        out += after
     remap[len(body)] = len(out)
     return out, remap
 
 
-def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, n_biases: int, bbuf: int, blocks: list) -> tuple[list, list]:
-    head = [_load_bias(cfg, _bias_window(0, n_biases, bbuf))]
+def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, early: int, blocks: list) -> tuple[list, list]:
+    head = [_load_bias(cfg, BiasWindow(0, early))]
     for name, base in mp.input_base.items():
         head.append(dma(isa.LOAD, isa.B_ACT, base, Ext("in", name), mp.stored[name].words))
     if blocks:
@@ -144,7 +170,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
     n_biases = sum(len(c.biases) for c in codes)
     bbuf = cfg.bbuf_words or max(n_biases, 1)
-    head, tail = _head_tail(t, mp, cfg, n_biases, bbuf, blocks)
+    head, tail = _head_tail(t, mp, cfg, early_bias_words(body, n_biases, bbuf), blocks)
     slots = weight_slots([blk.shape[0] for blk in blocks], wbuf)
     final, remap = _weights_and_biases(body, blocks, slots, cfg, n_biases, bbuf)
     off = len(head)
@@ -222,19 +248,29 @@ def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf:
 
 @dataclass(frozen=True)
 class Pages:
-    """A program cut into pages of at most `size` instructions (docs/isa.md, 'Pages')."""
+    """A program cut into pages of at most `size` instructions (docs/isa.md, 'Pages'): a page LOAD
+    goes before instruction `breaks[k]` of the program without page LOADs."""
 
     size: int
-    starts: tuple     # the index of every page's first instruction (after the page LOADs are inserted)
-    total: int        # instructions, page LOADs included
+    breaks: tuple     # indices (program without page LOADs) of the first instruction of every page but the first
+    n: int            # instructions without page LOADs
+
+    @cached_property
+    def starts(self) -> tuple:
+        """The index of every page's first instruction (after the page LOADs are inserted)."""
+        return (0,) + tuple(b + k + 1 for k, b in enumerate(self.breaks))
+
+    @property
+    def total(self) -> int:
+        return self.n + len(self.breaks)
 
     def length(self, k: int) -> int:
-        return (self.starts[k + 1] if k + 1 < len(self.starts) else self.total) - self.starts[k]
+        s = self.starts
+        return (s[k + 1] if k + 1 < len(s) else self.total) - s[k]
 
     def new_index(self, i: int) -> int:
         """Where instruction i of the program without page LOADs ends up (i = its length: the end)."""
-        jumps = len(self.starts) - 1
-        return i + min(i // (self.size - 1), jumps)
+        return i + sum(1 for b in self.breaks if b <= i)
 
 
 def paginate(n_instr: int, imem: int) -> Pages:
@@ -244,8 +280,57 @@ def paginate(n_instr: int, imem: int) -> Pages:
         raise UnsupportedError(f"an instruction memory of {imem} words cannot hold a page and its jump",
                                where="instruction memory", hint="use at least 16 instruction words")
     jumps = 0 if n_instr <= imem else -(-(n_instr - imem) // (imem - 1))
-    starts = tuple(k * imem for k in range(jumps + 1))
-    return Pages(imem, starts, n_instr + jumps)
+    return Pages(imem, tuple((imem - 1) * (k + 1) for k in range(jumps)), n_instr)
+
+
+def _stream_slack(instrs: list, i: int, cfg: AccelConfig) -> int:
+    """Cycles the memory port is free while the CONV at instrs[i] streams, less the loads issued
+    right after it (the next weight block, the rest of the biases)."""
+    d = instrs[i].fields
+    free = 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
+    j = i + 1
+    while j < len(instrs) and instrs[j].op == isa.LOAD:
+        free -= instrs[j].fields["nwords"] * cfg.buf_beats(instrs[j].fields["buf"]) + cfg.mem_latency + 2
+        j += 1
+    return free - cfg.mem_latency - 8   # the page LOAD's own issue: it ends L + 4 cycles after its last beat
+
+
+def overlap_pages(instrs: list, size: int, cfg: AccelConfig) -> Pages:
+    """Pages of at most `size` instructions whose LOADs hide behind computation. A page ends right
+    after a CONV and the loads that follow it, so that the next page loads while that CONV streams;
+    the breaks minimize (dynamic programming over those points) the boot (the first page) plus the
+    cycles by which each later page's load outlasts the CONV it follows. Where no such point is
+    within reach, a page ends where it is full."""
+    n, beats = len(instrs), cfg.instr_beats
+    slack = {}     # page start -> cycles of the memory port free for its load
+    for i, ins in enumerate(instrs):
+        if ins.op == isa.CONV:
+            j = i + 1
+            while j < n and instrs[j].op == isa.LOAD:
+                j += 1
+            if j < n:
+                slack[j] = _stream_slack(instrs, i, cfg)
+    points = sorted(slack)
+    best: dict = {}   # page start -> (cycles from its load to the end, the next page's start or None)
+
+    def solve(s: int) -> tuple:
+        if s not in best:
+            load = (lambda words: words * beats) if s == 0 else \
+                (lambda words: max(0, words * beats - slack.get(s, 0)))
+            if n - s <= size:
+                best[s] = (load(n - s), None)
+            else:
+                reach = points[bisect_right(points, s):bisect_right(points, s + size - 1)] or [s + size - 1]
+                best[s] = min((load(b - s + 1) + solve(b)[0], b) for b in reach)
+        return best[s]
+
+    for s in reversed(points):   # from the end, so that the recursion stays shallow
+        solve(s)
+    breaks, s = [], solve(0)[1]
+    while s is not None:
+        breaks.append(s)
+        s = solve(s)[1]
+    return Pages(size, tuple(breaks), n)
 
 
 def insert_pages(instrs: list, layers: list, pg: Pages, prog_addr: int, cfg: AccelConfig) -> tuple[list, list]:
@@ -266,19 +351,50 @@ def insert_pages(instrs: list, layers: list, pg: Pages, prog_addr: int, cfg: Acc
     return out, layers
 
 
+PAGE_SIZES = (16, 32, 64, 128, 256, 512)
+
+
 def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code], names: list,
          wheres: list[str] | None = None) -> Program:
-    """Assemble, lay out the image, relocate, encode and size the buffers."""
+    """Assemble, lay out the image, relocate, encode and size the buffers. With a fixed instruction
+    memory the program is cut into pages of its size (paginate); with one sized to the program, into
+    the pages (overlap_pages, PAGE_SIZES) or the single page that give the fewest cycles (cycle
+    model): the boot then reads only the first page, and the others load while CONVs compute."""
     ld = assemble(t, cfg, mp, codes, names, wheres)
     biases = [_bias_entry(b, cfg.cols) for c in codes for b in c.biases]
     bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
-    pg = paginate(len(ld.instrs), cfg.imem_words or len(ld.instrs))
+    n = len(ld.instrs)
+    pg = paginate(n, cfg.imem_words) if cfg.imem_words else fastest_pages(list(ld.instrs), cfg)
+    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg)
+
+
+def fastest_pages(instrs: list, cfg: AccelConfig) -> Pages:
+    """Of one page (the whole program) and overlap_pages for every size in PAGE_SIZES, the pages
+    with the fewest cycles (the cycle model, model.schedule), of those the smallest instruction
+    memory."""
+    from .model import schedule
+
+    def key(pg: Pages) -> tuple:
+        paged, _ = insert_pages(instrs, [], pg, 0, cfg)
+        boot = pg.length(0) if len(pg.starts) > 1 else len(paged)
+        return schedule([dict(ins.fields, op=ins.op) for ins in paged], cfg, boot).total, _longest(pg)
+    return min([paginate(len(instrs), len(instrs))] +
+               [overlap_pages(instrs, size, cfg) for size in PAGE_SIZES if size < len(instrs)], key=key)
+
+
+def _longest(pg: Pages) -> int:
+    return max(pg.length(k) for k in range(len(pg.starts)))
+
+
+def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linked, biases: list,
+             bias_words: np.ndarray, pg: Pages) -> Program:
     instrs, layers = insert_pages(list(ld.instrs), list(ld.layers), pg, 0, cfg)
     ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks)
     words = encode(instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:
         image.extend(bl)
-    cfg2 = size_buffers(cfg, mp.high, len(biases), len(words), ld.wbuf)
+    imem = cfg.imem_words or _longest(pg)
+    cfg2 = size_buffers(replace(cfg, imem_words=imem), mp.high, len(biases), len(words), ld.wbuf)
     boot = pg.length(0) if len(pg.starts) > 1 else 0
     return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, layers, batch, boot)

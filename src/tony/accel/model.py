@@ -255,14 +255,19 @@ class Timing:
 def cycles(prog: Program) -> Timing:
     """Exact cycle count of tony_accel running `prog` against a memory that accepts a request
     every cycle and answers reads after cfg.mem_latency cycles (docs/isa.md, 'Timing')."""
-    c = prog.cfg
+    return schedule(decode_program(prog), prog.cfg, prog.boot_words)
+
+
+def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
+    """The cycle model on decoded instructions (dicts of op and fields; the fields timing reads),
+    of which the first `boot_words` are booted."""
     R, C, L = c.rows, c.cols, c.mem_latency
     # boot: the program (its first page) is read into the instruction memory by the DMA engine
-    dma_free = prog.boot_words * c.instr_beats + L
+    dma_free = boot_words * c.instr_beats + L
     stream_free = compute_free = 0
     t = dma_free + 2
     issue = []
-    for d in decode_program(prog):
+    for d in instrs:
         op = d["op"]
         if op in (isa.LOAD, isa.STORE):
             x = max(t, dma_free)

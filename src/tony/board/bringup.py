@@ -73,7 +73,7 @@ REGISTERS: tuple[Reg, ...] = (
     Reg("CFG_AXI", 0x38, "RO", "build", "AXI4 master", (
         Field("DATA_BITS", 0, 16, ""), Field("ADDR_BITS", 16, 7, ""), Field("MAX_BURST_M1", 23, 9, "MAX_BURST - 1"))),
     Reg("BUILD_ID", 0x3C, "RO", "build", "CRC-32 of the build's HDL parameters (tony.board.bringup.build_id)"),
-    Reg("IMEM_WORDS", 0x40, "RO", "build", "instruction memory size (the longest program)"),
+    Reg("IMEM_WORDS", 0x40, "RO", "build", "instruction memory size (the longest program page)"),
     Reg("ABUF_WORDS", 0x44, "RO", "build", "activation buffer words"),
     Reg("WBUF_WORDS", 0x48, "RO", "build", "weight buffer words"),
     Reg("BBUF_WORDS", 0x4C, "RO", "build", "bias buffer words"),
