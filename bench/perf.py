@@ -17,6 +17,7 @@ machine the ratios are what to read), and the CPU seconds next to the wall secon
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -79,7 +80,7 @@ def _bare(build: Path, work: Path) -> dict:
     """tony_sim_top of `build` in a bare verilated loop (same sources, plusargs and runs as
     `tony sim`); seconds of the run loop and the simulated cycles."""
     from tony.build import Build
-    from tony.sim.accel import _sim_top
+    from tony.sim.accel import SIM_TOP_BUILD_ARGS, _sim_top
     from tony.sim.benches.accel import MEMORY_FILES
     from tony.sim.benches.common import load_runs
     from tony.sim.verilator import MAKE_VARS, find_verilator, split_headers
@@ -92,12 +93,15 @@ def _bare(build: Path, work: Path) -> dict:
     files, incdirs = split_headers(sources)
     root, exe = find_verilator()
     (work / "main.cpp").write_text(HARNESS)
-    obj = work / "obj"
+    # tony sim's Verilator options; the clock from this loop (clk_i) instead of the HDL's own
+    vargs = [*SIM_TOP_BUILD_ARGS, "-GCLOCK=0"]
+    key = hashlib.sha256(repr((vargs, MAKE_VARS, [Path(f).read_bytes() for f in files])).encode()).hexdigest()[:12]
+    obj = work / f"obj-{key}"  # rebuilt when the sources or options change
     if not (obj / "Vtony_sim_top").exists():
-        subprocess.run([str(exe), "--cc", "--exe", "-O3", "--top-module", "tony_sim_top", "-Wno-fatal", "-Wno-lint",
-                        "-Wno-style", "-Mdir", str(obj), *[f"-I{d}" for d in incdirs], *map(str, files),
-                        str(work / "main.cpp")], check=True, capture_output=True)
-        subprocess.run(["make", "-C", str(obj), "-f", "Vtony_sim_top.mk", "-j2", "OPT_FAST=-O2",
+        subprocess.run([str(exe), "--cc", "--exe", *vargs, "--top-module", "tony_sim_top",
+                        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Mdir", str(obj), *[f"-I{d}" for d in incdirs],
+                        *map(str, files), str(work / "main.cpp")], check=True, capture_output=True)
+        subprocess.run(["make", "-C", str(obj), "-f", "Vtony_sim_top.mk", "-j2",
                         *[f"{k}={v}" for k, v in MAKE_VARS.items()]], check=True, capture_output=True)
     n_out = next(iter(np.load(b.path / "golden" / f"{m['outputs'][0]['key']}.npy", mmap_mode="r").shape[:1]))
     runs = load_runs(b.path, b.path / "golden", n_out, m["batch"])

@@ -74,9 +74,12 @@ def _design_cache(sources, toplevel, parameters, build_args, simulator, timescal
     for src in sources:
         h.update(Path(src).read_bytes())
         h.update(b"\0")
+    from .verilator import machine_id
+
     root = _find()[0] if simulator == "verilator" else ""
+    native = machine_id() if any("native" in str(a) for a in build_args) else ""  # -march=native
     h.update(repr((toplevel, sorted(parameters.items()), list(build_args), simulator, timescale, str(root),
-                   public_flat)).encode())
+                   public_flat, native)).encode())
     base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
     folder = base / "verilated-designs" / f"{toplevel}-{h.hexdigest()[:20]}"
     folder.mkdir(parents=True, exist_ok=True)
