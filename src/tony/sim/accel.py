@@ -138,12 +138,14 @@ which is 1.6x faster than Verilator's default -Os."""
 
 def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = True,
              simulator: str = "verilator", axi_stall: float | None = None, memory: str = "hdl", graph=None,
-             reuse_build: bool = True) -> dict:
+             reuse_build: bool = True, clock: int | None = None) -> dict:
     """Run the compiled build on `inputs` (default: the build's golden inputs); returns (and
     writes) the sim report. `memory`: "hdl" (tony_sim_top: the memory in HDL, Python woken a few
     times per run) or "python" (tony_accel with the Python memory model of sim/benches/memory.py).
     `graph`: the build's IR graph when it has no model.onnx of its own (a device segment of a
-    partitioned build). `reuse_build`: one Verilator build per design, shared by builds of it."""
+    partitioned build). `reuse_build`: one Verilator build per design, shared by builds of it.
+    `clock` (memory "hdl"): tony_sim_top's CLOCK, by default 2 (bursts of cycles per time step), 1
+    with `waves` (a plain clock, every edge at its own time in the waveform)."""
     from . import run_cocotb
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
@@ -171,7 +173,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="tony-sim-", dir=_exchange_dir()) as xfer:
-                sources, params, plusargs = _sim_top(build, work, Path(xfer), clock=1 if waves else 2)
+                sources, params, plusargs = _sim_top(build, work, Path(xfer), clock=clock if clock is not None else 1 if waves else 2)
                 env["TONY_SIM_FILES"] = xfer
                 run_cocotb(sources, "tony_sim_top", "tony.sim.benches.accel", build_dir=work / "build_sim",
                            extra_env=env, waves=waves, simulator=simulator,
