@@ -131,8 +131,8 @@ def _sim_top(build: Build, work: Path, xfer: Path, clock: int = 2) -> tuple[list
 
 
 SIM_TOP_BUILD_ARGS = ["--timing", "-O3", "-CFLAGS", "-O3", "-CFLAGS", "-march=native"]
-"""Verilator options of tony_sim_top: --timing for its own clock (HDL_CLOCK); g++ -O3 for this
-machine's CPU (the design cache's key holds the CPU) runs the model about 1.25x faster than -O2,
+"""Verilator options of tony_sim_top: --timing for its own clock (CLOCK 1 and 2); g++ -O3 for this
+machine's CPU (the design cache's key holds the CPU) runs the model about 1.2x faster than -O2,
 which is 1.6x faster than Verilator's default -Os."""
 
 
@@ -173,7 +173,8 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="tony-sim-", dir=_exchange_dir()) as xfer:
-                sources, params, plusargs = _sim_top(build, work, Path(xfer), clock=clock if clock is not None else 1 if waves else 2)
+                top_clock = clock if clock is not None else 1 if waves else 2
+                sources, params, plusargs = _sim_top(build, work, Path(xfer), clock=top_clock)
                 env["TONY_SIM_FILES"] = xfer
                 run_cocotb(sources, "tony_sim_top", "tony.sim.benches.accel", build_dir=work / "build_sim",
                            extra_env=env, waves=waves, simulator=simulator,

