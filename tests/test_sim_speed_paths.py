@@ -120,3 +120,28 @@ def test_hdl_bench_burst_clock_equals_plain_hdl_clock(tmp_path, digits_mlp):
     assert hw[1].keys() == hw[2].keys() and hw[2]
     for k in hw[2]:
         assert np.array_equal(hw[1][k], hw[2][k]), k
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_profile_guided_build_trains_on_its_first_run_then_is_rebuilt(tmp_path, digits_mlp, monkeypatch):
+    """TONY_SIM_PGO=1: the first tony sim of a design runs the instrumented binary (its results
+    as any run's), leaves the profile and the optimized build; the second runs that build."""
+    from tony.accel.program import AccelConfig
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    monkeypatch.setenv("TONY_SIM_PGO", "1")
+    monkeypatch.setenv("TONY_CACHE_DIR", str(tmp_path / "cache"))
+    x = np.load(digits_mlp / "inputs.npy")[:3]
+    out = tmp_path / "b"
+    compile_model(digits_mlp / "model.onnx", out, config=AccelConfig(2, 3), inputs=x, batch=2)
+    runs = []
+    for _ in range(2):
+        rep = simulate(out, progress=False)
+        assert rep["bit_exact"] and rep["cycles_match"] and rep["issue_match"]
+        runs.append(json.loads((out / "sim" / "bench_result.json").read_text())["runs"])
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    (design,) = (tmp_path / "cache" / "verilated-designs").glob("tony_sim_top-*")
+    assert (design / ".complete").exists() and not (design / ".instrumented").exists()
+    assert list(design.glob("*.gcda"))

@@ -147,6 +147,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     `clock` (memory "hdl"): tony_sim_top's CLOCK, by default 2 (bursts of cycles per time step), 1
     with `waves` (a plain clock, every edge at its own time in the waveform)."""
     from . import run_cocotb
+    from .runner import pgo_enabled
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
     m = build.manifest
@@ -179,7 +180,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
                 run_cocotb(sources, "tony_sim_top", "tony.sim.benches.accel", build_dir=work / "build_sim",
                            extra_env=env, waves=waves, simulator=simulator,
                            build_args=SIM_TOP_BUILD_ARGS,
-                           reuse_build=True, plusargs=plusargs, public_flat=False)
+                           reuse_build=True, plusargs=plusargs, public_flat=False, pgo=pgo_enabled())
         elif memory == "python":
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
