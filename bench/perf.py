@@ -196,7 +196,9 @@ def main(argv=None) -> int:
                   f" {hdl / py:>8.1f}x {hdl / bare:>7.0%} {hdl / TARGET_SIM:>8.0%}")
             cpu = r["hdl"]["cycles"] / json.loads((work / f"{name}_8x8" / "sim" / "bench_result.json").read_text())[
                 "sim_cpu_seconds"]
-            print(f"{'':<12} per CPU second: tony sim {cpu:,.0f}, bare loop {r['bare']['cycles'] / r['bare']['cpu']:,.0f}")
+            bare_cpu = r["bare"]["cycles"] / r["bare"]["cpu"]
+            print(f"{'':<12} per CPU second: tony sim {cpu:,.0f} ({cpu / TARGET_SIM:.0%} of the 1M target), bare loop "
+                  f"{bare_cpu:,.0f} (tony sim {cpu / bare_cpu:.0%} of it)")
 
     if not a.skip_compile:
         print("\n(b) tony compile of ResNet-8 at 8x8 (a process each, as a user runs it)")
