@@ -94,8 +94,10 @@ the profile its first run wrote (.gcda files beside the objects)."""
 
 def pgo_enabled() -> bool:
     """Profile-guided builds of tony_sim_top: on unless TONY_SIM_PGO=0 (the test suite turns them
-    off: they build each design twice)."""
-    return os.environ.get("TONY_SIM_PGO", "1") not in ("0", "")
+    off: they build each design twice), with g++ (clang's profiles need llvm-profdata)."""
+    from .verilator import cxx_is_clang
+
+    return os.environ.get("TONY_SIM_PGO", "1") not in ("0", "") and not cxx_is_clang()
 
 
 def _pgo_instrumented(folder: Path, build) -> bool:
@@ -129,9 +131,17 @@ def _pgo_optimize(folder: Path, toplevel: str, build) -> None:
         try:
             if (folder / ".complete").exists():
                 return
-            for f in [*folder.glob("*.o"), *folder.glob("*.a"), folder / toplevel]:
-                f.unlink(missing_ok=True)
-            build(PGO_USE)
+
+            def clean():
+                for f in [*folder.glob("*.o"), *folder.glob("*.a"), folder / toplevel]:
+                    f.unlink(missing_ok=True)
+
+            clean()
+            try:
+                build(PGO_USE)
+            except BuildFailed:  # the profile unusable: the plain optimized build
+                clean()
+                build()
             (folder / ".instrumented").unlink(missing_ok=True)
             (folder / ".complete").touch()
         finally:

