@@ -6,8 +6,9 @@
 excluded) of the digits CNN over 360 samples and of ResNet-8 at 8x8, each against
   - the baseline: the same build through the Python memory model (tony_accel with
     tony/sim/benches/memory.py, memory="python"), on the first --python-samples samples;
-  - the limit: the same design (tony_sim_top, same files, same runs) in a bare verilated C++
-    loop with no cocotb, timing only its run loop.
+  - the limit: the same design (tony_sim_top, same files, same runs, same build options and, as
+    tony sim does unless TONY_SIM_PGO=0, a profile-guided build trained on a run of its own) in a
+    bare verilated C++ loop with no cocotb, its clock from the loop, timing only its run loop.
 (b) `tony compile` wall time of ResNet-8 at 8x8 with 1 and with 360 golden samples (a process per
 compile, as a user runs it), against NNgen's published 10.5 s and the 1 s / 3 s targets, with
 numpy's BLAS threads as they come and with one BLAS thread (idle BLAS threads spin, which adds CPU
@@ -19,6 +20,7 @@ machine the ratios are what to read), and the CPU seconds next to the wall secon
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -86,9 +88,10 @@ def _bare(build: Path, work: Path) -> dict:
     """tony_sim_top of `build` in a bare verilated loop (same sources, plusargs and runs as
     `tony sim`); seconds of the run loop and the simulated cycles."""
     from tony.build import Build
-    from tony.sim.accel import _sim_top
+    from tony.sim.accel import SIM_TOP_BUILD_ARGS, _sim_top
     from tony.sim.benches.accel import MEMORY_FILES
     from tony.sim.benches.common import load_runs
+    from tony.sim.runner import PGO_GENERATE, PGO_USE, pgo_enabled
     from tony.sim.verilator import MAKE_VARS, find_verilator, split_headers
 
     b = Build.open(build, kind="accel")
@@ -97,15 +100,13 @@ def _bare(build: Path, work: Path) -> dict:
     xfer = Path(tempfile.mkdtemp(prefix="tony-bare-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     sources, _, plusargs = _sim_top(b, work, xfer)
     files, incdirs = split_headers(sources)
-    root, exe = find_verilator()
+    _, exe = find_verilator()
     (work / "main.cpp").write_text(HARNESS)
-    obj = work / "obj"
-    if not (obj / "Vtony_sim_top").exists():
-        subprocess.run([str(exe), "--cc", "--exe", "-O3", "--top-module", "tony_sim_top", "-Wno-fatal", "-Wno-lint",
-                        "-Wno-style", "-Mdir", str(obj), *[f"-I{d}" for d in incdirs], *map(str, files),
-                        str(work / "main.cpp")], check=True, capture_output=True)
-        subprocess.run(["make", "-C", str(obj), "-f", "Vtony_sim_top.mk", "-j2", "OPT_FAST=-O2",
-                        *[f"{k}={v}" for k, v in MAKE_VARS.items()]], check=True, capture_output=True)
+    # tony sim's Verilator options; the clock from this loop (clk_i) instead of the HDL's own
+    vargs = [*SIM_TOP_BUILD_ARGS, "-GCLOCK=0"]
+    pgo = pgo_enabled()
+    key = hashlib.sha256(repr((vargs, MAKE_VARS, pgo, [Path(f).read_bytes() for f in files])).encode()).hexdigest()[:12]
+    obj = work / f"obj-{key}"  # rebuilt when the sources or options change
     n_out = next(iter(np.load(b.path / "golden" / f"{m['outputs'][0]['key']}.npy", mmap_mode="r").shape[:1]))
     runs = load_runs(b.path, b.path / "golden", n_out, m["batch"])
     digits = m["accel"]["mem_bits"] // 4
@@ -115,8 +116,30 @@ def _bare(build: Path, work: Path) -> dict:
             for i in m["inputs"]))
     lo = min(o["ext"] for o in m["outputs"])
     hi = max(o["ext"] + o["beats"] for o in m["outputs"]) - 1
-    out = subprocess.run([str(obj / "Vtony_sim_top"), str(m["program"]["addr"]), str(m["program"]["length"]),
-                          str(lo), str(hi), str(len(runs)), *plusargs], check=True, capture_output=True, text=True)
+
+    def run():
+        for name in (MEMORY_FILES["results"], MEMORY_FILES["dump"]):
+            (xfer / name).unlink(missing_ok=True)
+        return subprocess.run([str(obj / "Vtony_sim_top"), str(m["program"]["addr"]), str(m["program"]["length"]),
+                               str(lo), str(hi), str(len(runs)), *plusargs], check=True, capture_output=True, text=True)
+
+    def make(extra):
+        for f in [*obj.glob("*.o"), *obj.glob("*.a"), obj / "Vtony_sim_top"]:
+            f.unlink(missing_ok=True)
+        subprocess.run([str(exe), "--cc", "--exe", *vargs, *extra, "--top-module", "tony_sim_top",
+                        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Mdir", str(obj), *[f"-I{d}" for d in incdirs],
+                        *map(str, files), str(work / "main.cpp")], check=True, capture_output=True)
+        subprocess.run(["make", "-C", str(obj), "-f", "Vtony_sim_top.mk", "-j2",
+                        *[f"{k}={v}" for k, v in MAKE_VARS.items()]], check=True, capture_output=True)
+
+    if not (obj / "Vtony_sim_top").exists():
+        if pgo:  # as tony sim builds it: trained on a run of its own, then built with the profile
+            make(PGO_GENERATE)
+            run()
+            make(PGO_USE)
+        else:
+            make([])
+    out = run()
     wall, cpu = map(float, out.stdout.split())
     cycles = sum(int(line.split()[2]) for line in (xfer / MEMORY_FILES["results"]).read_text().splitlines()
                  if line.startswith("run "))
@@ -180,7 +203,9 @@ def main(argv=None) -> int:
                   f" {hdl / py:>8.1f}x {hdl / bare:>7.0%} {hdl / TARGET_SIM:>8.0%}")
             cpu = r["hdl"]["cycles"] / json.loads((work / f"{name}_8x8" / "sim" / "bench_result.json").read_text())[
                 "sim_cpu_seconds"]
-            print(f"{'':<12} per CPU second: tony sim {cpu:,.0f}, bare loop {r['bare']['cycles'] / r['bare']['cpu']:,.0f}")
+            bare_cpu = r["bare"]["cycles"] / r["bare"]["cpu"]
+            print(f"{'':<12} per CPU second: tony sim {cpu:,.0f} ({cpu / TARGET_SIM:.0%} of the 1M target), bare loop "
+                  f"{bare_cpu:,.0f} (tony sim {cpu / bare_cpu:.0%} of it)")
 
     if not a.skip_compile:
         print("\n(b) tony compile of ResNet-8 at 8x8 (a process each, as a user runs it)")

@@ -125,3 +125,53 @@ def test_hdl_memory_bench_equals_python_memory_bench(tmp_path, digits_mlp):
     assert hd["runs"] == py["runs"] == 3
     assert res["hdl"]["runs"] == res["python"]["runs"]  # cycles and issue cycles of every run
     assert hd["cycles_match"] and hd["issue_match"]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_hdl_bench_burst_clock_equals_plain_hdl_clock(tmp_path, digits_mlp):
+    """tony_sim_top's clock in bursts of cycles per time step (CLOCK 2, tony sim's) and its plain
+    clock (CLOCK 1, the one of --waves) run every run in the same cycles, with the same issue
+    cycles and outputs."""
+    from tony.accel.program import AccelConfig
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    x = np.load(digits_mlp / "inputs.npy")[:5]
+    out = tmp_path / "b"
+    compile_model(digits_mlp / "model.onnx", out, config=AccelConfig(2, 3), inputs=x, batch=2)
+    res, hw = {}, {}
+    for clock in (1, 2):
+        rep = simulate(out, progress=False, clock=clock)
+        assert rep["bit_exact"] and rep["cycles_match"] and rep["issue_match"], clock
+        res[clock] = json.loads((out / "sim" / "bench_result.json").read_text())["runs"]
+        hw[clock] = {p.name: np.load(p) for p in sorted((out / "sim").glob("hw_*.npy"))}
+    assert res[1] == res[2] and len(res[2]) == 3
+    assert hw[1].keys() == hw[2].keys() and hw[2]
+    for k in hw[2]:
+        assert np.array_equal(hw[1][k], hw[2][k]), k
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_profile_guided_build_trains_on_its_first_run_then_is_rebuilt(tmp_path, digits_mlp, monkeypatch):
+    """TONY_SIM_PGO=1: the first tony sim of a design runs the instrumented binary (its results
+    as any run's), leaves the profile and the optimized build; the second runs that build."""
+    from tony.accel.program import AccelConfig
+    from tony.compiler import compile_model
+    from tony.sim.accel import simulate
+
+    monkeypatch.setenv("TONY_SIM_PGO", "1")
+    monkeypatch.setenv("TONY_CACHE_DIR", str(tmp_path / "cache"))
+    x = np.load(digits_mlp / "inputs.npy")[:3]
+    out = tmp_path / "b"
+    compile_model(digits_mlp / "model.onnx", out, config=AccelConfig(2, 3), inputs=x, batch=2)
+    runs = []
+    for _ in range(2):
+        rep = simulate(out, progress=False)
+        assert rep["bit_exact"] and rep["cycles_match"] and rep["issue_match"]
+        runs.append(json.loads((out / "sim" / "bench_result.json").read_text())["runs"])
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    (design,) = (tmp_path / "cache" / "verilated-designs").glob("tony_sim_top-*")
+    assert (design / ".complete").exists() and not (design / ".instrumented").exists()
+    assert list(design.glob("*.gcda"))

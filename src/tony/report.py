@@ -35,7 +35,13 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     match = "equal to" if rep.get("cycles_match") else "[bold red]DIFFERENT from[/]"
     console.print(f"total: {rep.get('cycles', 0):,} cycles in {runs} run(s) ({per_run[0]:,} per run, {match} the "
                   f"predicted {pred:,}), {rep.get('macs', 0):,} MACs, MAC utilization {100 * (util or 0):.1f}% of "
-                  f"100%, {rep.get('cycles_per_second', 0):,.0f} simulated cycles/s")
+                  f"100%")
+    if rep.get("cycles_per_second"):
+        cpu = rep.get("cycles_per_cpu_second")
+        console.print(f"speed: {rep['cycles_per_second']:,.0f} simulated cycles/s"
+                      + (f", {cpu:,.0f} per CPU second" if cpu else "")
+                      + f" ({rep.get('cycles', 0):,} cycles in {rep.get('sim_seconds', 0):.2f} s"
+                      + (f", {rep['sim_cpu_seconds']:.2f} CPU s" if cpu else "") + "; the Verilator build excluded)")
     for l in rep.get("layers", []):
         if l.get("bound_why"):
             console.print(f"  bound of {l['name']}: {_pct(l.get('bound'))} ({l['bound_why']})")

@@ -131,9 +131,11 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_sim_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256},
+                "PER_CHANNEL": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
+                "HALF_PERIOD": 5, "BURST": 4096},
         requires=("tony_accel", "tony_sim_mem"),
-        doc="simulation only: tony_accel with tony_sim_mem on its memory port and a trace of issue cycles",
+        doc="simulation only: tony_accel with tony_sim_mem on its memory port, a trace of issue cycles, a run "
+            "sequencer and its own clock",
     ),
 }
 

