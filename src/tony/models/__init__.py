@@ -102,6 +102,17 @@ def _kws(arch: str):
 EXAMPLES.update({"kws": _kws("kws"), "kws-conv1d": _kws("kws-conv1d")})
 
 
+def build_kws_transformer(out_dir, **kw) -> dict:
+    """Keyword Transformer (KWT-1 style: MFCC frames as tokens, a MatMul projection to 64, 1 head,
+    MLP 128, 2 layers) on the eSpeak NG keyword-spotting set (tony.models.kwt); needs tony[train]."""
+    from .kwt import build_kwt
+
+    return build_kwt(out_dir, **kw)
+
+
+EXAMPLES["kws-transformer"] = build_kws_transformer
+
+
 def build_example(name: str, out_dir, **kw) -> dict:
     builders = EXAMPLES | FLOAT_EXAMPLES
     if name not in builders:
