@@ -179,7 +179,7 @@ def test_a_tiny_kws_transformer_lowers_to_integer_ops_and_follows_onnxruntime(tm
     from tony.models import kwt
 
     monkeypatch.setenv("TONY_CACHE_DIR", str(shared_cache))
-    small = dict(d_model=16, ffn=32, layers=1, epochs=1)
+    small = {"d_model": 16, "ffn": 32, "layers": 1, "epochs": 1}
     d = tmp_path / "ex"
     info = kwt.build_kwt(d, spec=TINY, calib_size=16, progress=False, **small)
     assert {"float.onnx", "model.onnx", "inputs.npy", "labels.npy", "calib.npy", "train.npz"} <= {
@@ -215,3 +215,32 @@ def test_a_tiny_kws_transformer_lowers_to_integer_ops_and_follows_onnxruntime(tm
     qdq = ort_run(str(d / "model.onnx"), list(x))[0].reshape(24, -1)
     out_scale = g.tensors[g.producer(g.outputs[0]).inputs[0]].scale
     assert np.abs(ref - qdq).max() <= 2 * out_scale
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+def test_the_kws_transformer_example_keeps_its_accuracy_and_runs_bit_exactly_on_verilator(tmp_path):
+    """`tony example kws-transformer`, then model.onnx through `tony compile --array 8x8 --samples 2`
+    and `tony sim`: bit-exact against the reference, cycles equal to the cycle model's, the frame
+    projection and every other token-wise projection on the array."""
+    import json
+
+    import tony
+    from _ort_helpers import ort_run
+
+    d, b = tmp_path / "ex", tmp_path / "b"
+    for args in (["example", "kws-transformer", "-o", d], ["compile", d / "model.onnx", "-o", b, "--array", "8x8",
+                                                           "--samples", "2"], ["sim", b, "-q"]):
+        res = subprocess.run([sys.executable, "-m", "tony.cli", *map(str, args)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    x, y = np.load(d / "inputs.npy"), np.load(d / "labels.npy")
+    f_acc = float((ort_run(str(d / "float.onnx"), list(x))[0].reshape(len(y), -1).argmax(1) == y).mean())
+    q_acc = float((tony.run_reference(d / "model.onnx", x)[0].reshape(len(y), -1).argmax(1) == y).mean())
+    print(f"kws-transformer: float {f_acc:.4f}, PTQ KL-J int8 {q_acc:.4f}")
+    assert f_acc >= 0.85
+    assert q_acc >= f_acc - 0.02
+    rep = json.loads((b / "sim_report.json").read_text())
+    man = json.loads((b / "manifest.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] > 0
+    assert any(o.startswith("embed.matmul") for s in man["segments"] if s.get("build") for o in s["ops"])
+    assert man["placement"]["device_mac_share"] > 0.5
