@@ -110,7 +110,7 @@ def section(d: Path, seconds: float | None, tqt_epochs: int, hw: dict | None) ->
              "class token), Dense 12. Trained 16 epochs on the CPU (one thread, SpecAugment-style masks, the best "
              f"validation epoch kept); {len(y)} test clips of unseen voices. Float: onnxruntime on float.onnx. "
              "Quantized: the reference (integer LayerNorm, Softmax and GELU table, int8 everywhere, pow2 scales, "
-             "one calibration batch of 256 training clips). model.onnx is the PTQ KL-J one-pass model "
+             "one calibration batch of 256 training clips). model.onnx is the PTQ max one-pass model "
              f"({100 * model_acc:.2f}% in the reference; against onnxruntime on the same QDQ graph, first 200 "
              f"test clips: {lsb:.0f} output LSB at most). TQT: `tony quantize --train-data` on the {n_train} "
              "clips of the training split, the validation voices (x_val) for the epoch choice. Time: the whole "
