@@ -20,7 +20,7 @@ help:
 	@echo "make bench      benchmarks (ratios against baselines and limits): reference speed, tony sim and tony compile speed"
 	@echo "make bench-sweep the MLPerf Tiny workloads x six array shapes: dask LocalCluster against in-process (wall time)"
 	@echo "make synth      Yosys resources per PE at 4x4 and 8x8 on ECP5 and 7-series, against the goals and NNgen"
-	@echo "make accuracy   float vs PTQ vs TQT (+ RTL) on the KWS and digits models, text-langid with the integer kernels -> docs/accuracy.md (needs tony[train])"
+	@echo "make accuracy   float vs PTQ vs TQT (+ RTL) on the KWS and digits models, kws-transformer, text-langid with the integer kernels -> docs/accuracy.md (needs tony[train])"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,7 @@ synth: install
 
 accuracy: install-train
 	$(PY) bench/accuracy.py --out docs/accuracy.md
+	$(PY) bench/kwt_accuracy.py --out docs/accuracy.md --rtl
 	$(PY) bench/text_accuracy.py --out docs/accuracy.md
 
 clean:

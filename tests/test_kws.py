@@ -162,3 +162,85 @@ def test_the_kws_examples_reach_their_accuracy_on_unseen_voices(example, goal, t
     print(f"{example}: float {f_acc:.4f}, PTQ KL-J int8 {q_acc:.4f}")
     assert f_acc >= goal
     assert q_acc >= f_acc - 0.01
+
+
+def test_a_tiny_kws_transformer_lowers_to_integer_ops_and_follows_onnxruntime(tmp_path, shared_cache, monkeypatch):
+    """kws-transformer (tony.models.kwt) in a tiny size, one epoch: the float graph computes what
+    torch computes, model.onnx lowers to the integer LayerNorm / Softmax / GELU table with the frame
+    projection on the array, and the reference stays within 2 output LSB of onnxruntime on it."""
+    torch = pytest.importorskip("torch")
+    import tony
+    from _ort_helpers import ort_run
+    from tony import ir
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.api import load_ir
+    from tony.ir.partition import partition
+    from tony.models import kwt
+
+    monkeypatch.setenv("TONY_CACHE_DIR", str(shared_cache))
+    small = {"d_model": 16, "ffn": 32, "layers": 1, "epochs": 1}
+    d = tmp_path / "ex"
+    info = kwt.build_kwt(d, spec=TINY, calib_size=16, progress=False, **small)
+    assert {"float.onnx", "model.onnx", "inputs.npy", "labels.npy", "calib.npy", "train.npz"} <= {
+        p.name for p in d.iterdir()}
+    assert 0 <= info["float_accuracy"] <= 1
+    x = np.load(d / "inputs.npy")
+    assert x.shape == (24, 1, 1, 49, 10)
+
+    fm = onnx.load(d / "float.onnx")
+    ops = [n.op_type for n in fm.graph.node]
+    assert fm.opset_import[0].version == 13 and ops[:3] == ["Reshape", "MatMul", "Add"]
+    embed = {i.name: i for i in fm.graph.initializer}["embed.weight"]
+    assert list(embed.dims) == [10, 16]  # each frame's 10 coefficients -> d_model
+    assert ops.count("Softmax") == 1 and ops.count("Erf") == 1
+
+    cfg = kwt.KwtConfig(**small)
+    data = kd.dataset(TINY, progress=False)
+    net, _ = kwt.train_kwt(cfg, data, progress=False)  # seeded: the same weights as the build's
+    with torch.no_grad():
+        want = net(torch.from_numpy(data["x_test"])).numpy()
+    got = ort_run(str(d / "float.onnx"), list(x))[0].reshape(24, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    g = load_ir(d / "model.onnx")
+    kinds = [type(op).__name__ for op in g.ops]
+    assert kinds.count("LayerNorm") == 3 and kinds.count("Softmax") == 1 and "FloatIsland" not in kinds
+    assert any(isinstance(op, ir.Table) and op.function == "Gelu" for op in g.ops)
+    part = partition(g, refuse(g, AccelConfig(8, 8)))
+    on_array = {p.op.origin for p in part.placement if p.device}
+    assert any(o.startswith("embed.matmul") for o in on_array), on_array
+
+    ref = np.asarray(tony.run_reference(g, x)[0]).reshape(24, -1)
+    qdq = ort_run(str(d / "model.onnx"), list(x))[0].reshape(24, -1)
+    out_scale = g.tensors[g.producer(g.outputs[0]).inputs[0]].scale
+    assert np.abs(ref - qdq).max() <= 2 * out_scale
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+def test_the_kws_transformer_example_keeps_its_accuracy_and_runs_bit_exactly_on_verilator(tmp_path):
+    """`tony example kws-transformer`, then model.onnx through `tony compile --array 8x8 --samples 2`
+    and `tony sim`: bit-exact against the reference, cycles equal to the cycle model's, the frame
+    projection and every other token-wise projection on the array."""
+    import json
+
+    import tony
+    from _ort_helpers import ort_run
+
+    d, b = tmp_path / "ex", tmp_path / "b"
+    for args in (["example", "kws-transformer", "-o", d], ["compile", d / "model.onnx", "-o", b, "--array", "8x8",
+                                                           "--samples", "2"], ["sim", b, "-q"]):
+        res = subprocess.run([sys.executable, "-m", "tony.cli", *map(str, args)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    x, y = np.load(d / "inputs.npy"), np.load(d / "labels.npy")
+    f_acc = float((ort_run(str(d / "float.onnx"), list(x))[0].reshape(len(y), -1).argmax(1) == y).mean())
+    q_acc = float((tony.run_reference(d / "model.onnx", x)[0].reshape(len(y), -1).argmax(1) == y).mean())
+    print(f"kws-transformer: float {f_acc:.4f}, PTQ max int8 {q_acc:.4f}")
+    assert f_acc >= 0.80  # 83.13% when measured (docs/accuracy.md); the DS-CNN gets 93.5% on this set
+    assert q_acc >= f_acc - 0.02
+    rep = json.loads((b / "sim_report.json").read_text())
+    man = json.loads((b / "manifest.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] > 0
+    assert any(o.startswith("embed.matmul") for s in man["segments"] if s.get("build") for o in s["ops"])
+    assert man["placement"]["device_mac_share"] > 0.5

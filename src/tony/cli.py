@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("example", help="build a bundled example model (trained here or seeded random; no download)")
     sp.add_argument("name", choices=["digits-mlp", "digits-cnn", "digits-mobilenet", "text-langid", "resnet8", "dscnn",
-                                     "mobilenet-v1-025", "fc-autoencoder", "kws", "kws-conv1d"])
+                                     "mobilenet-v1-025", "fc-autoencoder", "kws", "kws-conv1d",
+                                     "kws-transformer"])
     sp.add_argument("-o", "--output", required=True)
     sp.set_defaults(fn=cmd_example)
 

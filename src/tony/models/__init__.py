@@ -85,8 +85,9 @@ TINY = ("resnet8", "dscnn", "mobilenet-v1-025", "fc-autoencoder")
 EXAMPLES.update({name: _tiny(name) for name in TINY})
 
 
-# float-only examples: float.onnx but no model.onnx yet (their operators are not lowered to the IR)
-FLOAT_EXAMPLES = {"text-langid": build_text_langid}
+# examples whose quantized graphs run partly on the host (attention MatMuls, LayerNorm, Softmax, GELU):
+# `tony compile` splits them into device segments; EXAMPLES holds the whole-graph accelerator workloads
+SEGMENTED_EXAMPLES = {"text-langid": build_text_langid}
 
 
 def _kws(arch: str):
@@ -102,8 +103,19 @@ def _kws(arch: str):
 EXAMPLES.update({"kws": _kws("kws"), "kws-conv1d": _kws("kws-conv1d")})
 
 
+def build_kws_transformer(out_dir, **kw) -> dict:
+    """Keyword Transformer (KWT-1 style: MFCC frames as tokens, a MatMul projection to 64, 1 head,
+    MLP 128, 2 layers) on the eSpeak NG keyword-spotting set (tony.models.kwt); needs tony[train]."""
+    from .kwt import build_kwt
+
+    return build_kwt(out_dir, **kw)
+
+
+SEGMENTED_EXAMPLES["kws-transformer"] = build_kws_transformer
+
+
 def build_example(name: str, out_dir, **kw) -> dict:
-    builders = EXAMPLES | FLOAT_EXAMPLES
+    builders = EXAMPLES | SEGMENTED_EXAMPLES
     if name not in builders:
         raise InputError(f"unknown example {name!r}; available: {', '.join(builders)}")
     return builders[name](out_dir, **kw)
