@@ -95,13 +95,20 @@ def build_kws(out_dir, *, arch: str = "kws", spec: KwsSpec = KwsSpec(), seed: in
     """Train, quantize (pow2 QDQ, one calibration batch, `method`), and write float.onnx, model.onnx,
     inputs.npy / labels.npy (the voice-disjoint test split, stacked 1x1x49x10), calib.npy (one
     seeded batch of training clips) and train.npz (x, y: training split; x_val, y_val: validation)."""
+    fm, acc, d = train_kws(arch, spec=spec, seed=seed, epochs=epochs, progress=progress)
+    return write_example(out_dir, fm, acc, d, seed=seed, calib_size=calib_size, method=method)
+
+
+def write_example(out_dir, fm, acc: float, d: dict, *, seed: int, calib_size: int, method: str,
+                  sequential: bool = True) -> dict:
+    """Quantize a trained keyword-spotting float model `fm` (pow2 QDQ from one seeded calibration
+    batch of `d`'s training clips) and write the files of the kws examples (see build_kws)."""
     from ..quant.qdq import quantize_static
 
     out = Path(out_dir)
-    fm, acc, d = train_kws(arch, spec=spec, seed=seed, epochs=epochs, progress=progress)
     rng = np.random.default_rng(seed)
     calib = d["x_train"][np.sort(rng.choice(len(d["x_train"]), min(calib_size, len(d["x_train"])), replace=False))]
-    qm = quantize_static(fm, calib, method=method)
+    qm = quantize_static(fm, calib, method=method, sequential=sequential)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(fm, out / "float.onnx")
     onnx.save(qm, out / "model.onnx")

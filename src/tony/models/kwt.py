@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -153,21 +152,10 @@ def build_kwt(out_dir, *, spec: KwsSpec = KwsSpec(), calib_size: int = 256, meth
     examples: float.onnx, model.onnx, inputs.npy / labels.npy (the voice-disjoint test split,
     stacked 1x1x49x10), calib.npy (one seeded batch of training clips) and train.npz (x, y: training
     split; x_val, y_val: validation). `overrides` change KwtConfig fields (tests build tiny ones)."""
-    from ..quant.qdq import quantize_static
+    from .kws import write_example
 
     cfg = replace(KwtConfig(), **overrides)
-    out = Path(out_dir)
     d = dataset(spec, progress=progress)
     model, acc = train_kwt(cfg, d, progress=progress)
-    fm = kwt_onnx(model, cfg)
-    rng = np.random.default_rng(cfg.seed)
-    calib = d["x_train"][np.sort(rng.choice(len(d["x_train"]), min(calib_size, len(d["x_train"])), replace=False))]
-    qm = quantize_static(fm, calib, method=method, sequential=False)
-    out.mkdir(parents=True, exist_ok=True)
-    onnx.save(fm, out / "float.onnx")
-    onnx.save(qm, out / "model.onnx")
-    np.save(out / "inputs.npy", d["x_test"][:, None])
-    np.save(out / "labels.npy", d["y_test"])
-    np.save(out / "calib.npy", calib[:, None])
-    np.savez(out / "train.npz", x=d["x_train"][:, None], y=d["y_train"], x_val=d["x_val"][:, None], y_val=d["y_val"])
-    return {"float_accuracy": acc, "dir": str(out)}
+    return write_example(out_dir, kwt_onnx(model, cfg), acc, d, seed=cfg.seed, calib_size=calib_size,
+                         method=method, sequential=False)
