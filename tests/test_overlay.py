@@ -165,6 +165,7 @@ def test_small_weight_and_bias_buffers_are_tiled_bit_exact(workload, tmp_path):
     from tony.hw import from_toml
 
     ov = from_toml(_toml(tmp_path, SMALL))
+    after_stream = {}
     for name in ("digits-mobilenet", "digits-cnn"):
         d = workload(name)
         g = load_ir(d / "model.onnx", requant="pow2")
@@ -172,8 +173,11 @@ def test_small_weight_and_bias_buffers_are_tiled_bit_exact(workload, tmp_path):
         assert prog.cfg == ov.cfg
         assert sum(t.startswith("LOAD bias") for t in prog.text) > 1  # bias windows reloaded
         # a weight block loaded only after the previous CONV streamed: LOAD wgt right after SYNC dma|stream
-        assert any(a == "SYNC dma|stream" and b.startswith("LOAD wgt") for a, b in zip(prog.text, prog.text[1:]))
+        after_stream[name] = any(a == "SYNC dma|stream" and b.startswith("LOAD wgt")
+                                 for a, b in zip(prog.text, prog.text[1:]))
         _bit_exact_in_model(d, prog, g)
+    # digits-cnn's 72-word blocks do not fit the small weight buffer twice; mobilenet's all do
+    assert after_stream == {"digits-mobilenet": False, "digits-cnn": True}
 
 
 @pytest.mark.sim
