@@ -2,9 +2,9 @@
 
 Random operands with random valid/last flags every cycle (idle patterns from the pause
 generators): after every rising edge the pass-through registers (a_o, a_valid_o, a_last_o,
-b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the product
-registered, accumulated one edge later), wrapped to ACC_BITS, as a Python model of the PE computes
-them. `test_mac` at the bottom is the pytest entry.
+b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the operand
+registers multiplied, the product registered one edge after the operands, accumulated one edge
+later), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class TB:
         self.acc_bits = int(dut.ACC_BITS.value)
         self.acc = self.res = 0
         self.regs = (0, 0, 0, 0)  # a_o, a_valid_o, a_last_o, b_o
+        self.prod = (0, 0, 0)     # the product register and its flags: a_o * b_o, valid, last
         start_clock(dut.clk_i)
         dut.rst_ni.value = 1
         self.drive(0, 0, 0, 0)
@@ -39,12 +40,15 @@ class TB:
         d.a_last_i.value = last
 
     def edge(self, a: int, b: int, valid: int, last: int) -> None:
-        """The model's registers after a rising edge with these inputs: the product registered
-        with the flags, the product of the previous edge accumulated."""
-        pa, pvalid, plast, pb = self.regs
+        """The model's registers after a rising edge with these inputs: the operands registered
+        with the flags, the product of the operand registers registered, the product of the
+        previous edge accumulated."""
+        prod, pvalid, plast = self.prod
+        ra, rvalid, rlast, rb = self.regs
+        self.prod = (ra * rb, rvalid, rlast)
         self.regs = (a, valid, last, b)
         if pvalid:
-            s = wrap(self.acc + pa * pb, self.acc_bits)
+            s = wrap(self.acc + prod, self.acc_bits)
             if plast:
                 self.res, self.acc = s, 0
             else:
