@@ -17,12 +17,19 @@ REPORT = "sim_report.json"
 
 
 class _Progress:
-    """Polls the bench's progress file and shows a bar (the simulator's own output goes to a log)."""
+    """Polls the bench's progress file and shows a bar (the simulator's own output goes to a log);
+    before the first run and after the last, the phase the runner reports (building the simulator,
+    rebuilding it with its profile) with its elapsed time."""
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
+        self.phase_text: str | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def phase(self, text: str | None) -> None:
+        """The runner's current phase (None: back to the runs)."""
+        self.phase_text = text
 
     def _run(self):
         from tqdm import tqdm
@@ -30,13 +37,19 @@ class _Progress:
         bar = None
         while not self.stop.wait(0.25):
             try:
-                done, total, what = self.path.read_text().split(maxsplit=2)
+                done, total, _ = self.path.read_text().split(maxsplit=2)
             except (OSError, ValueError):
-                continue
+                done = total = None
+            if bar is None and (total is not None or self.phase_text):
+                bar = tqdm(total=None if total is None else int(total), desc="simulating", unit="run",
+                           leave=False)
             if bar is None:
-                bar = tqdm(total=int(total), desc="simulating", unit="run", leave=False)
-            bar.set_postfix_str(what.strip()[:30])
-            bar.update(int(done) - bar.n)
+                continue
+            if total is not None and bar.total != int(total):
+                bar.reset(total=int(total))
+            bar.set_description_str(self.phase_text or "simulating", refresh=False)
+            bar.update((int(done) if done is not None else 0) - bar.n)
+            bar.refresh()
         if bar is not None:
             bar.close()
 
@@ -165,7 +178,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     env = {"TONY_BUILD": str(build.path), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
            "TONY_PROGRESS": str(progress_path), "TONY_MEMORY": memory}
     t0 = time.perf_counter()
-    with _Progress(progress_path, progress):
+    with _Progress(progress_path, progress) as bar:
         if axi_stall is not None:  # through the SoC wrapper (AXI4-Lite host, AXI4 memory)
             from .axi import run_axi
 
@@ -180,11 +193,12 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
                 run_cocotb(sources, "tony_sim_top", "tony.sim.benches.accel", build_dir=work / "build_sim",
                            extra_env=env, waves=waves, simulator=simulator,
                            build_args=SIM_TOP_BUILD_ARGS,
-                           reuse_build=True, plusargs=plusargs, public_flat=False, pgo=pgo_enabled())
+                           reuse_build=True, plusargs=plusargs, public_flat=False, pgo=pgo_enabled(),
+                           status=bar.phase)
         elif memory == "python":
             run_cocotb(sources, m["toplevel"], "tony.sim.benches.accel", build_dir=work / "build",
                        extra_env=env, waves=waves, simulator=simulator, build_args=["-O3"],
-                       reuse_build=reuse_build)
+                       reuse_build=reuse_build, status=bar.phase)
         else:
             raise ValueError(f"memory {memory!r}: 'hdl' or 'python'")
     wall = time.perf_counter() - t0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import objcache
@@ -185,6 +185,7 @@ def run_cocotb(
     plusargs: Sequence[str] = (),
     public_flat: bool = True,
     pgo: bool = False,
+    status: Callable[[str | None], None] | None = None,
 ) -> Path:
     """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
 
@@ -197,6 +198,8 @@ def run_cocotb(
     times faster. With `pgo` (and `reuse_build`, Verilator), the cached design is built with g++'s
     profile-guided optimization: its first run is on an instrumented binary (slower; its results
     count as any run's), after which the design is built again with that run's profile.
+    `status` (for a progress display) is told each phase: building the simulator, running
+    (None), rebuilding it with its profile.
 
     `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
@@ -221,6 +224,9 @@ def run_cocotb(
     files, incdirs = split_headers(sources)
 
     def build(extra: Sequence[str] = ()) -> None:
+        if status:
+            status(f"building the simulator ({'with the profile of its first run, ' if extra == PGO_USE else ''}"
+                   "once per design)")
         try:
             runner.build(
                 sources=[f.resolve() for f in files],
@@ -253,6 +259,8 @@ def run_cocotb(
         runner._set_vhdl_sources([])
         runner._set_sources([f.resolve() for f in files])
 
+    if status:
+        status(None)
     env = dict(extra_env or {})
     results = work_dir / "results.xml"
     sim_log = work_dir / "sim.log"
