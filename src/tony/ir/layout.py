@@ -35,7 +35,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ops import Add, Clamp, Graph, Mul, Op, PixelMatMul, Reshape, Table, Transpose
+from .ops import Add, Clamp, Conv, Graph, Mul, Op, PixelMatMul, Reshape, Table, Transpose
 from .tokens import _fresh
 
 _PIXEL_AXIS = (0, 3, 1)     # axis of a [N, T, C] tensor -> its axis in the pixel layout [N, C, 1, T]
@@ -161,6 +161,7 @@ def keep_pixels(g: Graph) -> Graph:
 
     for op in g.ops:
         op = replace(op, inputs=tuple(reads(op, k, i) for k, i in enumerate(op.inputs)))
+        op = _heads_as_rows(op, views, tensors, constants)
         if not (_elementwise(g, op) and any(views.pixels(i) for i in _operands(op) if i not in constants)):
             emit(op)
             continue
@@ -178,6 +179,29 @@ def keep_pixels(g: Graph) -> Graph:
     if not same and len(ops) == len(g.ops):
         return g
     return _drop_unread_views(replace(g, tensors=tensors, constants=constants, ops=tuple(ops)))
+
+
+def _heads_as_rows(op: Op, views: _Views, tensors: dict, constants: dict) -> Op:
+    """A 1x1 Conv whose input [N, H d, 1, T] is the head merge of a tensor z [N, d, H, T] (channel
+    h d + j = z's channel j of row h: a PixelMatMul's output, heads as rows) as a Conv of z itself
+    with an H x 1 kernel: w'[m, j, h] = w[m, h d + j], the same products summed (op unchanged
+    when its input is no such view)."""
+    if not (isinstance(op, Conv) and op.inputs[1] in constants and op.group == 1 and op.strides == (1, 1)
+            and op.dilations == (1, 1) and not any(op.pads) and tensors[op.inputs[1]].shape[2:] == (1, 1)):
+        return op
+    root, idx = views.of(op.inputs[0])
+    if len(tensors[root].shape) != 4 or root == op.inputs[0]:
+        return op
+    d, h, t = tensors[root].shape[1:]
+    merged = np.arange(d * h * t).reshape(d, h, t).transpose(1, 0, 2).reshape(h * d, 1, t)
+    if h == 1 or idx.shape != merged.shape or not np.array_equal(idx, merged):
+        return op
+    w = np.asarray(constants[op.inputs[1]])
+    m = w.shape[0]
+    name = _fresh(tensors, f"{op.inputs[1]}.{h}x1")
+    constants[name] = w.reshape(m, h, d).transpose(0, 2, 1).reshape(m, d, h, 1).copy()
+    tensors[name] = replace(tensors[op.inputs[1]], name=name, shape=(m, d, h, 1))
+    return replace(op, inputs=(root, name) + op.inputs[2:])
 
 
 def _drop_unread_views(g: Graph) -> Graph:
