@@ -15,11 +15,12 @@ table, the residual Adds), the integers go back and forth through the host.
    permutation are equal: every op reads the root, or the first of the equal tensors. So a Conv
    whose input is the previous Conv's output, out of pixels and back in, reads that output.
 2. **Elementwise ops in the pixel layout.** An elementwise op of 3-D tensors [N, T, C] (`Table`,
-   `Clamp`, and `Add` and `Mul` of two tensors of one shape) one of whose inputs already exists
+   `Clamp`, and `Add` and `Mul` of two activations of one shape; an op with a constant operand
+   stays as it is: the back ends load activations, not constants, into the vector unit) one of whose inputs already exists
    in the pixel layout to_pixels(x) = x.transpose(0, 2, 1).reshape(N, C, 1, T) (a Conv's output
    read back, or a conversion made before) runs on the pixel layouts of its inputs instead:
    op(to_pixels(a), to_pixels(b)) = to_pixels(op(a, b)) for any per-element function. An input
-   without one gets its conversion on the host, once (a constant is converted here); a
+   without one gets its conversion on the host, once; a
    per-channel table's channel axis goes from the last axis to axis 1. The op's 3-D output is
    then the view out of pixels of its pixel output, which step 1 cancels against the next
    op's view into pixels; it stays (on the host) only while an op still reads it in 3-D.
@@ -98,15 +99,15 @@ def _operands(op: Op) -> tuple[str, ...]:
 
 def _elementwise(g: Graph, op: Op) -> bool:
     """An op that computes each output element from the elements at the same index of its inputs,
-    on 3-D integer tensors of one shape, the same function at every index (per-tensor requant) or
-    one per channel of the last axis (a Table's `channel_axis`)."""
+    on 3-D integer activations of one shape, the same function at every index (per-tensor requant)
+    or one per channel (a Table's `channel_axis`)."""
     if not isinstance(op, (Table, Clamp, Add, Mul)):
         return False
     rq = getattr(op, "requant", None)
     if rq is not None and rq.per_channel:
         return False
     shapes = {g.tensors[n].shape for n in _operands(op) + op.outputs}
-    return len(shapes) == 1 and len(next(iter(shapes))) == 3 and any(n not in g.constants for n in _operands(op))
+    return len(shapes) == 1 and len(next(iter(shapes))) == 3 and not any(n in g.constants for n in _operands(op))
 
 
 def keep_pixels(g: Graph) -> Graph:
@@ -134,17 +135,11 @@ def keep_pixels(g: Graph) -> Graph:
         return name
 
     def into_pixels(x: str, origin: str) -> str:
-        """The pixel layout of 3-D `x`: one seen before, a converted constant, or new host views."""
+        """The pixel layout of 3-D `x`: one seen before, or new views (on the host)."""
         found = views.pixels(x)
         if found is not None:
             return found
         n, t, c = tensors[x].shape
-        if x in constants:
-            name = _fresh(tensors, f"{x}.px")
-            constants[name] = _to_pixels(np.asarray(constants[x]))
-            tensors[name] = replace(tensors[x], name=name, shape=(n, c, 1, t))
-            views.first[(x, (c, 1, t), _to_pixels(views.of(x)[1]).tobytes())] = name
-            return name
         kt = view(x, (n, c, t), origin, perm=(0, 2, 1), tag="kt")
         return view(kt, (n, c, 1, t), origin, tag="px")
 
@@ -162,7 +157,7 @@ def keep_pixels(g: Graph) -> Graph:
     for op in g.ops:
         op = replace(op, inputs=tuple(reads(op, k, i) for k, i in enumerate(op.inputs)))
         op = _heads_as_rows(op, views, tensors, constants)
-        if not (_elementwise(g, op) and any(views.pixels(i) for i in _operands(op) if i not in constants)):
+        if not (_elementwise(g, op) and any(views.pixels(i) for i in _operands(op))):
             emit(op)
             continue
         y = op.outputs[0]
