@@ -626,7 +626,7 @@ def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, ton
     assert r.returncode == 0, r.stderr
     assert "(Add, segment" not in r.stdout and "100.00% of" in r.stdout
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert sum(s["kind"] == "device" for s in man["segments"]) == 5
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 6   # QKV, Q.K^T, P.V + o + Add, fc1, fc2 + Add, head
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())

@@ -24,6 +24,11 @@ table, the residual Adds), the integers go back and forth through the host.
    per-channel table's channel axis goes from the last axis to axis 1. The op's 3-D output is
    then the view out of pixels of its pixel output, which step 1 cancels against the next
    op's view into pixels; it stays (on the host) only while an op still reads it in 3-D.
+3. **Heads as rows.** A 1x1 Conv whose input is a PixelMatMul's output z [N, d, H, T] with the
+   heads merged into channels (channel h d + j holds z's channel j of row h: the head merge
+   before an attention's output projection) reads z directly as an H x 1 convolution whose
+   weights are the same numbers rearranged, w'[m, j, h] = w[m, h d + j]: the same products, the
+   same sum. So P.V and the output projection share a device segment.
 
 Views left without a reader are dropped. Nothing else changes: LayerNorm, Softmax, the head
 splits and the mean pool read the same 3-D tensors as before, each made once on the host from
@@ -171,7 +176,7 @@ def keep_pixels(g: Graph) -> Graph:
         emit(moved)
         # the 3-D output, out of pixels: read by the ops that still need it, cancelled for the others
         view(view(ypx, (n, c, t), op.origin, tag="mt"), (n, t, c), op.origin, perm=(0, 2, 1), name=y)
-    if not same and len(ops) == len(g.ops):
+    if tuple(ops) == g.ops:
         return g
     return _drop_unread_views(replace(g, tensors=tensors, constants=constants, ops=tuple(ops)))
 
