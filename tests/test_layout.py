@@ -154,3 +154,25 @@ def test_a_graph_without_token_views_is_returned_unchanged():
     g = ir.verify(ir.Graph("g", tensors=t, ops=(ir.Reshape(("x",), ("y",), shape=(1, 36)),),
                            inputs=("x",), outputs=("y",)))
     assert keep_pixels(g) is g
+
+
+@pytest.mark.parametrize("heads,d", [(3, 4), (2, 8)])
+def test_a_projection_of_merged_heads_reads_the_pixel_matmul_output_as_rows(rng, heads, d):
+    """P.V's output [1, d, H, T] merged into [1, T, H d] (Transposes, Reshape) and projected: the
+    projection's Conv reads the PixelMatMul's output with an H x 1 kernel, the same integers."""
+    b = _Builder(rng, x="a", c=K)
+    b.tensors["a"] = Tensor("a", (N, K, heads, T), INT8, 2.0 ** -4)
+    b.tensors["v"] = Tensor("v", (N, d, heads, K), INT8, 2.0 ** -4)
+    b.inputs.append("v")
+    b.tensors["ctx"] = Tensor("ctx", (N, d, heads, T), INT8, 2.0 ** -4)
+    b.ops.append(ir.PixelMatMul(("a", "v"), ("ctx",), origin="pv", requant=RQ))
+    for name, shape, op in (("h", (N, heads, T, d), ir.Transpose(("ctx",), ("h",), perm=(0, 2, 3, 1))),
+                            ("th", (N, T, heads, d), ir.Transpose(("h",), ("th",), perm=(0, 2, 1, 3))),
+                            ("merged", (N, T, heads * d), ir.Reshape(("th",), ("merged",), shape=(N, T, heads * d)))):
+        b.tensors[name] = Tensor(name, shape, INT8, 2.0 ** -4)
+        b.ops.append(op)
+    g = b.graph(b.dense("merged", M, "o"))
+    h, _, _ = _run_both(g, rng)
+    (conv,) = [op for op in h.ops if isinstance(op, ir.Conv)]
+    assert conv.inputs[0] == "ctx" and h.tensors[conv.inputs[1]].shape == (M, d, heads, 1)
+    assert not any(isinstance(op, (ir.Reshape, ir.Transpose)) and op.inputs == ("ctx",) for op in h.ops)

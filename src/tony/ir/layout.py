@@ -102,7 +102,7 @@ def _operands(op: Op) -> tuple[str, ...]:
     return op.inputs[:1] if isinstance(op, Table) else op.inputs
 
 
-def _elementwise(g: Graph, op: Op) -> bool:
+def _elementwise(op: Op, tensors: dict, constants: dict) -> bool:
     """An op that computes each output element from the elements at the same index of its inputs,
     on 3-D integer activations of one shape, the same function at every index (per-tensor requant)
     or one per channel (a Table's `channel_axis`)."""
@@ -111,8 +111,8 @@ def _elementwise(g: Graph, op: Op) -> bool:
     rq = getattr(op, "requant", None)
     if rq is not None and rq.per_channel:
         return False
-    shapes = {g.tensors[n].shape for n in _operands(op) + op.outputs}
-    return len(shapes) == 1 and len(next(iter(shapes))) == 3 and not any(n in g.constants for n in _operands(op))
+    shapes = {tensors[n].shape for n in _operands(op) + op.outputs}
+    return len(shapes) == 1 and len(next(iter(shapes))) == 3 and not any(n in constants for n in _operands(op))
 
 
 def keep_pixels(g: Graph) -> Graph:
@@ -162,7 +162,7 @@ def keep_pixels(g: Graph) -> Graph:
     for op in g.ops:
         op = replace(op, inputs=tuple(reads(op, k, i) for k, i in enumerate(op.inputs)))
         op = _heads_as_rows(op, views, tensors, constants)
-        if not (_elementwise(g, op) and any(views.pixels(i) for i in _operands(op))):
+        if not (_elementwise(op, tensors, constants) and any(views.pixels(i) for i in _operands(op))):
             emit(op)
             continue
         y = op.outputs[0]
