@@ -37,6 +37,7 @@ before (docs/partition.md); an Add of two [N, C, 1, T] tensors is the vector uni
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import numpy as np
@@ -55,7 +56,9 @@ def _to_pixels(a: np.ndarray) -> np.ndarray:
 
 class _Views:
     """Every tensor made by views as (root, index array): the per-sample element of its root that
-    each of its elements is; equal (root, shape, index) means equal integers."""
+    each of its elements is; equal (root, shape, index) means equal integers. Index arrays are
+    int32 (a tensor of 2^31 elements per sample is far beyond any buffer) and looked up by a
+    digest, then compared in full."""
 
     def __init__(self, tensors: dict):
         self.tensors = tensors
@@ -67,13 +70,14 @@ class _Views:
         if name in self.index:
             return self.index[name]
         shape = self.tensors[name].shape[1:]
-        return name, np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        return name, np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape)
 
     def equal(self, root: str, idx: np.ndarray) -> str | None:
         """A tensor seen so far that holds `idx` of `root`: the root itself or the first such view."""
         if idx.shape == self.tensors[root].shape[1:] and np.array_equal(idx.reshape(-1), np.arange(idx.size)):
             return root
-        return self.first.get((root, idx.shape, idx.tobytes()))
+        seen = self.first.get(_key(root, idx))
+        return seen if seen is not None and np.array_equal(self.index[seen][1], idx) else None
 
     def add(self, op: Op) -> str | None:
         """Record a view op's output; return an earlier tensor equal to it (None: it is new)."""
@@ -88,13 +92,17 @@ class _Views:
         self.index[out] = (root, idx)
         same = self.equal(root, idx)
         if same is None:
-            self.first[(root, idx.shape, idx.tobytes())] = out
+            self.first.setdefault(_key(root, idx), out)
         return same
 
     def pixels(self, name: str) -> str | None:
         """A tensor seen so far that is the pixel layout of the 3-D tensor `name`."""
         root, idx = self.of(name)
         return self.equal(root, _to_pixels(idx))
+
+
+def _key(root: str, idx: np.ndarray) -> tuple:
+    return root, idx.shape, hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=16).digest()
 
 
 def _operands(op: Op) -> tuple[str, ...]:
