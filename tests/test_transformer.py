@@ -532,7 +532,8 @@ def test_keep_pixels_keeps_every_integer_of_two_layer_encoders(two_layers, opset
     made = {o: op for op in g.ops for o in op.outputs}
     for op in g.ops:
         if isinstance(op, (ir.Add, ir.Table)):
-            assert len(g.tensors[op.inputs[0]].shape) == 4 and isinstance(made[op.inputs[1 if isinstance(op, ir.Add) else 0]], ir.Conv)
+            from_conv = op.inputs[1] if isinstance(op, ir.Add) else op.inputs[0]
+            assert len(g.tensors[op.inputs[0]].shape) == 4 and isinstance(made[from_conv], ir.Conv)
     o_proj = [op for op in g.ops if isinstance(op, ir.Conv) and isinstance(made[op.inputs[0]], ir.PixelMatMul)]
     assert len(o_proj) == 2 and g.tensors[o_proj[0].inputs[1]].shape == (D, D // HEADS, HEADS, 1)
     views = (ir.Reshape, ir.Transpose)
@@ -557,7 +558,6 @@ def test_keep_pixels_keeps_every_integer_of_attention_blocks(tmp_path, d, heads,
 def _random_bundle_architecture(name, tmp_path):
     """text-langid's (d 64, 4 heads, FFN 128, 32 tokens, 2 layers) or kws-transformer's graph with
     untrained weights, quantized on random inputs; (path, random inputs)."""
-    from tony.frontend.load import load_model
     from tony.models import kwt, text
     from tony.quant.qdq import quantize_static
 
@@ -583,7 +583,8 @@ def test_keep_pixels_keeps_every_integer_of_the_bundled_encoder_architectures(tm
 def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkeypatch):
     """At 8x8: 13 device segments without keep_pixels, 11 with it (P.V and the output projection
     share one per layer), the 4 residual Adds on the device, 62 ops on the host instead of 82, and
-    no view between fc1, the GELU table and fc2. With the table on the device too, fc1 -> GELU -> fc2 -> Add is one segment: 9."""
+    no view between fc1, the GELU table and fc2. With the table on the device too, fc1 -> GELU ->
+    fc2 -> Add is one segment: 9."""
     q, _ = _random_bundle_architecture("text17", tmp_path)
     g, plain = load_ir(q), _without_keep_pixels(q, monkeypatch)
     part, n = _device_segments(g)

@@ -13,17 +13,19 @@ table, the residual Adds), the integers go back and forth through the host.
    (per sample: both views keep axis 0, the batch). A chain whose permutation is the identity on
    the root's shape gives back the root, and two tensors with the same root, shape and
    permutation are equal: every op reads the root, or the first of the equal tensors. So a Conv
-   whose input is the previous Conv's output, out of pixels and back in, reads that output.
+   whose input is the previous Conv's output, out of pixels and back in, reads that output. A
+   PixelMatMul's second operand is the exception: it stays a tensor the host writes (it reaches
+   the weight buffer from external memory), not a view the device could make.
 2. **Elementwise ops in the pixel layout.** An elementwise op of 3-D tensors [N, T, C] (`Table`,
    `Clamp`, and `Add` and `Mul` of two activations of one shape; an op with a constant operand
-   stays as it is: the back ends load activations, not constants, into the vector unit) one of whose inputs already exists
-   in the pixel layout to_pixels(x) = x.transpose(0, 2, 1).reshape(N, C, 1, T) (a Conv's output
-   read back, or a conversion made before) runs on the pixel layouts of its inputs instead:
-   op(to_pixels(a), to_pixels(b)) = to_pixels(op(a, b)) for any per-element function. An input
-   without one gets its conversion on the host, once; a
+   stays as it is: the back ends load activations, not constants, into the vector unit) one of
+   whose inputs already exists in the pixel layout, to_pixels(x) = x.transpose(0, 2, 1)
+   .reshape(N, C, 1, T) (a Conv's output read back, or a conversion made before), runs on the
+   pixel layouts of its inputs instead: op(to_pixels(a), to_pixels(b)) = to_pixels(op(a, b)) for
+   any per-element function. An input without one gets its conversion on the host, once; a
    per-channel table's channel axis goes from the last axis to axis 1. The op's 3-D output is
-   then the view out of pixels of its pixel output, which step 1 cancels against the next
-   op's view into pixels; it stays (on the host) only while an op still reads it in 3-D.
+   then the view out of pixels of its pixel output, which step 1 cancels against the next op's
+   view into pixels; it stays (on the host) only while an op still reads it in 3-D.
 3. **Heads as rows.** A 1x1 Conv whose input is a PixelMatMul's output z [N, d, H, T] with the
    heads merged into channels (channel h d + j holds z's channel j of row h: the head merge
    before an attention's output projection) reads z directly as an H x 1 convolution whose
