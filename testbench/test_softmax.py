@@ -23,7 +23,14 @@ from cocotb.triggers import FallingEdge
 from tony.ref.arith import rounding_shift
 from tony.ref.nonlinear import LOG2E, LOG2E_BITS, SoftmaxSpec, softmax
 from tony.rtl.softmax import row_cycles, unit_inputs
-from tony.sim.benches.common import log_seed, make_pause, no_pause, reset, run_unit_bench, start_clock
+from tony.sim.benches.common import (
+    log_seed,
+    make_pause,
+    no_pause,
+    reset,
+    run_unit_bench,
+    start_clock,
+)
 
 ROWS_PLAIN = 600      # rows without idle cycles (cycle counts checked)
 ROWS_PAUSED = 400     # rows with random idle input and output back-pressure
