@@ -278,7 +278,7 @@ async def test_softmax_extremes(dut):
     m = tb.max_n
     top = LOG2E_BITS - tb.frac_bits
     rows = []
-    for x_exp in (top, top - 4, top - tb.in_bits - 17, top - tb.in_bits - 40):
+    for x_exp in (top, top - 4, top - tb.in_bits - 17, top - min(tb.in_bits + 30, 62)):  # the reference's shifts stop at 62
         for log2e in (LOG2E, 1, round(LOG2E / math.sqrt(8)), (LOG2E >> tb.frac_bits) << tb.frac_bits):
             spec = tb.spec(x_exp, log2e)
             for values in ([hi], [lo], [0], [hi] * m, [lo] * m, [hi] + [lo] * (m - 1), [lo] * (m - 1) + [hi],
@@ -343,3 +343,29 @@ if pytest is not None:
     )
     def test_softmax(params, tmp_path):
         run_unit_bench(__name__, "tony_softmax", tmp_path, render_params=params)
+
+    def test_unit_inputs_clamped_shift_gives_the_same_rows():
+        """A shift past the product's width is given to the unit as in_bits + 17: the reference
+        gives the same result at both (every u rounds to 0), so the clamp changes nothing."""
+        rng = np.random.default_rng(7)
+        q = rng.integers(-128, 128, size=(200, 13))
+        for x_exp in (-20, -30, -40):
+            spec = SoftmaxSpec(x_exp=x_exp)
+            shift, log2e = unit_inputs(spec, in_bits=8, out_bits=8, frac_bits=6, table_bits=15)
+            assert shift == min(spec.shift, 25) and log2e == LOG2E
+            at_clamp = SoftmaxSpec(x_exp=LOG2E_BITS - 6 - shift)
+            assert np.array_equal(softmax(q, spec), softmax(q, at_clamp))
+
+    @pytest.mark.parametrize("spec,what", [(SoftmaxSpec(x_exp=-4, frac_bits=5), r"\(F, P, out_bits\) = \(5, 15, 8\)"),
+                                           (SoftmaxSpec(x_exp=-4, out_bits=16), r"the unit has \(6, 15, 8\)")])
+    def test_unit_inputs_rejects_a_spec_the_unit_does_not_compute(spec, what):
+        with pytest.raises(ValueError, match=what):
+            unit_inputs(spec, in_bits=8, out_bits=8, frac_bits=6, table_bits=15)
+
+    def test_unit_inputs_rejects_a_shift_wider_than_the_port():
+        with pytest.raises(ValueError, match="SHIFT_BITS=4"):
+            unit_inputs(SoftmaxSpec(x_exp=-20), in_bits=8, out_bits=8, frac_bits=6, table_bits=15, shift_bits=4)
+
+    def test_row_cycles_rejects_an_empty_row():
+        with pytest.raises(ValueError, match="at least one element"):
+            row_cycles(0)
