@@ -6,13 +6,16 @@ Python reference, on the same row and spec (equal integers, element for element;
 the row ends). Row kinds: uniform over the input range or over a narrow window, a few near the
 max, all equal, one maximum and the rest at the input's minimum, several maxima; lengths 1,
 MAX_N and in between; specs with x_exp from the shift's 0 to past the product's width, log2e =
-LOG2E, LOG2E / sqrt(d) and random below it. Without idle cycles the bench checks the cycle count
-of every row against tony.rtl.softmax.row_cycles; with random idle cycles on the input and
-back-pressure on the output only the values. `test_softmax` at the bottom is the pytest entry.
+LOG2E, LOG2E / sqrt(d) and random below it: 1,000 random rows per build (8,000 in the slow
+sweep), plus directed extremes, rows built to hit the output shift's rounding ties, and rows
+longer than MAX_N (cut by the unit). Without idle cycles the bench checks the cycle count of every
+row against tony.rtl.softmax.row_cycles; with random idle cycles on the input and back-pressure
+on the output only the values. `test_softmax` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -32,8 +35,11 @@ from tony.sim.benches.common import (
     start_clock,
 )
 
-ROWS_PLAIN = 600      # rows without idle cycles (cycle counts checked)
-ROWS_PAUSED = 400     # rows with random idle input and output back-pressure
+# rows without idle cycles (cycle counts checked) and with random idle input and output
+# back-pressure; TONY_SOFTMAX_ROWS (the slow sweep sets it) scales both
+ROWS_PLAIN = int(os.environ.get("TONY_SOFTMAX_ROWS", "1000")) * 3 // 5
+ROWS_PAUSED = int(os.environ.get("TONY_SOFTMAX_ROWS", "1000")) * 2 // 5
+SWEEP_ROWS = 8000     # the slow parametrizations'
 
 
 class TB:
@@ -341,8 +347,10 @@ if pytest is not None:
         ],
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )
-    def test_softmax(params, tmp_path):
-        run_unit_bench(__name__, "tony_softmax", tmp_path, render_params=params)
+    def test_softmax(params, tmp_path, request):
+        slow = request.node.get_closest_marker("slow") is not None
+        run_unit_bench(__name__, "tony_softmax", tmp_path, render_params=params,
+                       extra_env={"TONY_SOFTMAX_ROWS": str(SWEEP_ROWS)} if slow else None)
 
     def test_unit_inputs_clamped_shift_gives_the_same_rows():
         """A shift past the product's width is given to the unit as in_bits + 17: the reference
