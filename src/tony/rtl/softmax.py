@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..ref.nonlinear import LOG2E, SoftmaxSpec, softmax_table
 
-IN_CYCLES_PER_ELEMENT = 1
 EXP_LATENCY = 6
 """Read address to e in the exponent pipeline (row buffer, d, d * L, shift, u, table)."""
 DIV_CYCLES = 32
