@@ -152,7 +152,7 @@ def test_baked_parameters_are_localparams():
     text = render("tony_softmax", FRAC_BITS=3, TABLE_BITS=10)
     assert "localparam integer FRAC_BITS  = 3;" in text and "localparam integer TABLE_BITS = 10;" in text
     assert "parameter integer FRAC_BITS" not in text
-    rom = [int(v) for v in re.findall(r"3'd\d+: t5 = 11'd(\d+);", text)]
+    rom = [int(v) for v in re.findall(r"3'd\d+: t6 = 11'd(\d+);", text)]
     assert rom == [int(v) for v in softmax_table(3, 10)]
 
 

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from ..ref.nonlinear import LOG2E, SoftmaxSpec, softmax_table
 
-EXP_LATENCY = 6
-"""Read address to e in the exponent pipeline (row buffer, d, d * L, shift, u, table)."""
+EXP_LATENCY = 8
+"""Read address to e in the exponent pipeline (row buffer, its output register, d, d * L, the
+shift, u, the table, T >> z)."""
 DIV_CYCLES = 32
 """One quotient bit a cycle: R = 2^(P + 31) // S has 32 bits."""
-OUT_LATENCY = EXP_LATENCY + 2
-"""Read address to the output register (e * R, the rounding shift)."""
+OUT_LATENCY = EXP_LATENCY + 3
+"""Read address to the output register (e * R in two stages, the rounding shift)."""
 LOG2E_BITS = 16
 
 
 def row_cycles(n: int) -> int:
     """Cycles from the cycle a row's first element is taken to the cycle the next row's first can
     be, for a row of n elements with the input always valid and the output always ready:
-    n (IN) + n + EXP_LATENCY (SUM) + DIV_CYCLES (DIV) + n + OUT_LATENCY (OUT) = 3 n + 46.
+    n (IN) + n + EXP_LATENCY (SUM) + DIV_CYCLES (DIV) + n + OUT_LATENCY (OUT) = 3 n + 51.
     The last result leaves in the cycle before (row_cycles(n) - 1 after the first element)."""
     if n < 1:
         raise ValueError(f"softmax unit: a row has at least one element, not {n}")
