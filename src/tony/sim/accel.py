@@ -267,7 +267,8 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
            "cycles_match": all(r["cycles_match"] for r in reps), "issue_match": all(r["issue_match"] for r in reps),
            "macs": macs, "utilization": macs / (cycles * peak) if cycles else 0.0,
            "sim_seconds": sum(r["sim_seconds"] for r in reps), "layers": [l for r in reps for l in r["layers"]],
-           "segments": reps, "placement": m["placement"]}
+           "segments": reps, "placement": m["placement"], "simulator": opts.get("simulator", "verilator"),
+           "memory": "axi" if opts.get("axi_stall") is not None else "hdl"}
     rep["cycles_per_run"] = [sum(r["cycles_per_run"][0] for r in reps if r["cycles_per_run"])]
     rep["cycles_per_second"] = cycles / rep["sim_seconds"] if rep["sim_seconds"] else 0.0
     rep["sim_cpu_seconds"] = sum(r.get("sim_cpu_seconds", 0.0) for r in reps)
