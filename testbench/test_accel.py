@@ -172,7 +172,7 @@ def _illegal_words(cfg, rng) -> list[tuple[str, int]]:
         ("unknown opcode", rng.randint(isa.EWISE + 1, 15)),
         ("LOAD past the end of the instruction memory (a page too long)",
          isa.encode(isa.LOAD, buf=isa.B_IMEM, baddr=cfg.imem_words - 1, eaddr=0, nwords=2)),
-        ("buffer id out of range", isa.encode(isa.LOAD, buf=rng.randint(4, 7), baddr=0, eaddr=0, nwords=1)),
+        ("buffer id out of range", isa.encode(isa.LOAD, buf=rng.randint(isa.B_TAB + 1, 7), baddr=0, eaddr=0, nwords=1)),
         ("STORE from the weight buffer", isa.encode(isa.STORE, buf=isa.B_WGT, baddr=0, eaddr=0, nwords=1)),
         ("LOAD of no words", isa.encode(isa.LOAD, buf=isa.B_BIAS, baddr=0, eaddr=0, nwords=0)),
         ("LOAD past the end of the buffer", isa.encode(isa.LOAD, buf=isa.B_ACT, baddr=cfg.abuf_words - 1, eaddr=0,
