@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from .. import ir
 from ..errors import UnsupportedError, node_where
-from ..ir.tokens import matmuls_as_pixels, tokens_as_pixels
+from ..ir.tokens import matmuls_as_pixels, tables_in_pixels, tokens_as_pixels
 from ..ir.types import DType, Requant, Rounding
 from .load import tensor_shapes
 from .lower_nonlinear import NonlinearLowering
@@ -665,4 +665,4 @@ def _pool_pads(node, a, shape, k, strides, dil):
 def lower(model: onnx.ModelProto, *, requant: str = "auto", rounding: Rounding = Rounding.HALF_EVEN) -> ir.Graph:
     """QDQ ONNX model (checked, shapes inferred) -> verified integer IR."""
     g = _Lowering(model, requant, Rounding(rounding)).lower()
-    return ir.verify(matmuls_as_pixels(tokens_as_pixels(ir.verify(g))))
+    return ir.verify(matmuls_as_pixels(tables_in_pixels(tokens_as_pixels(ir.verify(g)))))

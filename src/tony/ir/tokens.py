@@ -12,6 +12,10 @@ become the pixels of a 1 x T image whose channels are the features. The Transpos
 move integers only and run on the host (tony.ir.partition); the layers reading one tensor share
 one pixel view of it, so Q, K and V projections of one input form one device segment.
 
+`tables_in_pixels` moves an element-wise table (GELU between a transformer's two feed-forward
+layers) from the token view [N, T, M] onto the pixel view [N, M, 1, T] it came from, so that the
+first layer, the table and the second layer form one device segment instead of three.
+
 `matmuls_as_pixels` does the same for the attention's products of two activations (Q.K^T and
 P.V): a [N, H, T, K] @ b [N, H, K, M] (or [N, T, K] @ [N, K, M], one head) becomes
 
@@ -27,7 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ops import Conv, Dense, Graph, MatMul, PixelMatMul, Reshape, Transpose
+from .ops import Conv, Dense, Graph, MatMul, PixelMatMul, Reshape, Table, Transpose
 from .types import Tensor
 
 
@@ -82,6 +86,69 @@ def tokens_as_pixels(g: Graph) -> Graph:
     if not changed:
         return g
     return replace(g, tensors=tensors, constants=constants, ops=tuple(ops))
+
+
+def _token_view_of(g: Graph, prod: dict, name: str) -> str | None:
+    """The pixel view [N, M, 1, T] that the token tensor `name` [N, T, M] was made from by
+    tokens_as_pixels (Reshape to [N, M, T], Transpose(0, 2, 1)), or None."""
+    t = prod.get(name)
+    if not (isinstance(t, Transpose) and t.perm == (0, 2, 1)):
+        return None
+    r = prod.get(t.inputs[0])
+    if not isinstance(r, Reshape):
+        return None
+    n, tt, m = g.tensors[name].shape
+    return r.inputs[0] if g.tensors[r.inputs[0]].shape == (n, m, 1, tt) else None
+
+
+def _drop_dead_views(ops: list, keep) -> list:
+    """Without the Transposes and Reshapes whose results nothing reads (graph outputs in `keep`)."""
+    while True:
+        used = {i for op in ops for i in op.inputs} | set(keep)
+        live = [op for op in ops if not (isinstance(op, (Transpose, Reshape)) and not any(o in used for o in op.outputs))]
+        if len(live) == len(ops):
+            return live
+        ops = live
+
+
+def tables_in_pixels(g: Graph) -> Graph:
+    """Every Table of a token tensor [N, T, M] (per tensor, or one table per feature M) that
+    tokens_as_pixels made from a pixel view [N, M, 1, T] as the same Table on that view (per
+    feature: per channel), its result viewed back as before; the pixel views that the next layers
+    take of the result (Transpose(0, 2, 1), Reshape to [N, M, 1, T]) are the Table's own result,
+    and the views nothing reads any more are dropped. Elementwise, so the same integers."""
+    tensors = dict(g.tensors)
+    prod = {o: op for op in g.ops for o in op.outputs}
+    alias: dict[str, str] = {}
+    ops, changed = [], False
+    for op in g.ops:
+        if alias:
+            op = replace(op, inputs=tuple(alias.get(i, i) for i in op.inputs))
+        x = tensors[op.inputs[0]] if op.inputs else None
+        src = (_token_view_of(g, prod, op.inputs[0]) if isinstance(op, Table) and len(x.shape) == 3
+               and op.channel_axis in (None, 2) else None)
+        if src is None:
+            ops.append(op)
+            continue
+        changed = True
+        y = tensors[op.outputs[0]]
+        n, t, m = y.shape
+        tpx = _fresh(tensors, f"{y.name}.px")
+        tensors[tpx] = replace(y, name=tpx, shape=(n, m, 1, t))
+        tmt = _fresh(tensors, f"{y.name}.mt")
+        tensors[tmt] = replace(y, name=tmt, shape=(n, m, t))
+        ops.append(replace(op, inputs=(src,) + op.inputs[1:], outputs=(tpx,),
+                           channel_axis=None if op.channel_axis is None else 1))
+        ops.append(Reshape((tpx,), (tmt,), origin=op.origin, op_type="Reshape", shape=(n, m, t)))
+        ops.append(Transpose((tmt,), (y.name,), origin=op.origin, op_type="Transpose", perm=(0, 2, 1)))
+        for c in g.ops:   # the next layers' pixel views of the result: the result itself
+            if isinstance(c, Transpose) and c.inputs == (y.name,) and c.perm == (0, 2, 1):
+                for r in g.ops:
+                    if isinstance(r, Reshape) and r.inputs == c.outputs and g.tensors[r.outputs[0]].shape == (n, m, 1, t):
+                        alias[r.outputs[0]] = tpx
+    if not changed:
+        return g
+    return replace(g, tensors=tensors, ops=tuple(_drop_dead_views(ops, g.outputs)))
 
 
 def _pixel_ready(g: Graph, op) -> bool:
