@@ -144,20 +144,22 @@ def test_a_table_the_vector_unit_cannot_take_stays_on_the_host_with_its_reason()
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("kind,array", [("gelu", "8x8"), ("hswish", "4x8"), ("bn", "8x8"),
+@pytest.mark.parametrize("kind,array", [("gelu", "8x8"), ("bn", "4x8"),
+                                        pytest.param("hswish", "4x8", marks=pytest.mark.slow),
                                         pytest.param("gelu", "4x8", marks=pytest.mark.slow),
                                         pytest.param("hswish", "8x8", marks=pytest.mark.slow),
-                                        pytest.param("bn", "4x8", marks=pytest.mark.slow)])
+                                        pytest.param("bn", "8x8", marks=pytest.mark.slow)])
 def test_table_models_bit_exact_on_verilator_with_predicted_cycles(models, kind, array, tmp_path, tony_cli):
-    """`tony compile` and `tony sim`: one device segment with the tables in it, bit-exact, the
-    cycles as predicted, per layer too (the lookups' layers included)."""
+    """`tony compile` and `tony sim`: the whole model one program with the tables in it, bit-exact,
+    the cycles as predicted, per layer too (the lookups' layers included)."""
     d = models[kind][0]
     r = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "b", "--array", array, "--inputs", d / "x.npy")
     assert r.returncode == 0, r.stderr
-    assert "1 device segment(s)" in r.stdout and "on the host" not in r.stdout.split("segments")[0]
+    assert "host:" not in r.stdout and "instructions for a" in r.stdout   # one program, nothing on the host
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
-    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 2 * models[kind][1].graph.output[0].type.tensor_type.shape.dim[1].dim_value * 36
-    tabs = [la for s in rep["segments"] for la in s["layers"] if la["op"] == "table"]
+    channels = models[kind][1].graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 2 * channels * 6 * 6
+    tabs = [la for la in rep["layers"] if la["op"] == "table"]
     assert tabs and all(la["cycles"] == la["predicted"] for la in tabs)

@@ -479,8 +479,10 @@ def table_words(g: ir.Graph, op: ir.Table, cfg: AccelConfig) -> list[np.ndarray]
 def emit_table(ctx: Ctx, p: OpPlan) -> Code:
     """Per table image (one, or one per channel group): `LOAD tab` of its 2^A_BITS words, `SYNC dma`,
     then one EWISE with the table flag over the words it serves (all of the tensor, or the group's).
-    A LOAD waits with `SYNC compute` for an earlier lookup of the program that may still read the
-    table memory (docs/isa.md, 'Tables')."""
+    Only lookups read the table memory, so the first image is loaded before the planner's syncs
+    for the operand (while the layer before still computes), and a LOAD waits with `SYNC stream`
+    only for an earlier lookup of the program, which may still read the table memory (docs/isa.md,
+    'Tables')."""
     op, g, cfg = p.op, ctx.g, ctx.cfg
     why = table_reason(g, op, cfg)
     if why:
@@ -491,18 +493,18 @@ def emit_table(ctx: Ctx, p: OpPlan) -> Code:
     rq = rq_fields(None, y, op)
     n = isa.tab_words(cfg.a_bits)
 
-    def body(site: Site, whole: bool) -> list[Instr]:
-        a, dst = site.srcs[0], site.dst
-        out = []
-        for j in range(len(tabs)):
-            if ctx.tab0 + j:
-                out.append(sync(isa.S_COMPUTE))
-            out += [dma(isa.LOAD, isa.B_TAB, 0, Ext("tab", ctx.tab0 + j), n), sync(isa.S_DMA)]
-            words, off = (a.words, 0) if len(tabs) == 1 else (a.gstride, j * a.gstride)
-            out.append(ewise(flags, a.base + off, 0, dst.base + off, words, 0, 0, rq))
-        return out
+    def load(j: int) -> list[Instr]:
+        wait = [sync(isa.S_STREAM)] if ctx.tab0 + j else []
+        return wait + [dma(isa.LOAD, isa.B_TAB, 0, Ext("tab", ctx.tab0 + j), n)]
+
+    assert not p.banded      # bands.geometry bands only Conv, pooling and Add/Clamp layers
+    a, dst = p.sites[0].srcs[0], p.sites[0].dst
+    out = load(0) + list(p.pre)
+    for j in range(len(tabs)):
+        words, off = (a.words, 0) if len(tabs) == 1 else (a.gstride, j * a.gstride)
+        out += (load(j) if j else []) + [sync(isa.S_DMA), ewise(flags, a.base + off, 0, dst.base + off, words, 0, 0, rq)]
     info = {"tables": len(tabs), "function": op.function}
-    return Code(run_sites(p, body), tables=tuple(tabs), info=info)
+    return Code(tuple(out) + tuple(p.post), tables=tuple(tabs), info=info)
 
 
 EMITTERS = {
