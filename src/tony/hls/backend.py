@@ -90,6 +90,8 @@ _HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Cla
 def refuse(g: ir.Graph, cfg: HlsConfig):
     """op -> why the HLS back end cannot render it (None: it can); tony.ir.partition puts it on the host."""
     def why(op) -> str | None:
+        if isinstance(op, ir.Table):
+            return "table lookup (the HLS C++ has no table unit; the accelerator's vector unit looks tables up)"
         if not isinstance(op, _HLS_OPS):
             return f"no HLS mapping for {op.kind}"
         rqs = list(op.requants) if isinstance(op, ir.Concat) else [getattr(op, "requant", None)]
