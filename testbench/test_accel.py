@@ -1,6 +1,7 @@
 """Unit testbench of tony_accel (controller, DMA, buffers, address generator, array, PPU, vector
 unit) on a small network with every instruction kind: convolution with padding, depthwise
-convolution with stride, residual Add, max and average pooling, a dense layer.
+convolution with stride, residual Add, max and average pooling, a table lookup (Sigmoid of an
+unsigned input: LOAD tab and EWISE with the table flag), a dense layer.
 
 Against the Python model of the accelerator (tony.accel.model): with the memory the
 cycle model assumes, every output byte and the cycle count must equal the model's; with random
@@ -19,7 +20,7 @@ from tony.sim.benches.common import run_unit_bench, log_seed, reset, start_clock
 
 
 def small_net(path, seed: int = 0, per_channel: bool = False) -> None:
-    """A float ONNX net with Conv, depthwise Conv (stride 2), Add, MaxPool, GlobalAveragePool,
+    """A float ONNX net with Conv, depthwise Conv (stride 2), Add, MaxPool, Sigmoid, GlobalAveragePool,
     Gemm, quantized to pow2 QDQ; written to `path`. With `per_channel`: quantized by onnxruntime
     with per-channel weight scales (int8 symmetric activations), then snapped to powers of two, so
     that every Conv and the Gemm shift each output channel by its own amount."""
@@ -44,7 +45,8 @@ def small_net(path, seed: int = 0, per_channel: bool = False) -> None:
         helper.make_node("Relu", ["c2"], ["b"], name="relu2"),
         helper.make_node("Add", ["a", "b"], ["s"], name="add3"),
         helper.make_node("Relu", ["s"], ["sr"], name="relu3"),
-        helper.make_node("MaxPool", ["sr"], ["m"], kernel_shape=[2, 2], strides=[2, 2], name="pool4"),
+        helper.make_node("MaxPool", ["sr"], ["m0"], kernel_shape=[2, 2], strides=[2, 2], name="pool4"),
+        helper.make_node("Sigmoid", ["m0"], ["m"], name="sig4"),
         helper.make_node("Conv", ["m", init("w5", rng.normal(0, 0.3, (12, 10, 1, 1))), init("b5", rng.normal(0, .1, 12))],
                          ["c5"], strides=[2, 1], name="pw5"),
         helper.make_node("GlobalAveragePool", ["c5"], ["g"], name="gap6"),
@@ -172,7 +174,7 @@ def _illegal_words(cfg, rng) -> list[tuple[str, int]]:
         ("unknown opcode", rng.randint(isa.EWISE + 1, 15)),
         ("LOAD past the end of the instruction memory (a page too long)",
          isa.encode(isa.LOAD, buf=isa.B_IMEM, baddr=cfg.imem_words - 1, eaddr=0, nwords=2)),
-        ("buffer id out of range", isa.encode(isa.LOAD, buf=rng.randint(4, 7), baddr=0, eaddr=0, nwords=1)),
+        ("buffer id out of range", isa.encode(isa.LOAD, buf=rng.randint(isa.B_TAB + 1, 7), baddr=0, eaddr=0, nwords=1)),
         ("STORE from the weight buffer", isa.encode(isa.STORE, buf=isa.B_WGT, baddr=0, eaddr=0, nwords=1)),
         ("LOAD of no words", isa.encode(isa.LOAD, buf=isa.B_BIAS, baddr=0, eaddr=0, nwords=0)),
         ("LOAD past the end of the buffer", isa.encode(isa.LOAD, buf=isa.B_ACT, baddr=cfg.abuf_words - 1, eaddr=0,

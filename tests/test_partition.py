@@ -2,8 +2,9 @@
 report, --device-only, and a MobileNetV3 block (HardSwish, squeeze-excite with HardSigmoid and
 Mul) end to end: reference = onnxruntime, accelerator segments on the instruction-level model and
 on Verilator, HLS segments in C++, host segments in the reference between them. The HardSigmoid
-gate runs on the array (a 1x1 depthwise Conv equal to its table); HardSwish and the gate's Mul
-of two activations stay on the host."""
+gate runs on the array (a 1x1 depthwise Conv equal to its table); HardSwish and the output's
+Sigmoid are table lookups (the accelerator's vector unit, an array read in HLS); the gate's Mul of
+two activations stays on the host."""
 import json
 
 import numpy as np
@@ -85,9 +86,10 @@ def test_segments_alternate_and_name_their_inputs_and_outputs(se):
     g = load_ir(se[1])
     p = accel_partition(g, AccelConfig())
     kinds = "".join("D" if s.device else "h" for s in p.segments)
-    assert kinds == "hDhDhDh"
+    assert kinds == "hDhDh"
     host = [(pl.op.origin, pl.reason) for pl in p.host_ops()]
-    assert [n for n, _ in host] == ["hswish1", "se_mul", "out_sig"]
+    assert [n for n, _ in host] == ["se_mul"]
+    assert {pl.op.origin for pl in p.placement if pl.device and isinstance(pl.op, ir.Table)} == {"hswish1", "out_sig"}
     gate = next(op for op in g.ops if op.origin == "se_gate")
     assert isinstance(gate, ir.Conv) and gate.group == 16 and gate.op_type == "HardSigmoid"
     produced = set(g.inputs)
@@ -96,13 +98,14 @@ def test_segments_alternate_and_name_their_inputs_and_outputs(se):
         produced |= {o for op in s.ops for o in op.outputs}
         later = {i for t in p.segments[p.segments.index(s) + 1:] for op in t.ops for i in op.inputs}
         assert set(s.outputs) == {o for op in s.ops for o in op.outputs if o in later or o in g.outputs}
-    # the second device segment reads the HardSwish table's output and hands back the SE input and
-    # the gate (HardSigmoid on the device)
-    d1 = p.segments[3]
-    assert d1.inputs == ("hs1_q",) and "dwr_q" in d1.outputs and "sig_q" in d1.outputs and "s2_q" not in d1.outputs
+    # the first device segment runs conv1, its HardSwish table and the SE branch, and hands back the
+    # SE input and the gate (HardSigmoid on the device); the second starts from the gate's Mul
+    d0, d1 = p.segments[1], p.segments[3]
+    assert d0.inputs == ("x_q",) and "dwr_q" in d0.outputs and "sig_q" in d0.outputs and "hs1_q" not in d0.outputs
+    assert d1.inputs == ("se_q", "x_q")
     r = report(g, p)
     assert r["device_mac_share"] == 1.0 and r["host_macs"] == 0
-    assert {row["op"] for row in r["ops"] if row["where"] == "host"} == {"HardSwish", "Mul", "Sigmoid"}
+    assert {row["op"] for row in r["ops"] if row["where"] == "host"} == {"Mul"}
 
 
 def _tiny(ops, tensors, inputs, outputs, constants=None):
@@ -111,17 +114,17 @@ def _tiny(ops, tensors, inputs, outputs, constants=None):
 
 
 def test_host_op_not_needed_by_the_device_waits_until_the_device_is_done():
-    """conv1 -> (host table on conv1's output, a graph output) and conv2 on conv1's output: one
-    device segment, the table after it."""
+    """conv1 -> (host transpose of conv1's output, a graph output) and conv2 on conv1's output: one
+    device segment, the transpose after it."""
     t8 = lambda n, s=(1, 8, 2, 2): ir.Tensor(n, s, ir.INT8)  # noqa: E731
     w = np.ones((8, 8, 1, 1), np.int64)
     rq = Requant(shift=4, lo=-128, hi=127)
     tensors = {n: t8(n) for n in ("x", "a", "b", "c")}
-    tensors.update(w=ir.Tensor("w", (8, 8, 1, 1), ir.INT8), tab=ir.Tensor("tab", (256,), ir.INT8))
+    tensors.update(w=ir.Tensor("w", (8, 8, 1, 1), ir.INT8))
     ops = [ir.Conv(("x", "w"), ("a",), origin="conv1", requant=rq),
-           ir.Table(("a", "tab"), ("b",), origin="sig", op_type="Sigmoid"),
+           ir.Transpose(("a",), ("b",), origin="sig", op_type="Transpose", perm=(0, 1, 3, 2)),
            ir.Conv(("a", "w"), ("c",), origin="conv2", requant=rq)]
-    g = _tiny(ops, tensors, ("x",), ("b", "c"), {"w": w, "tab": np.zeros(256, np.int64)})
+    g = _tiny(ops, tensors, ("x",), ("b", "c"), {"w": w})
     p = partition(g)
     assert [(s.kind, [op.origin for op in s.ops]) for s in p.segments] == \
         [("device", ["conv1", "conv2"]), ("host", ["sig"])]
@@ -133,13 +136,14 @@ def test_host_op_not_needed_by_the_device_waits_until_the_device_is_done():
 def test_a_reshape_alone_between_host_ops_stays_on_the_host():
     t = {"x": ir.Tensor("x", (1, 4, 1, 1), ir.INT8), "a": ir.Tensor("a", (1, 4, 1, 1), ir.INT8),
          "b": ir.Tensor("b", (1, 4), ir.INT8), "c": ir.Tensor("c", (1, 4), ir.INT8),
-         "tab": ir.Tensor("tab", (256,), ir.INT8), "w": ir.Tensor("w", (4, 4), ir.INT8)}
-    ops = [ir.Table(("x", "tab"), ("a",), origin="t1"), ir.Reshape(("a",), ("b",), origin="flat", shape=(1, 4)),
+         "w": ir.Tensor("w", (4, 4), ir.INT8)}
+    ops = [ir.Transpose(("x",), ("a",), origin="t1", perm=(0, 1, 3, 2)),
+           ir.Reshape(("a",), ("b",), origin="flat", shape=(1, 4)),
            ir.Dense(("b", "w"), ("c",), origin="fc", requant=Requant(shift=0, lo=-128, hi=127))]
-    g = _tiny(ops, t, ("x",), ("c",), {"tab": np.zeros(256, np.int64), "w": np.eye(4, dtype=np.int64)})
+    g = _tiny(ops, t, ("x",), ("c",), {"w": np.eye(4, dtype=np.int64)})
     assert [s.kind for s in partition(g).segments] == ["host", "device"]
-    ops2 = ops[:2] + [ir.Table(("b", "tab"), ("c",), origin="t2")]
-    g2 = _tiny(ops2, t, ("x",), ("c",), {"tab": np.zeros(256, np.int64)})
+    ops2 = ops[:2] + [ir.Transpose(("b",), ("c",), origin="t2", perm=(0, 1))]
+    g2 = _tiny(ops2, t, ("x",), ("c",))
     with pytest.raises(UnsupportedError, match="no operator that runs on the device"):
         partition(g2)
 
@@ -157,10 +161,10 @@ def test_compile_reports_host_ops_and_device_only_refuses(se, tmp_path, tony_cli
     d = se[0]
     res = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "b", "--samples", "2")
     assert res.returncode == 0, res.stderr
-    assert "host: se_mul (Mul, segment 4): no accelerator mapping" in res.stdout
-    assert "100.00% of" in res.stdout and "3 device segment(s)" in res.stdout
+    assert "host: se_mul (Mul, segment 2): no accelerator mapping" in res.stdout
+    assert "100.00% of" in res.stdout and "2 device segment(s)" in res.stdout
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert [s["kind"] for s in m["segments"]] == ["host", "device", "host", "device", "host", "device", "host"]
+    assert [s["kind"] for s in m["segments"]] == ["host", "device", "host", "device", "host"]
     assert m["placement"]["device_mac_share"] == 1.0
     for s in m["segments"]:
         if s["kind"] == "device":
@@ -168,7 +172,7 @@ def test_compile_reports_host_ops_and_device_only_refuses(se, tmp_path, tony_cli
     res = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "c", "--device-only")
     err = res.stderr.strip()
     assert res.returncode == 1 and len(err.splitlines()) == 1
-    assert 'node "hswish1" (HardSwish)' in err and "--device-only" in err and not (tmp_path / "c").exists()
+    assert 'node "se_mul" (Mul)' in err and "--device-only" in err and not (tmp_path / "c").exists()
 
 
 def test_hls_runs_device_segments_in_cpp_and_host_segments_between(se, tmp_path):
@@ -177,9 +181,9 @@ def test_hls_runs_device_segments_in_cpp_and_host_segments_between(se, tmp_path)
     g = load_ir(se[1])
     feeds, _ = normalize_inputs(g, se[2][:2])
     m = compile_hls(g, tmp_path / "h", config=HlsConfig(4, 4), feeds=feeds)
-    assert sum(s["kind"] == "device" for s in m["segments"]) == 3
+    assert sum(s["kind"] == "device" for s in m["segments"]) == 2
     rep = csim(tmp_path / "h", graph=g)
-    assert rep["bit_exact"] and rep["compared"] > 0 and len(rep["segments"]) == 3
+    assert rep["bit_exact"] and rep["compared"] > 0 and len(rep["segments"]) == 2
     other = se[2][3:6]  # inputs other than the build's
     got = HlsModel(tmp_path / "h", graph=g).predict(other)[0]
     assert np.array_equal(got, tony.run_reference(g, other)[0])
@@ -187,14 +191,15 @@ def test_hls_runs_device_segments_in_cpp_and_host_segments_between(se, tmp_path)
 
 @pytest.mark.sim
 def test_rtl_sim_runs_host_segments_between_device_programs(se, tmp_path):
-    """Three device programs on Verilator, each on the previous one's simulated outputs passed
-    through the host segments; the graph's output equals the reference of the whole graph."""
+    """Two device programs on Verilator (HardSwish and Sigmoid looked up in the vector unit), the
+    second on the first one's simulated outputs passed through the host segment; the graph's
+    output equals the reference of the whole graph."""
     from tony.compiler import compile_model
     from tony.sim.accel import simulate
 
     compile_model(se[0] / "model.onnx", tmp_path / "b", config=AccelConfig(4, 4), samples=2)
     rep = simulate(tmp_path / "b", progress=False)
-    assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) == 3
+    assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) == 2
     assert rep["compared"] == 2 * 16 * 8 * 8
 
 
@@ -229,7 +234,7 @@ def test_se_block_quantized_by_onnxruntime_runs_partitioned_equal_to_onnxruntime
     cfg = AccelConfig(4, 4)
     p = accel_partition(g, cfg)
     host = {pl.op.origin: pl.reason for pl in p.host_ops()}
-    assert set(host) == {"hswish1", "se_mul", "residual", "out_sig"}, host
+    assert set(host) == {"se_mul", "residual"}, host
     assert "ratio is not a power of two" in host["residual"]   # c3's and x's scales: 31-bit multipliers
     assert isinstance(next(op for op in g.ops if op.origin == "se_gate"), ir.Conv)
     feeds, _ = normalize_inputs(g, x[:2])

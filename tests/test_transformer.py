@@ -136,7 +136,7 @@ def test_reference_is_within_an_lsb_of_onnxruntime_and_near_float(exported, key)
     assert np.abs(got - flt).mean() <= np.abs(qdq - flt).mean() + 0.25 * out_scale
 
 
-def test_projections_and_attention_matmuls_run_on_the_accelerator_and_the_rest_on_the_host(exported):
+def test_projections_attention_matmuls_and_gelu_run_on_the_accelerator_and_the_rest_on_the_host(exported):
     from tony.accel.placement import refuse
     from tony.accel.program import AccelConfig
     from tony.ir.partition import partition, report
@@ -144,12 +144,47 @@ def test_projections_and_attention_matmuls_run_on_the_accelerator_and_the_rest_o
     g = load_ir(exported["17"][1])
     part = partition(g, refuse(g, AccelConfig(8, 8)))
     dev = [p.op for p in part.placement if p.device]
-    # the two residual Adds run on [1, d, 1, T] in the vector unit (tony.ir.layout)
-    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add"} and len(dev) == 11
+    # the residual Adds run on [1, d, 1, T] in the vector unit and the GELU table between fc1 and
+    # fc2 in its lookup mode (tony.ir.layout)
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add", "Table"} and len(dev) == 12
     assert [op.origin for op in dev if isinstance(op, ir.PixelMatMul)] == ["/blocks.0/MatMul", "/blocks.0/MatMul_1"]
     host = {type(p.op).__name__ for p in part.placement if not p.device}
-    assert {"LayerNorm", "Softmax", "Table", "Transpose"} <= host and "MatMul" not in host
+    assert {"LayerNorm", "Softmax", "Transpose"} <= host and "MatMul" not in host and "Table" not in host
     assert report(g, part)["device_mac_share"] == 1.0
+
+
+@pytest.mark.parametrize("key", ["13", "20tanh"])
+def test_gelu_joins_its_feed_forward_layers_device_segment(exported, key, monkeypatch):
+    """GELU (the Erf chain of opset 13, or Gelu(tanh)) between fc1 and fc2, on token tensors
+    [N, T, D], runs as a table lookup on fc1's pixel view (tony.ir.layout.keep_pixels): fc1,
+    GELU and fc2 form one device segment instead of two (fc1's and fc2's with GELU on the host), and
+    the partitioned graph on the instruction model equals the reference of the graph without the
+    rewrite, at 8x8 and 4x8."""
+    import tony.frontend.lower as lower
+    from tony.accel.compiler import run_partitioned
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+    from tony.api import normalize_inputs
+    from tony.ir.partition import partition
+    from tony.ref import execute
+
+    g = load_ir(exported[key][1])
+    with monkeypatch.context() as m:
+        m.setattr(lower, "keep_pixels", lambda graph: graph)
+        plain = load_ir(exported[key][1])
+    feeds, _ = normalize_inputs(g, _data(3, seed=5))
+    want = execute(plain, feeds)[plain.outputs[0]]
+    for array in ((8, 8), (4, 8)):
+        cfg = AccelConfig(*array)
+        part = partition(g, refuse(g, cfg))
+        gelu = next(p for p in part.placement if isinstance(p.op, ir.Table))
+        seg = part.segments[gelu.segment]
+        assert gelu.device and [op.kind for op in seg.ops if op.kind in ("conv", "table")] == ["conv", "table", "conv"]
+        before = partition(plain, refuse(plain, cfg))
+        # one encoder layer: fc1 + GELU + fc2 join, and P.V with the output projection
+        assert len(part.device_segments) <= len(before.device_segments) - 1
+        env, _ = run_partitioned(g, cfg, feeds, part)
+        assert np.array_equal(env[g.outputs[0]], want)
 
 
 def _without_pixel_matmuls(path, monkeypatch):

@@ -22,7 +22,7 @@ AMASK = (1 << isa.ADDR_BITS) - 1
 
 RULES = {
     "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE",
-    "dma-buffer": "LOAD names the activation, weight, bias or instruction buffer; STORE the activation buffer",
+    "dma-buffer": "LOAD names the activation, weight, bias, instruction or table buffer; STORE the activation buffer",
     "dma-range": "a LOAD/STORE moves at least one word and stays inside its buffer (baddr + nwords <= depth)",
     "ext-range": "a LOAD/STORE stays inside the external-memory image",
     "store-over-constants": "a STORE writes only the input, spill and output regions, never the program, "
@@ -153,7 +153,7 @@ def act_reads(d: dict, cols: int) -> list:
 
 
 # ---- the checker ------------------------------------------------------------------------------------
-ACT, WGT, BIAS = isa.B_ACT, isa.B_WGT, isa.B_BIAS
+ACT, WGT, BIAS, TAB = isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB
 DMA, STREAM, COMPUTE = "dma", "stream", "compute"   # what retires an access (the engine that must be idle)
 
 
@@ -187,7 +187,7 @@ class Checker:
     def __init__(self, cfg: AccelConfig, image_beats: int | None, io_start: int | None):
         self.cfg, self.image_beats, self.io_start = cfg, image_beats, io_start
         self.pending: list[Access] = []
-        self.written = {ACT: Written(), WGT: Written(), BIAS: Written()}
+        self.written = {ACT: Written(), WGT: Written(), BIAS: Written(), TAB: Written()}
         self.i = 0
 
     def fail(self, rule: str, message: str):
@@ -201,7 +201,7 @@ class Checker:
         if op not in (isa.LOAD, isa.STORE):
             return
         buf, n, name = d["buf"], d["nwords"], isa.OPNAMES[op]
-        if (op == isa.LOAD and buf not in (ACT, WGT, BIAS, isa.B_IMEM)) or (op == isa.STORE and buf != ACT):
+        if (op == isa.LOAD and buf not in (ACT, WGT, BIAS, isa.B_IMEM, TAB)) or (op == isa.STORE and buf != ACT):
             self.fail("dma-buffer", f"{name} names buffer {buf} ({isa.BUFNAMES.get(buf, 'none')})")
         if n == 0 or d["baddr"] + n > cfg.buf_words(buf):
             self.fail("dma-range", f"{name} of {n} words at {isa.BUFNAMES[buf]}[{d['baddr']}]; "
@@ -231,7 +231,10 @@ class Checker:
                 self.fail("act-range", f"{isa.OPNAMES[op]} touches activation word {ivs[-1][1] - 1}; "
                                        f"the buffer holds {cfg.abuf_words}")
         if op != isa.CONV:
-            return [Access(ACT, reads, False, i, STREAM, False), Access(ACT, out, True, i, STREAM, False)]
+            acc = [Access(ACT, reads, False, i, STREAM, False), Access(ACT, out, True, i, STREAM, False)]
+            if op == isa.EWISE and d["flags"] & isa.F_TABLE:   # any entry may be looked up
+                acc.append(Access(TAB, [(0, isa.tab_words(cfg.a_bits))], False, i, STREAM, False))
+            return acc
         if d["wbase"] + d["klen"] > cfg.wbuf_words:
             self.fail("wgt-range", f"weight block [{d['wbase']}, {d['wbase'] + d['klen']}) beyond the "
                                    f"{cfg.wbuf_words}-word weight buffer")

@@ -47,10 +47,11 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         cfg = replace(cfg, per_channel=per_channel_need(g))
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
-    codes, bias0 = [], 0
+    codes, bias0, tab0 = [], 0, 0
     for step in mp.steps:
-        code = emit(Ctx(g, cfg, batch, t, bias0), step)
+        code = emit(Ctx(g, cfg, batch, t, bias0, tab0), step)
         bias0 += len(code.biases)
+        tab0 += len(code.tables)
         codes.append(code)
     names = [(s.op.origin or s.op.outputs[0], s.op.kind) for s in mp.steps]
     prog = link(t, cfg, batch, mp, codes, names, [where(s.op) for s in mp.steps])

@@ -17,7 +17,7 @@ from ..errors import UnsupportedError
 from . import isa
 from .liveness import Tensors, where
 from .plan import OpPlan, Site
-from .program import AccelConfig, Ext, ExtBlock, Instr, instr
+from .program import AccelConfig, Ext, ExtBlock, Instr, dma, instr, sync
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Ctx:
     batch: int
     t: Tensors
     bias0: int = 0       # index of the layer's first bias word
+    tab0: int = 0        # index of the layer's first table (the tables of the ops before it)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Code:
     biases: tuple = ()    # bias words [COLS], numbered from ctx.bias0
     macs: int = 0
     info: dict = field(default_factory=dict)
+    tables: tuple = ()    # table-memory images [2^A_BITS, COLS], numbered from ctx.tab0
 
 
 def lane_scales(rq: ir.Requant, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -428,11 +430,89 @@ def emit_concat(ctx: Ctx, p: OpPlan) -> Code:
     return Code(tuple(p.pre) + tuple(body) + p.post, info=info)
 
 
+# ---- EWISE table lookups (Table) ------------------------------------------------------------------
+def table_reason(g: ir.Graph, op: ir.Table, cfg: AccelConfig) -> str | None:
+    """Why the vector unit cannot look `op` up (None: it can). Its table memory holds, per lane, one
+    A_BITS-bit entry for every A_BITS-bit input value, so the input, the output and every entry
+    must be activations of at most A_BITS bits, and one table per channel must follow the lanes."""
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if op.inputs[1] not in g.constants:
+        return "its table is computed, not a constant (the table memory is loaded from the image)"
+    tab = np.asarray(g.constants[op.inputs[1]], np.int64)
+    if x.dtype.is_float or y.dtype.is_float or x.dtype.bits > cfg.a_bits or y.dtype.bits > cfg.a_bits:
+        return (f"a table from {x.dtype} to {y.dtype} (the table memory maps {cfg.a_bits}-bit activations to "
+                f"{cfg.a_bits}-bit entries)")
+    if tab.shape[-1] != 1 << x.dtype.bits:
+        return f"a table of {tab.shape[-1]} entries for a {x.dtype} input"
+    if tab.size and (tab.min() < y.dtype.min or tab.max() > y.dtype.max):
+        return f"table entries outside the output's {y.dtype} range"
+    if op.channel_axis is not None and (op.channel_axis != 1 or len(x.shape) not in (2, 4)):
+        return (f"one table per index of axis {op.channel_axis} of a {len(x.shape)}-D tensor (the lanes hold "
+                "channels, axis 1)")
+    return None
+
+
+def table_words(g: ir.Graph, op: ir.Table, cfg: AccelConfig) -> list[np.ndarray]:
+    """The table memory's image, [2^A_BITS, COLS] per load: word e holds, in lane l, the entry for
+    the A_BITS-bit lane value e ^ (the sign bit, for a signed input: e is that value minus the
+    lane type's minimum). Per tensor one image, every lane the same table; per channel one per
+    channel group (lane l: channel j*COLS + l). Lane values outside a narrower input's range
+    never occur; their entries are 0."""
+    x = g.tensors[op.inputs[0]]
+    tab = np.asarray(g.constants[op.inputs[1]], np.int64)
+    n, C = isa.tab_words(cfg.a_bits), cfg.cols
+    v = np.arange(n) - (n // 2 if x.dtype.signed else 0)          # the lane value of word e
+    ok = (v >= x.dtype.min) & (v <= x.dtype.max)
+    idx = np.where(ok, v - x.dtype.min, 0)
+    tabs = tab[None] if op.channel_axis is None else tab           # [channels, 2^bits]
+    out = []
+    for j in range(1 if op.channel_axis is None else -(-tabs.shape[0] // C)):
+        w = np.zeros((n, C), np.int64)
+        for lane in range(C):
+            ch = 0 if op.channel_axis is None else j * C + lane
+            if ch < tabs.shape[0]:
+                w[:, lane] = np.where(ok, tabs[ch][idx], 0)
+        out.append(w)
+    return out
+
+
+def emit_table(ctx: Ctx, p: OpPlan) -> Code:
+    """Per table image (one, or one per channel group): `LOAD tab` of its 2^A_BITS words, `SYNC dma`,
+    then one EWISE with the table flag over the words it serves (all of the tensor, or the group's).
+    Only lookups read the table memory, so the first image is loaded before the planner's syncs
+    for the operand (while the layer before still computes), and a LOAD waits with `SYNC stream`
+    only for an earlier lookup of the program, which may still read the table memory (docs/isa.md,
+    'Tables')."""
+    op, g, cfg = p.op, ctx.g, ctx.cfg
+    why = table_reason(g, op, cfg)
+    if why:
+        raise UnsupportedError(f"{why} is not supported on this accelerator", where=where(op))
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    tabs = table_words(g, op, cfg)
+    flags = isa.F_TABLE | (isa.F_A_SIGNED if x.dtype.signed else 0) | (isa.F_B_SIGNED if y.dtype.signed else 0)
+    rq = rq_fields(None, y, op)
+    n = isa.tab_words(cfg.a_bits)
+
+    def load(j: int) -> list[Instr]:
+        wait = [sync(isa.S_STREAM)] if ctx.tab0 + j else []
+        return wait + [dma(isa.LOAD, isa.B_TAB, 0, Ext("tab", ctx.tab0 + j), n)]
+
+    assert not p.banded      # bands.geometry bands only Conv, pooling and Add/Clamp layers
+    a, dst = p.sites[0].srcs[0], p.sites[0].dst
+    out = load(0) + list(p.pre)
+    for j in range(len(tabs)):
+        words, off = (a.words, 0) if len(tabs) == 1 else (a.gstride, j * a.gstride)
+        out += (load(j) if j else []) + [sync(isa.S_DMA), ewise(flags, a.base + off, 0, dst.base + off, words, 0, 0, rq)]
+    info = {"tables": len(tabs), "function": op.function}
+    return Code(tuple(out) + tuple(p.post), tables=tuple(tabs), info=info)
+
+
 EMITTERS = {
     ir.Conv: emit_conv, ir.Dense: emit_conv, ir.PixelMatMul: emit_pixel_matmul,
     ir.MaxPool: emit_pool, ir.AvgPool: emit_pool,
     ir.Add: emit_ewise, ir.Clamp: emit_ewise,
     ir.Concat: emit_concat,
+    ir.Table: emit_table,
 }
 
 

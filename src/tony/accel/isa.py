@@ -23,6 +23,7 @@ F_B_SIGNED = 1 << 1   # EWISE operand b is signed
 F_HAS_B = 1 << 2      # EWISE: add operand b
 F_MAX = 1 << 3        # POOL: max (else sum)
 F_DEPTHWISE = 1 << 4  # CONV: depthwise mode, PE (r, c) multiplies lane c of row r's word (docs/isa.md)
+F_TABLE = 1 << 5      # EWISE: lane l of A indexes lane l's table (F_B_SIGNED: the entries are signed)
 F_MERGE = 1 << 7      # EWISE: rotate A by `rot` lanes; lanes below `mlo` from B (Concat at any channel)
 
 # SYNC mask bits
@@ -31,8 +32,14 @@ S_STREAM = 1 << 1     # the compute engine has finished reading its operands (CO
 S_COMPUTE = 1 << 2    # every compute result is written (array drained, post-processing empty)
 
 # buffers a DMA addresses
-B_ACT, B_WGT, B_BIAS, B_IMEM = range(4)
-BUFNAMES = {B_ACT: "act", B_WGT: "wgt", B_BIAS: "bias", B_IMEM: "imem"}
+B_ACT, B_WGT, B_BIAS, B_IMEM, B_TAB = range(5)
+BUFNAMES = {B_ACT: "act", B_WGT: "wgt", B_BIAS: "bias", B_IMEM: "imem", B_TAB: "tab"}
+
+
+def tab_words(a_bits: int) -> int:
+    """Depth of the table memory: one word per input value of an A_BITS-bit lane (word e holds
+    every lane's entry e; docs/isa.md, 'Tables')."""
+    return 1 << a_bits
 
 
 @dataclass(frozen=True)

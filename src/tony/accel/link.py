@@ -4,7 +4,7 @@ Weight blocks are double-buffered one CONV ahead (`SYNC dma|stream` before every
 first); the program starts by loading the biases, the device inputs and the first weight block
 and ends by storing the outputs. A program longer than a fixed instruction memory is cut into
 pages, each ending with the LOAD of the next into the instruction memory (`paginate`). The image is the program, then the biases, the weight blocks,
-the input, spill and output regions; symbolic external addresses are resolved against it, the
+the tables, the input, spill and output regions; symbolic external addresses are resolved against it, the
 instructions encoded and the buffers sized.
 """
 from __future__ import annotations
@@ -182,7 +182,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
 
 
 def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: int, biases: np.ndarray,
-           blocks) -> tuple:
+           blocks, tables=()) -> tuple:
     """The external-memory image after the program: (region -> beat address, blobs, inputs, outputs)."""
     from .layout import bias_words_to_beats, words_to_beats
 
@@ -198,6 +198,8 @@ def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: in
     for i, blk in enumerate(blocks):
         if not isinstance(blk, ExtBlock):
             region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
+    for i, tab in enumerate(tables):
+        region(("tab", i), words_to_beats(tab, cfg.a_bits, cfg.mem_bits))
     inputs, outputs = {}, {}
     for name in t.inputs:
         s = mp.stored[name]
@@ -365,7 +367,8 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
     bias_words = np.stack(biases) if biases else np.zeros((1, 3, cfg.cols), np.int64)
     n = len(ld.instrs)
     pg = paginate(n, cfg.imem_words) if cfg.imem_words else fastest_pages(list(ld.instrs), cfg)
-    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg)
+    tables = [tab for c in codes for tab in c.tables]
+    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg, tables)
 
 
 def fastest_pages(instrs: list, cfg: AccelConfig) -> Pages:
@@ -387,9 +390,9 @@ def _longest(pg: Pages) -> int:
 
 
 def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linked, biases: list,
-             bias_words: np.ndarray, pg: Pages) -> Program:
+             bias_words: np.ndarray, pg: Pages, tables=()) -> Program:
     instrs, layers = insert_pages(list(ld.instrs), list(ld.layers), pg, 0, cfg)
-    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks)
+    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks, tables)
     words = encode(instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:

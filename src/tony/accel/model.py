@@ -86,12 +86,14 @@ class Machine:
     wbuf: np.ndarray
     bbuf: np.ndarray     # [words, 3, COLS]: per lane the bias, and (per-channel builds) its shift and mult
     imem: list
+    tbuf: np.ndarray     # [2^A_BITS, COLS]: the table memory, entries as stored (A_BITS bits, not extended)
 
     @classmethod
     def for_program(cls, prog: Program, rounding: Rounding) -> "Machine":
         c = prog.cfg
         return cls(c, rounding, list(prog.image), np.zeros((c.abuf_words, c.cols), np.int64),
-                   np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, 3, c.cols), np.int64), [])
+                   np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, 3, c.cols), np.int64), [],
+                   np.zeros((isa.tab_words(c.a_bits), c.cols), np.int64))
 
     # ---- the post-processing unit -----------------------------------------------------------
     def ppu(self, acc, bias, d, lanes=None) -> np.ndarray:
@@ -137,10 +139,10 @@ class Machine:
         if buf == isa.B_BIAS:
             self.bbuf[d["baddr"]:d["baddr"] + n] = beats_to_bias_words(beats, c)
             return
-        bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits}[buf]
+        bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits, isa.B_TAB: c.a_bits}[buf]
         words = beats_to_words(beats, c.cols, bits, c.mem_bits)
-        target = {isa.B_ACT: self.abuf, isa.B_WGT: self.wbuf}[buf]
-        if buf != isa.B_ACT:
+        target = {isa.B_ACT: self.abuf, isa.B_WGT: self.wbuf, isa.B_TAB: self.tbuf}[buf]
+        if buf == isa.B_WGT:
             words = _signed(words, bits)
         target[d["baddr"]:d["baddr"] + n] = words
 
@@ -179,7 +181,11 @@ class Machine:
         fl = d["flags"]
         a_signed = bool(fl & isa.F_A_SIGNED)
         base, iy, ix = pixel_walk(d, npix)
-        if op == isa.EWISE:
+        if op == isa.EWISE and fl & isa.F_TABLE:
+            # lane l looks up its own table at a - min: a's bits with the sign bit flipped if signed
+            idx = self._act(base) ^ (1 << (c.a_bits - 1) if a_signed else 0)
+            acc = _ext(self.tbuf[idx, np.arange(c.cols)[None]], c.a_bits, bool(fl & isa.F_B_SIGNED))
+        elif op == isa.EWISE:
             a = _ext(self._act(base), c.a_bits, a_signed) << d["sa"]
             b = (_ext(self._act(base + d["boff"]), c.a_bits, bool(fl & isa.F_B_SIGNED)) << d["sb"]
                  if fl & isa.F_HAS_B else np.zeros_like(a))

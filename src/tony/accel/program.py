@@ -71,13 +71,13 @@ class AccelConfig:
 
     def buf_beats(self, buf: int) -> int:
         return {isa.B_ACT: self.act_beats, isa.B_WGT: self.wgt_beats, isa.B_BIAS: self.bias_beats,
-                isa.B_IMEM: self.instr_beats}[buf]
+                isa.B_IMEM: self.instr_beats, isa.B_TAB: self.act_beats}[buf]
 
     def buf_words(self, buf: int) -> int:
         """Depth of a buffer (the HDL parameter; IMEM_WORDS for the instruction memory, which a page's
-        LOAD fills)."""
+        LOAD fills; 2^A_BITS words for the table memory)."""
         return {isa.B_ACT: self.abuf_words, isa.B_WGT: self.wbuf_words, isa.B_BIAS: self.bbuf_words,
-                isa.B_IMEM: self.imem_words}.get(buf, 0)
+                isa.B_IMEM: self.imem_words, isa.B_TAB: isa.tab_words(self.a_bits)}.get(buf, 0)
 
     def hdl_params(self) -> dict:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
@@ -117,8 +117,9 @@ class Stored:
 class Ext:
     """A symbolic external-memory address: `offset` beats into region (`kind`, `key`).
 
-    Regions: ("bias", 0), ("w", i) the i-th CONV's weight block, ("in", tensor) a device input,
-    ("spill", tensor) a spilled or banded tensor, ("out", tensor) a device output."""
+    Regions: ("bias", 0), ("w", i) the i-th CONV's weight block, ("tab", i) the i-th table image,
+    ("in", tensor) a device input, ("spill", tensor) a spilled or banded tensor, ("out", tensor) a
+    device output."""
 
     kind: str
     key: object

@@ -84,7 +84,7 @@ def _float_lit(x: float) -> str:
     return float(np.float32(x)).hex()
 
 
-_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape)
+_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape, ir.Table)
 
 
 def refuse(g: ir.Graph, cfg: HlsConfig):
@@ -111,6 +111,8 @@ def refuse(g: ir.Graph, cfg: HlsConfig):
             return "count_include_pad=0 with padding"
         if isinstance(op, ir.Add) and (op.subtract or len({g.tensors[n].shape for n in op.inputs + op.outputs}) > 1):
             return "Sub or Add with broadcasting"
+        if isinstance(op, ir.Table) and op.inputs[1] not in g.constants:
+            return "a table that is not a constant"
         if isinstance(op, ir.Dense) and (len(g.tensors[op.inputs[0]].shape) != 2
                                          or len(g.tensors[op.inputs[1]].shape) != 2):
             return "MatMul/Gemm is not [N, K] x [K, M]"
@@ -251,6 +253,20 @@ class _Builder:
                                  "types": [("in_t", ctype(x.dtype)), ("out_t", ctype(y.dtype))]}],
                     "small": [], "call": f"tony::clamp_op<{lname}_p>({a}, {o})",
                     "describe": f"Clamp, requant {rq.describe()}"}
+        if isinstance(op, ir.Table):
+            tab = np.asarray(g.constants[op.inputs[1]], np.int64)
+            ax = op.channel_axis
+            inner = math.prod(x.shape[ax + 1:]) if ax is not None else 1
+            consts = [("int", "N", _per_sample(y)), ("int", "ENTRIES", tab.shape[-1]),
+                      ("int", "TABS", tab.shape[0] if ax is not None else 1), ("int", "INNER", inner),
+                      ("long long", "XMIN", _lit(x.dtype.min))]
+            tname = self.const_array(f"{lname}_tab", tab, g.tensors[op.inputs[1]].dtype)
+            return {"structs": [{"name": f"{lname}_p", "consts": consts,
+                                 "types": [("in_t", ctype(x.dtype)), ("t_t", ctype(g.tensors[op.inputs[1]].dtype)),
+                                           ("out_t", ctype(y.dtype))]}],
+                    "small": [], "call": f"tony::table_op<{lname}_p>({a}, {tname}, {o})",
+                    "describe": f"Table {op.function or op.op_type}" + (f", one per index of axis {ax}" if ax is not None
+                                                                       else "")}
         if isinstance(op, ir.Reshape):
             return {"structs": [], "small": [],
                     "call": f"tony::reshape<{ctype(x.dtype)}, {_per_sample(x)}>({a}, {o})",

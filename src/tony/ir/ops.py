@@ -190,6 +190,19 @@ class Reshape(Op):
     kind = "reshape"
 
 
+@dataclass(frozen=True)
+class Table(Op):
+    """y = table[x - x.dtype.min]: inputs = (x, table) with the table a constant of 2^bits entries
+    ([C, 2^bits] with `channel_axis`: one table per channel). Built so that
+    table[q] = quantize(f(dequantize(q))) exactly (docs/arithmetic.md, 'Tables'). The accelerator
+    looks it up in its vector unit (docs/isa.md, 'Tables'); back ends without a lookup leave it to
+    the host."""
+
+    function: str = ""
+    channel_axis: int | None = None
+    kind = "table"
+
+
 # ---- host ops: the reference runs them between device segments (docs/arithmetic.md) -------------
 
 class HostOp(Op):
@@ -208,15 +221,6 @@ class Mul(HostOp):
     kind = "mul"
 
 
-@dataclass(frozen=True)
-class Table(HostOp):
-    """y = table[x - x.dtype.min]: inputs = (x, table) with the table a constant of 2^bits entries
-    ([C, 2^bits] with `channel_axis`: one table per channel). Built so that
-    table[q] = quantize(f(dequantize(q))) exactly (docs/arithmetic.md, 'Tables')."""
-
-    function: str = ""
-    channel_axis: int | None = None
-    kind = "table"
 
 
 @dataclass(frozen=True)

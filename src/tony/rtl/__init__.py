@@ -75,7 +75,7 @@ MODULES: dict[str, ModuleSpec] = {
         doc="instruction decoder: the only module that slices an instruction word (fields from tony_isa.vh)",
     ),
     "tony_controller": ModuleSpec(
-        params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256},
+        params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256},
         includes=("tony_isa.vh",),
         doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
     ),
@@ -99,7 +99,7 @@ MODULES: dict[str, ModuleSpec] = {
         params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32},
         requires=("tony_agu",),
         includes=("tony_isa.vh",),
-        doc="vector unit: POOL (max/sum) and EWISE (shifted add) over COLS lanes",
+        doc="vector unit: POOL (max/sum), EWISE (shifted add) and table lookups (per-lane table memory) over COLS lanes",
     ),
     "tony_post": ModuleSpec(
         params={"COLS": 4, "A_BITS": 8, "ACC_BITS": 32, "ROUND_MODE": 0, "PER_CHANNEL": 0},
@@ -199,13 +199,13 @@ def _isa_globals() -> dict:
     from ..accel import isa
 
     ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
-                                         "B_ACT", "B_WGT", "B_BIAS", "B_IMEM")}
+                                         "B_ACT", "B_WGT", "B_BIAS", "B_IMEM", "B_TAB")}
     return {
         "ops": ops,
         "opnames": [isa.OPNAMES[k] for k in sorted(isa.OPNAMES)],
         "bufnames": [f"B_{isa.BUFNAMES[k].upper()}" for k in sorted(isa.BUFNAMES)],
         "flag_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("F_A_SIGNED", "F_B_SIGNED", "F_HAS_B", "F_MAX",
-                                                                          "F_DEPTHWISE", "F_MERGE")},
+                                                                          "F_DEPTHWISE", "F_TABLE", "F_MERGE")},
         "sync_bits": {n: getattr(isa, n).bit_length() - 1 for n in ("S_DMA", "S_STREAM", "S_COMPUTE")},
         "agu_fields": list(AGU_FIELDS),
         "used_bits": max(f.lo + f.bits for f in isa.FIELDS.values()),

@@ -287,6 +287,19 @@ TONY_LOOP(clamp_loop)
     }
 }
 
+// Table: y = tab[t][x - XMIN] (docs/arithmetic.md, 'Tables'), t = 0 for one table, or the index
+// along the table's axis (TABS tables of ENTRIES, INNER values per index in a sample).
+template <class P>
+void table_op(const typename P::in_t x[P::N], const typename P::t_t tab[P::TABS * P::ENTRIES],
+              typename P::out_t y[P::N]) {
+TONY_LOOP(table_loop)
+    for (int i = 0; i < P::N; i++) {
+        TONY_HLS(PIPELINE II=1)
+        const int t = (i / P::INNER) % P::TABS;
+        y[i] = (typename P::out_t)tab[t * P::ENTRIES + (int)((wide_t)x[i] - P::XMIN)];
+    }
+}
+
 // Reshape: the flat row-major order is unchanged, so it is a copy.
 template <typename T, int N>
 void reshape(const T x[N], T y[N]) {
