@@ -41,6 +41,9 @@ PARAM_SETS = {
         {"LANES": 4, "PER_LANE": 1},
         {"LANES": 1, "PER_LANE": 1, "ROUND_MODE": 2, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6, "MULT_BITS": 12},
     ],
+    "tony_layernorm": [{}, {"N_MAX": 1}, {"N_MAX": 3, "IN_BITS": 4, "OUT_BITS": 6, "EPS_BITS": 8},
+                       {"N_MAX": 64, "NORM_BITS_MAX": 40, "BETA_BITS": 64, "SHIFT_BITS": 8},
+                       {"N_MAX": 4096, "GAMMA_BITS": 8, "BETA_BITS": 24}],
     "tony_axil_regs": [{}, {"ADDR_BITS": 8, "ROWS": 16, "COLS": 16, "MEM_BITS": 32, "MAX_BURST": 256}],
     "tony_axi_master": [
         {},

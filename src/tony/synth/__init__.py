@@ -11,6 +11,7 @@ import importlib
 
 # imported on first use: `tony compile` reads only TARGETS (its --help), not the flow
 _WHERE = {"REPORT": "flow", "load_report": "flow", "performance": "flow", "synthesize": "flow",
+          "synthesize_module": "flow",
           "TARGETS": "targets", "SynthError": "tools", "have_tool": "tools"}
 
 
@@ -20,4 +21,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["REPORT", "TARGETS", "SynthError", "have_tool", "load_report", "performance", "synthesize"]
+__all__ = ["REPORT", "TARGETS", "SynthError", "have_tool", "load_report", "performance", "synthesize", "synthesize_module"]

