@@ -296,3 +296,16 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
                                        "10.2 ns routing between the fabric and the DSP column")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
+
+
+def test_one_module_alone(tmp_path):
+    """synthesize_module: one template rendered with its parameters and synthesized without a build
+    folder (how bench/layernorm_unit.py measures tony_layernorm); memories are named by module."""
+    from tony.synth import synthesize_module
+
+    rep = synthesize_module("tony_act_buf", tmp_path, progress=False, WORDS=512, N_RD=2)
+    assert rep["params"] == {"WORDS": 512, "N_RD": 2} and rep["top"] == "tony_act_buf"
+    rams = [m for m in rep["memories"] if m["module"] == "tony_act_buf"]
+    assert len(rams) == 2 and all(m["kind"] == "bram" and m["depth"] == 512 for m in rams), rams
+    assert rep["total"]["bram"] == rep["modules"]["tony_act_buf"]["local"]["bram"] >= 2
+    assert json.loads((tmp_path / "ecp5-85k" / "synth_report.json").read_text())["total"] == rep["total"]
