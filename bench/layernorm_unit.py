@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         print(f"| {n} | {c:,} | {latency(n):,} | {c / (2 * n):.2f} |")
     print()
     work = args.work or Path(tempfile.mkdtemp(prefix="tony_layernorm_synth_"))
-    print(f"| unit ({args.target}) | LUT4 (logic) | FF | MULT18X18D | DP16KD | tony_ppu share (logic LUT, FF, DSP) "
+    print(f"| unit ({args.target}) | LUT4 (logic) | FF | MULT18X18D | block RAM | the two tony_ppu (logic LUT, FF, DSP) "
           + ("| Fmax MHz " if args.pnr else "") + "|")
     print("|---|---|---|---|---|---|" + ("---|" if args.pnr else ""))
     for label, params in CONFIGS.items():

@@ -28,7 +28,7 @@ from cocotb.utils import get_sim_time
 
 from tony.errors import UnsupportedError
 from tony.ref.nonlinear import LayerNormSpec, layernorm, layernorm_spec
-from tony.rtl.layernorm_unit import cycles_per_row, latency, port_values
+from tony.rtl.layernorm_unit import DEFAULTS, cycles_per_row, latency, port_values
 from tony.sim.benches.common import (
     CLOCK_PERIOD_NS,
     log_seed,
@@ -39,23 +39,14 @@ from tony.sim.benches.common import (
     start_clock,
 )
 
-PARAMS = ("N_MAX", "IN_BITS", "OUT_BITS", "GAMMA_BITS", "BETA_BITS", "EPS_BITS", "NORM_BITS_MAX", "SHIFT_BITS")
-
-
-_RISE_NS = [0]  # the time of a rising edge modulo the clock period (set by TB.reset)
-
-
-def cycle() -> int:
-    """The current clock cycle: cycle k lies between rising edges k and k + 1."""
-    return (int(get_sim_time("ns")) - _RISE_NS[0]) // CLOCK_PERIOD_NS
-
 
 class TB:
     """tony_layernorm with clock and reset, a row driver, an output monitor and the checks."""
 
     def __init__(self, dut):
         self.dut = dut
-        self.p = {k: int(getattr(dut, k).value) for k in PARAMS}
+        self.p = {k: int(getattr(dut, k).value) for k in DEFAULTS}  # the unit's HDL parameters
+        self.rise_ns = 0                # a rising edge's time modulo the clock period (set by reset)
         self.rows: list[dict] = []      # sent rows: q, spec, the cycles taking each element, steady (no idles)
         self.outs: list[list[tuple[int, int, int]]] = [[]]   # per row: (cycle, y, last)
         start_clock(dut.clk_i)
@@ -68,9 +59,13 @@ class TB:
     def _port(self, name: str, value: int, bits: int) -> None:
         getattr(self.dut, name).value = value & ((1 << bits) - 1)
 
+    def cycle(self) -> int:
+        """The current clock cycle: cycle k lies between rising edges k and k + 1."""
+        return (int(get_sim_time("ns")) - self.rise_ns) // CLOCK_PERIOD_NS
+
     async def reset(self) -> None:
         await RisingEdge(self.dut.clk_i)
-        _RISE_NS[0] = int(get_sim_time("ns")) % CLOCK_PERIOD_NS
+        self.rise_ns = int(get_sim_time("ns")) % CLOCK_PERIOD_NS
         await reset(self.dut.clk_i, self.dut.rst_ni)
 
     async def _monitor(self) -> None:
@@ -83,7 +78,7 @@ class TB:
                 await RisingEdge(d.out_valid_o)
                 await ReadOnly()
             last = int(d.out_last_o.value)
-            self.outs[-1].append((cycle(), signed(int(d.out_data_o.value), ob), last))
+            self.outs[-1].append((self.cycle(), signed(int(d.out_data_o.value), ob), last))
             if last:
                 self.outs.append([])
 
@@ -130,7 +125,7 @@ class TB:
                 while not int(d.in_ready_o.value):
                     await RisingEdge(d.in_ready_o)
                     await FallingEdge(d.clk_i)
-                taken.append(cycle())
+                taken.append(self.cycle())
                 await FallingEdge(d.clk_i)
             self.rows.append({"q": list(q), "spec": spec, "taken": taken, "steady": steady})
         d.in_valid_i.value = 0
@@ -276,11 +271,12 @@ async def test_layernorm_rows_match_kernel(dut):
         group += 1
     await tb.idle_until_done()
     checked = tb.check()
-    dut._log.info("%d rows in %d specs checked against the kernel (%d cycles)", checked, group, cycle())
+    dut._log.info("%d rows in %d specs checked against the kernel (%d cycles)", checked, group, tb.cycle())
 
 
 def draw_spec_of_length(rng: random.Random, p: dict, n: int) -> tuple[LayerNormSpec, int]:
-    """draw_spec with its n replaced by `n` (the other constants drawn the same way)."""
+    """A draw_spec spec of length n: drawn with N_MAX = n (so that n is one of its likely lengths)
+    until it has that length; the other constants are drawn as always."""
     while True:
         spec, in_bits = draw_spec(rng, {**p, "N_MAX": max(n, 1)})
         if spec.n == n:
