@@ -2,7 +2,7 @@
 values its ports take for a `LayerNormSpec` (tony.ref.nonlinear), checked against the unit's widths.
 
     from tony.rtl.layernorm_unit import cycles_per_row, latency, port_values
-    cycles_per_row(768)                  # 1861: a row of 768 from first element to the next row's
+    cycles_per_row(768)                  # 1862: a row of 768 from first element to the next row's
     ports = port_values(spec, N_MAX=1024)  # n_i, eps_i, ..., gamma, beta; UnsupportedError if it can't
 
 The unit's timing does not depend on the data: the square root always runs its 6 Newton steps and
@@ -29,8 +29,9 @@ SETUP_CYCLES = 6
 """From the cycle that takes the row's last element to the first division: the sums take it, n S2
 and S1^2, W + E, m = (W + E) << 2A, x0 = 2^ceil(L/2)."""
 
-OUTPUT_LATENCY = 19
-"""From an element's row-buffer read to its output: the read, n * q, tony_ppu (8), v * g, tony_ppu (8)."""
+OUTPUT_LATENCY = 20
+"""From an element's row-buffer read to its output: the read and its register, n * q, tony_ppu (8),
+v * g, tony_ppu (8)."""
 
 M_LIMIT = 1 << 62
 """m = (W + E) << 2A stays below this for every row (the kernel's isqrt domain, the divider's width)."""
@@ -47,7 +48,7 @@ def latency(n: int) -> int:
 def cycles_per_row(n: int) -> int:
     """Cycles per row of n when the producer never waits: from the cycle taking the row's first
     element to the cycle taking the next row's first (the unit is ready again the cycle after the
-    last output). 2 n + 325 with the default divider."""
+    last output). 2 n + 326 with the default divider."""
     return (n - 1) + latency(n) + 1
 
 
