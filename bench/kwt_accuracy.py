@@ -128,8 +128,9 @@ def section(d: Path, seconds: float | None, tqt_epochs: int, hw: dict | None) ->
                   f"{hw['cycles']:,} cycles per inference "
                   f"({'equal to' if hw['cycles_match'] else 'NOT equal to'} the predicted {hw['predicted']:,}); "
                   f"{hw['segments']} device segments; {100 * hw['mac_share']:.1f}% of the MACs per sample "
-                  f"({hw['device_macs']:,}) on the array, the rest (the attention MatMuls Q.K^T and P.V) on the "
-                  f"host; MAC utilization of the 64 PEs over the whole run, DMA included: "
+                  f"({hw['device_macs']:,}) on the array"
+                  f"{'' if hw['mac_share'] >= 1 else ', the rest on the host (`tony compile` names each host op)'}; "
+                  f"MAC utilization of the 64 PEs over the whole run, DMA included: "
                   f"{100 * hw['utilization']:.1f}%."]
     return lines
 

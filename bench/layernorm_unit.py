@@ -21,6 +21,7 @@ ROW_LENGTHS = (16, 64, 192, 768)
 
 
 def main(argv=None) -> int:
+    from tony.rtl import render_to
     from tony.rtl.layernorm_unit import cycles_per_row, latency
     from tony.synth import synthesize_module
 
@@ -41,8 +42,9 @@ def main(argv=None) -> int:
           + ("| Fmax MHz " if args.pnr else "") + "|")
     print("|---|---|---|---|---|---|" + ("---|" if args.pnr else ""))
     for label, params in CONFIGS.items():
-        rep = synthesize_module("tony_layernorm", work / label.split()[0], target=args.target, pnr=args.pnr,
-                                progress=False, **params)
+        run = work / label.split()[0]
+        files = render_to(run / "rtl", "tony_layernorm", **params)
+        rep = synthesize_module(files, "tony_layernorm", run / args.target, target=args.target, pnr=args.pnr)
         t = rep["total"]
         ppu = rep["modules"].get("tony_ppu", {}).get("with_submodules", {})
         line = (f"| {label} | {t['logic_luts']:,} | {t['ff']:,} | {t['dsp']} | {t['bram']} | "

@@ -1,6 +1,8 @@
 """Every Verilog template renders to lint-clean Verilog (`verilator --lint-only -Wall`)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tony.rtl import MODULES, list_modules, render, render_to
@@ -44,6 +46,9 @@ PARAM_SETS = {
     "tony_layernorm": [{}, {"N_MAX": 1}, {"N_MAX": 3, "IN_BITS": 4, "OUT_BITS": 6, "EPS_BITS": 8},
                        {"N_MAX": 64, "NORM_BITS_MAX": 40, "BETA_BITS": 64, "SHIFT_BITS": 8},
                        {"N_MAX": 4096, "GAMMA_BITS": 8, "BETA_BITS": 24}],
+    "tony_softmax": [{}, {"MAX_N": 1}, {"MAX_N": 300, "FRAC_BITS": 1, "TABLE_BITS": 8},
+                     {"MAX_N": 130, "IN_BITS": 32, "OUT_BITS": 16, "FRAC_BITS": 8, "TABLE_BITS": 20},
+                     {"MAX_N": 2, "IN_BITS": 2, "OUT_BITS": 1, "FRAC_BITS": 12, "TABLE_BITS": 24, "SHIFT_BITS": 8}],
     "tony_axil_regs": [{}, {"ADDR_BITS": 8, "ROWS": 16, "COLS": 16, "MEM_BITS": 32, "MAX_BURST": 256}],
     "tony_axi_master": [
         {},
@@ -110,11 +115,13 @@ def test_isa_include_matches_isa():
 def test_template_lint_clean(module, params, tmp_path):
     from tony.sim import lint
 
-    # once with the parameters baked into the rendered defaults, once overridden with -G
+    # once with the parameters baked into the rendered defaults, once overridden with -G (those
+    # a module fixes when it is rendered, such as a ROM's size, are baked both times)
     sources = render_to(tmp_path / "baked", [module], **params)
     lint(sources, module)
-    sources = render_to(tmp_path / "plain", [module])
-    lint(sources, module, params)
+    baked = {k: v for k, v in params.items() if k in MODULES[module].baked}
+    sources = render_to(tmp_path / "plain", [module], **baked)
+    lint(sources, module, {k: v for k, v in params.items() if k not in baked})
 
 
 @pytest.mark.sim
@@ -137,3 +144,24 @@ def test_module_specs_are_consistent():
     for name, spec in MODULES.items():
         for dep in spec.requires:
             assert dep in MODULES, (name, dep)
+        assert set(spec.baked) <= set(spec.params), name
+
+
+def test_baked_parameters_are_localparams():
+    """A parameter fixed at render time is a localparam with the rendered value (no -G reaches it);
+    the softmax ROM is the reference's table for that F and P."""
+    from tony.ref.nonlinear import softmax_table
+
+    text = render("tony_softmax", FRAC_BITS=3, TABLE_BITS=10)
+    assert "localparam integer FRAC_BITS  = 3;" in text and "localparam integer TABLE_BITS = 10;" in text
+    assert "parameter integer FRAC_BITS" not in text
+    rom = [int(v) for v in re.findall(r"3'd\d+: t6 = 11'd(\d+);", text)]
+    assert rom == [int(v) for v in softmax_table(3, 10)]
+
+
+@pytest.mark.parametrize("params,what", [({"FRAC_BITS": 13}, "FRAC_BITS=13"), ({"TABLE_BITS": 7}, "TABLE_BITS=7"),
+                                         ({"OUT_BITS": 17}, "OUT_BITS=17"), ({"IN_BITS": 47}, "IN_BITS=47"),
+                                         ({"MAX_N": 0}, "MAX_N=0")])
+def test_softmax_rejects_parameters_it_cannot_take(params, what):
+    with pytest.raises(ValueError, match=what):
+        render("tony_softmax", **params)

@@ -298,14 +298,30 @@ def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
 
 
-def test_one_module_alone(tmp_path):
-    """synthesize_module: one template rendered with its parameters and synthesized without a build
-    folder (how bench/layernorm_unit.py measures tony_layernorm); memories are named by module."""
+def test_one_module_alone_names_its_memories(tmp_path):
+    """synthesize_module on a template with two RAM copies (how bench/layernorm_unit.py measures
+    tony_layernorm): the memory dump carries its module headers (`dump -m`), so each memory is named
+    by the module that holds it."""
+    from tony.rtl import render_to
     from tony.synth import synthesize_module
 
-    rep = synthesize_module("tony_act_buf", tmp_path, progress=False, WORDS=512, N_RD=2)
-    assert rep["params"] == {"WORDS": 512, "N_RD": 2} and rep["top"] == "tony_act_buf"
+    files = render_to(tmp_path / "rtl", "tony_act_buf", WORDS=512, N_RD=2)
+    rep = synthesize_module(files, "tony_act_buf", tmp_path / "ecp5", target="ecp5-85k")
+    assert rep["top"] == "tony_act_buf"
     rams = [m for m in rep["memories"] if m["module"] == "tony_act_buf"]
     assert len(rams) == 2 and all(m["kind"] == "bram" and m["depth"] == 512 for m in rams), rams
     assert rep["total"]["bram"] == rep["modules"]["tony_act_buf"]["local"]["bram"] >= 2
-    assert json.loads((tmp_path / "ecp5-85k" / "synth_report.json").read_text())["total"] == rep["total"]
+
+
+def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
+    """tony_softmax measured alone (bench/softmax.py's flow): its two multipliers on MULT18X18D
+    (d * log2e, 8 x 16, on one; e * R, 16 x 32, on two), a long row buffer in block RAM, no warnings."""
+    from tony.rtl import render_to
+    from tony.synth import synthesize_module
+
+    files = render_to(tmp_path / "rtl", "tony_softmax", MAX_N=1024)
+    rep = synthesize_module(files, "tony_softmax", tmp_path / "ecp5", target="ecp5-85k")
+    assert rep["total"]["dsp"] == 3
+    buffers = [m for m in rep["memories"] if m["name"] == "mem"]
+    assert [(m["depth"], m["width"], m["kind"]) for m in buffers] == [(1024, 8, "bram")]
+    assert rep["warnings"] == []

@@ -144,7 +144,8 @@ def test_projections_and_attention_matmuls_run_on_the_accelerator_and_the_rest_o
     g = load_ir(exported["17"][1])
     part = partition(g, refuse(g, AccelConfig(8, 8)))
     dev = [p.op for p in part.placement if p.device]
-    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul"} and len(dev) == 9
+    # the two residual Adds run on [1, d, 1, T] in the vector unit (tony.ir.layout)
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add"} and len(dev) == 11
     assert [op.origin for op in dev if isinstance(op, ir.PixelMatMul)] == ["/blocks.0/MatMul", "/blocks.0/MatMul_1"]
     host = {type(p.op).__name__ for p in part.placement if not p.device}
     assert {"LayerNorm", "Softmax", "Table", "Transpose"} <= host and "MatMul" not in host
@@ -469,3 +470,165 @@ def test_pixel_matmul_placement_names_what_keeps_it_on_the_host():
     assert "4096 tokens" in why(graph(4096))
     assert "uint8" in why(graph(32, UINT8))
     assert "computed on the device" in why(graph(32, b_from_conv=True))
+
+
+# ---- the token activations stay in the pixel layout between device ops (tony.ir.layout) -------------
+
+def _without_keep_pixels(path, monkeypatch):
+    """The same model lowered without keep_pixels: every projection between its own views."""
+    import tony.frontend.lower as lower
+
+    with monkeypatch.context() as m:
+        m.setattr(lower, "keep_pixels", lambda g: g)
+        return load_ir(path)
+
+
+def _same_integers(path, x, monkeypatch):
+    """(graph, graph without keep_pixels): the reference on `x` gives the same integers in every
+    tensor that both graphs have (the outputs included)."""
+    from tony.ref import execute
+    from tony.ref.feeds import normalize_inputs
+
+    g, plain = load_ir(path), _without_keep_pixels(path, monkeypatch)
+    feeds, _ = normalize_inputs(g, x)
+    a, b = execute(g, feeds, keep_all=True), execute(plain, feeds, keep_all=True)
+    shared = [n for n in g.tensors if n in plain.tensors and n in a]
+    assert set(g.outputs) <= set(shared) and len(shared) > len(g.ops) // 2
+    for n in shared:
+        assert np.array_equal(a[n], b[n]), n
+    return g, plain
+
+
+def _device_segments(g, cfg=None, refuse=None):
+    from tony.accel.placement import refuse as accel_refuse
+    from tony.accel.program import AccelConfig
+    from tony.ir.partition import partition
+
+    part = partition(g, refuse or accel_refuse(g, cfg or AccelConfig(8, 8)))
+    return part, len(part.device_segments)
+
+
+@pytest.fixture(scope="module")
+def two_layers(tmp_path_factory):
+    """2-layer encoders at opsets 13 and 17, quantized by tony.quant (one batch, pow2)."""
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    d = tmp_path_factory.mktemp("enc2")
+    out = {}
+    for opset in (13, 17):
+        f = _export(_encoder(layers=2, seed=opset), d / f"float{opset}.onnx", opset)
+        onnx.save(quantize_static(load_model(f), _data(16, seed=2), sequential=False), d / f"q{opset}.onnx")
+        out[opset] = d / f"q{opset}.onnx"
+    return out
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_keep_pixels_keeps_every_integer_of_two_layer_encoders(two_layers, opset, monkeypatch):
+    """The 2-layer encoders: equal integers everywhere on random inputs; per layer the residual Adds
+    and the GELU table read the Convs' [1, d, 1, T] outputs, and the output projection reads P.V's
+    output (heads as rows) with no view between them."""
+    g, plain = _same_integers(two_layers[opset], _data(7, seed=11), monkeypatch)
+    made = {o: op for op in g.ops for o in op.outputs}
+    for op in g.ops:
+        if isinstance(op, (ir.Add, ir.Table)):
+            from_conv = op.inputs[1] if isinstance(op, ir.Add) else op.inputs[0]
+            assert len(g.tensors[op.inputs[0]].shape) == 4 and isinstance(made[from_conv], ir.Conv)
+    o_proj = [op for op in g.ops if isinstance(op, ir.Conv) and isinstance(made[op.inputs[0]], ir.PixelMatMul)]
+    assert len(o_proj) == 2 and g.tensors[o_proj[0].inputs[1]].shape == (D, D // HEADS, HEADS, 1)
+    views = (ir.Reshape, ir.Transpose)
+    assert sum(isinstance(op, views) for op in g.ops) < sum(isinstance(op, views) for op in plain.ops) - 10
+
+
+@pytest.mark.parametrize("d,heads,tokens", [(16, 1, 5), (24, 3, 11)])
+def test_keep_pixels_keeps_every_integer_of_attention_blocks(tmp_path, d, heads, tokens, monkeypatch):
+    """One head (3-D products: P.V's output is the output projection's input, no kernel change) and
+    3 heads of 8 (an H x 1 kernel): equal integers, and P.V and the output projection share a
+    device segment at 8x8 (one device segment fewer)."""
+    q, x = _attention_model(tmp_path, d, heads, tokens)
+    g, plain = _same_integers(q, x, monkeypatch)
+    (o,) = [op for op in g.ops if isinstance(op, ir.Conv) and isinstance(g.producer(op.inputs[0]), ir.PixelMatMul)]
+    assert g.tensors[o.inputs[1]].shape == (d, d // heads, heads, 1)
+    part, n = _device_segments(g)
+    assert n == _device_segments(plain)[1] - 1
+    seg = {p.op.outputs[0]: p.segment for p in part.placement}
+    assert seg[o.outputs[0]] == seg[o.inputs[0]]
+
+
+def _random_bundle_architecture(name, tmp_path):
+    """text-langid's (d 64, 4 heads, FFN 128, 32 tokens, 2 layers) or kws-transformer's graph with
+    untrained weights, quantized on random inputs; (path, random inputs)."""
+    from tony.models import kwt, text
+    from tony.quant.qdq import quantize_static
+
+    rng = np.random.default_rng(4)
+    if name == "kws-transformer":
+        cfg = kwt.KwtConfig()
+        f, shape = kwt.kwt_onnx(kwt.make_kwt(cfg).eval(), cfg), (1, 1, 49, 10)
+    else:
+        cfg = text.TextConfig()
+        f = text.encoder_onnx(text.make_encoder(cfg, 55, 8).eval(), cfg, 13 if name == "text13" else 17)
+        shape = (1, cfg.seq_len, cfg.d_model)
+    q = quantize_static(f, rng.standard_normal((16,) + shape).astype(np.float32), sequential=False)
+    onnx.save(q, tmp_path / "q.onnx")
+    return tmp_path / "q.onnx", 2 * rng.standard_normal((6,) + shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["text13", "text17", "kws-transformer"])
+def test_keep_pixels_keeps_every_integer_of_the_bundled_encoder_architectures(tmp_path, name, monkeypatch):
+    q, x = _random_bundle_architecture(name, tmp_path)
+    _same_integers(q, x, monkeypatch)
+
+
+def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkeypatch):
+    """At 8x8: 13 device segments without keep_pixels, 11 with it (P.V and the output projection
+    share one per layer), the 4 residual Adds on the device, 62 ops on the host instead of 82, and
+    no view between fc1, the GELU table and fc2. With the table on the device too, fc1 -> GELU ->
+    fc2 -> Add is one segment: 9."""
+    q, _ = _random_bundle_architecture("text17", tmp_path)
+    g, plain = load_ir(q), _without_keep_pixels(q, monkeypatch)
+    part, n = _device_segments(g)
+    assert (_device_segments(plain)[1], n) == (13, 11)
+    assert sum(p.device and isinstance(p.op, ir.Add) for p in part.placement) == 4
+    assert (len(_device_segments(plain)[0].host_ops()), len(part.host_ops())) == (82, 62)
+    for tab in (op for op in g.ops if isinstance(op, ir.Table)):
+        assert isinstance(g.producer(tab.inputs[0]), ir.Conv)
+        assert [type(op) for op in g.consumers(tab.outputs[0])] == [ir.Conv]
+
+    from tony.accel.placement import refuse
+    from tony.accel.program import AccelConfig
+
+    accel = refuse(g, AccelConfig(8, 8))
+    monkeypatch.setattr(ir.Table, "host", False)
+    part, n = _device_segments(g, refuse=lambda op: None if isinstance(op, ir.Table) else accel(op))
+    assert n == 9
+    seg = {id(p.op): p.segment for p in part.placement}
+    for tab in (op for op in g.ops if isinstance(op, ir.Table)):
+        fc1, fc2 = g.producer(tab.inputs[0]), g.consumers(tab.outputs[0])[0]
+        add = g.consumers(fc2.outputs[0])[0]
+        assert isinstance(add, ir.Add) and seg[id(fc1)] == seg[id(tab)] == seg[id(fc2)] == seg[id(add)]
+
+
+@pytest.mark.sim
+def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, tony_cli):
+    """`tony compile` (8x8) and `tony sim` of a 1-layer encoder (2 heads of 16, 8 tokens): the
+    residual Adds on the device in the pixel layout, P.V and the output projection in one segment,
+    bit-exact with the predicted cycles."""
+    import json
+
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    f = _export(_encoder(seed=3), tmp_path / "float.onnx", 17)
+    onnx.save(quantize_static(load_model(f), _data(16, seed=0), sequential=False), tmp_path / "q.onnx")
+    np.save(tmp_path / "inputs.npy", _data(2, seed=9))
+    r = tony_cli("compile", tmp_path / "q.onnx", "-o", tmp_path / "b", "--array", "8x8",
+                 "--inputs", tmp_path / "inputs.npy")
+    assert r.returncode == 0, r.stderr
+    assert "(Add, segment" not in r.stdout and "100.00% of" in r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 6   # QKV, Q.K^T, P.V + o + Add, fc1, fc2 + Add, head
+    r = tony_cli("sim", tmp_path / "b", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 2 * 4

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from .. import ir
 from ..errors import UnsupportedError, node_where
+from ..ir.layout import keep_pixels
 from ..ir.tokens import matmuls_as_pixels, tokens_as_pixels
 from ..ir.types import DType, Requant, Rounding
 from .load import tensor_shapes
@@ -665,4 +666,4 @@ def _pool_pads(node, a, shape, k, strides, dil):
 def lower(model: onnx.ModelProto, *, requant: str = "auto", rounding: Rounding = Rounding.HALF_EVEN) -> ir.Graph:
     """QDQ ONNX model (checked, shapes inferred) -> verified integer IR."""
     g = _Lowering(model, requant, Rounding(rounding)).lower()
-    return ir.verify(matmuls_as_pixels(tokens_as_pixels(ir.verify(g))))
+    return ir.verify(keep_pixels(matmuls_as_pixels(tokens_as_pixels(ir.verify(g)))))

@@ -25,6 +25,13 @@ LOG2E = round(math.log2(math.e) * 2**LOG2E_BITS)  # 47274: log2(e) in Q1.15
 RECIP_BITS = 31  # R = 2^(P + 31) // S, so R <= 2^31
 
 
+def softmax_table(frac_bits: int, table_bits: int) -> np.ndarray:
+    """The exponent table of a softmax: T[r] = round(2^(P - r / 2^F)) for r in [0, 2^F), F = frac_bits
+    and P = table_bits, in float64 at compile time (the hardware unit's ROM holds the same values)."""
+    f, p = frac_bits, table_bits
+    return np.array([round(2.0 ** (p - r / 2**f)) for r in range(2**f)], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class SoftmaxSpec:
     """Integer softmax over the last axis: input at scale 2^x_exp, output uint(out_bits) at 2^-out_bits.
@@ -58,8 +65,7 @@ class SoftmaxSpec:
     @property
     def table(self) -> np.ndarray:
         """T[r] = round(2^(P - r / 2^F)), r in [0, 2^F): a compile-time constant (float64 exp2)."""
-        f, p = self.frac_bits, self.table_bits
-        return np.array([round(2.0 ** (p - r / 2**f)) for r in range(2**f)], dtype=np.int64)
+        return softmax_table(self.frac_bits, self.table_bits)
 
     @property
     def recip_exp(self) -> int:

@@ -12,6 +12,7 @@ positions and widths in one generated include file, tony_isa.vh (`HEADERS`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,18 @@ class ModuleSpec:
     doc: str = ""
     includes: tuple[str, ...] = ()
     """Generated include files (HEADERS) the module's source `include`s."""
+    baked: tuple[str, ...] = ()
+    """Parameters fixed when the template is rendered (localparams in the Verilog: constants computed
+    from them, such as a ROM's contents, are written into the source), so no -G can override them."""
+    context: Callable[[dict[str, int]], dict] | None = None
+    """Template variables computed in Python from the parameter values (numbers in Python, logic in the
+    template); it raises ValueError for values the module cannot take."""
+
+
+def _softmax_context(values: dict[str, int]) -> dict:
+    from .softmax import template_context
+
+    return template_context(values)
 
 
 HEADERS: dict[str, str] = {
@@ -129,6 +142,13 @@ MODULES: dict[str, ModuleSpec] = {
                 "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
+    ),
+    "tony_softmax": ModuleSpec(
+        params={"MAX_N": 64, "IN_BITS": 8, "OUT_BITS": 8, "FRAC_BITS": 6, "TABLE_BITS": 15, "SHIFT_BITS": 6},
+        baked=("FRAC_BITS", "TABLE_BITS"),
+        context=_softmax_context,
+        doc="softmax over rows of up to MAX_N elements, bit-exact with tony.ref.nonlinear.softmax: row max, "
+            "base-2 exponent table, row sum, one division per row, a multiply and a rounding shift per element",
     ),
     "tony_sim_mem": ModuleSpec(
         params={"MEM_BITS": 64, "WORDS": 1024, "LATENCY": 2},
@@ -249,7 +269,8 @@ def render(template_name: str, *, prefix: str = "", **params: int) -> str:
     values = {**spec.params, **{k: int(v) for k, v in params.items()}}
     shown = ", ".join(f"{k}={v}" for k, v in values.items())
     header = _header(name, prefix, shown)
-    return _env.get_template(f"{name}.v.j2").render(header=header, prefix=prefix, **values)
+    extra = spec.context(values) if spec.context else {}
+    return _env.get_template(f"{name}.v.j2").render(header=header, prefix=prefix, **values, **extra)
 
 
 def _with_requirements(names: list[str]) -> list[str]:

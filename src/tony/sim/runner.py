@@ -58,6 +58,17 @@ def _errors(path: Path, limit: int = 5) -> str:
     return "\n".join(found[:limit])
 
 
+def _seed_hint(path: Path) -> str:
+    """How to repeat a failed run: the regression seed cocotb logged at start-up."""
+    import re
+
+    try:
+        m = re.search(r"Seeding Python random module with (\d+)", path.read_text(errors="replace"))
+    except OSError:
+        return ""
+    return f"; COCOTB_RANDOM_SEED={m.group(1)} repeats it" if m else ""
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -304,7 +315,7 @@ def run_cocotb(
     if num_failed or num_tests == 0:
         raise SimulationFailed(
             f"{num_failed} of {num_tests} cocotb tests failed in {test_module} on {toplevel} {parameters} "
-            f"(results: {results}, log: {sim_log}):\n{_errors(sim_log) or _tail(sim_log, 60)}"
+            f"(results: {results}, log: {sim_log}{_seed_hint(sim_log)}):\n{_errors(sim_log) or _tail(sim_log, 60)}"
         )
     if training:  # the instrumented binary ran: build the optimized one with its profile
         _pgo_optimize(build_dir, toplevel, build)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib
 
 # imported on first use: `tony compile` reads only TARGETS (its --help), not the flow
-_WHERE = {"REPORT": "flow", "load_report": "flow", "performance": "flow", "synthesize": "flow",
-          "synthesize_module": "flow",
+_WHERE = {"REPORT": "flow", "load_report": "flow", "performance": "flow", "synthesize": "flow", "synthesize_module": "flow",
           "TARGETS": "targets", "SynthError": "tools", "have_tool": "tools"}
 
 

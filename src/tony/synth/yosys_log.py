@@ -185,9 +185,10 @@ def parse_log(text: str, design_modules: set[str] | None = None, lines: ModuleLi
     return {"warnings": warnings, "mapped": mapped}
 
 
-def parse_memories(dump: str) -> list[dict]:
-    """The $mem_v2 cells of an RTLIL `dump`: module, name, width, depth, ports."""
-    mems, module, cur = [], None, None
+def parse_memories(dump: str, top: str | None = None) -> list[dict]:
+    """The $mem_v2 cells of an RTLIL `dump`: module, name, width, depth, ports. Yosys leaves out the
+    module line where the design has one module: its cells are `top`'s."""
+    mems, module, cur = [], top, None
     for line in dump.splitlines():
         s = line.strip()
         if s.startswith("module "):
