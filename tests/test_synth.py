@@ -298,6 +298,21 @@ def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
 
 
+def test_one_module_alone_names_its_memories(tmp_path):
+    """synthesize_module on a template with two RAM copies (how bench/layernorm_unit.py measures
+    tony_layernorm): the memory dump carries its module headers (`dump -m`), so each memory is named
+    by the module that holds it."""
+    from tony.rtl import render_to
+    from tony.synth import synthesize_module
+
+    files = render_to(tmp_path / "rtl", "tony_act_buf", WORDS=512, N_RD=2)
+    rep = synthesize_module(files, "tony_act_buf", tmp_path / "ecp5", target="ecp5-85k")
+    assert rep["top"] == "tony_act_buf"
+    rams = [m for m in rep["memories"] if m["module"] == "tony_act_buf"]
+    assert len(rams) == 2 and all(m["kind"] == "bram" and m["depth"] == 512 for m in rams), rams
+    assert rep["total"]["bram"] == rep["modules"]["tony_act_buf"]["local"]["bram"] >= 2
+
+
 def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
     """tony_softmax measured alone (bench/softmax.py's flow): its two multipliers on MULT18X18D
     (d * log2e, 8 x 16, on one; e * R, 16 x 32, on two), a long row buffer in block RAM, no warnings."""

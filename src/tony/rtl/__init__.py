@@ -117,6 +117,13 @@ MODULES: dict[str, ModuleSpec] = {
         doc="the instruction-driven accelerator: wires controller, decoder, DMA, CONV engine, vector unit, "
             "post-processing and activation buffer",
     ),
+    "tony_layernorm": ModuleSpec(
+        params={"N_MAX": 1024, "IN_BITS": 8, "OUT_BITS": 8, "GAMMA_BITS": 16, "BETA_BITS": 40, "EPS_BITS": 32,
+                "NORM_BITS_MAX": 16, "SHIFT_BITS": 7},
+        requires=("tony_ppu",),
+        doc="LayerNorm over a streamed row: exact sums, Newton square root and reciprocal on one sequential "
+            "divider, per-element normalize and gamma/beta (two tony_ppu) (tony.rtl.layernorm_unit)",
+    ),
     "tony_axil_regs": ModuleSpec(
         params={"ADDR_BITS": 12, "ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ROUND_MODE": 0, "PER_CHANNEL": 0, "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64,

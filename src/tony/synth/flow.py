@@ -56,7 +56,7 @@ def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
         f"read_verilog -sv -defer {' '.join(rel)}",
         f"hierarchy -check -top {top}",
         f"{cmd} -run :{target.premap_label}",
-        "tee -q -o memories.il dump t:$mem_v2 t:$mem",
+        "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: the module headers, also of modules partly selected
         f"{cmd} -run {target.premap_label}:",
         f"tee -q -o stat.json stat -json -top {top}",
         f"tee -q -o stat.txt stat -top {top}",

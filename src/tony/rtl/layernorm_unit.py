@@ -1,0 +1,94 @@
+"""The numbers of the LayerNorm unit (templates/tony_layernorm.v.j2): its cycles per row, and the
+values its ports take for a `LayerNormSpec` (tony.ref.nonlinear), checked against the unit's widths.
+
+    from tony.rtl.layernorm_unit import cycles_per_row, latency, port_values
+    cycles_per_row(768)                  # 1862: a row of 768 from first element to the next row's
+    ports = port_values(spec, N_MAX=1024)  # n_i, eps_i, ..., gamma, beta; UnsupportedError if it can't
+
+The unit's timing does not depend on the data: the square root always runs its 6 Newton steps and
+the reciprocal its division (R is forced to 0 afterwards when r = 0), so the cycle counts are
+functions of n alone. The unit bench (testbench/test_layernorm.py) holds the RTL to them.
+"""
+from __future__ import annotations
+
+from ..errors import UnsupportedError
+from ..ref.nonlinear import ISQRT_ITERATIONS, NORM_RECIP_BITS, LayerNormSpec
+from . import MODULES
+
+QUOT_BITS = 41
+"""Quotient bits of the sequential divider, one per cycle: every quotient the unit needs is below
+2^41 (the Newton steps' m // x <= floor(sqrt(m)) + 2 < 2^32, the reciprocal R <= 2^40)."""
+
+DIVISIONS = ISQRT_ITERATIONS + 1
+"""Divisions per row on the one divider: the Newton steps of the square root, then the reciprocal."""
+
+DIVISION_CYCLES = QUOT_BITS + 2
+"""One division: load, QUOT_BITS steps, then the Newton update (or the reciprocal's register)."""
+
+SETUP_CYCLES = 6
+"""From the cycle that takes the row's last element to the first division: the sums take it, n S2
+and S1^2, W + E, m = (W + E) << 2A, x0 = 2^ceil(L/2)."""
+
+OUTPUT_LATENCY = 20
+"""From an element's row-buffer read to its output: the read and its register, n * q, tony_ppu (8),
+v * g, tony_ppu (8)."""
+
+M_LIMIT = 1 << 62
+"""m = (W + E) << 2A stays below this for every row (the kernel's isqrt domain, the divider's width)."""
+
+DEFAULTS = MODULES["tony_layernorm"].params
+"""The unit's HDL parameters and their defaults."""
+
+
+def latency(n: int) -> int:
+    """Cycles from the cycle that takes a row's last element to the cycle of its last output."""
+    return SETUP_CYCLES + DIVISIONS * DIVISION_CYCLES + (n - 1) + OUTPUT_LATENCY
+
+
+def cycles_per_row(n: int) -> int:
+    """Cycles per row of n when the producer never waits: from the cycle taking the row's first
+    element to the cycle taking the next row's first (the unit is ready again the cycle after the
+    last output). 2 n + 326 with the default divider."""
+    return (n - 1) + latency(n) + 1
+
+
+def _check_range(what: str, value: int, lo: int, hi: int, param: str) -> None:
+    if not lo <= value <= hi:
+        raise UnsupportedError(f"{what} = {value} outside [{lo}, {hi}]", where="tony_layernorm",
+                               hint=f"render the unit with a larger {param}")
+
+
+def _signed(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def port_values(spec: LayerNormSpec, **params: int) -> dict:
+    """The unit's inputs for `spec`: n_i, eps_i, sqrt_bits_i, norm_bits_i, shift_i, lo_i, hi_i (plain
+    ints, signed where the port is) and the per-channel gamma and beta lists. Raises UnsupportedError
+    naming the first value the unit rendered with `params` (defaults: DEFAULTS) cannot hold."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise KeyError(f"tony_layernorm has no parameter(s) {', '.join(unknown)}")
+    p = {**DEFAULTS, **params}
+    _check_range("n", spec.n, 1, p["N_MAX"], "N_MAX")
+    _check_range("eps_int", spec.eps_int, 0, (1 << p["EPS_BITS"]) - 1, "EPS_BITS")
+    _check_range("norm_bits", spec.norm_bits, 0, min(p["NORM_BITS_MAX"], NORM_RECIP_BITS), "NORM_BITS_MAX")
+    _check_range("shift", spec.shift, *_signed(p["SHIFT_BITS"]), "SHIFT_BITS")
+    _check_range("lo", spec.lo, *_signed(p["OUT_BITS"] + 1), "OUT_BITS")
+    _check_range("hi", spec.hi, *_signed(p["OUT_BITS"] + 1), "OUT_BITS")
+    for name, values, param in (("gamma", spec.gamma, "GAMMA_BITS"), ("beta", spec.beta, "BETA_BITS")):
+        lo, hi = _signed(p[param])
+        for i, v in enumerate(values):
+            _check_range(f"{name}[{i}]", v, lo, hi, param)
+    w_max = spec.n * spec.n * 4 ** (p["IN_BITS"] - 1)  # n^2 var for inputs of IN_BITS bits
+    if (w_max + spec.eps_int) << (2 * spec.sqrt_bits) >= M_LIMIT:
+        raise UnsupportedError(f"(n^2 4^(IN_BITS-1) + eps_int) << 2 sqrt_bits reaches 2^62 "
+                               f"(n = {spec.n}, eps_int = {spec.eps_int}, sqrt_bits = {spec.sqrt_bits})",
+                               where="tony_layernorm", hint="use fewer sqrt_bits (layernorm_spec picks them)")
+    return {"n_i": spec.n, "eps_i": spec.eps_int, "sqrt_bits_i": spec.sqrt_bits, "norm_bits_i": spec.norm_bits,
+            "shift_i": spec.shift, "lo_i": spec.lo, "hi_i": spec.hi, "gamma": list(spec.gamma),
+            "beta": list(spec.beta)}
+
+
+__all__ = ["DEFAULTS", "DIVISIONS", "DIVISION_CYCLES", "OUTPUT_LATENCY", "QUOT_BITS", "SETUP_CYCLES",
+           "cycles_per_row", "latency", "port_values"]
