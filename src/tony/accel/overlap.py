@@ -21,6 +21,7 @@ conditions do not hold.
 from __future__ import annotations
 
 from dataclasses import replace
+from math import gcd
 
 from .. import ir
 from . import isa
@@ -106,7 +107,7 @@ def input_bands(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes:
     if not split or dst.base < split or any(c.op != isa.CONV for c in convs) or not convs:
         return mp, codes
     f = convs[0].fields
-    oh, q = f["oh"], cfg.rows // _gcd(cfg.rows, f["ow"])
+    oh, q = f["oh"], cfg.rows // gcd(cfg.rows, f["ow"])
     best = min((_estimate(cfg, f, convs, b, x.groups), len(b), b)
                for b in {tuple(_bounds(oh, nb, q)) for nb in range(1, oh + 1)})
     b = list(best[2])
@@ -123,12 +124,6 @@ def input_bands(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes:
     info = dict(code.info, input_bands=len(b) - 1)
     inputs = {n: base for n, base in mp.input_base.items() if n != name}
     return replace(mp, input_base=inputs, split=split), [replace(code, instrs=tuple(out), info=info)] + codes[1:]
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
 
 
 def _load_rows(cfg: AccelConfig, name: str, x, y0: int, y1: int) -> list[Instr]:
