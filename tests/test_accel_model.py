@@ -254,7 +254,9 @@ def test_pages_biases_and_weight_syncs_overlap_computation(workloads):
     one = compile_program(g, AccelConfig(16, 16, imem_words=4096), batch=1)
     assert one.boot_words == len(one.words) and not any(t.startswith("LOAD imem") for t in one.text)
     pages = [t for t in prog.text if t.startswith("LOAD imem")]
-    assert pages and prog.boot_words < 16 and prog.cfg.imem_words < len(prog.words)
+    # the first page holds the first convolution's row bands with the input's band LOADs under them
+    # (overlap.py): the memory port is busy loading the input there, so it is booted rather than paged
+    assert pages and prog.boot_words < 64 and prog.cfg.imem_words < len(prog.words)
     t, t1 = am.cycles(prog), am.cycles(one)
     assert t.total < t1.total
     ins = [isa.decode(w) for w in prog.words]

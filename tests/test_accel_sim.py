@@ -155,3 +155,71 @@ def test_sim_with_other_inputs_than_the_build_compares_those_inputs(workload, tm
     want = execute(g, normalize_inputs(g, x)[0], keep_all=True)[m["golden"][key]["tensor"]]
     got = np.load(out / "sim" / f"hw_{key}.npy")
     assert np.array_equal(got.reshape(want.shape), want)
+
+
+def _two_conv_net(c_in: int, h: int, w: int, stride: int, seed: int = 0):
+    """Conv(c_in -> 8, 3x3, `stride`)-ReLU-Conv(8 -> 6, 3x3)-ReLU over a c_in x h x w image, seeded
+    random weights; returns the float model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def w_(name, shape):
+        return numpy_helper.from_array(rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), size=shape).astype(np.float32),
+                                       name)
+    inits = [w_("w1", (8, c_in, 3, 3)), numpy_helper.from_array(rng.normal(0, .05, 8).astype(np.float32), "b1"),
+             w_("w2", (6, 8, 3, 3)), numpy_helper.from_array(rng.normal(0, .05, 6).astype(np.float32), "b2")]
+    N = helper.make_node
+    nodes = [N("Conv", ["input", "w1", "b1"], ["c1"], pads=[1] * 4, strides=[stride] * 2), N("Relu", ["c1"], ["r1"]),
+             N("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4), N("Relu", ["c2"], ["output"])]
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    g = helper.make_graph(nodes, "two_conv", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c_in, h, w])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 6, oh, ow])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+OVERLAP = [(3, 40, 36, 1, (4, 4)), (6, 30, 44, 2, (4, 4)), (3, 48, 40, 2, (2, 8))]
+
+
+@pytest.mark.parametrize("c_in,h,w,stride,arr", OVERLAP, ids=[f"{c}x{h}x{w}-s{s}-{a[0]}x{a[1]}" for c, h, w, s, a in OVERLAP])
+def test_input_load_overlaps_the_first_layer_on_verilator(tmp_path, c_in, h, w, stride, arr):
+    """A model whose input is large loads it in bands of rows into bank 0 of the activation buffer
+    while the first convolution computes the bands already loaded into bank 1: a LOAD into the
+    activation buffer issues while a CONV streams, and the RTL equals the reference bit for bit
+    with the same issue cycles as the cycle model (so it overlapped there too). Inputs of 3 and 6
+    channels (one and two channel groups at 4 lanes), stride 1 and 2, square and wide arrays."""
+    import onnx
+
+    from tony.accel import isa
+    from tony.accel import model as accel_model
+    from tony.accel.compiler import compile_program
+    from tony.api import load_ir
+    from tony.quant.qdq import quantize_static
+
+    x = np.random.default_rng(1).uniform(0, 1, (3, c_in, h, w)).astype(np.float32)
+    onnx.save(quantize_static(_two_conv_net(c_in, h, w, stride), x), tmp_path / "model.onnx")
+    cfg = AccelConfig(*arr)
+    prog = compile_program(load_ir(tmp_path / "model.onnx"), cfg)
+    assert 0 < prog.cfg.abuf_split == -(-c_in // arr[1]) * h * w   # bank 0 holds the input
+    timing = accel_model.cycles(prog)
+    ins = accel_model.decode_program(prog)
+    streaming_until = 0   # the cycle the CONVs issued so far stop streaming
+    overlapped = 0
+    for d, t in zip(ins, timing.issue):
+        if d["op"] == isa.CONV:
+            streaming_until = t + 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
+        elif d["op"] == isa.LOAD and d["buf"] == isa.B_ACT and t < streaming_until:
+            overlapped += 1
+    assert overlapped >= 2, overlapped
+
+    out = tmp_path / "build"
+    compile_model(tmp_path / "model.onnx", out, config=cfg, inputs=x, batch=1)
+    rep = simulate(out, progress=False)
+    assert rep["bit_exact"], rep["first_mismatches"]
+    assert rep["samples"] == 3 and rep["compared"] > 0
+    assert rep["cycles_match"] and rep["issue_match"], (rep["cycles_per_run"], rep["predicted_cycles"])
+    assert rep["predicted_cycles"] == timing.total
+    assert rep["accel"]["abuf_split"] == prog.cfg.abuf_split
+    assert next(l for l in rep["layers"] if l["op"] == "conv")["input_bands"] > 1

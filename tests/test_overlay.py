@@ -278,6 +278,7 @@ def test_programs_in_pages_are_bit_exact_in_the_model(workload, name):
     ('preset = "ecp5-85k"\npart = "ice99"\n', "part = 'ice99'"),
     ('preset = "ecp5-99k"\n', "no preset 'ecp5-99k'"),
     ('preset = "ecp5-85k"\nimem_words = 100000\n', "imem_words = 100000"),
+    ('preset = "ecp5-85k"\nabuf_split = 2048\n', "abuf_split = 2048"),
     ("rows = [\n", "not a TOML file"),
 ])
 def test_bad_config_is_refused_in_one_line(tmp_path, tony_cli, text, needle):

@@ -205,3 +205,21 @@ def test_compilation_runs_the_checker(graphs, monkeypatch):
     monkeypatch.setattr(link, "sync", lambda mask: link.Instr(isa.SYNC, dict(sync=0)))
     with pytest.raises(ck.ProgramCheckError, match="rule '(read-after-write|write-after-read)'"):
         compile_program(graphs["digits-cnn"], AccelConfig(8, 8))
+
+
+def test_an_activation_load_may_overlap_compute_only_into_the_other_bank():
+    """With ABUF_SPLIT 32 (bank 0: words 0-31, bank 1: 32-63) a LOAD into bank 0 may run while a
+    CONV writes bank 1, in either order; into the bank the CONV writes, or with one bank, it may not."""
+    banked = AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=32, abuf_split=32)
+    load_then_conv = BASE[:4] + [load(isa.B_ACT, 16, IO, 8), conv(obase=32)] + [sync(S), store(32, 200, 16), END]
+    conv_then_load = BASE[:4] + [conv(obase=32), load(isa.B_ACT, 16, IO, 8)] + [sync(S), store(32, 200, 16), END]
+    for prog in (load_then_conv, conv_then_load):
+        run(prog, banked)
+        with pytest.raises(ck.ProgramCheckError, match="rule 'act-write-port'"):
+            run(prog)   # one bank
+    into_bank_1 = BASE[:4] + [conv(obase=32), load(isa.B_ACT, 48, IO, 8)] + [sync(S), store(32, 200, 16), END]
+    with pytest.raises(ck.ProgramCheckError, match="instruction 5: rule 'act-write-port'"):
+        run(into_bank_1, banked)
+    across = BASE[:4] + [conv(obase=32), load(isa.B_ACT, 28, IO, 8)] + [sync(S), store(32, 200, 16), END]
+    with pytest.raises(ck.ProgramCheckError, match="instruction 5: rule 'act-write-port'"):
+        run(across, banked)   # words 28-35: both banks

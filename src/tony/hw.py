@@ -144,7 +144,7 @@ LIMITS = {  # field -> (lowest, highest, why)
     "bbuf_words": (1, 1 << isa.COMPUTE_FIELDS["bbase"].bits, "bias-buffer words"),
     "imem_words": (16, 1 << 16, "instruction words (PROG_LEN is 16 bits)"),
 }
-TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel") + tuple(LIMITS)
+TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split") + tuple(LIMITS)
 
 
 def validate(ov: Overlay, where: str) -> Overlay:
@@ -159,6 +159,10 @@ def validate(ov: Overlay, where: str) -> Overlay:
         raise InputError(f"per_channel = {ov.cfg.per_channel!r}: choose {', '.join(map(repr, PER_CHANNEL_CODES))} "
                          "(per-channel requantization: none, a shift per channel, a multiplier and a shift)",
                          where=where)
+    split = ov.cfg.abuf_split
+    if not isinstance(split, int) or isinstance(split, bool) or not 0 <= split < ov.cfg.abuf_words:
+        raise InputError(f"abuf_split = {split!r}: the first word of the activation buffer's bank 1 must be an "
+                         f"integer from 0 (one bank) to abuf_words - 1 = {ov.cfg.abuf_words - 1}", where=where)
     if not isinstance(ov.cfg.mem_bits, int) or ov.cfg.mem_bits not in (32, 64):
         raise InputError(f"mem_bits = {ov.cfg.mem_bits!r}: the memory port is 32 or 64 bits", where=where)
     if not isinstance(ov.rounding, str) or ov.rounding not in [r.value for r in Rounding]:

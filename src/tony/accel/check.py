@@ -42,9 +42,9 @@ RULES = {
                         "(compute results until SYNC compute; LOADs until SYNC dma)",
     "write-after-read": "an instruction writes no word that an instruction still in flight reads "
                         "(STORE until SYNC dma; CONV operands until SYNC stream; CONV biases until SYNC compute)",
-    "act-write-port": "a LOAD into the activation buffer is never in flight together with a compute instruction "
-                      "that writes activations (they share one write port; the controller interlocks them and stops "
-                      "with illegal_o should they still meet)",
+    "act-write-port": "a LOAD into a bank of the activation buffer is never in flight together with a compute "
+                      "instruction that writes activations into that bank (they share the bank's write port; the "
+                      "controller interlocks them and stops with illegal_o should they still meet)",
 }
 
 
@@ -250,14 +250,21 @@ class Checker:
                 Access(BIAS, [(d["bbase"], d["bbase"] + 1)], False, i, COMPUTE, False),
                 Access(ACT, out, True, i, COMPUTE, False)]
 
+    def banks(self, ivs) -> set:
+        """The activation-buffer banks that the word intervals touch: bank 0 holds the words below
+        cfg.abuf_split, bank 1 the others (abuf_split 0: bank 1 only)."""
+        split = self.cfg.abuf_split
+        return {b for lo, hi in ivs for b, hit in ((0, lo < split), (1, hi > split)) if hit}
+
     def conflicts(self, new: list[Access]) -> None:
-        """The new accesses against those in flight: RAW, WAR, and the activation write port."""
+        """The new accesses against those in flight: RAW, WAR, and the activation write ports."""
         for a in new:
             for p in self.pending:
-                if a.buf == p.buf == ACT and a.write and p.write and a.dma != p.dma:
+                if a.buf == p.buf == ACT and a.write and p.write and a.dma != p.dma and \
+                        self.banks(a.ivs) & self.banks(p.ivs):
                     self.fail("act-write-port", f"{'LOAD act' if a.dma else 'a compute result'} while "
                                                 f"instruction {p.index}'s {'LOAD' if p.dma else 'results'} "
-                                                "may still be writing the activation buffer")
+                                                "may still be writing the same bank of the activation buffer")
                 if a.buf != p.buf or a.write == p.write:
                     continue
                 hit = overlap(a.ivs, p.ivs)

@@ -7,6 +7,8 @@ stages that each take one data structure to the next:
     liveness.analyse   graph -> Tensors          views, Concat slices, device I/O, last uses
     plan.plan_memory   Tensors -> MemoryPlan     placements, spills, reloads, row bands (bands.py)
     emit.emit          OpPlan -> Code            per op type (EMITTERS), instructions + weights
+    overlap.input_bands  MemoryPlan, Codes ->    the input loaded band by band under the first layer
+                                                 (kept where the cycle model says it is faster)
     link.link          Codes -> Program          weight double-buffering, image, encoding, sizes
     check.check        Program -> ok | error     every rule of docs/isa.md (check.RULES)
 """
@@ -17,10 +19,12 @@ from dataclasses import replace
 import numpy as np
 
 from .. import ir
+from . import model
 from .check import check
 from .emit import Ctx, emit
 from .link import link
 from .liveness import analyse, where
+from .overlap import input_bands
 from .plan import plan_memory
 from .program import AccelConfig, Program
 
@@ -54,7 +58,13 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         tab0 += len(code.tables)
         codes.append(code)
     names = [(s.op.origin or s.op.outputs[0], s.op.kind) for s in mp.steps]
-    prog = link(t, cfg, batch, mp, codes, names, [where(s.op) for s in mp.steps])
+    wheres = [where(s.op) for s in mp.steps]
+    prog = link(t, cfg, batch, mp, codes, names, wheres)
+    mp2, codes2 = input_bands(t, cfg, batch, mp, codes)
+    if codes2 is not codes:   # the input loaded under the first layer, where the cycle model says it saves time
+        alt = link(t, cfg, batch, mp2, codes2, names, wheres)
+        if model.cycles(alt).total < model.cycles(prog).total:
+            prog = alt
     check(prog)
     return prog
 

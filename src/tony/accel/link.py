@@ -1,7 +1,7 @@
 """Linking: the layers' instructions become one program in one external-memory image.
 
-Weight blocks are double-buffered one CONV ahead (`SYNC dma|stream` before every CONV after the
-first); the program starts by loading the biases, the device inputs and the first weight block
+Weight blocks are double-buffered one block ahead (`SYNC dma` before the first CONV of every
+block after the first; successive CONVs of one block, a layer's row bands, share its load); the program starts by loading the biases, the device inputs and the first weight block
 and ends by storing the outputs. A program longer than a fixed instruction memory is cut into
 pages, each ending with the LOAD of the next into the instruction memory (`paginate`). The image is the program, then the biases, the weight blocks,
 the tables, the input, spill and output regions; symbolic external addresses are resolved against it, the
@@ -78,48 +78,69 @@ EARLY_BIAS_CONVS = 2
 
 
 def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
-    """Bias words loaded before the first CONV: when every bias fits the buffer, those of the first
-    EARLY_BIAS_CONVS CONVs (the rest is loaded while the last of them computes, so that the first
-    CONV's time is left to the next program page, see overlap_pages), else the first window."""
+    """Bias words loaded before the first CONV: when every bias fits the buffer, those of the CONVs
+    that read the first EARLY_BIAS_CONVS bias words (the rest is loaded while the first CONV of
+    the last of them computes, so that the first CONV's time is left to the next program page, see
+    overlap_pages; the row bands of one layer share its words, overlap.py), else the first window."""
     if n_biases > bbuf:
         return _bias_window(0, n_biases, bbuf).words
-    firsts = [ins.fields["bbase"] for ins in body if ins.op == isa.CONV][:EARLY_BIAS_CONVS]
+    firsts = list(dict.fromkeys(ins.fields["bbase"] for ins in body if ins.op == isa.CONV))[:EARLY_BIAS_CONVS]
     return min(n_biases, max(firsts, default=n_biases - 1) + 1)
 
 
-def _weights_and_biases(body: list, blocks: list, slots: list, cfg: AccelConfig, n_biases: int,
+def block_uses(body: list) -> tuple[list, list]:
+    """The weight blocks to load, and for every CONV the index of its block: successive CONVs
+    with the very same block (a layer's row bands, overlap.py) use one load."""
+    blocks, uses = [], []
+    for ins in body:
+        if ins.op == isa.CONV:
+            if not blocks or ins.block is not blocks[-1]:
+                blocks.append(ins.block)
+            uses.append(len(blocks) - 1)
+    return blocks, uses
+
+
+def _weights_and_biases(body: list, blocks: list, uses: list, slots: list, cfg: AccelConfig, n_biases: int,
                         bbuf: int) -> tuple[list, dict]:
-    """Insert the weight loads (one CONV ahead where the slots allow) and their syncs, and, when the
+    """Insert the weight loads (one block ahead where the slots allow) and their syncs, and, when the
     biases do not all fit the bias buffer, reload the window of bias words a CONV needs
     (`SYNC compute; LOAD bias; SYNC dma`: the previous CONVs read their bias word while draining).
-    A prefetched block is loaded right after the CONV before it issues (that CONV's issue means
-    the CONV before it, which read the same words, has streamed), and its CONV waits with `SYNC dma`
-    only: the CONV itself waits for the streamer. When every bias fits, the words after the first
-    EARLY_BIAS_CONVS CONVs' are loaded after the last of them issues (early_bias_words). Returns the
-    instructions and the new index of every old one (and of the end)."""
+    A prefetched block is loaded right after the last CONV of the block before it issues (the first
+    one's issue means the CONV before it, which read the same words, has streamed; the DMA that the
+    CONVs between need, the input's row bands of overlap.py, goes first), and the first CONV of its
+    block waits with `SYNC dma` only: the CONV itself waits for the streamer. CONVs that reuse the
+    previous CONV's block (`uses`, block_uses) need no load. When every bias fits, the
+    words after early_bias_words are loaded after the first CONV that reads the last of the
+    EARLY_BIAS_CONVS first words issues. Returns the instructions and the new index of every old
+    one (and of the end)."""
     out, remap, ci = [], {}, 0
     window = _bias_window(0, n_biases, bbuf)
     early = early_bias_words(body, n_biases, bbuf)
+    seen = set()   # bias words read so far
     for idx, ins in enumerate(body):
         after = []
         if ins.op == isa.CONV:
-            b = ins.fields["bbase"]
+            b, u = ins.fields["bbase"], uses[ci]
+            first = ci == 0 or uses[ci - 1] != u
             if not window.start <= b < window.start + window.words:
                 window = _bias_window(b, n_biases, bbuf)
                 out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
-            if ci > 0:
-                if slots[ci].prefetch:
+            if first and u > 0:
+                if slots[u].prefetch:
                     out.append(sync(isa.S_DMA))
                 else:  # loaded once the previous CONV has streamed its block
                     out += [sync(isa.S_DMA | isa.S_STREAM),
-                            dma(isa.LOAD, isa.B_WGT, slots[ci].base, _wsrc(blocks, ci), blocks[ci].shape[0]),
+                            dma(isa.LOAD, isa.B_WGT, slots[u].base, _wsrc(blocks, u), blocks[u].shape[0]),
                             sync(isa.S_DMA)]
-            if ci + 1 < len(blocks) and slots[ci + 1].prefetch:
-                after.append(dma(isa.LOAD, isa.B_WGT, slots[ci + 1].base, _wsrc(blocks, ci + 1), blocks[ci + 1].shape[0]))
-            if ci == EARLY_BIAS_CONVS - 1 and early < n_biases and n_biases <= bbuf:
-                after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
-                                 n_biases - early))
-            ins = ins.with_fields(wbase=slots[ci].base, bbase=b - window.start)
+            last = ci + 1 == len(uses) or uses[ci + 1] != u
+            if last and u + 1 < len(blocks) and slots[u + 1].prefetch:
+                after.append(dma(isa.LOAD, isa.B_WGT, slots[u + 1].base, _wsrc(blocks, u + 1), blocks[u + 1].shape[0]))
+            if b not in seen:
+                seen.add(b)
+                if len(seen) == EARLY_BIAS_CONVS and early < n_biases and n_biases <= bbuf:
+                    after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
+                                     n_biases - early))
+            ins = ins.with_fields(wbase=slots[u].base, bbase=b - window.start)
             ci += 1
         remap[idx] = len(out)
         out.append(ins)
@@ -164,7 +185,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     for code in codes:
         spans.append((len(body), len(body) + len(code.instrs)))
         body += code.instrs
-    blocks = [ins.block for ins in body if ins.op == isa.CONV]
+    blocks, uses = block_uses(body)
     half = max([blk.shape[0] for blk in blocks], default=1)
     wbuf = cfg.wbuf_words or 2 * half
     _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
@@ -172,7 +193,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     bbuf = cfg.bbuf_words or max(n_biases, 1)
     head, tail = _head_tail(t, mp, cfg, early_bias_words(body, n_biases, bbuf), blocks)
     slots = weight_slots([blk.shape[0] for blk in blocks], wbuf)
-    final, remap = _weights_and_biases(body, blocks, slots, cfg, n_biases, bbuf)
+    final, remap = _weights_and_biases(body, blocks, uses, slots, cfg, n_biases, bbuf)
     off = len(head)
     layers = [Layer(name, kind, remap[a] + off, remap[b] + off, code.macs, info=code.info)
               for (name, kind), code, (a, b) in zip(names, codes, spans)]
@@ -235,8 +256,10 @@ def encode(instrs, ext: dict) -> list[int]:
     return words
 
 
-def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf: int) -> AccelConfig:
-    """The build's buffer depths: as given, or sized to the program; refuses what does not fit.
+def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf: int, split: int = 0) -> AccelConfig:
+    """The build's buffer depths: as given, or sized to the program (and with it the activation
+    buffer's banks: `split`, where the plan loads the input under the first layer, see overlap.py);
+    refuses what does not fit.
     (A fixed bias buffer smaller than the biases is reloaded in windows, see _weights_and_biases; a
     fixed instruction memory smaller than the program holds it page by page, see paginate.)"""
     abuf = cfg.abuf_words or max(64, 1 << max(0, (high - 1)).bit_length())
@@ -245,7 +268,8 @@ def size_buffers(cfg: AccelConfig, high: int, n_biases: int, n_instr: int, wbuf:
                                where="activation buffer", hint=f"build with at least {high} words")
     bbuf = cfg.bbuf_words or max(n_biases, 1)
     imem = cfg.imem_words or n_instr
-    return replace(cfg, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf, imem_words=imem)
+    abuf_split = cfg.abuf_split if cfg.abuf_words else split
+    return replace(cfg, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf, imem_words=imem, abuf_split=abuf_split)
 
 
 @dataclass(frozen=True)
@@ -398,6 +422,6 @@ def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linke
     for bl in blobs:
         image.extend(bl)
     imem = cfg.imem_words or _longest(pg)
-    cfg2 = size_buffers(replace(cfg, imem_words=imem), mp.high, len(biases), len(words), ld.wbuf)
+    cfg2 = size_buffers(replace(cfg, imem_words=imem), mp.high, len(biases), len(words), ld.wbuf, mp.split)
     boot = pg.length(0) if len(pg.starts) > 1 else 0
     return Program(cfg2, words, [isa.describe(w) for w in words], image, 0, inputs, outputs, layers, batch, boot)

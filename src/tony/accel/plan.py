@@ -56,6 +56,7 @@ class MemoryPlan:
     input_base: dict      # device inputs loaded whole at start -> buffer base
     spilled: tuple        # roots with a spill region, sorted
     high: int             # activation-buffer words used
+    split: int = 0        # the activation buffer's bank 1 starts here (0: one bank; overlap.input_bands)
 
 
 class Alloc:

@@ -39,6 +39,8 @@ class AccelConfig:
     mem_latency: int = 2     # external memory: a read accepted in cycle t is answered in cycle t + mem_latency
     per_channel: str = ""    # per-channel requantization in the bias words: "none", "shift" (a shift per
                              # lane), "mult" (a mult and a shift per lane); "": sized by the compiler to the model
+    abuf_split: int = 0      # first word of the activation buffer's bank 1 (0: one bank); with an activation
+                             # buffer sized by the compiler (abuf_words 0), chosen by it (docs/architecture.md)
 
     def beats(self, bits: int) -> int:
         return -(-bits // self.mem_bits)
@@ -83,7 +85,7 @@ class AccelConfig:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
                 "ACC_BITS": self.acc_bits, "MEM_BITS": self.mem_bits, "ABUF_WORDS": self.abuf_words,
                 "WBUF_WORDS": self.wbuf_words, "BBUF_WORDS": self.bbuf_words, "IMEM_WORDS": self.imem_words,
-                "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"]}
+                "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"], "ABUF_SPLIT": self.abuf_split}
 
 
 @dataclass(frozen=True)

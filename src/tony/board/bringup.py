@@ -131,6 +131,8 @@ def axi_top_params(m: dict, **axi) -> dict:
     pc = PER_CHANNEL_CODES[a.get("per_channel") or "none"]
     if pc:   # only where set, so that a build without per-channel scales keeps its BUILD_ID
         p["PER_CHANNEL"] = pc
+    if a.get("abuf_split"):   # likewise for a one-bank activation buffer
+        p["ABUF_SPLIT"] = a["abuf_split"]
     if p["AXI_DATA_BITS"] < p["MEM_BITS"]:
         p["AXI_DATA_BITS"] = p["MEM_BITS"]
     p["BUILD_ID"] = build_id(p)

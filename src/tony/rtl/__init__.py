@@ -75,7 +75,8 @@ MODULES: dict[str, ModuleSpec] = {
         doc="instruction decoder: the only module that slices an instruction word (fields from tony_isa.vh)",
     ),
     "tony_controller": ModuleSpec(
-        params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256},
+        params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256,
+                "ABUF_SPLIT": 0},
         includes=("tony_isa.vh",),
         doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
     ),
@@ -85,8 +86,9 @@ MODULES: dict[str, ModuleSpec] = {
         doc="DMA engine: LOAD/STORE and the program boot over the valid/ready memory port",
     ),
     "tony_act_buf": ModuleSpec(
-        params={"WORD_BITS": 32, "WORDS": 1024, "N_RD": 7, "AW": 20},
-        doc="activation buffer: N_RD registered read ports, one write port arbitrated between PPU and DMA",
+        params={"WORD_BITS": 32, "WORDS": 1024, "N_RD": 7, "AW": 20, "SPLIT": 0},
+        doc="activation buffer: N_RD registered read ports, a write port per bank (one, or two with SPLIT > 0) "
+            "arbitrated between PPU and DMA",
     ),
     "tony_conv_unit": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "WBUF_WORDS": 1024,
@@ -110,7 +112,7 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_accel": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0},
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0},
         requires=("tony_controller", "tony_decoder", "tony_dma", "tony_conv_unit", "tony_vec_unit", "tony_post",
                   "tony_act_buf"),
         includes=("tony_isa.vh",),
@@ -138,7 +140,7 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_axi_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
                 "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
@@ -158,7 +160,7 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_sim_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
                 "HALF_PERIOD": 5, "BURST": 4096},
         requires=("tony_accel", "tony_sim_mem"),
         doc="simulation only: tony_accel with tony_sim_mem on its memory port, a trace of issue cycles, a run "
