@@ -40,6 +40,7 @@ before (docs/partition.md); an Add of two [N, C, 1, T] tensors is the vector uni
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -127,7 +128,14 @@ def _elementwise(op: Op, tensors: dict, constants: dict) -> bool:
 
 def keep_pixels(g: Graph) -> Graph:
     """`g` with equal views read once and elementwise ops of tokens moved into the pixel layout
-    (module docstring); the same integers in every tensor that stays."""
+    (module docstring); the same integers in every tensor that stays. A graph whose views would
+    need index arrays beyond the memory budget stays as it is (running it is refused by the
+    budget, in one line, before anything that size is allocated)."""
+    from ..budget import limit_bytes
+
+    viewed = {n for op in g.ops if isinstance(op, (Reshape, Transpose)) for n in op.inputs + op.outputs}
+    if 4 * sum(math.prod(int(d) for d in g.tensors[n].shape[1:]) for n in viewed) > limit_bytes():
+        return g
     tensors, constants = dict(g.tensors), dict(g.constants)
     views = _Views(tensors)
     same: dict[str, str] = {}          # tensor -> an equal one made earlier, which its readers read
