@@ -270,7 +270,6 @@ def test_multiplier_mode_add_of_scales_a_power_of_two_apart_runs_on_the_vector_u
     the post-processing multiplier compute the same sum (tony.accel.emit.add_alignment). The Add is
     on the device; onnxruntime (unoptimized Q/DQ) = reference = the instruction-level model."""
     from _host_graphs import build
-    from _ort_helpers import ort_run
     from tony.accel.emit import add_alignment
 
     sa, sb, sy = scales
