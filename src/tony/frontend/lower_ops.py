@@ -1,6 +1,7 @@
-"""Lowering handlers for the ops that run on the host (docs/arithmetic.md): element-wise Mul/Sub,
-tables (Sigmoid, HardSwish, Tanh, unfolded BatchNormalization; HardSigmoid too unless a depthwise
-Conv equals its table), float islands (Softmax, LRN), the structural ops (Transpose, Pad, Slice,
+"""Lowering handlers for the ops beyond the accelerator's core set (docs/arithmetic.md; which of them
+run on the host is docs/partition.md's placement): element-wise Mul/Sub, tables (Sigmoid,
+HardSwish, Tanh, unfolded BatchNormalization; HardSigmoid too unless a depthwise Conv equals its
+table; a table of activations runs on the device as a lookup), float islands (Softmax, LRN), the structural ops (Transpose, Pad, Slice,
 Split, Gather, Resize), ReduceMean, MatMul of two activations, and 1-D Conv/pools as 2-D with
 H = 1. Mixed into tony.frontend.lower's _Lowering: one `op_<OnnxType>` handler per ONNX op.
 """
