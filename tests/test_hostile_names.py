@@ -64,3 +64,19 @@ def test_generated_files_parse_and_hold_the_name_only_as_data(name, digits_mlp, 
         text = f.read_text()
         for frag in ("pwned", "PWNED", "#include <pwned", "../../etc", "$(touch"):
             assert frag not in text, (f.name, frag)
+
+
+def test_sim_report_table_shows_a_model_name_on_one_line_without_markup():
+    """`tony sim` / `tony report`: a layer or model name with a newline and rich markup is printed
+    as text, its newline escaped, so each layer stays one row."""
+    from rich.console import Console
+
+    from tony.report import print_sim_report
+
+    name = "evil\n[bold red]x[/]"
+    rep = {"model": name, "accel": {"rows": 8, "cols": 8}, "cycles": 10, "predicted_cycles": 10,
+           "cycles_match": True, "layers": [{"name": name, "op": "conv", "macs": 64, "cycles": 10, "predicted": 10}]}
+    console = Console(width=200, record=True, color_system=None)
+    print_sim_report(rep, console)
+    text = console.export_text()
+    assert text.count("evil\\n[bold red]x[/]") == 2 and "evil\n" not in text

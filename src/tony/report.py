@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import show
 
@@ -17,7 +19,7 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     console = console or Console(width=140)
     arr = rep.get("accel", {})
     runs = rep.get("runs", 1)
-    t = Table(title=f"{show(rep.get('model', 'model'))} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
+    t = Table(title=f"{escape(show(rep.get('model', 'model')))} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
                     f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples, batch {rep.get('batch', 1)}); "
                     "cycles per run")
     for col in ("layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
@@ -25,7 +27,7 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     for l in rep.get("layers", []):
         cyc, pred = l.get("cycles"), l.get("predicted")
         mark = "" if cyc == pred else " [bold red]!=[/]"
-        t.add_row(l["name"], l["op"], f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
+        t.add_row(Text(show(l["name"])), l["op"],   # model names: one line, no markup f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
                   f"{l.get('macs', 0):,}", f"{cyc:,}" if cyc is not None else "?", f"{pred:,}{mark}",
                   _pct(l.get("utilization")), _pct(l.get("bound")))
     console.print(t)
