@@ -75,8 +75,11 @@ def test_sim_report_table_shows_a_model_name_on_one_line_without_markup():
 
     name = "evil\n[bold red]x[/]"
     rep = {"model": name, "accel": {"rows": 8, "cols": 8}, "cycles": 10, "predicted_cycles": 10,
-           "cycles_match": True, "layers": [{"name": name, "op": "conv", "macs": 64, "cycles": 10, "predicted": 10}]}
+           "cycles_match": True, "layers": [{"name": name, "op": "conv", "K": 9, "M": 8, "macs": 64, "cycles": 10,
+                                             "predicted": 10, "utilization": 0.1, "bound": 1.0}]}
     console = Console(width=200, record=True, color_system=None)
     print_sim_report(rep, console)
     text = console.export_text()
     assert text.count("evil\\n[bold red]x[/]") == 2 and "evil\n" not in text
+    row = next(line for line in text.splitlines() if "conv" in line)   # each value in its own column
+    assert [c.strip() for c in row.split("│")[2:-1]] == ["conv", "9 x 8", "64", "10", "10", "10.0%", "100.0%"]

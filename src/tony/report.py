@@ -27,7 +27,8 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     for l in rep.get("layers", []):
         cyc, pred = l.get("cycles"), l.get("predicted")
         mark = "" if cyc == pred else " [bold red]!=[/]"
-        t.add_row(Text(show(l["name"])), l["op"],   # model names: one line, no markup f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
+        t.add_row(Text(show(l["name"])), l["op"],   # model names: one line, no markup
+                  f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
                   f"{l.get('macs', 0):,}", f"{cyc:,}" if cyc is not None else "?", f"{pred:,}{mark}",
                   _pct(l.get("utilization")), _pct(l.get("bound")))
     console.print(t)

@@ -288,10 +288,11 @@ def report_from(m: dict, res: dict) -> dict:
     for row in m["layers"]:
         meas = None
         if len(issue) == len(m["predicted_issue"]):
-            end = issue[row["last"]] if row["last"] < len(issue) else first["cycles"]
-            meas = end - (0 if row["name"] == "(load)" else issue[row["first"]])
+            i0, i1 = row.get("start", row["first"]), row.get("end", row["last"])   # (older manifests: first/last)
+            end = issue[i1] if i1 < len(issue) else first["cycles"]
+            meas = end - (0 if row["name"] == "(load)" else issue[i0])
         macs = row["macs"]
-        layers.append({**{k: v for k, v in row.items() if k not in ("first", "last")}, "cycles": meas,
+        layers.append({**{k: v for k, v in row.items() if k not in ("first", "last", "start", "end")}, "cycles": meas,
                        "utilization": macs / (meas * peak) if meas and macs else None,
                        "predicted_utilization": row.get("utilization")})
     cycles = res["cycles"]
