@@ -91,6 +91,11 @@ def estimate(cfg: AccelConfig, part: Part) -> dict:
     build compiled for the overlay measures it)."""
     bram = {name: copies * bram_cells(part.family, depth, width)
             for name, (depth, width, copies) in buffers(cfg).items()}
+    split = cfg.abuf_split
+    if 0 < split < cfg.abuf_words:   # two banks per copy (tony_act_buf): each rounds up to whole cells
+        depth, width, copies = buffers(cfg)["activation"]
+        bram["activation"] = copies * (bram_cells(part.family, split, width)
+                                       + bram_cells(part.family, depth - split, width))
     dsp = {"array": cfg.rows * cfg.cols, "post-processing": cfg.cols * PPU_DSPS_PER_LANE[part.family],
            "other": OTHER_DSPS[part.family]}
     used = {"bram": sum(bram.values()), "dsp": sum(dsp.values())}
