@@ -38,7 +38,7 @@ _FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add"}
 _PASS_THROUGH = {"Identity", "Dropout"}
 SUPPORTED = sorted({"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool",
                     "GlobalAveragePool", "Relu", "Clip", "Flatten", "Reshape", "QuantizeLinear",
-                    "DequantizeLinear", "Identity", "Dropout", "Mul", "Sub", "Sum", "Sigmoid", "Tanh",
+                    "DequantizeLinear", "Identity", "Dropout", "Mul", "Div", "Sub", "Sum", "Sigmoid", "Tanh",
                     "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "BatchNormalization", "Softmax", "LRN",
                     "Transpose", "Pad", "Slice", "Split", "Gather", "Resize", "ReduceMean", "Squeeze",
                     "Unsqueeze", "LayerNormalization", "Gelu"})
