@@ -219,3 +219,42 @@ def test_a_chain_neither_matched_nor_run_is_refused_in_one_line_naming_the_node(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert 'node "/blocks.0/ln1/ReduceMean" (ReduceMean)' in err[0] and 'feeds Sub "/blocks.0/ln1/Sub"' in err[0]
+
+
+def _qdq(nodes, inits, x, name, scale=0.05):
+    """x -> QuantizeLinear -> DequantizeLinear (int8 at `scale`): the DequantizeLinear's output."""
+    inits += [onnx.numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+              onnx.numpy_helper.from_array(np.array(0, np.int8), f"{name}_z")]
+    nodes += [helper.make_node("QuantizeLinear", [x, f"{name}_s", f"{name}_z"], [f"{name}_q"], name=f"{name}_Q"),
+              helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"],
+                               name=f"{name}_DQ")]
+    return f"{name}_dq"
+
+
+@pytest.mark.parametrize("interior", [False, True])
+def test_a_qdq_pair_after_a_chain_without_interior_points_ends_the_layernorm(interior):
+    """An opset-13 LayerNorm without gamma and beta, then a Q/DQ pair, then Mul by a constant: the
+    pair is the LayerNorm's output point when the chain holds no Q/DQ pair inside (Tony's
+    quantizer), and the Mul is a layer of its own; when the chain was quantized inside (as
+    onnxruntime does, here after the variance), the Mul is its gamma."""
+    from onnx import TensorProto
+
+    nodes, inits = [], [onnx.numpy_helper.from_array(np.array(v, np.float32), k)
+                        for k, v in (("two", 2.0), ("eps", 1e-5), ("c", 1.5))]
+    x = _qdq(nodes, inits, "x", "in")
+    nodes += [helper.make_node("ReduceMean", [x], ["m"], axes=[-1], name="rm"),
+              helper.make_node("Sub", [x, "m"], ["d"], name="sub"),
+              helper.make_node("Pow", ["d", "two"], ["p"], name="pow"),
+              helper.make_node("ReduceMean", ["p"], ["v"], axes=[-1], name="rm2")]
+    v = _qdq(nodes, inits, "v", "var") if interior else "v"
+    nodes += [helper.make_node("Add", [v, "eps"], ["ve"], name="add"),
+              helper.make_node("Sqrt", ["ve"], ["r"], name="sqrt"),
+              helper.make_node("Div", ["d", "r"], ["n"], name="div")]
+    nq = _qdq(nodes, inits, "n", "norm")
+    nodes.append(helper.make_node("Mul", [nq, "c"], ["y"], name="mul"))
+    _qdq(nodes, inits, "y", "out")
+    g = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                          [helper.make_tensor_value_info("out_dq", TensorProto.FLOAT, [1, 4, 8])], inits)
+    (grp,) = match(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    assert grp.y == ("y" if interior else "n") and grp.interior == (("v", "n") if interior else ())
+    assert (grp.params["gamma"] is not None) == interior

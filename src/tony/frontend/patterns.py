@@ -205,6 +205,8 @@ def _layernorm13(g: _Graph, rm, shapes) -> Group | None:
     affine = {}
     for key, op in (("gamma", "Mul"), ("beta", "Add")):   # the learned scale, then the bias
         yq, pair = g.hop(y)
+        if pair and not hops:   # a chain quantized only around it: this pair is its output, not inside it
+            yq, pair = y, ()
         nd = g.only_consumer(yq, op)
         c = g.const(g.other(nd, yq) or "") if nd is not None else None
         affine[key] = None
