@@ -108,11 +108,12 @@ class _Graph:
             return name, ()
         return dq.output[0], (q, dq)
 
-    def next(self, name, op_type) -> tuple:
-        """The only reader of `name` (an `op_type` node), possibly after an interior Q/DQ pair:
-        (node or None, the pair's nodes)."""
+    def follow(self, name, op_type, hops: list) -> tuple:
+        """The only reader of `name` (an `op_type` node), possibly after an interior Q/DQ pair,
+        whose nodes are appended to `hops`: (node or None, the value that node reads)."""
         name, pair = self.hop(name)
-        return self.only_consumer(name, op_type), pair
+        hops.extend(pair)
+        return self.only_consumer(name, op_type), name
 
     def back(self, name) -> tuple:
         """The node that computes `name`, possibly before an interior Q/DQ pair (the inverse of hop):
@@ -166,13 +167,7 @@ def _layernorm13(g: _Graph, rm, shapes) -> Group | None:
     if not _last_axis(g, rm, rank):
         return None
     hops = []                      # the interior Q/DQ pairs stepped over
-
-    def step(name, op_type):
-        node, pair = g.next(name, op_type)
-        hops.extend(pair)
-        return node, (pair[1].output[0] if pair else name)
-
-    sub, mean = step(rm.output[0], "Sub")
+    sub, mean = g.follow(rm.output[0], "Sub", hops)
     if sub is None or list(sub.input) != [x, mean]:
         return None
     d, pair = g.hop(sub.output[0])
@@ -184,19 +179,19 @@ def _layernorm13(g: _Graph, rm, shapes) -> Group | None:
     div = next((c for c in cons if c.op_type == "Div"), None)
     if pow_ is None or div is None or pow_.input[0] != d or g.scalar(pow_.input[1]) != 2.0 or div.input[0] != d:
         return None
-    rm2, _ = step(pow_.output[0], "ReduceMean")
+    rm2, _ = g.follow(pow_.output[0], "ReduceMean", hops)
     if rm2 is None or not _last_axis(g, rm2, rank):
         return None
-    add, var = step(rm2.output[0], "Add")
+    add, var = g.follow(rm2.output[0], "Add", hops)
     if add is None:
         return None
     eps = g.scalar(g.other(add, var) or "")
     if eps is None or eps < 0:
         return None
-    sq, _ = step(add.output[0], "Sqrt")
+    sq, _ = g.follow(add.output[0], "Sqrt", hops)
     if sq is None:
         return None
-    div2, root = step(sq.output[0], "Div")
+    div2, root = g.follow(sq.output[0], "Div", hops)
     if div2 is not div or div.input[1] != root:
         return None
     nodes = [rm, sub, pow_, rm2, add, sq, div]
@@ -244,15 +239,9 @@ def _layernorm17(g: _Graph, node, shapes) -> Group | None:
 
 def _gelu_erf(g: _Graph, erf) -> Group | None:
     hops = []                      # the interior Q/DQ pairs stepped over
-
-    def step(name, op_type):
-        node, pair = g.next(name, op_type)
-        hops.extend(pair)
-        return node, (pair[1].output[0] if pair else name)
-
     pre, pair = g.back(erf.input[0])
     hops.extend(pair)
-    if pre is None or pre.op_type not in ("Div", "Mul") or g.next(pre.output[0], "Erf")[0] is not erf:
+    if pre is None or pre.op_type not in ("Div", "Mul") or g.follow(pre.output[0], "Erf", [])[0] is not erf:
         return None
     x = pre.input[0]
     c = g.scalar(pre.input[1])
@@ -261,27 +250,27 @@ def _gelu_erf(g: _Graph, erf) -> Group | None:
     want = _SQRT2 if pre.op_type == "Div" else 1.0 / _SQRT2
     if c is None or abs(c - want) > 1e-6 * want:
         return None
-    add, e = step(erf.output[0], "Add")
+    add, e = g.follow(erf.output[0], "Add", hops)
     if add is None or not _near(g.scalar(g.other(add, e) or ""), 1.0):
         return None
-    m1, s = step(add.output[0], "Mul")
+    m1, s = g.follow(add.output[0], "Mul", hops)
     if m1 is None:
         return None
     o = g.other(m1, s)
     nodes = [pre, erf, add, m1]
     if o == x:                                   # (x * (1 + erf)) * 0.5
-        m2, p = step(m1.output[0], "Mul")
+        m2, p = g.follow(m1.output[0], "Mul", hops)
         if m2 is None or not _near(g.scalar(g.other(m2, p) or ""), 0.5):
             return None
         nodes.append(m2)
     elif o is not None and _near(g.scalar(o), 0.5):   # x * ((1 + erf) * 0.5)
-        m2, p = step(m1.output[0], "Mul")
+        m2, p = g.follow(m1.output[0], "Mul", hops)
         if m2 is None or g.other(m2, p) != x:
             return None
         nodes.append(m2)
     else:                                        # (x * 0.5) * (1 + erf)
         half, pair = g.back(o or "")
-        if half is None or half.op_type != "Mul" or g.next(half.output[0], "Mul")[0] is not m1 \
+        if half is None or half.op_type != "Mul" or g.follow(half.output[0], "Mul", [])[0] is not m1 \
                 or g.other(half, x) is None or not _near(g.scalar(g.other(half, x)), 0.5):
             return None
         hops.extend(pair)
