@@ -258,3 +258,15 @@ def test_a_qdq_pair_after_a_chain_without_interior_points_ends_the_layernorm(int
     (grp,) = match(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
     assert grp.y == ("y" if interior else "n") and grp.interior == (("v", "n") if interior else ())
     assert (grp.params["gamma"] is not None) == interior
+
+
+def test_asymmetric_activations_are_refused_by_the_accelerator_naming_the_zero_point(ort_encoders, tmp_path, capsys):
+    """uint8 activations with zero points lower and run in the reference, but the accelerator
+    needs zero point 0: `tony compile` says so in one line, naming the first op of a kind it
+    runs and its zero point (not the first LayerNorm's 'no accelerator mapping')."""
+    from tony.cli import main
+
+    assert main(["compile", str(ort_encoders["13a"][1]), "-o", str(tmp_path / "b"), "--requant", "multiplier"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no operator that runs on the device" in err[0]
+    assert "has zero point" in err[0] and "(the accelerator needs 0)" in err[0] and "LayerNorm" not in err[0]
