@@ -297,3 +297,19 @@ def test_other_head_and_token_counts_lower_and_agree_with_onnxruntime(opset, hea
     d = np.rint(np.abs(got - want) / s)
     print(f"opset {opset}, {heads} heads, {tokens} tokens: max |diff| {d.max():.0f} LSB, equal {np.mean(d == 0):.3f}")
     assert d.max() <= (5 if opset == 13 else 2)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_tony_quantize_refuses_an_already_quantized_encoder_in_one_line(ort_encoders, tmp_path, capsys, train):
+    """Calibration and threshold training start from the float model: onnxruntime's QDQ encoder
+    given to `tony quantize` (with or without --train-data) is named as already quantized."""
+    from tony.cli import main
+
+    np.save(tmp_path / "calib.npy", _data(4, seed=0))
+    np.savez(tmp_path / "train.npz", x=_data(8, seed=2), y=np.arange(8) % 4)
+    extra = ["--train-data", str(tmp_path / "train.npz"), "--epochs", "1"] if train else []
+    assert main(["quantize", str(ort_encoders["13s"][1]), "--calib", str(tmp_path / "calib.npy"), "-o",
+                 str(tmp_path / "q.onnx"), *extra]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already quantized" in err[0] and "(DequantizeLinear)" in err[0]
+    assert not (tmp_path / "q.onnx").exists()
