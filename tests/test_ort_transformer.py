@@ -28,18 +28,20 @@ from tony.ref.kernels import KERNELS
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-# key -> (opset, symmetric int8 activations); asymmetric uint8 (zero points) is onnxruntime's
-# classic choice, symmetric int8 the one whose zero points (0) the accelerator takes
-VARIANTS = {"13s": (13, True), "17s": (17, True), "13a": (13, False), "17a": (17, False)}
+# key -> (opset, symmetric int8 activations, weights per channel); asymmetric uint8 (zero points)
+# is onnxruntime's classic choice, symmetric int8 the one whose zero points (0) the accelerator takes
+VARIANTS = {"13s": (13, True, False), "17s": (17, True, False), "13a": (13, False, False),
+            "17a": (17, False, False), "13c": (13, True, True), "17c": (17, True, True)}
 
 
-def _ort_quantize(f, out, symmetric: bool, calib: int = 8):
-    """onnxruntime.quantization.quantize_static, QDQ, per tensor, int8 weights, `calib` seeded samples."""
+def _ort_quantize(f, out, symmetric: bool, per_channel: bool, calib: int = 8):
+    """onnxruntime.quantization.quantize_static, QDQ, activations per tensor, int8 weights (per
+    tensor or per channel), `calib` seeded samples."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
     quantize_static(str(f), str(out), calibration_reader(_data(calib, seed=0), "x", add_batch_axis=False),
-                    quant_format=QuantFormat.QDQ, per_channel=False, activation_type=act,
+                    quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=act,
                     weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": symmetric})
     return out
 
@@ -50,11 +52,11 @@ def ort_encoders(tmp_path_factory):
     (LayerNorm and GELU decomposed) and 17 (LayerNormalization), each quantized by onnxruntime."""
     d = tmp_path_factory.mktemp("ort_enc")
     out = {}
-    for key, (opset, sym) in VARIANTS.items():
+    for key, (opset, sym, per_channel) in VARIANTS.items():
         f = d / f"float{opset}.onnx"
         if not f.exists():
             _export(_encoder(), f, opset)
-        out[key] = (f, _ort_quantize(f, d / f"q{key}.onnx", sym))
+        out[key] = (f, _ort_quantize(f, d / f"q{key}.onnx", sym, per_channel))
     return out
 
 
@@ -71,7 +73,7 @@ def test_chains_with_interior_qdq_lower_to_one_integer_op_each(ort_encoders, key
     """3 LayerNorms and 1 GELU; at opset 13 each LayerNorm chain holds 4 interior quantization
     points (variance, + eps, the normalized value, times gamma) and at both opsets the GELU 3
     (erf, + 1, times x): all inside the groups, none of their nodes lowered on its own."""
-    opset, _ = VARIANTS[key]
+    opset = VARIANTS[key][0]
     q = ort_encoders[key][1]
     groups = match(load_model(q))
     assert [gr.kind for gr in groups] == ["layernorm", "layernorm", "gelu", "layernorm"]
@@ -166,7 +168,7 @@ def test_reference_agrees_with_onnxruntime_and_is_nearer_float(ort_encoders, key
     err_tony, err_ort = np.abs(got - flt).mean() / s, np.abs(qdq - flt).mean() / s
     print(f"{key}: against onnxruntime max |diff| {d.max():.0f} LSB, equal {np.mean(d == 0):.3f}; mean error "
           f"against float {err_tony:.3f} LSB (onnxruntime's {err_ort:.3f})")
-    opset, _ = VARIANTS[key]
+    opset = VARIANTS[key][0]
     assert d.max() <= (5 if opset == 13 else 2)
     assert np.mean(d == 0) >= (0.2 if opset == 13 else 0.8)
     assert err_tony <= err_ort + 0.25
