@@ -88,12 +88,19 @@ def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
     return min(n_biases, max(firsts, default=n_biases - 1) + 1)
 
 
-def block_uses(body: list) -> tuple[list, list]:
+def block_uses(body: list, pairs: bool = True) -> tuple[list, list]:
     """The weight blocks to load, and for every CONV the index of its block: successive CONVs
-    with the very same block (a layer's row bands, overlap.py) use one load."""
+    with the very same block (a layer's row bands, overlap.py) use one load, and so do CONVs that
+    alternate between the last two blocks loaded (two layers' row bands interleaved,
+    overlap.fused_bands) where `pairs` says the weight buffer holds two blocks side by side (it
+    fits twice the largest): those two sit in its two halves, and the next block is loaded only
+    once the older one is not used again (_weights_and_biases)."""
     blocks, uses = [], []
     for ins in body:
         if ins.op == isa.CONV:
+            if pairs and len(blocks) > 1 and ins.block is blocks[-2] and ins.block is not blocks[-1]:
+                uses.append(len(blocks) - 2)
+                continue
             if not blocks or ins.block is not blocks[-1]:
                 blocks.append(ins.block)
             uses.append(len(blocks) - 1)
@@ -117,11 +124,14 @@ def _weights_and_biases(body: list, blocks: list, uses: list, slots: list, cfg: 
     window = _bias_window(0, n_biases, bbuf)
     early = early_bias_words(body, n_biases, bbuf)
     seen = set()   # bias words read so far
+    last_use = {u: c for c, u in enumerate(uses)}   # block -> its last CONV
+    used = set()                                      # blocks read by the CONVs so far
     for idx, ins in enumerate(body):
         after = []
         if ins.op == isa.CONV:
             b, u = ins.fields["bbase"], uses[ci]
-            first = ci == 0 or uses[ci - 1] != u
+            first = u not in used
+            used.add(u)
             if not window.start <= b < window.start + window.words:
                 window = _bias_window(b, n_biases, bbuf)
                 out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
@@ -132,8 +142,9 @@ def _weights_and_biases(body: list, blocks: list, uses: list, slots: list, cfg: 
                     out += [sync(isa.S_DMA | isa.S_STREAM),
                             dma(isa.LOAD, isa.B_WGT, slots[u].base, _wsrc(blocks, u), blocks[u].shape[0]),
                             sync(isa.S_DMA)]
-            last = ci + 1 == len(uses) or uses[ci + 1] != u
-            if last and u + 1 < len(blocks) and slots[u + 1].prefetch:
+            # the next block goes where block u - 1 was: loaded after a run of u once u - 1 is not used again
+            last = (ci + 1 == len(uses) or uses[ci + 1] != u) and last_use.get(u - 1, -1) < ci
+            if last and u + 1 < len(blocks) and slots[u + 1].prefetch and u + 1 not in used:
                 after.append(dma(isa.LOAD, isa.B_WGT, slots[u + 1].base, _wsrc(blocks, u + 1), blocks[u + 1].shape[0]))
             if b not in seen:
                 seen.add(b)
@@ -185,9 +196,9 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     for code in codes:
         spans.append((len(body), len(body) + len(code.instrs)))
         body += code.instrs
-    blocks, uses = block_uses(body)
-    half = max([blk.shape[0] for blk in blocks], default=1)
+    half = max([ins.block.shape[0] for ins in body if ins.op == isa.CONV], default=1)
     wbuf = cfg.wbuf_words or 2 * half
+    blocks, uses = block_uses(body, pairs=2 * half <= wbuf)
     _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
     n_biases = sum(len(c.biases) for c in codes)
     bbuf = cfg.bbuf_words or max(n_biases, 1)
