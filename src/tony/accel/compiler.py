@@ -74,7 +74,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     hold = fusion_hold(t, cfg, batch, mp)
     if hold:
         mp_h = plan_memory(t, cfg, batch, hold)
-        alts.append(fused_bands(t, cfg, batch, mp_h, _emit_all(g, cfg, batch, t, mp_h)))
+        alts.extend(fused_bands(t, cfg, batch, mp_h, _emit_all(g, cfg, batch, t, mp_h)))
     for mp2, codes2 in alts:
         if mp2.split:
             alt = link(t, cfg, batch, mp2, codes2, names, wheres)

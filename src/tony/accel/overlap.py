@@ -236,37 +236,46 @@ def _candidates(oh: int, q: int) -> set:
     return out
 
 
+FUSED_TRIES = 4
+"""Band layouts of the fused layers (best by _fused_cycles first) that the compiler links and
+times in full: the estimate leaves out the boot, the pages and the biases' loads."""
+
+
 def fused_bands(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[Code]) -> \
-        tuple[MemoryPlan, list[Code]]:
+        list[tuple[MemoryPlan, list[Code]]]:
     """The memory plan and code with the input loaded under the first two layers: the second
     layer's output rows in bands, each after the first layer's rows its windows reach, so that the
     second layer computes while the rest of the input loads (docs/architecture.md, 'Utilization
-    and its bounds'). Needs what input_bands needs, both layers of one output-channel group, the
-    second layer's result in bank 1 (the planner kept the input's words, fusion_hold) and both
-    weight blocks in the buffer; else both unchanged. The first layer's code holds both layers'
-    instructions and MACs, the second's none (its biases stay with it)."""
+    and its bounds'), for the FUSED_TRIES best band layouts by the estimate. Needs what input_bands
+    needs, both layers of one output-channel group, the second layer's result in bank 1 (the
+    planner kept the input's words, fusion_hold) and both weight blocks in the buffer; else [].
+    The first layer's code holds both layers' instructions and MACs, the second's none (its
+    biases stay with it)."""
     f = _fusable(t, cfg, batch, mp)
     if f is None:
-        return mp, codes
+        return []
     name, sa, sb = f
     x = sa.locs[name]
     split = _split(cfg, x.base, x.words)
     ca = list(codes[0].instrs)
     cb = [i for i in codes[1].instrs if i.op != isa.SYNC]
     if not split or len(ca) != 1 or len(cb) != 1 or ca[0].op != isa.CONV or cb[0].op != isa.CONV:
-        return mp, codes
+        return []
     if min(sa.sites[0].dst.base, sb.sites[0].dst.base) < split:
-        return mp, codes
+        return []
     fa, fb = ca[0].fields, cb[0].fields
     q = cfg.rows // gcd(cfg.rows, fb["ow"])
-    best = min((_fused_cycles(cfg, _fused_order(cfg, name, x, fa, fb, ca, cb, list(b)), ca[0].block, cb[0].block),
-                len(b), b) for b in _candidates(fb["oh"], q))
-    b = list(best[2])
-    out = _fused_order(cfg, name, x, fa, fb, ca, cb, b)
-    na = sum(1 for i in out if i.op == isa.CONV and i.block is ca[0].block)
-    info = dict(codes[0].info, input_bands=na, rows_with=sb.op.origin or sb.op.outputs[0], second_bands=len(b) - 1)
-    first = replace(codes[0], instrs=tuple(out), macs=codes[0].macs + codes[1].macs, info=info)
-    second = replace(codes[1], instrs=(), macs=0,
-                     info=dict(codes[1].info, rows_with=sa.op.origin or sa.op.outputs[0]))
+    ranked = sorted((_fused_cycles(cfg, _fused_order(cfg, name, x, fa, fb, ca, cb, list(b)), ca[0].block,
+                                   cb[0].block), len(b), b) for b in _candidates(fb["oh"], q) if len(b) > 2)
     inputs = {n: base for n, base in mp.input_base.items() if n != name}
-    return replace(mp, input_base=inputs, split=split), [first, second] + codes[2:]
+    out = []
+    for _, _, b in ranked[:FUSED_TRIES]:
+        ins = _fused_order(cfg, name, x, fa, fb, ca, cb, list(b))
+        na = sum(1 for i in ins if i.op == isa.CONV and i.block is ca[0].block)
+        info = dict(codes[0].info, input_bands=na, rows_with=sb.op.origin or sb.op.outputs[0],
+                    second_bands=len(b) - 1)
+        first = replace(codes[0], instrs=tuple(ins), macs=codes[0].macs + codes[1].macs, info=info)
+        second = replace(codes[1], instrs=(), macs=0,
+                         info=dict(codes[1].info, rows_with=sa.op.origin or sa.op.outputs[0]))
+        out.append((replace(mp, input_base=inputs, split=split), [first, second] + codes[2:]))
+    return out
