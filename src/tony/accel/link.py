@@ -1,8 +1,10 @@
 """Linking: the layers' instructions become one program in one external-memory image.
 
 Weight blocks are double-buffered one block ahead (`SYNC dma` before the first CONV of every
-block after the first; successive CONVs of one block, a layer's row bands, share its load); the program starts by loading the biases, the device inputs and the first weight block
-and ends by storing the outputs. A program longer than a fixed instruction memory is cut into
+block after the first; successive CONVs of one block, a layer's row bands, share its load, and
+so do CONVs alternating between the two blocks in the buffer, two layers' interleaved bands); the
+program starts by loading the biases, the device inputs and the first weight block and ends by
+storing the outputs; two SYNCs in a row become one. A program longer than a fixed instruction memory is cut into
 pages, each ending with the LOAD of the next into the instruction memory (`paginate`). The image is the program, then the biases, the weight blocks,
 the tables, the input, spill and output regions; symbolic external addresses are resolved against it, the
 instructions encoded and the buffers sized.

@@ -14,9 +14,21 @@ bands of rows and the layer runs in bands of output rows:
 Each CONV reads only rows loaded before its `SYNC dma` (the window rows of its output rows, the
 kernel's halo included); the LOAD after it writes the next rows while it computes. The bands of
 one output-channel group share its weight block (linking loads it once when the layer has one
-group, link.block_uses, and one block ahead otherwise). `input_bands` is a stage between emitting and linking: it takes the memory
-plan and the layers' code and returns them with the first layer banded, or unchanged where the
-conditions do not hold.
+group, link.block_uses, and one block ahead otherwise). `input_bands` is a stage between
+emitting and linking: it takes the memory plan and the layers' code and returns them with the
+first layer banded, or unchanged where the conditions do not hold.
+
+Where the first layer computes for less time than the input takes to load, the second layer can
+load under it too (`fused_bands`): the second convolution's output rows in bands, each after the
+first layer's rows that its windows reach, so that the second layer computes while the rest of
+the input loads:
+
+    LOAD input rows; SYNC dma; CONV first rows; SYNC compute; CONV second band 0; LOAD rows;
+    SYNC dma; CONV first rows; LOAD rows; SYNC compute; CONV second band 1; ...
+
+The planner keeps the input's words until the second op has run (`fusion_hold`), so that the
+second layer's result lies in bank 1 beside it; the two layers' weight blocks stay in the two
+halves of the weight buffer (link.block_uses).
 """
 from __future__ import annotations
 
