@@ -225,7 +225,7 @@ def test_input_load_overlaps_the_first_layer_on_verilator(tmp_path, c_in, h, w, 
     assert next(l for l in rep["layers"] if l["op"] == "conv")["input_bands"] > 1
 
 
-FUSED = [(3, 48, 40, 2, (8, 8)), (3, 30, 26, 1, (16, 16))]
+FUSED = [(3, 48, 40, 2, (8, 8)), (3, 24, 25, 1, (16, 16))]
 
 
 @pytest.mark.parametrize("c_in,h,w,stride,arr", FUSED, ids=[f"{c}x{h}x{w}-s{s}-{a[0]}x{a[1]}" for c, h, w, s, a in FUSED])

@@ -69,7 +69,8 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     wheres = [where(s.op) for s in mp.steps]
     prog = link(t, cfg, batch, mp, codes, names, wheres)
     # the input loaded under the first layer, or under the first two (their row bands interleaved, the
-    # input's words kept until the second has run), where the cycle model says it saves time
+    # input's words kept until the second has run), where the cycle model says it saves time and the
+    # activation buffer needs no more words
     alts = [input_bands(t, cfg, batch, mp, codes)]
     hold = fusion_hold(t, cfg, batch, mp)
     if hold:
@@ -78,7 +79,7 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     for mp2, codes2 in alts:
         if mp2.split:
             alt = link(t, cfg, batch, mp2, codes2, names, wheres)
-            if model.cycles(alt).total < model.cycles(prog).total:
+            if model.cycles(alt).total < model.cycles(prog).total and alt.cfg.abuf_words <= prog.cfg.abuf_words:
                 prog = alt
     check(prog)
     return prog
