@@ -83,3 +83,48 @@ def test_sim_report_table_shows_a_model_name_on_one_line_without_markup():
     assert text.count("evil\\n[bold red]x[/]") == 2 and "evil\n" not in text
     row = next(line for line in text.splitlines() if "conv" in line)   # each value in its own column
     assert [c.strip() for c in row.split("│")[2:-1]] == ["conv", "9 x 8", "64", "10", "10", "10.0%", "100.0%"]
+
+
+def _hostile_tensors(src, name):
+    """The model at `src` with `name` (plus a counter) as every tensor name: graph inputs, outputs
+    and the values between nodes (initializers keep theirs)."""
+    m = onnx.load(src)
+    inits = {i.name for i in m.graph.initializer}
+    vals = [v.name for v in m.graph.input if v.name not in inits] + [o for n in m.graph.node for o in n.output]
+    new = {v: f"{name}{k}" for k, v in enumerate(dict.fromkeys(vals))}
+    for n in m.graph.node:
+        n.input[:] = [new.get(i, i) for i in n.input]
+        n.output[:] = [new.get(o, o) for o in n.output]
+    for v in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        v.name = new.get(v.name, v.name)
+    return m
+
+
+def test_ir_and_run_print_tensor_names_escaped_one_per_line(digits_mlp, tmp_path, tony_cli):
+    """`tony ir` (and a build's ir.txt, the same text) and `tony run` print each value on one line:
+    a newline or a bidirectional override in a tensor or graph name is shown escaped."""
+    name = "t\n#x\u202e"
+    m = _hostile_tensors(digits_mlp / "model.onnx", name)
+    m.graph.name = name
+    onnx.save(m, tmp_path / "evil.onnx")
+    r = tony_cli("ir", tmp_path / "evil.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "\u202e" not in r.stdout and "\n#x" not in r.stdout
+    assert r.stdout.splitlines()[0].startswith("graph t\\n#x\\u202e (")
+    assert all(line.startswith(("graph ", "  ")) for line in r.stdout.splitlines())   # no line broken in two
+    r = tony_cli("run", tmp_path / "evil.onnx", "--inputs", digits_mlp / "inputs.npy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("t\\n#x\\u202e") and "\u202e" not in r.stdout and "\n#x" not in r.stdout
+
+
+def test_compile_host_reasons_show_tensor_names_escaped():
+    """`tony compile`'s lines on ops kept on the host: a reason that quotes a tensor name with a
+    newline or control character stays on its one line, escaped."""
+    from tony.report import placement_lines
+
+    where = {"ops": [{"node": "n\n1", "op": "Reshape", "segment": 2, "where": "host",
+                      "reason": "'x\ny\u202e' has 3 dimensions"}],
+             "segments": [{"kind": "host"}], "device_macs": 0, "host_macs": 0, "device_mac_share": 0.0}
+    lines = placement_lines(where)
+    assert lines[0] == "  host: n\\n1 (Reshape, segment 2): 'x\\ny\\u202e' has 3 dimensions"
+    assert not any("\n" in line or "\u202e" in line for line in lines)

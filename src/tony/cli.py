@@ -64,7 +64,7 @@ def cmd_run(a) -> int:
         print(f"wrote {a.output} {tuple(outs[0].shape)} {outs[0].dtype}")
     else:
         for name, y in zip(g.outputs, outs):
-            print(f"{name}: shape {tuple(y.shape)}")
+            print(f"{show(name)}: shape {tuple(y.shape)}")
             print(np.array2string(y, threshold=200))
     return 0
 
@@ -170,8 +170,8 @@ def cmd_csim(a) -> int:
 
     rep = csim(a.build)
     for line in rep["first_mismatches"]:
-        print(line)
-    print(f"csim {rep['model']}: {rep['samples']} samples, {rep['compared']} values compared, "
+        print(show(line))
+    print(f"csim {show(rep['model'])}: {rep['samples']} samples, {rep['compared']} values compared, "
           f"{rep['mismatches']} mismatches (g++ {rep['compile_s']:.2f} s) -> "
           f"{'PASS, bit-exact' if rep['bit_exact'] else 'FAIL'}")
     return 0 if rep["bit_exact"] else 1

@@ -47,7 +47,7 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
                       + (f", {rep['sim_cpu_seconds']:.2f} CPU s" if cpu else "") + "; the Verilator build excluded)")
     for l in rep.get("layers", []):
         if l.get("bound_why"):
-            console.print(f"  bound of {l['name']}: {_pct(l.get('bound'))} ({l['bound_why']})")
+            console.print(Text(f"  bound of {show(l['name'])}: {_pct(l.get('bound'))} ({show(l['bound_why'])})"))
     if rep.get("segments"):
         console.print(f"{len(rep['segments'])} device segment(s) on the simulated accelerator, host segments in the "
                       "reference between them; outputs compared with the reference of the whole graph")
@@ -62,7 +62,7 @@ def placement_lines(where: dict) -> list[str]:
     lines = []
     host = [r for r in where["ops"] if r["where"] == "host"]
     for r in host:
-        lines.append(f"  host: {show(r['node'])} ({r['op']}, segment {r['segment']}): {r['reason']}")
+        lines.append(show(f"  host: {r['node']} ({r['op']}, segment {r['segment']}): {r['reason']}"))  # reasons name tensors
     kinds = "".join("D" if s["kind"] == "device" else "h" for s in where["segments"])
     total = where["device_macs"] + where["host_macs"]
     lines.append(f"{len(host)} op(s) on the host, {len(where['ops']) - len(host)} on the device; segments {kinds} "
