@@ -148,3 +148,20 @@ def test_a_node_name_with_a_newline_stays_on_one_line(tmp_path, tony_cli):
     onnx.save(m, tmp_path / "m.onnx")
     err = _one_line_error(tony_cli("ir", tmp_path / "m.onnx"), "Softsign")
     assert "bad\\nname\\x1b[2J" in err
+
+
+def test_an_output_path_the_file_system_refuses_names_the_path_and_the_file_in_the_way(tmp_path, tony_cli,
+                                                                                      digits_mlp):
+    """An output folder or file under a file (or where no folder can be made) is refused naming the
+    path the user gave and what is in the way, never the hidden temporary written beside it, and
+    leaves nothing behind."""
+    (tmp_path / "afile").write_text("mine")
+    model = digits_mlp / "model.onnx"
+    for argv in (["compile", model, "-o", tmp_path / "afile" / "sub", "--array", "2x2"],
+                 ["run", model, "--inputs", digits_mlp / "inputs.npy", "-o", tmp_path / "afile" / "sub" / "y.npy"]):
+        err = _one_line_error(tony_cli(*argv), f"cannot write {argv[argv.index('-o') + 1]}",
+                              f"{tmp_path / 'afile'} is a file, not a folder")
+        assert "/." not in err, err  # no hidden temporary's name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
+    r = tony_cli("compile", model, "-o", "/proc/tony_no_such_folder", "--array", "2x2")
+    _one_line_error(r, "cannot write /proc/tony_no_such_folder (")

@@ -34,11 +34,25 @@ SEGMENTED = {"model": str, "golden": dict, "segments": list}
 
 # ---- writing: whole files or nothing --------------------------------------------------------------
 
+def _sibling(target: Path, make):
+    """`make(prefix=..., dir=...)` (tempfile.mkstemp or mkdtemp) of a hidden temporary beside
+    `target`, its folder created first. A path the file system refuses (under a file, in a folder
+    without write permission, in a read-only or virtual file system) is an InputError naming
+    `target`, not the temporary's name."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return make(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as e:
+        blocker = next((q for q in target.parents if q.is_file()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror or type(e).__name__
+        raise InputError(f"cannot write {target} ({why})",
+                         hint="give a path in a writable folder, under folders only (no file in the way)") from None
+
+
 def _atomic(path, write) -> None:
     """Write `path` through a hidden temporary sibling moved into place only when `write(tmp)` returns."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _sibling(p, lambda **kw: tempfile.mkstemp(suffix=".tmp", **kw))
     os.close(fd)
     try:
         write(Path(tmp))
@@ -78,8 +92,7 @@ def staged_output(out_dir, marker: str = MANIFEST):
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
         what = "a Tony build" if marker == MANIFEST else f"a Tony folder with {marker}"
         raise InputError(f"output folder {out} exists and is not {what}; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(_sibling(out, tempfile.mkdtemp))
     try:
         yield tmp
         if out.exists():
