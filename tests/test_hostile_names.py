@@ -128,3 +128,22 @@ def test_compile_host_reasons_show_tensor_names_escaped():
     lines = placement_lines(where)
     assert lines[0] == "  host: n\\n1 (Reshape, segment 2): 'x\\ny\\u202e' has 3 dimensions"
     assert not any("\n" in line or "\u202e" in line for line in lines)
+
+
+def test_sim_report_table_keeps_a_long_layer_name_with_spaces_on_one_row():
+    """A layer name longer than its column, with spaces where rich would wrap it, is cut with '…'
+    on its row rather than folded onto a second one."""
+    from rich.console import Console
+
+    from tony.report import print_sim_report
+
+    long = "a b " * 60
+    rep = {"model": "m", "accel": {"rows": 4, "cols": 8}, "cycles": 10, "predicted_cycles": 10, "cycles_match": True,
+           "layers": [{"name": n, "op": op, "K": 9, "M": 8, "macs": 64, "cycles": 5, "predicted": 5,
+                       "utilization": 0.1, "bound": 1.0} for n, op in ((long, "conv"), ("short", "dense"))]}
+    console = Console(width=120, record=True, color_system=None)
+    print_sim_report(rep, console)
+    rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    assert len(rows) == 2, rows   # one row per layer
+    assert [c.strip() for c in rows[0].split("│")[2:-1]] == ["conv", "9 x 8", "64", "5", "5", "10.0%", "100.0%"]
+    assert rows[0].split("│")[1].strip().endswith("…") and "dense" in rows[1]

@@ -22,8 +22,9 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     t = Table(title=f"{escape(show(rep.get('model', 'model')))} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
                     f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples, batch {rep.get('batch', 1)}); "
                     "cycles per run")
-    for col in ("layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
-        t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
+    t.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=50)  # one line per layer, long names cut
+    for col in ("op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
+        t.add_column(col, justify="right" if col != "op" else "left")
     for l in rep.get("layers", []):
         cyc, pred = l.get("cycles"), l.get("predicted")
         mark = "" if cyc == pred else " [bold red]!=[/]"
