@@ -58,7 +58,9 @@ def test_wrong_input_shape(tmp_path, tony_cli, digits_mlp):
     import numpy as np
 
     np.save(tmp_path / "x.npy", np.zeros((3, 7), np.float32))
-    _one_line_error(tony_cli("run", digits_mlp / "model.onnx", "--inputs", tmp_path / "x.npy"), "shape")
+    _one_line_error(tony_cli("run", digits_mlp / "model.onnx", "--inputs", tmp_path / "x.npy"),
+                    "input 'input' has shape (3, 7); the model expects (1, 64) or a stack of N of them, (N, 1, 64); "
+                    "give an array of one of these shapes")
 
 
 def test_debug_shows_traceback(tmp_path, tony_cli):
