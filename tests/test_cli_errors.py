@@ -1,4 +1,6 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback."""
+from pathlib import Path
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -162,8 +164,14 @@ def test_an_output_path_the_file_system_refuses_names_the_path_and_the_file_in_t
     for argv in (["compile", model, "-o", tmp_path / "afile" / "sub", "--array", "2x2"],
                  ["run", model, "--inputs", digits_mlp / "inputs.npy", "-o", tmp_path / "afile" / "sub" / "y.npy"]):
         err = _one_line_error(tony_cli(*argv), f"cannot write {argv[argv.index('-o') + 1]}",
-                              f"{tmp_path / 'afile'} is a file, not a folder")
+                              f"{tmp_path / 'afile'} is not a folder")
         assert "/." not in err, err  # no hidden temporary's name
+    for o in (tmp_path / "afile", tmp_path / "afile" / "x"):   # refused before any training
+        _one_line_error(tony_cli("example", "digits-cnn", "-o", o),
+                        f"cannot write {o} ({tmp_path / 'afile'} is not a folder)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
     r = tony_cli("compile", model, "-o", "/proc/tony_no_such_folder", "--array", "2x2")
     _one_line_error(r, "cannot write /proc/tony_no_such_folder (")
+    if Path("/dev/null").exists():   # a parent that is neither a file nor a folder
+        _one_line_error(tony_cli("compile", model, "-o", "/dev/null/b"),
+                        "cannot write /dev/null/b (/dev/null is not a folder)")

@@ -62,8 +62,8 @@ def placement_lines(where: dict) -> list[str]:
     reason, then the segments and the share of MACs on the device."""
     lines = []
     host = [r for r in where["ops"] if r["where"] == "host"]
-    for r in host:
-        lines.append(show(f"  host: {r['node']} ({r['op']}, segment {r['segment']}): {r['reason']}"))  # reasons name tensors
+    for r in host:   # the whole line through show: a reason may quote a tensor name
+        lines.append(show(f"  host: {r['node']} ({r['op']}, segment {r['segment']}): {r['reason']}"))
     kinds = "".join("D" if s["kind"] == "device" else "h" for s in where["segments"])
     total = where["device_macs"] + where["host_macs"]
     lines.append(f"{len(host)} op(s) on the host, {len(where['ops']) - len(host)} on the device; segments {kinds} "
