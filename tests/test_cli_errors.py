@@ -81,6 +81,33 @@ def test_run_writes_outputs(tmp_path, tony_cli, digits_mlp):
     assert np.array_equal(y, tony.run_reference(digits_mlp / "model.onnx", np.load(digits_mlp / "inputs.npy"))[0])
 
 
+def test_run_writes_each_output_to_its_own_file_when_names_sanitize_alike(tmp_path, tony_cli, digits_mlp):
+    """`tony run -o y.npy` on a model with more outputs writes each extra output beside y.npy, one
+    file each even for names that sanitize to the same identifier ('o-1', 'o_1'), and says where."""
+    import numpy as np
+
+    import tony
+
+    m = onnx.load(digits_mlp / "model.onnx")
+    new = {"relu0_dq": "o-1", "input_dq": "o_1"}
+    for n in m.graph.node:
+        n.input[:] = [new.get(i, i) for i in n.input]
+        n.output[:] = [new.get(o, o) for o in n.output]
+    m.graph.output.extend([helper.make_tensor_value_info("o-1", TensorProto.FLOAT, [1, 32]),
+                           helper.make_tensor_value_info("o_1", TensorProto.FLOAT, [1, 64])])
+    onnx.save(m, tmp_path / "multi.onnx")
+    x = np.load(digits_mlp / "inputs.npy")[:5]
+    np.save(tmp_path / "x.npy", x)
+    res = tony_cli("run", tmp_path / "multi.onnx", "--inputs", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert res.returncode == 0, res.stderr
+    want = tony.run_reference(tmp_path / "multi.onnx", x)
+    files = [tmp_path / "y.npy", tmp_path / "y.o_1.npy", tmp_path / "y.o_1_2.npy"]
+    for f, w in zip(files, want):
+        assert np.array_equal(np.load(f), w), f.name
+        assert str(f) in res.stdout
+    assert sorted(p.name for p in tmp_path.glob("y*")) == sorted(f.name for f in files)
+
+
 def _qdq_gemm_model(tmp_path, *, input_dims=(1, 4), weight_zp=0, name="m.onnx"):
     import numpy as np
     from onnx import numpy_helper

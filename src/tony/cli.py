@@ -59,9 +59,12 @@ def cmd_run(a) -> int:
         from .build import write_npy
 
         write_npy(a.output, outs[0])
+        print(f"wrote {show(a.output)} {tuple(outs[0].shape)} {outs[0].dtype}")
+        used: set[str] = set()   # one file per output, even where two names sanitize alike
         for extra, name in zip(outs[1:], g.outputs[1:]):
-            write_npy(str(Path(a.output).with_suffix("")) + f".{safe_id(name)}.npy", extra)
-        print(f"wrote {a.output} {tuple(outs[0].shape)} {outs[0].dtype}")
+            path = str(Path(a.output).with_suffix("")) + f".{safe_id(name, used)}.npy"
+            write_npy(path, extra)
+            print(f"wrote {show(path)} {tuple(extra.shape)} {extra.dtype} (output {show(name)})")
     else:
         for name, y in zip(g.outputs, outs):
             print(f"{show(name)}: shape {tuple(y.shape)}")
