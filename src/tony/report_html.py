@@ -221,8 +221,8 @@ def build_traffic(build) -> dict:
     m = build.manifest
     if "segments" not in m:
         return traffic.of_manifest(m, build.load_npy("mem/image.npy"))
-    parts = [build_traffic(Build.open(build.path / f"seg{int(s['index'])}", kind="accel"))
-             for s in m["segments"] if s["kind"] == "device"]
+    parts = [build_traffic(Build.open(build.path / f"seg{k}", kind="accel"))   # seg<k>: k-th segment, as `tony sim`
+             for k, s in enumerate(m["segments"]) if isinstance(s, dict) and s.get("kind") == "device"]
     return {"layers": [r for t in parts for r in t["layers"]], "program": sum(t["program"] for t in parts),
             "total": {k: sum(t["total"][k] for t in parts) for k in (*traffic.KINDS, "program", "total")}}
 
@@ -231,7 +231,7 @@ def build_layers(build) -> list[dict]:
     """The manifest's MAC layers of `build` (of every device segment, in order, when partitioned)."""
     m = build.manifest
     return [dict(l) for l in (m["layers"] if "segments" not in m else
-                              [l for s in m["segments"] for l in s.get("layers", [])])]
+                              [l for s in m["segments"] if isinstance(s, dict) for l in s.get("layers", [])])]
 
 
 def build_report(build_dir) -> Path:
