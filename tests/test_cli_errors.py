@@ -202,3 +202,20 @@ def test_an_output_path_the_file_system_refuses_names_the_path_and_the_file_in_t
     if Path("/dev/null").exists():   # a parent that is neither a file nor a folder
         _one_line_error(tony_cli("compile", model, "-o", "/dev/null/b"),
                         "cannot write /dev/null/b (/dev/null is not a folder)")
+
+
+def test_options_of_the_other_back_end_are_refused_not_ignored(tmp_path, tony_cli, digits_mlp):
+    """`tony compile`'s rtl-only options (--batch, --mem-bits, buffer depths, ...) with --backend hls,
+    and the hls-only --weights with the rtl back end, are refused in one line naming the option and
+    the back end it applies to; nothing is written. The defaults still compile with either."""
+    model = digits_mlp / "model.onnx"
+    for flag, backend, other in ((["--batch", "3"], "hls", "rtl"), (["--mem-bits", "32"], "hls", "rtl"),
+                                 (["--abuf-words", "999"], "hls", "rtl"), (["--per-channel", "mult"], "hls", "rtl"),
+                                 (["--weights", "axi"], "rtl", "hls"), (["--weights", "const"], "rtl", "hls")):
+        r = tony_cli("compile", model, "-o", tmp_path / "b", "--backend", backend, "--array", "2x3", *flag)
+        _one_line_error(r, f"{flag[0]} with --backend {backend}: applies to --backend {other} only")
+        assert not (tmp_path / "b").exists()
+    for backend in ("rtl", "hls"):
+        r = tony_cli("compile", model, "-o", tmp_path / backend, "--backend", backend, "--array", "2x3",
+                     "--samples", "2")
+        assert r.returncode == 0, r.stderr

@@ -74,11 +74,23 @@ def cmd_run(a) -> int:
 
 HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel")
 """`tony compile` options that an overlay (--hw) fixes."""
+BACKEND_ONLY = {"rtl": ("hw", "batch", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words",
+                        "per_channel"),
+                "hls": ("weights",)}
+"""`tony compile` options of one back end (their help says rtl: or hls:); given with the other, refused
+rather than ignored."""
 
 
 def cmd_compile(a) -> int:
     from .compiler import compile_model, parse_array
 
+    for backend, names in BACKEND_ONLY.items():
+        given = [k for k in names if getattr(a, k) is not None]
+        if given and a.backend != backend:
+            flag = "--" + given[0].replace("_", "-")
+            raise InputError(f"applies to --backend {backend} only", where=f"{flag} with --backend {a.backend}",
+                             hint=f"drop {flag}, or compile with --backend {backend}")
+    a.batch, a.weights = 1 if a.batch is None else a.batch, a.weights or "const"
     inputs = _load_npy(a.inputs) if a.inputs else None
     opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding,
                 device_only=a.device_only)
@@ -405,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
     sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--batch", type=int, default=1, help="rtl: samples per accelerator run (default 1)")
+    sp.add_argument("--batch", type=int, default=None, help="rtl: samples per accelerator run (default 1)")
     sp.add_argument("--mem-bits", type=int, default=None, choices=[32, 64],
                     help="rtl: width of the accelerator's memory port (default 64)")
     sp.add_argument("--abuf-words", type=int, default=None,
@@ -422,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "multiplier and a shift per channel (default: what the model needs; docs/isa.md)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
-    sp.add_argument("--weights", choices=["const", "axi"], default="const",
+    sp.add_argument("--weights", choices=["const", "axi"], default=None,
                     help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
     sp.add_argument("--device-only", action="store_true",
                     help="refuse a model with an operator the device cannot run (instead of running it on the host)")
