@@ -219,3 +219,15 @@ def test_options_of_the_other_back_end_are_refused_not_ignored(tmp_path, tony_cl
         r = tony_cli("compile", model, "-o", tmp_path / backend, "--backend", backend, "--array", "2x3",
                      "--samples", "2")
         assert r.returncode == 0, r.stderr
+
+
+def test_a_folder_or_device_given_for_a_file_is_named_as_such(tmp_path, tony_cli, digits_mlp):
+    """A folder (the example's folder for its model.onnx, say) or a device given where a file is
+    read is refused as what it is, not as a missing file."""
+    model = digits_mlp / "model.onnx"
+    _one_line_error(tony_cli("compile", digits_mlp, "-o", tmp_path / "b"), f"{digits_mlp}: is a folder; give the path")
+    _one_line_error(tony_cli("run", model, "--inputs", tmp_path), f"--inputs {tmp_path}: is a folder")
+    if Path("/dev/null").exists():
+        _one_line_error(tony_cli("ir", "/dev/null"), "/dev/null: is not a regular file")
+    _one_line_error(tony_cli("ir", tmp_path / "nope.onnx"), "nope.onnx: no such file")
+    assert not (tmp_path / "b").exists()

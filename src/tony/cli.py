@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import write_onnx
-from .errors import InputError, TonyError, show
+from .errors import InputError, TonyError, not_a_file, show
 from .names import safe_id
 
 
@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
     p = Path(path)
     if not p.is_file():
-        raise InputError("no such file", where=f"{flag} {path}")
+        raise not_a_file(p, f"{flag} {path}")
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as e:
@@ -312,7 +312,7 @@ def _load_train_npz(path: str):
     """(x, y, val): val = (x_val, y_val) when the archive has them, else None."""
     p = Path(path)
     if not p.is_file():
-        raise InputError("no such file", where=f"--train-data {path}")
+        raise not_a_file(p, f"--train-data {path}")
     try:
         with np.load(p, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
