@@ -23,7 +23,8 @@ HOSTILE = [
 
 
 def _hostile_model(src, name):
-    m = onnx.load(src)
+    """The model at `src` with `name` as its graph's name and in every node and tensor name."""
+    m = _hostile_tensors(src, name)
     m.graph.name = name
     for i, n in enumerate(m.graph.node):
         n.name = f"{name}{i}"
