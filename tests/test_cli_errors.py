@@ -231,3 +231,17 @@ def test_a_folder_or_device_given_for_a_file_is_named_as_such(tmp_path, tony_cli
         _one_line_error(tony_cli("ir", "/dev/null"), "/dev/null: is not a regular file")
     _one_line_error(tony_cli("ir", tmp_path / "nope.onnx"), "nope.onnx: no such file")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bad_sim_option_leaves_the_build_and_its_last_report_as_they_were(tmp_path, tony_cli, digits_mlp):
+    """`tony sim --axi-stall 2` is refused before the build folder is touched: the report of the
+    last simulation (here a stand-in file) and everything else stay as they were."""
+    out = tmp_path / "b"
+    assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", "2x2", "--samples", "1").returncode == 0
+    (out / "sim_report.json").write_text('{"stand-in": true}\n')
+    def snapshot():
+        return {p: p.read_bytes() if p.is_file() else None for p in out.rglob("*")}
+
+    before = snapshot()
+    _one_line_error(tony_cli("sim", out, "--axi-stall", "2"), "--axi-stall 2.0: expected a probability in [0, 1)")
+    assert snapshot() == before
