@@ -245,3 +245,13 @@ def test_a_bad_sim_option_leaves_the_build_and_its_last_report_as_they_were(tmp_
     before = snapshot()
     _one_line_error(tony_cli("sim", out, "--axi-stall", "2"), "--axi-stall 2.0: expected a probability in [0, 1)")
     assert snapshot() == before
+
+
+def test_samples_with_inputs_is_refused_not_ignored(tmp_path, tony_cli, digits_mlp):
+    """--samples counts seeded random samples; with --inputs (whose samples are the golden ones) it
+    would be ignored, so it is refused, for either back end."""
+    for backend in ("rtl", "hls"):
+        r = tony_cli("compile", digits_mlp / "model.onnx", "-o", tmp_path / "b", "--backend", backend,
+                     "--inputs", digits_mlp / "inputs.npy", "--samples", "2")
+        _one_line_error(r, "--samples with --inputs: the golden samples are those of --inputs; drop --samples")
+        assert not (tmp_path / "b").exists()

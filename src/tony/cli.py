@@ -90,7 +90,11 @@ def cmd_compile(a) -> int:
             flag = "--" + given[0].replace("_", "-")
             raise InputError(f"applies to --backend {backend} only", where=f"{flag} with --backend {a.backend}",
                              hint=f"drop {flag}, or compile with --backend {backend}")
+    if a.inputs and a.samples is not None:
+        raise InputError("the golden samples are those of --inputs", where="--samples with --inputs",
+                         hint="drop --samples (or --inputs for seeded random samples)")
     a.batch, a.weights = 1 if a.batch is None else a.batch, a.weights or "const"
+    a.samples = 20 if a.samples is None else a.samples
     inputs = _load_npy(a.inputs) if a.inputs else None
     opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding,
                 device_only=a.device_only)
@@ -415,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--array", default=None, help="systolic array ROWSxCOLS (default 8x8)")
     sp.add_argument("--acc-bits", type=int, default=None, choices=range(16, 33), metavar="{16..32}")
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
-    sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
+    sp.add_argument("--samples", type=int, default=None,
+                    help="seeded random golden samples, without --inputs (default 20)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--batch", type=int, default=None, help="rtl: samples per accelerator run (default 1)")
     sp.add_argument("--mem-bits", type=int, default=None, choices=[32, 64],
