@@ -27,7 +27,7 @@ from . import __version__
 from .accel import isa
 from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .build import staged_output, write_json
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .ir.types import Rounding
 
 HW_JSON = "hw.json"
@@ -191,7 +191,7 @@ def from_toml(path) -> Overlay:
     p = Path(path)
     where = f"--config {p}"
     if not p.is_file():
-        raise InputError("no such file", where=where)
+        raise not_a_file(p, where)
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

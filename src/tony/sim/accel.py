@@ -163,6 +163,10 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     from .runner import pgo_enabled
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
+    if axi_stall is not None:
+        from .axi import check_stall
+
+        check_stall(axi_stall)
     m = build.manifest
     if "segments" in m:
         return simulate_segments(build, inputs=inputs, waves=waves, progress=progress, simulator=simulator,
