@@ -118,6 +118,16 @@ def build_example(name: str, out_dir, **kw) -> dict:
     builders = EXAMPLES | SEGMENTED_EXAMPLES
     if name not in builders:
         raise InputError(f"unknown example {name!r}; available: {', '.join(builders)}")
+    import shutil
+    from pathlib import Path
+
     from ..build import make_folder
 
-    return builders[name](make_folder(out_dir), **kw)   # an unusable output path refused before training
+    created = not Path(out_dir).exists()
+    folder = make_folder(out_dir)   # an unusable output path refused before training
+    try:
+        return builders[name](folder, **kw)
+    except BaseException:   # a failed (or interrupted) build leaves no folder it made
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
