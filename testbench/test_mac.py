@@ -2,10 +2,9 @@
 
 Random operands with random valid/last flags every cycle (idle patterns from the pause
 generators): after every rising edge the pass-through registers (a_o, a_valid_o, a_last_o,
-b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the
-multiplier's own operand registers, loaded with a valid slice, multiplied into a product register
-one edge after the operands, copied into a second product register at the next edge and
-accumulated at the one after), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
+b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the operand
+registers multiplied, the product registered one edge after the operands, accumulated one edge
+later), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
@@ -28,9 +27,7 @@ class TB:
         self.acc_bits = int(dut.ACC_BITS.value)
         self.acc = self.res = 0
         self.regs = (0, 0, 0, 0)  # a_o, a_valid_o, a_last_o, b_o
-        self.ops = (0, 0)         # the multiplier's operand registers: the last valid slice's a, b
-        self.mprod = (0, 0, 0)    # the product beside the multiplier and its flags
-        self.prod = (0, 0, 0)     # the product beside the accumulator and its flags
+        self.prod = (0, 0, 0)     # the product register and its flags: a_o * b_o, valid, last
         start_clock(dut.clk_i)
         dut.rst_ni.value = 1
         self.drive(0, 0, 0, 0)
@@ -44,17 +41,12 @@ class TB:
 
     def edge(self, a: int, b: int, valid: int, last: int) -> None:
         """The model's registers after a rising edge with these inputs: the operands registered
-        with the flags (the multiplier's copies only with a valid slice), their product
-        registered with the flags of the operand registers, that product moved on, and the
-        product of the previous edge accumulated."""
+        with the flags, the product of the operand registers registered, the product of the
+        previous edge accumulated."""
         prod, pvalid, plast = self.prod
-        _, rvalid, rlast, _ = self.regs
-        ma, mb = self.ops
-        self.prod = self.mprod
-        self.mprod = (ma * mb, rvalid, rlast)
+        ra, rvalid, rlast, rb = self.regs
+        self.prod = (ra * rb, rvalid, rlast)
         self.regs = (a, valid, last, b)
-        if valid:
-            self.ops = (a, b)
         if pvalid:
             s = wrap(self.acc + prod, self.acc_bits)
             if plast:

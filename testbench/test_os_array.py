@@ -10,7 +10,7 @@ A[r][k][c] (presented on dw_a_i r cycles after the slice, as the CONV engine doe
 C[r][c] = sum_k A[r][k][c] * B[k][c]; a depthwise slice comes at least COLS cycles after the
 last plain one. Activation inputs that no PE should take (a_i of a depthwise slice, dw_a_i in
 every other cycle) carry random values. Every cycle row_done_o must be exactly the rows due
-(row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + 3, in both
+(row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + 2, in both
 modes), and each due row of res_o must equal the model.
 `test_os_array` at the bottom is the pytest entry.
 """
@@ -25,9 +25,6 @@ from tony.sim.benches.common import log_seed, make_pause, pack, reset, run_unit_
 from tony.sim.benches.models import matmul, wrap
 
 SLICES = 1200
-# row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + RESULT_DELAY
-# (the template's protocol: after the skew, the PE's product registers and its accumulator)
-RESULT_DELAY = 3
 
 
 class TB:
@@ -100,7 +97,7 @@ class TB:
         else:
             c = matmul(A, B, self.acc_bits)
         for r in range(self.rows):
-            self.due[last_cycle + self.cols + r + RESULT_DELAY].append((r, c[r]))
+            self.due[last_cycle + self.cols + r + 2].append((r, c[r]))
 
 
 async def stream_tiles(dut, pause: str, depthwise: bool) -> None:
