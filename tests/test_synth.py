@@ -291,9 +291,10 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Fmax is about 98.4 MHz on ecp5-85k speed 6 at 4x4: the critical path is a PE's "
-                                       "operand register through the MULT18X18D into its product register, 5.7 ns of "
-                                       "10.2 ns routing between the fabric and the DSP column")
+@pytest.mark.xfail(strict=True, reason="Fmax is about 98 MHz on ecp5-85k speed 6 at 4x4: the critical paths are a PE's "
+                                       "operand register through the MULT18X18D into its product register (98.4 MHz) "
+                                       "and the controller's boot decode into the DMA engine's start (98.0 MHz), most of "
+                                       "each routing (docs/synthesis.md)")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
 
