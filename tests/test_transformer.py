@@ -617,14 +617,22 @@ def test_keep_pixels_keeps_every_integer_of_the_bundled_encoder_architectures(tm
 
 def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkeypatch):
     """At 8x8: 13 device segments without keep_pixels (each projection its own, the GELU table on
-    a 3-D token tensor on the host), 9 with it: P.V and the output projection share one per layer,
-    and fc1 -> GELU table -> fc2 -> residual Add is one segment, the 4 residual Adds and the 2
-    tables on the device, with no view between fc1, the table and fc2."""
+    a 3-D token tensor on the host), 7 with it: Q.K^T, the Softmax (on the scores' pixel layout),
+    P.V and the output projection share one per layer, and fc1 -> GELU table -> fc2 -> residual Add
+    is one segment, the 4 residual Adds and the 2 tables on the device, with no view between fc1,
+    the table and fc2."""
     q, _ = _random_bundle_architecture("text17", tmp_path)
     g, plain = load_ir(q), _without_keep_pixels(q, monkeypatch)
     part, n = _device_segments(g)
     before, n_before = _device_segments(plain)
-    assert (n_before, n) == (13, 9)
+    assert (n_before, n) == (13, 7)
+    seg = {id(p.op): p.segment for p in part.placement}
+    smx = [p for p in part.placement if isinstance(p.op, ir.Softmax)]
+    assert len(smx) == 2 and all(p.device and p.op.axis == 1 for p in smx)
+    for sm in (p.op for p in smx):
+        qk, (pv,) = g.producer(sm.inputs[0]), g.consumers(sm.outputs[0])
+        assert isinstance(qk, ir.PixelMatMul) and isinstance(pv, ir.PixelMatMul)
+        assert seg[id(qk)] == seg[id(sm)] == seg[id(pv)]
     assert sum(p.device and isinstance(p.op, ir.Add) for p in part.placement) == 4
     assert len(part.host_ops()) < len(before.host_ops()) - 20
     seg = {id(p.op): p.segment for p in part.placement}
