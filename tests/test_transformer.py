@@ -328,6 +328,35 @@ def test_attention_matmuls_bit_exact_on_verilator_with_predicted_cycles(tmp_path
     assert len(mm) == 2 and all(l["cycles"] == l["predicted"] and l["utilization"] > 0 for l in mm)
 
 
+@pytest.mark.sim
+@pytest.mark.parametrize("array,d,heads,tokens", [("8x8", 32, 2, 10), ("4x4", 24, 3, 7)])
+def test_softmax_on_the_device_bit_exact_on_verilator_with_predicted_cycles(tmp_path, tony_cli, array, d, heads,
+                                                                            tokens):
+    """`tony compile` and `tony sim` of one attention whose score rows (10 and 7 tokens) are not a
+    multiple of COLS (8 and 4): the Softmax runs on the Softmax unit (SOFTMAX) between Q.K^T and P.V
+    in one device segment, the report lists it as a layer with its cycles, and the simulation is
+    bit-exact with the reference, every layer's cycles those of the cycle model."""
+    import json
+
+    q, x = _attention_model(tmp_path, d, heads, tokens)
+    np.save(tmp_path / "inputs.npy", x[:2])
+    r = tony_cli("compile", q, "-o", tmp_path / "b", "--array", array, "--inputs", tmp_path / "inputs.npy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(softmax, segment") == 1 and "(Softmax," not in r.stdout, r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    placed = [o for o in man["placement"]["ops"] if o["op"] == "Softmax"]
+    assert len(placed) == 1 and placed[0]["where"] == "device"
+    r = tony_cli("sim", tmp_path / "b", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"]
+    layers = [l for s in rep["segments"] for l in s["layers"]]
+    seg = [s for s in rep["segments"] if any(l["op"] == "softmax" for l in s["layers"])]
+    assert len(seg) == 1 and [l["op"] for l in seg[0]["layers"]].count("pixel_matmul") == 2
+    smx = [l for l in layers if l["op"] == "softmax"]
+    assert len(smx) == 1 and smx[0]["cycles"] == smx[0]["predicted"] > heads * tokens * (3 * tokens + 51)
+
+
 def test_layernorm_ops_equal_the_kernel_with_specs_from_the_torch_parameters(exported):
     """Each LayerNorm op's output, recomputed from its input by tony.ref.nonlinear.layernorm with a
     spec built from the torch module's gamma, beta and eps and the op's pow2 scales."""
