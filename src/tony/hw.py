@@ -121,7 +121,7 @@ class Overlay:
 
 def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
     return AccelConfig(rows, cols, mem_bits=mem_bits, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf,
-                       imem_words=imem, per_channel="none")
+                       imem_words=imem, per_channel="none", smx_n=0)
 
 
 PRESETS: dict[str, Overlay] = {
@@ -155,6 +155,8 @@ def validate(ov: Overlay, where: str) -> Overlay:
             raise InputError(f"{key} = {v!r}: {what} must be an integer from {lo} to {hi}", where=where)
     if ov.cfg.per_channel == "":    # an overlay is fixed hardware: no per-channel scales unless asked for
         ov = replace(ov, cfg=replace(ov.cfg, per_channel="none"))
+    if ov.cfg.smx_n < 0:            # ... and no Softmax unit (its programs run the Softmax on the host)
+        ov = replace(ov, cfg=replace(ov.cfg, smx_n=0))
     if not isinstance(ov.cfg.per_channel, str) or ov.cfg.per_channel not in PER_CHANNEL_CODES:
         raise InputError(f"per_channel = {ov.cfg.per_channel!r}: choose {', '.join(map(repr, PER_CHANNEL_CODES))} "
                          "(per-channel requantization: none, a shift per channel, a multiplier and a shift)",
@@ -300,7 +302,7 @@ def open_overlay(path) -> HwFolder:
     raw = f.read_bytes()
     try:
         info = json.loads(raw)
-        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", **info["accel"]}), info["rounding"],
+        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", "smx_n": 0, **info["accel"]}), info["rounding"],
                      (info.get("part") or {}).get("name"))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{HW_JSON} is not an overlay description ({type(e).__name__})", where=where,
