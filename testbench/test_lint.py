@@ -174,3 +174,16 @@ def test_baked_parameters_are_localparams():
 def test_softmax_rejects_parameters_it_cannot_take(params, what):
     with pytest.raises(ValueError, match=what):
         render("tony_softmax", **params)
+
+
+def test_the_softmax_unit_is_rendered_only_where_smx_n_asks_for_it(tmp_path):
+    """SMX_N = 0 (a model without a device Softmax): tony_accel and its files as without the unit;
+    SMX_N > 0: tony_row_io and tony_softmax rendered and instantiated, also through tony_sim_top and
+    tony_axi_top, which hand SMX_N down to the tony_accel they pull in."""
+    names = {p.name for p in render_to(tmp_path / "none", ["tony_accel"])}
+    assert "tony_softmax.v" not in names and "tony_row_io.v" not in names
+    assert "tony_softmax #(" not in (tmp_path / "none" / "tony_accel.v").read_text()
+    for top in ("tony_accel", "tony_sim_top", "tony_axi_top"):
+        paths = render_to(tmp_path / top, [top], SMX_N=24)
+        assert {"tony_softmax.v", "tony_row_io.v"} <= {p.name for p in paths}
+        assert "tony_softmax #(" in (tmp_path / top / "tony_accel.v").read_text()
