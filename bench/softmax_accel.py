@@ -31,11 +31,11 @@ def main(argv=None) -> int:
 
     rows, cols = (int(v) for v in a.array.lower().split("x"))
     root = a.work or Path(tempfile.mkdtemp(prefix="tony-softmax-accel-"))
-    totals = {}
+    totals, modules = {}, {}
     for smx in (0, a.smx_n):
         files = render_to(root / f"smx{smx}" / "rtl", "tony_accel", ROWS=rows, COLS=cols, SMX_N=smx)
         rep = synthesize_module(files, "tony_accel", root / f"smx{smx}" / a.target, target=a.target)
-        totals[smx] = rep["total"]
+        totals[smx], modules[smx] = rep["total"], rep["modules"]
         for w in rep["warnings"]:
             print(f"    warning (SMX_N={smx}): {w}")
     print(f"tony_accel {a.array} on {a.target} (Yosys, no place and route); 'logic' counts the LUT4s in carry cells")
@@ -44,6 +44,11 @@ def main(argv=None) -> int:
         print(f"{'SMX_N = ' + str(smx):24} " + " ".join(f"{t.get(k, 0):>10,}" for k in KEYS))
     d = {k: totals[a.smx_n].get(k, 0) - totals[0].get(k, 0) for k in KEYS}
     print(f"{'added by the unit':24} " + " ".join(f"{d[k]:>+10,}" for k in KEYS))
+    print("per module (each module's own cells, without the modules it instantiates), where they differ:")
+    for name in sorted(set(modules[0]) | set(modules[a.smx_n])):
+        m0, m1 = modules[0].get(name, {}), modules[a.smx_n].get(name, {})
+        if any(m0.get(k, 0) != m1.get(k, 0) for k in KEYS):
+            print(f"  {name:22} " + " ".join(f"{m0.get(k, 0):>8,} -> {m1.get(k, 0):<8,}" for k in ("lut", "ff", "dsp")))
     print(f"(reports under {root})")
     return 0
 
