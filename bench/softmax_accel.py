@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     print(f"{'added by the unit':24} " + " ".join(f"{d[k]:>+10,}" for k in KEYS))
     print("per module (each module's own cells, without the modules it instantiates), where they differ:")
     for name in sorted(set(modules[0]) | set(modules[a.smx_n])):
-        m0, m1 = modules[0].get(name, {}), modules[a.smx_n].get(name, {})
+        m0, m1 = modules[0].get(name, {}).get("local", {}), modules[a.smx_n].get(name, {}).get("local", {})
         if any(m0.get(k, 0) != m1.get(k, 0) for k in KEYS):
             print(f"  {name:22} " + " ".join(f"{m0.get(k, 0):>8,} -> {m1.get(k, 0):<8,}" for k in ("lut", "ff", "dsp")))
     print(f"(reports under {root})")
