@@ -481,11 +481,14 @@ def test_softmax_op_equals_the_kernel_and_its_output_grid_is_fixed(exported):
     sm = next(op for op in g.ops if isinstance(op, ir.Softmax))
     y = g.tensors[sm.outputs[0]]
     assert y.dtype == ir.UINT8 and y.scale == 2.0**-8 and sm.out_bits == 8
-    q = np.random.default_rng(5).integers(-128, 128, (3,) + g.tensors[sm.inputs[0]].shape)
+    q = np.random.default_rng(5).integers(-128, 128, (3,) + g.tensors[sm.inputs[0]].shape[1:])
     from tony.ref.kernels import KERNELS
 
+    # on the scores' pixel layout [N, keys, H, T] (tony.ir.layout): the rows run over axis 1
+    assert sm.axis == 1
     got = KERNELS[ir.Softmax](sm, g, q)
-    assert np.array_equal(got, nl.softmax(q, nl.SoftmaxSpec(x_exp=sm.x_exp)))
+    want = np.moveaxis(nl.softmax(np.moveaxis(q, 1, -1), nl.SoftmaxSpec(x_exp=sm.x_exp)), -1, 1)
+    assert np.array_equal(got, want)
 
 
 def test_layernormalization_of_a_float_input_is_refused_in_one_line(tmp_path, capsys):
@@ -630,15 +633,18 @@ def test_keep_pixels_keeps_every_integer_of_two_layer_encoders(two_layers, opset
 def test_keep_pixels_keeps_every_integer_of_attention_blocks(tmp_path, d, heads, tokens, monkeypatch):
     """One head (3-D products: P.V's output is the output projection's input, no kernel change) and
     3 heads of 8 (an H x 1 kernel): equal integers, and P.V and the output projection share a
-    device segment at 8x8 (one device segment fewer)."""
+    device segment at 8x8, as do Q.K^T, the Softmax (on the scores' pixel layout) and P.V (two
+    device segments fewer)."""
     q, x = _attention_model(tmp_path, d, heads, tokens)
     g, plain = _same_integers(q, x, monkeypatch)
     (o,) = [op for op in g.ops if isinstance(op, ir.Conv) and isinstance(g.producer(op.inputs[0]), ir.PixelMatMul)]
     assert g.tensors[o.inputs[1]].shape == (d, d // heads, heads, 1)
     part, n = _device_segments(g)
-    assert n == _device_segments(plain)[1] - 1
+    assert n == _device_segments(plain)[1] - 2
     seg = {p.op.outputs[0]: p.segment for p in part.placement}
     assert seg[o.outputs[0]] == seg[o.inputs[0]]
+    (sm,) = [op for op in g.ops if isinstance(op, ir.Softmax)]
+    assert seg[sm.outputs[0]] == seg[sm.inputs[0]] == seg[o.inputs[0]]
 
 
 def _random_bundle_architecture(name, tmp_path):
@@ -699,9 +705,9 @@ def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkey
 @pytest.mark.sim
 def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, tony_cli):
     """`tony compile` (8x8) and `tony sim` of a 1-layer encoder (2 heads of 16, 8 tokens): the
-    residual Adds and the GELU table on the device in the pixel layout, P.V and the output
-    projection in one segment, fc1, GELU, fc2 and the Add in another, bit-exact with the predicted
-    cycles."""
+    residual Adds and the GELU table on the device in the pixel layout, Q.K^T, the Softmax, P.V and
+    the output projection in one segment, fc1, GELU, fc2 and the Add in another, bit-exact with the
+    predicted cycles."""
     import json
 
     from tony.frontend.load import load_model
@@ -715,7 +721,8 @@ def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, ton
     assert r.returncode == 0, r.stderr
     assert "(Add, segment" not in r.stdout and "100.00% of" in r.stdout
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert sum(s["kind"] == "device" for s in man["segments"]) == 5   # QKV, Q.K^T, P.V + o + Add, fc1 + GELU + fc2 + Add, head
+    # QKV, Q.K^T + Softmax + P.V + o + Add, fc1 + GELU + fc2 + Add, head
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 4
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
