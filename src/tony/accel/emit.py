@@ -516,10 +516,7 @@ def softmax_reason(g: ir.Graph, op: ir.Softmax, cfg: AccelConfig) -> str | None:
     """Why the Softmax unit cannot run `op` (None: it can). The unit takes one pixel's channels as a
     row (axis 1 of [N, C, H, W], or of [N, K]: tony.ir.layout puts attention scores there), computes
     the spec of its rendered F and P with A_BITS-bit unsigned results, and takes the input scale and
-    log2e as the instruction's shift and mult (tony.rtl.softmax.unit_inputs)."""
-    from ..ref.nonlinear import SoftmaxSpec
-    from ..rtl.softmax import FRAC_BITS, SHIFT_BITS, TABLE_BITS, unit_inputs
-
+    log2e as the instruction's shift and mult (softmax_fields)."""
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     rank = len(x.shape)
     if rank not in (2, 4) or op.axis % rank != 1:
@@ -534,30 +531,34 @@ def softmax_reason(g: ir.Graph, op: ir.Softmax, cfg: AccelConfig) -> str | None:
         return (f"a Softmax to {y.dtype} with {op.out_bits} fraction bits (the unit writes unsigned "
                 f"{cfg.a_bits}-bit activations at 2^-{cfg.a_bits})")
     try:
-        spec = SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits, out_bits=op.out_bits,
-                           log2e=op.log2e)
-        unit_inputs(spec, in_bits=cfg.a_bits + 1, out_bits=cfg.a_bits, frac_bits=FRAC_BITS, table_bits=TABLE_BITS,
-                    shift_bits=SHIFT_BITS)
+        softmax_fields(op, cfg)
     except ValueError as e:
         return str(e)
     return None
 
 
-def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
-    """One SOFTMAX over every pixel of the tensor (all samples): row p is pixel p's C channels, lane l
-    of channel group g at base + p + g*gstride in the source and the result alike (docs/isa.md,
-    'SOFTMAX')."""
+def softmax_fields(op: ir.Softmax, cfg: AccelConfig) -> tuple[int, int]:
+    """(shift, log2e): the Softmax unit's s and log2e for `op`'s spec (tony.rtl.softmax.unit_inputs on
+    the unit the accelerator renders: F, P and SHIFT_BITS of tony.rtl.softmax, A_BITS + 1-bit elements,
+    A_BITS-bit results); ValueError where the unit computes something else."""
     from ..ref.nonlinear import SoftmaxSpec
     from ..rtl.softmax import FRAC_BITS, SHIFT_BITS, TABLE_BITS, unit_inputs
 
+    spec = SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits, out_bits=op.out_bits,
+                       log2e=op.log2e)
+    return unit_inputs(spec, in_bits=cfg.a_bits + 1, out_bits=cfg.a_bits, frac_bits=FRAC_BITS, table_bits=TABLE_BITS,
+                       shift_bits=SHIFT_BITS)
+
+
+def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
+    """One SOFTMAX over every pixel of the tensor (all samples): row p is pixel p's C channels, lane l
+    of channel group g at base + p + g*gstride in the source and the result alike (docs/isa.md,
+    'Softmax')."""
     op, g, cfg = p.op, ctx.g, ctx.cfg
     why = softmax_reason(g, op, cfg)
     if why:
         raise UnsupportedError(f"{why} is not supported on this accelerator", where=where(op))
-    spec = SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits, out_bits=op.out_bits,
-                       log2e=op.log2e)
-    shift, log2e = unit_inputs(spec, in_bits=cfg.a_bits + 1, out_bits=cfg.a_bits, frac_bits=FRAC_BITS,
-                               table_bits=TABLE_BITS, shift_bits=SHIFT_BITS)
+    shift, log2e = softmax_fields(op, cfg)
     flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
     n = g.tensors[op.inputs[0]].shape[1]
 

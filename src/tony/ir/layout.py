@@ -40,8 +40,10 @@ table, the residual Adds), the integers go back and forth through the host.
    (P seen as [N, keys, H, T] again), so Q.K^T, the Softmax and P.V can share a device segment.
 
 Views left without a reader are dropped. Nothing else changes: LayerNorm, the head splits and the
-mean pool read the same 3-D tensors as before, each made once on the host from the pixel layout. Whether the moved ops run on the device is the back end's decision, as
-before (docs/partition.md); an Add of two [N, C, 1, T] tensors is the vector unit's EWISE add.
+mean pool read the same 3-D tensors as before, each made once on the host from the pixel layout.
+Whether the moved ops run on the device is the back end's decision, as before (docs/partition.md);
+an Add of two [N, C, 1, T] tensors is the vector unit's EWISE add, a Softmax over a pixel's
+channels the Softmax unit's SOFTMAX (docs/isa.md, 'Softmax').
 """
 from __future__ import annotations
 
@@ -221,7 +223,8 @@ def keep_pixels(g: Graph) -> Graph:
 def _pixel_rows(op: Op, views: _Views, tensors: dict) -> str | None:
     """The [N, M, A, B] tensor z whose pixels a Softmax's rows are (its input, made by views from z,
     holds in row r the M channels of z's pixel r, r = a B + b); None for any other op or input."""
-    if not isinstance(op, Softmax) or op.axis % len(tensors[op.inputs[0]].shape) != len(tensors[op.inputs[0]].shape) - 1:
+    rank = len(tensors[op.inputs[0]].shape) if isinstance(op, Softmax) else 0
+    if not rank or op.axis % rank != rank - 1:
         return None
     root, idx = views.of(op.inputs[0])
     if root == op.inputs[0] or len(tensors[root].shape) != 4:
