@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -85,3 +86,23 @@ def test_broken_verilog_raises_build_failed(tmp_path):
     src.write_text(GOOD_V.replace("assign o_o = 1'b0;", "assign o_o = ;"))
     with pytest.raises(sim.BuildFailed, match="building tiny"):
         sim.run_cocotb([src], "tiny", "tiny_bench", build_dir=tmp_path / "build", test_dir=tmp_path)
+
+
+@pytest.mark.sim
+def test_sources_in_a_folder_whose_name_verilator_would_rewrite_build(tmp_path, monkeypatch):
+    """A design in a folder named with $(...), a quote and a line break (a build folder a user
+    named so): Verilator would substitute the $(...) and break its `line directives on the rest,
+    so the sources and include folders are built from copies under a plain path, then removed."""
+    monkeypatch.setenv("TONY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME_SUBST", "elsewhere")
+    src_dir = tmp_path / 'rtl $(HOME_SUBST) "q"\nx'
+    src_dir.mkdir()
+    (src_dir / "tiny.vh").write_text("`define TINY_VALUE 1'b0\n")
+    src = src_dir / "tiny.v"
+    src.write_text('`include "tiny.vh"\n' + GOOD_V.replace("1'b0", "`TINY_VALUE"))
+    (tmp_path / "tiny_bench.py").write_text(FAILING_BENCH)
+    before = set(os.listdir(tempfile.gettempdir()))
+    results = sim.run_cocotb([src, src_dir / "tiny.vh"], "tiny", "tiny_bench", build_dir=tmp_path / "build",
+                             test_dir=tmp_path, testcase="test_passes", reuse_build=True)
+    assert results.is_file()
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("tony-hdl-")}

@@ -87,6 +87,41 @@ def test_build_page_has_every_plot_and_table_and_escapes_names(evil_build, tony_
         assert label in svg
 
 
+def test_partitioned_build_page_has_every_segments_layers_and_their_summed_traffic(tmp_path, tony_cli):
+    """A build partitioned into device segments (seg<k>/, host ops between them; here a
+    squeeze-excite block whose gate Mul stays on the host) gets a page too: the MAC layers of
+    every segment, and the memory traffic of one run as the sum over the segments' own programs;
+    nothing on stderr for names in a script matplotlib's fonts lack."""
+    import numpy as np
+
+    from test_partition import _se_block
+    from tony.accel import traffic
+    from tony.build import Build
+    from tony.quant.qdq import quantize_static
+
+    x = np.random.default_rng(3).standard_normal((4, 16, 8, 8)).astype(np.float32)
+    q = quantize_static(_se_block(), x, sequential=False)
+    for n in q.graph.node:
+        n.name += "\u540d"   # drawn by the browser; matplotlib's fonts lack it, and say nothing
+    onnx.save(q, tmp_path / "se.onnx")
+    r = tony_cli("compile", tmp_path / "se.onnx", "-o", tmp_path / "b", "--array", "3x5", "--samples", "1")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    device = [s for s in m["segments"] if s["kind"] == "device"]
+    assert len(device) >= 2
+    r = tony_cli("report", tmp_path / "b", "--html")
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    html = (tmp_path / "b" / "report.html").read_text()
+    p = _check_page(html, svgs=3, tables=2)
+    text = "".join(p.text)
+    for s in device:
+        for layer in s["layers"]:
+            assert layer["name"] in text, layer["name"]
+    segs = [Build.open(tmp_path / "b" / s["build"]) for s in device]
+    total = sum(traffic.of_manifest(b.manifest, b.load_npy("mem/image.npy"))["total"]["total"] for b in segs)
+    assert f"{total:,} bytes per run" in text
+
+
 def test_report_refuses_a_folder_that_is_not_a_build(tmp_path, tony_cli):
     r = tony_cli("report", tmp_path, "--html")
     assert r.returncode == 1 and "not a Tony build" in r.stderr and "Traceback" not in r.stderr

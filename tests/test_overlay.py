@@ -91,6 +91,18 @@ def test_preset_estimate_is_within_the_part_except_ice40(name):
     assert est["over"] == (["bram", "dsp"] if name == "ice40-up5k" else [])
 
 
+def test_estimate_counts_each_activation_bank_in_whole_block_rams():
+    """A split on a block-RAM boundary costs no block RAM; elsewhere each bank of each copy rounds
+    up on its own (ecp5-85k: 2048 x 64 bits is 8 DP16KD of 2048 x 9 per copy, 9 copies)."""
+    from dataclasses import replace
+
+    cfg, part = PRESETS["ecp5-85k"].cfg, PARTS["ecp5-85k"]
+    one = estimate(cfg, part)["bram"]["per_buffer"]["activation"]
+    assert estimate(replace(cfg, abuf_split=1024), part)["bram"]["per_buffer"]["activation"] == one == 9 * 8
+    # 1000 x 64 bits: 4 cells of 1024 x 18; 1048 x 64: 6 cells of 512 x 36
+    assert estimate(replace(cfg, abuf_split=1000), part)["bram"]["per_buffer"]["activation"] == 9 * (4 + 6)
+
+
 # ---- every workload on the ecp5-85k overlay -------------------------------------------------------------
 
 @pytest.mark.parametrize("name", WORKLOADS)

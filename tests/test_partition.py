@@ -175,6 +175,22 @@ def test_compile_reports_host_ops_and_device_only_refuses(se, tmp_path, tony_cli
     assert 'node "se_mul" (Mul)' in err and "--device-only" in err and not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("array", [(4, 4), (3, 5)])
+def test_partitioned_manifest_counts_macs_and_cycles_per_run_of_a_batch(se, tmp_path, array):
+    """A partitioned build's MACs per run, like its predicted cycles, are those of one run of a
+    batch: the sum over its device segments, `batch` times the MACs of one sample on the device."""
+    from tony.compiler import compile_model
+
+    one, three = (compile_model(se[0] / "model.onnx", tmp_path / f"b{b}", config=AccelConfig(*array), batch=b,
+                                samples=1) for b in (1, 3))
+    assert one["macs_per_run"] == one["placement"]["device_macs"] > 0
+    assert three["macs_per_run"] == 3 * one["macs_per_run"]
+    for m in (one, three):
+        device = [s for s in m["segments"] if s["kind"] == "device"]
+        assert m["macs_per_run"] == sum(s["macs_per_run"] for s in device)
+        assert m["predicted_cycles"] == sum(s["predicted_cycles"] for s in device)
+
+
 def test_hls_runs_device_segments_in_cpp_and_host_segments_between(se, tmp_path):
     from tony.hls.backend import HlsConfig, HlsModel, compile_hls, csim
 

@@ -34,11 +34,48 @@ SEGMENTED = {"model": str, "golden": dict, "segments": list}
 
 # ---- writing: whole files or nothing --------------------------------------------------------------
 
+class _Refused:
+    """Turns an OSError of preparing an output path into an InputError naming the path the user
+    gave (not a hidden temporary beside it) and, when one of its parents exists but is not a
+    folder, that parent: a path under a file, in a folder without write permission, or in a
+    read-only or virtual file system."""
+
+    def __init__(self, target: Path, *, folder: bool = False):
+        self.target, self.folder = target, folder   # folder: the target itself must be a folder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, e, tb):
+        if not isinstance(e, OSError):
+            return False
+        places = [self.target] * self.folder + list(self.target.parents)
+        blocker = next((q for q in places if q.exists() and not q.is_dir()), None)
+        why = f"{blocker} is not a folder" if blocker else e.strerror or type(e).__name__
+        raise InputError(f"cannot write {self.target} ({why})",
+                         hint="give a path in a writable folder, under folders only (no file in the way)") from None
+
+
+def make_folder(path) -> Path:
+    """Create the output folder `path` (and its parents) or refuse it in one line (`_Refused`)."""
+    p = Path(path)
+    with _Refused(p, folder=True):
+        p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _sibling(target: Path, make):
+    """`make(prefix=..., dir=...)` (tempfile.mkstemp or mkdtemp) of a hidden temporary beside
+    `target`, its folder created first; a path the file system refuses is refused in one line."""
+    with _Refused(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return make(prefix=f".{target.name}.", dir=target.parent)
+
+
 def _atomic(path, write) -> None:
     """Write `path` through a hidden temporary sibling moved into place only when `write(tmp)` returns."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _sibling(p, lambda **kw: tempfile.mkstemp(suffix=".tmp", **kw))
     os.close(fd)
     try:
         write(Path(tmp))
@@ -78,8 +115,7 @@ def staged_output(out_dir, marker: str = MANIFEST):
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
         what = "a Tony build" if marker == MANIFEST else f"a Tony folder with {marker}"
         raise InputError(f"output folder {out} exists and is not {what}; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(_sibling(out, tempfile.mkdtemp))
     try:
         yield tmp
         if out.exists():

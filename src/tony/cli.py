@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import write_onnx
-from .errors import InputError, TonyError, show
+from .errors import InputError, TonyError, not_a_file, show
 from .names import safe_id
 
 
@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 def _load_npy(path: str, flag: str = "--inputs") -> np.ndarray:
     p = Path(path)
     if not p.is_file():
-        raise InputError("no such file", where=f"{flag} {path}")
+        raise not_a_file(p, f"{flag} {path}")
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as e:
@@ -59,23 +59,42 @@ def cmd_run(a) -> int:
         from .build import write_npy
 
         write_npy(a.output, outs[0])
+        print(f"wrote {show(a.output)} {tuple(outs[0].shape)} {outs[0].dtype}")
+        used: set[str] = set()   # one file per output, even where two names sanitize alike
         for extra, name in zip(outs[1:], g.outputs[1:]):
-            write_npy(str(Path(a.output).with_suffix("")) + f".{safe_id(name)}.npy", extra)
-        print(f"wrote {a.output} {tuple(outs[0].shape)} {outs[0].dtype}")
+            path = str(Path(a.output).with_suffix("")) + f".{safe_id(name, used)}.npy"
+            write_npy(path, extra)
+            print(f"wrote {show(path)} {tuple(extra.shape)} {extra.dtype} (output {show(name)})")
     else:
         for name, y in zip(g.outputs, outs):
-            print(f"{name}: shape {tuple(y.shape)}")
+            print(f"{show(name)}: shape {tuple(y.shape)}")
             print(np.array2string(y, threshold=200))
     return 0
 
 
 HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel")
 """`tony compile` options that an overlay (--hw) fixes."""
+BACKEND_ONLY = {"rtl": ("hw", "batch", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words",
+                        "per_channel"),
+                "hls": ("weights",)}
+"""`tony compile` options of one back end (their help says rtl: or hls:); given with the other, refused
+rather than ignored."""
 
 
 def cmd_compile(a) -> int:
     from .compiler import compile_model, parse_array
 
+    for backend, names in BACKEND_ONLY.items():
+        given = [k for k in names if getattr(a, k) is not None]
+        if given and a.backend != backend:
+            flag = "--" + given[0].replace("_", "-")
+            raise InputError(f"applies to --backend {backend} only", where=f"{flag} with --backend {a.backend}",
+                             hint=f"drop {flag}, or compile with --backend {backend}")
+    if a.inputs and a.samples is not None:
+        raise InputError("the golden samples are those of --inputs", where="--samples with --inputs",
+                         hint="drop --samples (or --inputs for seeded random samples)")
+    a.batch, a.weights = 1 if a.batch is None else a.batch, a.weights or "const"
+    a.samples = 20 if a.samples is None else a.samples
     inputs = _load_npy(a.inputs) if a.inputs else None
     opts = dict(inputs=inputs, samples=a.samples, seed=a.seed, requant=a.requant, rounding=a.rounding,
                 device_only=a.device_only)
@@ -170,8 +189,8 @@ def cmd_csim(a) -> int:
 
     rep = csim(a.build)
     for line in rep["first_mismatches"]:
-        print(line)
-    print(f"csim {rep['model']}: {rep['samples']} samples, {rep['compared']} values compared, "
+        print(show(line))
+    print(f"csim {show(rep['model'])}: {rep['samples']} samples, {rep['compared']} values compared, "
           f"{rep['mismatches']} mismatches (g++ {rep['compile_s']:.2f} s) -> "
           f"{'PASS, bit-exact' if rep['bit_exact'] else 'FAIL'}")
     return 0 if rep["bit_exact"] else 1
@@ -297,7 +316,7 @@ def _load_train_npz(path: str):
     """(x, y, val): val = (x_val, y_val) when the archive has them, else None."""
     p = Path(path)
     if not p.is_file():
-        raise InputError("no such file", where=f"--train-data {path}")
+        raise not_a_file(p, f"--train-data {path}")
     try:
         with np.load(p, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
@@ -400,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--array", default=None, help="systolic array ROWSxCOLS (default 8x8)")
     sp.add_argument("--acc-bits", type=int, default=None, choices=range(16, 33), metavar="{16..32}")
     sp.add_argument("--inputs", help=".npy inputs for the golden vectors (default: seeded random)")
-    sp.add_argument("--samples", type=int, default=20, help="random golden samples when --inputs is absent")
+    sp.add_argument("--samples", type=int, default=None,
+                    help="seeded random golden samples, without --inputs (default 20)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--batch", type=int, default=1, help="rtl: samples per accelerator run (default 1)")
+    sp.add_argument("--batch", type=int, default=None, help="rtl: samples per accelerator run (default 1)")
     sp.add_argument("--mem-bits", type=int, default=None, choices=[32, 64],
                     help="rtl: width of the accelerator's memory port (default 64)")
     sp.add_argument("--abuf-words", type=int, default=None,
@@ -419,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "multiplier and a shift per channel (default: what the model needs; docs/isa.md)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
-    sp.add_argument("--weights", choices=["const", "axi"], default="const",
+    sp.add_argument("--weights", choices=["const", "axi"], default=None,
                     help="hls: weights as constant arrays (default) or read over m_axi from params.hex")
     sp.add_argument("--device-only", action="store_true",
                     help="refuse a model with an operator the device cannot run (instead of running it on the host)")

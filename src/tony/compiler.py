@@ -171,7 +171,7 @@ def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: d
         write_onnx(out / "model.onnx", source)
     np.save(out / "inputs.npy", *[feeds[n] for n in g.inputs][:1])
     (out / "ir.txt").write_text(ir.format_graph(g) + "\n")
-    segs, cycles = [], 0
+    segs, cycles, macs = [], 0, 0
     for k, s in enumerate(p.segments):
         entry = {"index": k, "kind": s.kind, "ops": [op.origin or op.outputs[0] for op in s.ops],
                  "inputs": [keys[n] for n in s.inputs], "outputs": [keys[n] for n in s.outputs]}
@@ -184,13 +184,14 @@ def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: d
                                                       "row_length") if f in row}
                                  for row in m["layers"] if row["macs"] or row["op"] in UNIT_LAYERS])
             cycles += m["predicted_cycles"]
+            macs += m["macs_per_run"]
         segs.append(entry)
     manifest = {
         "kind": "accel", "tony_version": __version__, "model": g.name, "accel": asdict(cfg),
         "requant": g.meta.get("requant"), "rounding": g.meta.get("rounding"),
         "samples": int(next(iter(feeds.values())).shape[0]), "batch": batch,
         "segments": segs, "placement": where, "golden": files,
-        "predicted_cycles": cycles, "macs_per_run": where["device_macs"],
+        "predicted_cycles": cycles, "macs_per_run": macs,   # per run of a batch, as the cycles
         "program": {"length": sum(len(pr.words) for pr in progs.values())},
         "outputs": [{"key": keys[n]} for n in g.outputs],
     }

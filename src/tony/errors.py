@@ -46,6 +46,18 @@ class InputError(TonyError):
     """User-supplied data (inputs, calibration set, flags) has the wrong shape or values."""
 
 
+def not_a_file(path, where: str) -> InputError:
+    """The refusal of an input path that is not a readable file: missing, a folder (say, the
+    folder of `tony example` given where its model.onnx was meant), or a device or pipe."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        return InputError("no such file", where=where)
+    kind = "a folder" if p.is_dir() else "not a regular file"
+    return InputError(f"is {kind}", where=where, hint="give the path of a file")
+
+
 def node_where(node) -> str:
     """'node "name" (OpType)' for an onnx NodeProto."""
     name = node.name or (node.output[0] if node.output else "?")

@@ -28,7 +28,7 @@ from .accel import isa
 from .accel.emit import SMX_MAX_N
 from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .build import staged_output, write_json
-from .errors import InputError
+from .errors import InputError, not_a_file
 from .ir.types import Rounding
 
 HW_JSON = "hw.json"
@@ -92,6 +92,11 @@ def estimate(cfg: AccelConfig, part: Part) -> dict:
     build compiled for the overlay measures it)."""
     bram = {name: copies * bram_cells(part.family, depth, width)
             for name, (depth, width, copies) in buffers(cfg).items()}
+    split = cfg.abuf_split
+    if 0 < split < cfg.abuf_words:   # two banks per copy (tony_act_buf): each rounds up to whole cells
+        depth, width, copies = buffers(cfg)["activation"]
+        bram["activation"] = copies * (bram_cells(part.family, split, width)
+                                       + bram_cells(part.family, depth - split, width))
     dsp = {"array": cfg.rows * cfg.cols, "post-processing": cfg.cols * PPU_DSPS_PER_LANE[part.family],
            "other": OTHER_DSPS[part.family]}
     used = {"bram": sum(bram.values()), "dsp": sum(dsp.values())}
@@ -193,7 +198,7 @@ def from_toml(path) -> Overlay:
     p = Path(path)
     where = f"--config {p}"
     if not p.is_file():
-        raise InputError("no such file", where=where)
+        raise not_a_file(p, where)
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

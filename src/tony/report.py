@@ -22,12 +22,14 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     t = Table(title=f"{escape(show(rep.get('model', 'model')))} on a {arr.get('rows')}x{arr.get('cols')} accelerator "
                     f"({rep.get('simulator', '?')}, {rep.get('samples', '?')} samples, batch {rep.get('batch', 1)}); "
                     "cycles per run")
-    for col in ("layer", "op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
-        t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
+    t.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=50)  # one line per layer, long names cut
+    for col in ("op", "K x M", "MACs", "cycles", "predicted", "utilization", "bound"):
+        t.add_column(col, justify="right" if col != "op" else "left")
     for l in rep.get("layers", []):
         cyc, pred = l.get("cycles"), l.get("predicted")
         mark = "" if cyc == pred else " [bold red]!=[/]"
-        t.add_row(Text(show(l["name"])), l["op"],   # model names: one line, no markup f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
+        t.add_row(Text(show(l["name"])), l["op"],   # model names: one line, no markup
+                  f"{l.get('K', '')} x {l.get('M', '')}" if "K" in l else "",
                   f"{l.get('macs', 0):,}", f"{cyc:,}" if cyc is not None else "?", f"{pred:,}{mark}",
                   _pct(l.get("utilization")), _pct(l.get("bound")))
     console.print(t)
@@ -46,7 +48,7 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
                       + (f", {rep['sim_cpu_seconds']:.2f} CPU s" if cpu else "") + "; the Verilator build excluded)")
     for l in rep.get("layers", []):
         if l.get("bound_why"):
-            console.print(f"  bound of {l['name']}: {_pct(l.get('bound'))} ({l['bound_why']})")
+            console.print(Text(f"  bound of {show(l['name'])}: {_pct(l.get('bound'))} ({show(l['bound_why'])})"))
     if rep.get("segments"):
         console.print(f"{len(rep['segments'])} device segment(s) on the simulated accelerator, host segments in the "
                       "reference between them; outputs compared with the reference of the whole graph")
@@ -60,8 +62,8 @@ def placement_lines(where: dict) -> list[str]:
     reason, then the segments and the share of MACs on the device."""
     lines = []
     host = [r for r in where["ops"] if r["where"] == "host"]
-    for r in host:
-        lines.append(f"  host: {show(r['node'])} ({r['op']}, segment {r['segment']}): {r['reason']}")
+    for r in host:   # the whole line through show: a reason may quote a tensor name
+        lines.append(show(f"  host: {r['node']} ({r['op']}, segment {r['segment']}): {r['reason']}"))
     kinds = "".join("D" if s["kind"] == "device" else "h" for s in where["segments"])
     total = where["device_macs"] + where["host_macs"]
     lines.append(f"{len(host)} op(s) on the host, {len(where['ops']) - len(host)} on the device; segments {kinds} "

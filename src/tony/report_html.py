@@ -56,11 +56,16 @@ def facts(items: list[tuple[str, str]]) -> str:
 
 
 def figure_svg(fig, caption: str = "") -> str:
-    """A matplotlib Figure as inline SVG (text kept as text), in a <figure>."""
+    """A matplotlib Figure as inline SVG (text kept as text), in a <figure>. The text is drawn by
+    the browser's fonts, so matplotlib's warning that its own font lacks a glyph (a model name in
+    CJK, say) only concerns its layout estimate and is not shown."""
+    import warnings
+
     import matplotlib
 
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "tony"}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "tony"}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -206,9 +211,31 @@ def _layer_rows(layers: list[dict], measured: bool) -> list[list]:
              pct(l.get("bound"))] for l in layers]
 
 
+def build_traffic(build) -> dict:
+    """External-memory traffic of one run of `build` (accel.traffic's form): of its program, or,
+    for a partitioned build, summed over its device segments (builds of their own in seg<k>/, in
+    order, their layers one after another; host segments move nothing over the memory port)."""
+    from .accel import traffic
+    from .build import Build
+
+    m = build.manifest
+    if "segments" not in m:
+        return traffic.of_manifest(m, build.load_npy("mem/image.npy"))
+    parts = [build_traffic(Build.open(build.path / f"seg{k}", kind="accel"))   # seg<k>: k-th segment, as `tony sim`
+             for k, s in enumerate(m["segments"]) if isinstance(s, dict) and s.get("kind") == "device"]
+    return {"layers": [r for t in parts for r in t["layers"]], "program": sum(t["program"] for t in parts),
+            "total": {k: sum(t["total"][k] for t in parts) for k in (*traffic.KINDS, "program", "total")}}
+
+
+def build_layers(build) -> list[dict]:
+    """The manifest's MAC layers of `build` (of every device segment, in order, when partitioned)."""
+    m = build.manifest
+    return [dict(l) for l in (m["layers"] if "segments" not in m else
+                              [l for s in m["segments"] if isinstance(s, dict) for l in s.get("layers", [])])]
+
+
 def build_report(build_dir) -> Path:
     """Write BUILD/report.html (cycle model; simulation and synthesis when their reports exist)."""
-    from .accel import traffic
     from .build import Build, write_text
     from .sim.accel import REPORT
     from .synth.report import SYNTH_REPORT, read_synth_report
@@ -221,8 +248,8 @@ def build_report(build_dir) -> Path:
         from .report import read_sim_report
 
         sim = read_sim_report(build.path)
-    layers = sim["layers"] if sim else [dict(l) for l in m["layers"]]
-    tr = traffic.of_manifest(m, build.load_npy("mem/image.npy"))
+    layers = sim["layers"] if sim else build_layers(build)
+    tr = build_traffic(build)
     util = m["macs_per_run"] / (m["predicted_cycles"] * a["rows"] * a["cols"]) if m["predicted_cycles"] else 0
     items = [("model", str(m["model"])), ("accelerator", f"{a['rows']}x{a['cols']} MAC array, {a['mem_bits']}-bit "
                                                       f"memory port, batch {m['batch']}"),

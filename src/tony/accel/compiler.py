@@ -9,6 +9,8 @@ stages that each take one data structure to the next:
     emit.emit          OpPlan -> Code            per op type (EMITTERS), instructions + weights
     overlap.input_bands  MemoryPlan, Codes ->    the input loaded band by band under the first layer
                                                  (kept where the cycle model says it is faster)
+    overlap.fused_bands  MemoryPlan, Codes ->    ... or under the first two, their row bands interleaved
+                                                 (the plan keeps the input's words: overlap.fusion_hold)
     link.link          Codes -> Program          weight double-buffering, image, encoding, sizes
     check.check        Program -> ok | error     every rule of docs/isa.md (check.RULES)
 """
@@ -24,7 +26,7 @@ from .check import check
 from .emit import Ctx, emit
 from .link import link
 from .liveness import analyse, where
-from .overlap import input_bands
+from .overlap import fused_bands, fusion_hold, input_bands
 from .plan import plan_memory
 from .program import AccelConfig, Program
 
@@ -49,6 +51,17 @@ def softmax_need(g: ir.Graph) -> int:
     return max((g.tensors[op.inputs[0]].shape[1] for op in g.device_ops if isinstance(op, ir.Softmax)), default=0)
 
 
+def _emit_all(g: ir.Graph, cfg: AccelConfig, batch: int, t, mp) -> list:
+    """Every planned op's code, its bias words and tables numbered after the ops' before it."""
+    codes, bias0, tab0 = [], 0, 0
+    for step in mp.steps:
+        code = emit(Ctx(g, cfg, batch, t, bias0, tab0), step)
+        bias0 += len(code.biases)
+        tab0 += len(code.tables)
+        codes.append(code)
+    return codes
+
+
 def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     """Schedule every device op of `g` onto the accelerator; returns the checked program and memory
     image. An accelerator sized to the model (cfg.per_channel "") stores per-channel scales in its
@@ -60,20 +73,23 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
         cfg = replace(cfg, smx_n=softmax_need(g))
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
-    codes, bias0, tab0 = [], 0, 0
-    for step in mp.steps:
-        code = emit(Ctx(g, cfg, batch, t, bias0, tab0), step)
-        bias0 += len(code.biases)
-        tab0 += len(code.tables)
-        codes.append(code)
+    codes = _emit_all(g, cfg, batch, t, mp)
     names = [(s.op.origin or s.op.outputs[0], s.op.kind) for s in mp.steps]
     wheres = [where(s.op) for s in mp.steps]
     prog = link(t, cfg, batch, mp, codes, names, wheres)
-    mp2, codes2 = input_bands(t, cfg, batch, mp, codes)
-    if codes2 is not codes:   # the input loaded under the first layer, where the cycle model says it saves time
-        alt = link(t, cfg, batch, mp2, codes2, names, wheres)
-        if model.cycles(alt).total < model.cycles(prog).total:
-            prog = alt
+    # the input loaded under the first layer, or under the first two (their row bands interleaved, the
+    # input's words kept until the second has run), where the cycle model says it saves time and the
+    # activation buffer needs no more words
+    alts = [input_bands(t, cfg, batch, mp, codes)]
+    hold = fusion_hold(t, cfg, batch, mp)
+    if hold:
+        mp_h = plan_memory(t, cfg, batch, hold)
+        alts.extend(fused_bands(t, cfg, batch, mp_h, _emit_all(g, cfg, batch, t, mp_h)))
+    for mp2, codes2 in alts:
+        if mp2.split:
+            alt = link(t, cfg, batch, mp2, codes2, names, wheres)
+            if model.cycles(alt).total < model.cycles(prog).total and alt.cfg.abuf_words <= prog.cfg.abuf_words:
+                prog = alt
     check(prog)
     return prog
 

@@ -1,8 +1,10 @@
 """Linking: the layers' instructions become one program in one external-memory image.
 
 Weight blocks are double-buffered one block ahead (`SYNC dma` before the first CONV of every
-block after the first; successive CONVs of one block, a layer's row bands, share its load); the program starts by loading the biases, the device inputs and the first weight block
-and ends by storing the outputs. A program longer than a fixed instruction memory is cut into
+block after the first; successive CONVs of one block, a layer's row bands, share its load, and
+so do CONVs alternating between the two blocks in the buffer, two layers' interleaved bands); the
+program starts by loading the biases, the device inputs and the first weight block and ends by
+storing the outputs; two SYNCs in a row become one. A program longer than a fixed instruction memory is cut into
 pages, each ending with the LOAD of the next into the instruction memory (`paginate`). The image is the program, then the biases, the weight blocks,
 the tables, the input, spill and output regions; symbolic external addresses are resolved against it, the
 instructions encoded and the buffers sized.
@@ -79,21 +81,29 @@ EARLY_BIAS_CONVS = 2
 
 def early_bias_words(body: list, n_biases: int, bbuf: int) -> int:
     """Bias words loaded before the first CONV: when every bias fits the buffer, those of the CONVs
-    that read the first EARLY_BIAS_CONVS bias words (the rest is loaded while the first CONV of
-    the last of them computes, so that the first CONV's time is left to the next program page, see
-    overlap_pages; the row bands of one layer share its words, overlap.py), else the first window."""
+    that read the first EARLY_BIAS_CONVS bias words (the rest is loaded while the last CONV before
+    the first one that needs it computes, so that the first CONV's time is left to the next program
+    page, see overlap_pages, and the input's row bands of overlap.py load first; the row bands of
+    one layer share its words), else the first window."""
     if n_biases > bbuf:
         return _bias_window(0, n_biases, bbuf).words
     firsts = list(dict.fromkeys(ins.fields["bbase"] for ins in body if ins.op == isa.CONV))[:EARLY_BIAS_CONVS]
     return min(n_biases, max(firsts, default=n_biases - 1) + 1)
 
 
-def block_uses(body: list) -> tuple[list, list]:
+def block_uses(body: list, pairs: bool = True) -> tuple[list, list]:
     """The weight blocks to load, and for every CONV the index of its block: successive CONVs
-    with the very same block (a layer's row bands, overlap.py) use one load."""
+    with the very same block (a layer's row bands, overlap.py) use one load, and so do CONVs that
+    alternate between the last two blocks loaded (two layers' row bands interleaved,
+    overlap.fused_bands) where `pairs` says the weight buffer holds two blocks side by side (it
+    fits twice the largest): those two sit in its two halves, and the next block is loaded only
+    once the older one is not used again (_weights_and_biases)."""
     blocks, uses = [], []
     for ins in body:
         if ins.op == isa.CONV:
+            if pairs and len(blocks) > 1 and ins.block is blocks[-2] and ins.block is not blocks[-1]:
+                uses.append(len(blocks) - 2)
+                continue
             if not blocks or ins.block is not blocks[-1]:
                 blocks.append(ins.block)
             uses.append(len(blocks) - 1)
@@ -110,43 +120,57 @@ def _weights_and_biases(body: list, blocks: list, uses: list, slots: list, cfg: 
     CONVs between need, the input's row bands of overlap.py, goes first), and the first CONV of its
     block waits with `SYNC dma` only: the CONV itself waits for the streamer. CONVs that reuse the
     previous CONV's block (`uses`, block_uses) need no load. When every bias fits, the
-    words after early_bias_words are loaded after the first CONV that reads the last of the
-    EARLY_BIAS_CONVS first words issues. Returns the instructions and the new index of every old
-    one (and of the end)."""
+    words after early_bias_words are loaded after the last CONV before the first that reads one of
+    them issues (that one reads a new weight block, so its `SYNC dma` covers them). Returns the
+    instructions and the new index of every old one (and of the end)."""
     out, remap, ci = [], {}, 0
     window = _bias_window(0, n_biases, bbuf)
     early = early_bias_words(body, n_biases, bbuf)
-    seen = set()   # bias words read so far
+    bb = [ins.fields["bbase"] for ins in body if ins.op == isa.CONV]
+    rest_after = next((c - 1 for c, b in enumerate(bb) if b >= early), None) \
+        if early < n_biases <= bbuf else None   # the CONV after which the other bias words load
+    last_use = {u: c for c, u in enumerate(uses)}   # block -> its last CONV
+    used = set()                                      # blocks read by the CONVs so far
     for idx, ins in enumerate(body):
         after = []
         if ins.op == isa.CONV:
             b, u = ins.fields["bbase"], uses[ci]
-            first = ci == 0 or uses[ci - 1] != u
+            first = u not in used
+            used.add(u)
             if not window.start <= b < window.start + window.words:
                 window = _bias_window(b, n_biases, bbuf)
-                out += [sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)]
+                for x in (sync(isa.S_COMPUTE), _load_bias(cfg, window), sync(isa.S_DMA)):
+                    _append(out, x)
             if first and u > 0:
                 if slots[u].prefetch:
-                    out.append(sync(isa.S_DMA))
+                    _append(out, sync(isa.S_DMA))
                 else:  # loaded once the previous CONV has streamed its block
-                    out += [sync(isa.S_DMA | isa.S_STREAM),
-                            dma(isa.LOAD, isa.B_WGT, slots[u].base, _wsrc(blocks, u), blocks[u].shape[0]),
-                            sync(isa.S_DMA)]
-            last = ci + 1 == len(uses) or uses[ci + 1] != u
-            if last and u + 1 < len(blocks) and slots[u + 1].prefetch:
+                    for x in (sync(isa.S_DMA | isa.S_STREAM),
+                              dma(isa.LOAD, isa.B_WGT, slots[u].base, _wsrc(blocks, u), blocks[u].shape[0]),
+                              sync(isa.S_DMA)):
+                        _append(out, x)
+            # the next block goes where block u - 1 was: loaded after a run of u once u - 1 is not used again
+            last = (ci + 1 == len(uses) or uses[ci + 1] != u) and last_use.get(u - 1, -1) < ci
+            if last and u + 1 < len(blocks) and slots[u + 1].prefetch and u + 1 not in used:
                 after.append(dma(isa.LOAD, isa.B_WGT, slots[u + 1].base, _wsrc(blocks, u + 1), blocks[u + 1].shape[0]))
-            if b not in seen:
-                seen.add(b)
-                if len(seen) == EARLY_BIAS_CONVS and early < n_biases and n_biases <= bbuf:
-                    after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
-                                     n_biases - early))
+            if ci == rest_after:
+                after.append(dma(isa.LOAD, isa.B_BIAS, early, Ext("bias", 0) + early * cfg.bias_beats,
+                                 n_biases - early))
             ins = ins.with_fields(wbase=slots[u].base, bbase=b - window.start)
             ci += 1
-        remap[idx] = len(out)
-        out.append(ins)
-        out += after
+        remap[idx] = len(out) - (ins.op == isa.SYNC and bool(out) and out[-1].op == isa.SYNC)
+        for x in [ins] + after:
+            _append(out, x)
     remap[len(body)] = len(out)
     return out, remap
+
+
+def _append(out: list, ins: Instr) -> None:
+    """Append an instruction; a SYNC right after a SYNC joins it (one issue waits for both masks)."""
+    if ins.op == isa.SYNC and out and out[-1].op == isa.SYNC:
+        out[-1] = sync(out[-1].fields["sync"] | ins.fields["sync"])
+    else:
+        out.append(ins)
 
 
 def _head_tail(t: Tensors, mp: MemoryPlan, cfg: AccelConfig, early: int, blocks: list) -> tuple[list, list]:
@@ -185,9 +209,9 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
     for code in codes:
         spans.append((len(body), len(body) + len(code.instrs)))
         body += code.instrs
-    blocks, uses = block_uses(body)
-    half = max([blk.shape[0] for blk in blocks], default=1)
+    half = max([ins.block.shape[0] for ins in body if ins.op == isa.CONV], default=1)
     wbuf = cfg.wbuf_words or 2 * half
+    blocks, uses = block_uses(body, pairs=2 * half <= wbuf)
     _check_blocks(codes, wheres or [n for n, _ in names], wbuf)
     n_biases = sum(len(c.biases) for c in codes)
     bbuf = cfg.bbuf_words or max(n_biases, 1)

@@ -347,19 +347,37 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
     raise ValueError("program has no END")
 
 
+COMPUTE_OPS = (isa.CONV, isa.POOL, isa.EWISE)
+
+
+def compute_start(ins: list[dict], first: int, last: int) -> int:
+    """The index of the first compute instruction in ins[first:last] (`first` when there is none)."""
+    return next((i for i in range(first, last) if ins[i]["op"] in COMPUTE_OPS), first)
+
+
 def layer_table(prog: Program, timing: Timing) -> list[dict]:
-    """Per layer: predicted cycles (issue of its first instruction to the next layer's), MACs,
-    utilization, and the dataflow / memory-bandwidth bound on utilization."""
+    """Per layer: predicted cycles, MACs, utilization, and the dataflow / memory-bandwidth bound on
+    utilization.
+
+    A layer's cycles run from the issue of its first compute instruction (`start`) to the next
+    layer's (the last layer's to the SYNC before the final stores): a layer's DMA-only prefix (a
+    table or operand LOAD) issues while the layer before it still streams, so the issue of a
+    layer's first instruction would charge that layer's compute to the next one. Each row keeps
+    `first`/`last`, the instructions the layer owns (for its traffic), and `start`/`end`, the
+    instructions whose issue cycles bound its time (the simulator's measured table uses them)."""
     c = prog.cfg
     peak = c.rows * c.cols
     rows = []
     ins = decode_program(prog)
-    first = prog.layers[0].first if prog.layers else len(ins) - 1
-    rows.append({"name": "(load)", "op": "dma", "first": 0, "last": first, "macs": 0,
+    starts = [compute_start(ins, L.first, L.last) for L in prog.layers]
+    ends = starts[1:] + [prog.layers[-1].last] if prog.layers else []
+    first = starts[0] if prog.layers else len(ins) - 1
+    rows.append({"name": "(load)", "op": "dma", "first": 0, "last": prog.layers[0].first if prog.layers else first,
+                 "start": 0, "end": first, "macs": 0,
                  "predicted": timing.issue[first] if prog.layers else timing.total, "bound": None})
     for i, L in enumerate(prog.layers):
-        end = timing.issue[L.last] if L.last < len(timing.issue) else timing.total
-        cyc = end - timing.issue[L.first]
+        end = timing.issue[ends[i]] if ends[i] < len(timing.issue) else timing.total
+        cyc = end - timing.issue[starts[i]]
         # cycles the array streams: a tile takes its period, max(klen, ROWS, COLS) (a depthwise tile's
         # klen = kh*kw may be shorter than the array's side)
         stream = sum(-(-d["npix"] // c.rows) * max(d["klen"], c.rows, c.cols)
@@ -368,7 +386,8 @@ def layer_table(prog: Program, timing: Timing) -> list[dict]:
         # its own weight blocks (each CONV's block is loaded one CONV ahead, so in steady state the
         # memory port must deliver them at the pace the layer consumes them)
         wbeats = sum(d["klen"] * c.wgt_beats for d in ins[L.first:L.last] if d["op"] == isa.CONV)
-        row = {"name": L.name, "op": L.op, "first": L.first, "last": L.last, "macs": L.macs, "predicted": cyc,
+        row = {"name": L.name, "op": L.op, "first": L.first, "last": L.last, "start": starts[i], "end": ends[i],
+               "macs": L.macs, "predicted": cyc,
                **{k: v for k, v in L.info.items()}}
         if L.macs:
             df = L.macs / (peak * stream) if stream else 1.0
@@ -389,7 +408,8 @@ def layer_table(prog: Program, timing: Timing) -> list[dict]:
             row["bound_why"] = "; ".join(why)
         rows.append(row)
     last = prog.layers[-1].last if prog.layers else 0
-    rows.append({"name": "(store)", "op": "dma", "first": last, "last": len(ins), "macs": 0,
+    rows.append({"name": "(store)", "op": "dma", "first": last, "last": len(ins), "start": last, "end": len(ins),
+                 "macs": 0,
                  "predicted": timing.total - timing.issue[last], "bound": None})
     for r in rows:
         r["utilization"] = r["macs"] / (r["predicted"] * peak) if r["predicted"] and r["macs"] else None

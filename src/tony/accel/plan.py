@@ -86,7 +86,7 @@ class Alloc:
 class Memory:
     """The activation buffer's state while the planner walks the ops; DMA it needs goes to `out`."""
 
-    def __init__(self, t: Tensors, cfg: AccelConfig, batch: int):
+    def __init__(self, t: Tensors, cfg: AccelConfig, batch: int, hold: dict | None = None):
         self.t, self.cfg, self.batch = t, cfg, batch
         self.alloc = Alloc(cfg.abuf_words)
         self.stored: dict[str, Stored] = {}
@@ -99,6 +99,8 @@ class Memory:
         # reloaded: the rest holds nothing yet)
         self.partial: dict[str, list[tuple[int, int]]] = {}
         self.last_use = dict(t.last_use)
+        for name, i in (hold or {}).items():   # kept in the buffer at least until op i has run
+            self.last_use[name] = max(self.last_use.get(name, i), i)
         self.out: list[Instr] = []
 
     def shape(self, name: str, base: int = 0) -> Stored:
@@ -263,11 +265,13 @@ def _plan_whole(mem: Memory, i: int, op, reads) -> OpPlan:
     return OpPlan(i, op, mem.take(), locs, (Site(tuple(locs[n] for n in acts), dst),), False)
 
 
-def plan_memory(t: Tensors, cfg: AccelConfig, batch: int) -> MemoryPlan:
-    """Walk the device ops: placements, spills, reloads and row bands, in program order."""
+def plan_memory(t: Tensors, cfg: AccelConfig, batch: int, hold: dict | None = None) -> MemoryPlan:
+    """Walk the device ops: placements, spills, reloads and row bands, in program order. `hold`
+    (tensor -> op index) keeps a tensor's words reserved until that op has run, past its last use
+    (the input that loads while the second layer computes, overlap.fused_bands)."""
     from .bands import band_rows, plan_bands
 
-    mem = Memory(t, cfg, batch)
+    mem = Memory(t, cfg, batch, hold)
     input_base = _place_inputs(mem)
     steps = []
     for i, op in enumerate(t.ops):

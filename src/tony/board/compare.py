@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..build import Build
-from ..errors import InputError
+from ..errors import InputError, not_a_file
 from ..golden import from_hex_lines
 from ..ir.types import dtype as parse_dtype
 
@@ -34,7 +34,7 @@ def _looks_like_hex(data: bytes) -> bool:
 def read_dump(path: Path, dt, count: int, fmt: str = "auto", offset: int = 0) -> np.ndarray:
     """Values of a dump file as int64, in the dtype's signedness."""
     if not path.is_file():
-        raise InputError("no such file", where=f"--hw-dump {path}")
+        raise not_a_file(path, f"--hw-dump {path}")
     data = path.read_bytes()
     if fmt == "auto":
         fmt = "hex" if _looks_like_hex(data) else "bin"
@@ -107,7 +107,7 @@ def read_memory_dump(path: Path, mem_bits: int, fmt: str = "auto") -> list[int]:
     """Beats of a whole-memory dump: raw little-endian MEM_BITS/8-byte beats, or hex with one beat
     per line (like mem/image.hex; `//` comments and `@address` lines skipped)."""
     if not path.is_file():
-        raise InputError("no such file", where=f"--hw-dump {path}")
+        raise not_a_file(path, f"--hw-dump {path}")
     data = path.read_bytes()
     if fmt == "auto":
         fmt = "hex" if _looks_like_hex(data) else "bin"

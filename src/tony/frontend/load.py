@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from onnx import shape_inference
 
-from ..errors import InputError, ModelError, UnsupportedError
+from ..errors import ModelError, UnsupportedError, not_a_file
 
 MIN_OPSET = 13
 
@@ -24,7 +24,7 @@ def load_model(src) -> onnx.ModelProto:
         path = Path(os.fspath(src))
         where = str(path)
         if not path.is_file():
-            raise InputError("no such file", where=where)
+            raise not_a_file(path, where)
         data = path.read_bytes()
         try:
             model = onnx.load_model_from_string(data)

@@ -38,7 +38,7 @@ _FUSES_ACTIVATION = {"Conv", "Gemm", "MatMul", "Add"}
 _PASS_THROUGH = {"Identity", "Dropout"}
 SUPPORTED = sorted({"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool",
                     "GlobalAveragePool", "Relu", "Clip", "Flatten", "Reshape", "QuantizeLinear",
-                    "DequantizeLinear", "Identity", "Dropout", "Mul", "Sub", "Sum", "Sigmoid", "Tanh",
+                    "DequantizeLinear", "Identity", "Dropout", "Mul", "Div", "Sub", "Sum", "Sigmoid", "Tanh",
                     "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "BatchNormalization", "Softmax", "LRN",
                     "Transpose", "Pad", "Slice", "Split", "Gather", "Resize", "ReduceMean", "Squeeze",
                     "Unsqueeze", "LayerNormalization", "Gelu"})
@@ -175,9 +175,14 @@ class _Lowering(HostLowering, NonlinearLowering):
             self.add_tensor(t)
             return t, s, z, dt
         if q is None:
+            floats = [c for c in self.consumers.get(float_name, []) if c.op_type != "QuantizeLinear"]
+            hint = "quantize the model (`tony quantize`) so that every layer output is quantized"
+            if floats:   # a float chain the patterns do not know (tony.frontend.patterns)
+                hint = (f"it feeds {floats[0].op_type} \"{floats[0].name}\" in float; a float chain runs only as one "
+                        "of the LayerNorm or GELU patterns of docs/transformer.md (with or without Q/DQ pairs "
+                        "inside), or " + hint)
             raise UnsupportedError(f"output '{float_name}' is not quantized (no QuantizeLinear follows it)",
-                                   where=node_where(node),
-                                   hint="quantize the model (`tony quantize`) so that every layer output is quantized")
+                                   where=node_where(node), hint=hint)
         scale, zp, dt, _ = self.qparams(q)
         if scale.size != 1 or zp.size != 1:
             raise UnsupportedError("per-axis quantization of an activation is not supported", where=node_where(q))

@@ -18,6 +18,16 @@ from .lower_ops import quantize_exact, table_inputs
 from .patterns import Group, match
 
 
+def _erf(x):
+    """erf in float64, rounded to float32 (onnxruntime's float32 Erf is within an ulp of it)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x, np.float64)).astype(np.float32)
+
+
+# float32 forms of the elementwise nodes a LayerNorm or GELU chain holds (chain_float)
+_CHAIN_FUNCTIONS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Erf": _erf,
+                    "Tanh": np.tanh, "Sqrt": np.sqrt, "Pow": np.power}
+
+
 def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -42,7 +52,9 @@ class NonlinearLowering:
 
     def gelu(self, grp: Group, last, x: ir.Tensor):
         """GELU as a table over the input's integers: table[q] = quantize(gelu(dequantize(q))),
-        exact by construction (docs/transformer.md, 'GELU')."""
+        exact by construction (docs/transformer.md, 'GELU'). A chain with interior Q/DQ pairs
+        (onnxruntime's quantize_static) is tabulated as written, its interior quantizations
+        included (`chain_float`), so that the table is the function the model computes."""
         if x.dtype.bits > 16:
             raise UnsupportedError(f"input is {x.dtype}; a table needs at most 16 bits", where=node_where(last))
         appr = grp.params["approximate"]
@@ -50,30 +62,74 @@ class NonlinearLowering:
             raise UnsupportedError(f"Gelu approximate={appr!r}; 'none' or 'tanh' are defined", where=node_where(last))
         t, s, z, dt, _ = self.quantized_out(last)
         _, xf = table_inputs(x.dtype, x.scale, x.zero_point)
-        tab = quantize_exact(nl.gelu_float(xf, appr), s, z, dt)
+        f = self.chain_float(grp, xf) if grp.interior else nl.gelu_float(xf, appr)
+        tab = quantize_exact(f, s, z, dt)
         cname = self.add_const(f"{t.name}.table", tab, dt, s, z)
         fn = "Gelu" if appr == "none" else "Gelu(tanh)"
         self.ops.append(ir.Table((x.name, cname), (t.name,), origin=last.name, function=fn, op_type="Gelu"))
 
+    def chain_float(self, grp: Group, xf: np.ndarray) -> np.ndarray:
+        """The group's nodes evaluated in float32 as onnxruntime runs them unoptimized, on the
+        float inputs `xf`: each elementwise node on its float32 operands, each interior
+        QuantizeLinear -> DequantizeLinear pair as quantize then dequantize (round half to even,
+        saturation). Constants are the model's (dequantized where quantized)."""
+        from ..ref import arith
+
+        env = {grp.x: np.asarray(xf, np.float32)}
+
+        def value(name, node):
+            if name in env:
+                return env[name]
+            if name in self.const_q:
+                arr, scale, zp, _, _ = self.const_q[name]
+                return arith.dequantize(arr, float(np.ravel(scale)[0]), int(np.ravel(zp)[0]))
+            if name in self.inits:
+                return np.asarray(self.inits[name], np.float32)
+            raise UnsupportedError(f"input '{name}' of the {grp.kind} chain is neither the chain's input nor a "
+                                   "constant", where=node_where(node))
+
+        for node in grp.nodes:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                scale, zp, dt, _ = self.qparams(node)
+                sc, z = float(np.ravel(scale)[0]), int(np.ravel(zp)[0])
+                v = value(node.input[0], node)
+                out = arith.quantize(v, sc, z, dt) if node.op_type == "QuantizeLinear" else arith.dequantize(v, sc, z)
+            elif node.op_type in _CHAIN_FUNCTIONS:
+                out = _CHAIN_FUNCTIONS[node.op_type](*(value(i, node) for i in node.input))
+            else:
+                raise UnsupportedError(f"{node.op_type} inside a {grp.kind} chain has no float form here",
+                                       where=node_where(node))
+            env[node.output[0]] = np.asarray(out, np.float32) if node.op_type != "QuantizeLinear" else out
+        return env[grp.y]
+
     def layernorm(self, grp: Group, last, x: ir.Tensor):
+        """The integer LayerNorm (docs/transformer.md, 'LayerNorm') for any input and output scale
+        and zero point: the kernel normalizes the input integers themselves (the mean and variance
+        of q - zx are those of q, so the input zero point drops out, and the input scale sx only
+        enters through eps / sx^2), and it writes y / sy + zy, so gamma and beta are taken as
+        gamma / sy and beta / sy and the output zero point is added to beta on the final shift's
+        grid. With power-of-two scales and zero points 0 this is `layernorm_spec` with x_exp and
+        y_exp, integer for integer."""
         where = node_where(last)
-        t, _, z, dt, _ = self.quantized_out(last)
-        if x.exp is None or t.exp is None or x.zero_point or z or not x.dtype.signed or not dt.signed \
-                or x.dtype.bits > 16:
-            raise UnsupportedError("the integer LayerNorm needs signed input and output of at most 16 bits with "
-                                   "power-of-two scales and zero point 0", where=where,
-                                   hint="quantize the float model with `tony quantize` (power-of-two scales)")
+        t, s, z, dt, _ = self.quantized_out(last)
+        if x.dtype.bits > 16 or dt.bits > 16:
+            raise UnsupportedError(f"the integer LayerNorm needs input and output of at most 16 bits (here {x.dtype} "
+                                   f"and {dt})", where=where)
         n = x.shape[-1]
         p = grp.params
         gamma = np.ones(n) if p["gamma"] is None else p["gamma"]
         beta = np.zeros(n) if p["beta"] is None else p["beta"]
-        spec = nl.layernorm_spec(n, x.exp, t.exp, gamma, beta, eps=p["eps"], in_bits=x.dtype.bits,
-                                 out_bits=dt.bits)
+        spec = nl.layernorm_spec(n, 0, 0, gamma / s, beta / s, eps=p["eps"] / x.scale**2,
+                                 in_bits=x.dtype.bits, out_bits=dt.bits)
+        if spec.shift <= 0:
+            raise UnsupportedError(f"the output scale {s:g} is too coarse for gamma (final shift {spec.shift})",
+                                   where=where)
+        beta_int = np.asarray(spec.beta, np.int64) + (z << spec.shift)
         gname = self.add_const(f"{t.name}.gamma", np.asarray(spec.gamma), ir.INT16)
-        bname = self.add_const(f"{t.name}.beta", np.asarray(spec.beta), ir.DType(64, True))
+        bname = self.add_const(f"{t.name}.beta", beta_int, ir.DType(64, True))
         self.ops.append(ir.LayerNorm((x.name, gname, bname), (t.name,), origin=last.name,
                                      op_type="LayerNormalization", eps_int=spec.eps_int, sqrt_bits=spec.sqrt_bits,
-                                     norm_bits=spec.norm_bits, shift=spec.shift, lo=spec.lo, hi=spec.hi))
+                                     norm_bits=spec.norm_bits, shift=spec.shift, lo=dt.min, hi=dt.max))
 
     def integer_softmax(self, node, x: ir.Tensor, axis: int) -> bool:
         """Softmax over the last axis as the integer kernel when the scales allow it (input at 2^e

@@ -237,6 +237,26 @@ class HostLowering:
         rq = self.requant(a.scale * b.scale / s, s, z, dt, bounds, node_where(node), "Mul rescale")
         self.ops.append(ir.Mul((a.name, b.name), (t.name,), origin=node.name, requant=rq))
 
+    def op_Div(self, node):
+        """An activation divided by a positive scalar constant (float, or quantized as
+        onnxruntime's quantize_static leaves the attention scores' 1/sqrt(d_head) when a Q/DQ pair
+        sits between the MatMul and the Div): a requantization by x_scale / (c * y_scale)."""
+        x = self.act(node.input[0], node)
+        name = node.input[1]
+        if name in self.const_q:
+            arr, scale, zp, _, _ = self.const_q[name]
+            c = (np.asarray(arr, np.float64) - np.asarray(zp, np.float64)) * np.asarray(scale, np.float64)
+        elif name in self.inits:
+            c = np.asarray(self.inits[name], np.float64)
+        else:
+            c = None
+        if c is None or c.size != 1 or not float(c.reshape(-1)[0]) > 0:
+            raise UnsupportedError("Div is supported for an activation divided by a positive scalar constant",
+                                   where=node_where(node))
+        t, s, z, dt, bounds = self.quantized_out(node)
+        rq = self.requant(x.scale / (float(c.reshape(-1)[0]) * s), s, z, dt, bounds, node_where(node), "Div rescale")
+        self.ops.append(ir.Clamp((x.name,), (t.name,), origin=node.name, requant=rq))
+
     def op_Sub(self, node):
         self.op_Add(node, subtract=True)
 

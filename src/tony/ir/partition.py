@@ -108,10 +108,13 @@ def _io(g: Graph, segs: list[tuple[bool, list[Op]]]) -> tuple[Segment, ...]:
 
 
 def _some_device(marks) -> None:
-    """Refuse a graph with nothing for the device, naming the first op that could not go there."""
+    """Refuse a graph with nothing for the device, naming the first op that could not go there:
+    the first of a kind the device runs (a Conv whose input has a zero point, say) before any op
+    with no accelerator mapping at all, whose reason says less."""
     if any(dev for _, dev, _ in marks):
         return
-    first = next(((op, why) for op, _, why in marks if why != BOUNDARY), None)
+    refused = [(op, why) for op, _, why in marks if why != BOUNDARY]
+    first = next(((op, why) for op, why in refused if not op.host), None) or next(iter(refused), None)
     if first is None:
         raise UnsupportedError("the model has no operator that runs on the device", where="model",
                                hint="`tony run` executes it in the reference")

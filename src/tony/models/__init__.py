@@ -118,4 +118,6 @@ def build_example(name: str, out_dir, **kw) -> dict:
     builders = EXAMPLES | SEGMENTED_EXAMPLES
     if name not in builders:
         raise InputError(f"unknown example {name!r}; available: {', '.join(builders)}")
-    return builders[name](out_dir, **kw)
+    from ..build import make_folder
+
+    return builders[name](make_folder(out_dir), **kw)   # an unusable output path refused before training

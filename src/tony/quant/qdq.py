@@ -95,6 +95,13 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants and BatchNorm; check that every operator can be quantized."""
     from ..frontend.passes import fold_batchnorm, fold_constants
 
+    qdq = next((n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")), None)
+    if qdq is not None:   # onnxruntime's quantize_static output, or Tony's own: calibrating again means nothing
+        raise UnsupportedError("the model is already quantized (it holds QuantizeLinear/DequantizeLinear); "
+                               "`tony quantize` and threshold training take the float model", where=node_where(qdq),
+                               hint="compile the quantized model as it is (`tony compile --requant multiplier` for "
+                                    "scales other than powers of two), rewrite its scales with `tony quantize "
+                                    "--snap-pow2`, or quantize its float original")
     model = _name_nodes(fold_batchnorm(fold_constants(model)))   # the pattern checks go by node name
     if not model.graph.node:
         raise UnsupportedError("the graph has no operators (its inputs are its outputs): there is nothing to "

@@ -35,8 +35,9 @@ def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
         elif shape[0] == 1 and x.ndim == len(shape) and x.shape[1:] == shape[1:]:
             st = False
         else:
-            raise InputError(f"input '{name}' has shape {x.shape}; the model expects {shape} "
-                             f"or a stack of them ({('N',) + shape})")
+            stack = "(N, " + ", ".join(map(str, shape)) + ")"
+            raise InputError(f"input '{name}' has shape {x.shape}; the model expects {shape} or a stack of N "
+                             f"of them, {stack}", hint="give an array of one of these shapes")
         if x.shape[0] == 0:
             raise InputError(f"input '{name}' is empty")
         if t.dtype.is_float:

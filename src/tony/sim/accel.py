@@ -163,6 +163,10 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     from .runner import pgo_enabled
 
     build = Build.open(Path(build_dir).resolve(), kind="accel")
+    if axi_stall is not None:
+        from .axi import check_stall
+
+        check_stall(axi_stall)
     m = build.manifest
     if "segments" in m:
         return simulate_segments(build, inputs=inputs, waves=waves, progress=progress, simulator=simulator,
@@ -288,10 +292,11 @@ def report_from(m: dict, res: dict) -> dict:
     for row in m["layers"]:
         meas = None
         if len(issue) == len(m["predicted_issue"]):
-            end = issue[row["last"]] if row["last"] < len(issue) else first["cycles"]
-            meas = end - (0 if row["name"] == "(load)" else issue[row["first"]])
+            i0, i1 = row.get("start", row["first"]), row.get("end", row["last"])   # (older manifests: first/last)
+            end = issue[i1] if i1 < len(issue) else first["cycles"]
+            meas = end - (0 if row["name"] == "(load)" else issue[i0])
         macs = row["macs"]
-        layers.append({**{k: v for k, v in row.items() if k not in ("first", "last")}, "cycles": meas,
+        layers.append({**{k: v for k, v in row.items() if k not in ("first", "last", "start", "end")}, "cycles": meas,
                        "utilization": macs / (meas * peak) if meas and macs else None,
                        "predicted_utilization": row.get("utilization")})
     cycles = res["cycles"]

@@ -14,6 +14,13 @@ from ..build import Build
 from ..errors import InputError
 
 
+def check_stall(stall: float) -> None:
+    """Refuse an --axi-stall that is not a probability; `simulate` calls it before it touches the
+    build folder, so a bad value leaves the last simulation's report in place."""
+    if not 0.0 <= stall < 1.0:
+        raise InputError(f"--axi-stall {stall}: expected a probability in [0, 1)")
+
+
 def run_axi(build: Build, work: Path, env: dict, stall: float, *, waves: bool = False,
             simulator: str = "verilator", testcase=None) -> dict:
     """Render tony_axi_top with the build's parameters and run tony/sim/benches/axi.py; returns the
@@ -21,8 +28,7 @@ def run_axi(build: Build, work: Path, env: dict, stall: float, *, waves: bool = 
     from ..rtl import render_to
     from . import run_cocotb
 
-    if not 0.0 <= stall < 1.0:
-        raise InputError(f"--axi-stall {stall}: expected a probability in [0, 1)")
+    check_stall(stall)
     m = build.manifest
     axi = m["axi"]
     sources = render_to(work / "rtl_axi", ["tony_axi_top"], **axi["params"])

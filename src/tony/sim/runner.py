@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import objcache
@@ -177,6 +180,40 @@ def _build_once(folder: Path, build) -> bool:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+UNSAFE_PATH_CHARS = frozenset('$"\n\r')
+"""Characters a source path cannot hold for Verilator: it substitutes environment variables in
+file names ($VAR, $(VAR)) and writes the paths into `line directives, which a quote or a line
+break ends."""
+
+
+@contextmanager
+def _safe_sources(files: Sequence[Path], incdirs: Sequence[Path]) -> Iterator[tuple[list[Path], list[Path]]]:
+    """(files, include folders) resolved; where a path holds an UNSAFE_PATH_CHARS character (a build
+    folder the user named 'a$(b)', say), copies of them in a temporary folder for the time of the
+    build, each source folder copied to a numbered folder of its own so names stay apart."""
+    files, incdirs = [f.resolve() for f in files], [d.resolve() for d in incdirs]
+    if not any(UNSAFE_PATH_CHARS & set(str(p)) for p in (*files, *incdirs)):
+        yield files, incdirs
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="tony-hdl-"))
+    try:
+        folders: dict[Path, Path] = {}
+
+        def place(d: Path) -> Path:
+            if d not in folders:
+                folders[d] = tmp / str(len(folders))
+                folders[d].mkdir()
+            return folders[d]
+
+        for d in incdirs:
+            shutil.copytree(d, place(d), dirs_exist_ok=True)
+        for f in files:
+            shutil.copy2(f, place(f.parent) / f.name)
+        yield [folders[f.parent] / f.name for f in files], [folders[d] for d in incdirs]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_cocotb(
     sources: Sequence[str | os.PathLike[str]],
     toplevel: str,
@@ -239,18 +276,19 @@ def run_cocotb(
             status(f"building the simulator ({'with the profile of its first run, ' if extra == PGO_USE else ''}"
                    "once per design)")
         try:
-            runner.build(
-                sources=[f.resolve() for f in files],
-                includes=[d.resolve() for d in incdirs],
-                hdl_toplevel=toplevel,
-                parameters=parameters,
-                build_dir=build_dir,
-                build_args=[*args, *extra],
-                always=True,
-                waves=waves,
-                timescale=timescale,
-                log_file=build_log,
-            )
+            with _safe_sources(files, incdirs) as (srcs, incs):
+                runner.build(
+                    sources=srcs,
+                    includes=incs,
+                    hdl_toplevel=toplevel,
+                    parameters=parameters,
+                    build_dir=build_dir,
+                    build_args=[*args, *extra],
+                    always=True,
+                    waves=waves,
+                    timescale=timescale,
+                    log_file=build_log,
+                )
         except (RuntimeError, SystemExit) as exc:
             raise BuildFailed(
                 f"building {toplevel} {parameters} failed (log: {build_log}):\n{_tail(build_log)}"
