@@ -15,7 +15,7 @@ PARAM_SETS = {
     "tony_decoder": [{}],
     "tony_controller": [{}, {"ABUF_WORDS": 8192, "WBUF_WORDS": 1152, "BBUF_WORDS": 51, "IMEM_WORDS": 159},
                         {"ABUF_WORDS": 2, "WBUF_WORDS": 1, "BBUF_WORDS": 1, "IMEM_WORDS": 1},
-                        {"ABUF_WORDS": 16384, "ABUF_SPLIT": 9216}],
+                        {"ABUF_WORDS": 16384, "ABUF_SPLIT": 9216}, {"HAS_SMX": 1}],
     "tony_dma": [{}, {"MEM_BITS": 32, "ACT_BITS": 24, "WGT_BITS": 24, "BIAS_BITS": 96},
                  {"ACT_BITS": 128, "WGT_BITS": 128, "BIAS_BITS": 512},
                  {"MEM_BITS": 64, "ACT_BITS": 96, "WGT_BITS": 96, "BIAS_BITS": 384}],
@@ -37,7 +37,11 @@ PARAM_SETS = {
         {"ROWS": 4, "COLS": 4, "PER_CHANNEL": 1},
         {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "PER_CHANNEL": 2},
         {"ROWS": 4, "COLS": 4, "ABUF_WORDS": 4096, "ABUF_SPLIT": 1200},
+        {"ROWS": 4, "COLS": 4, "SMX_N": 40},
+        {"ROWS": 1, "COLS": 3, "MEM_BITS": 32, "SMX_N": 1},
+        {"ROWS": 16, "COLS": 16, "SMX_N": 1024},
     ],
+    "tony_row_io": [{}, {"COLS": 1}, {"COLS": 12, "A_BITS": 4, "IN_BITS": 5, "OUT_BITS": 3}],
     "tony_ppu": [
         {},
         {"LANES": 1, "ROUND_MODE": 1},
@@ -59,9 +63,9 @@ PARAM_SETS = {
         {"MEM_BITS": 64, "AXI_DATA_BITS": 128, "MAX_BURST": 1, "WFIFO_DEPTH": 2, "MAX_READS": 2, "AXI_ID_BITS": 4},
     ],
     "tony_axi_top": [{}, {"ROWS": 2, "COLS": 8, "MEM_BITS": 32, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40},
-                     {"PER_CHANNEL": 2}],
+                     {"PER_CHANNEL": 2}, {"SMX_N": 64}],
     "tony_sim_mem": [{}, {"LATENCY": 1, "WORDS": 1}, {"MEM_BITS": 32, "LATENCY": 5, "WORDS": 70000}],
-    "tony_sim_top": [{}, {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "MEM_LATENCY": 1, "IMEM_WORDS": 1},
+    "tony_sim_top": [{}, {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "MEM_LATENCY": 1, "IMEM_WORDS": 1, "SMX_N": 7},
                      {"ROWS": 8, "COLS": 8, "MEM_LATENCY": 3, "MEM_WORDS": 100000, "ABUF_WORDS": 8192}],
 }
 
@@ -119,10 +123,12 @@ def test_template_lint_clean(module, params, tmp_path):
     from tony.sim import lint
 
     # once with the parameters baked into the rendered defaults, once overridden with -G (those
-    # a module fixes when it is rendered, such as a ROM's size, are baked both times)
+    # a module fixes when it is rendered, such as a ROM's size or which units it instantiates, are
+    # baked both times)
     sources = render_to(tmp_path / "baked", [module], **params)
     lint(sources, module)
-    baked = {k: v for k, v in params.items() if k in MODULES[module].baked}
+    fixed = MODULES[module].baked + MODULES[module].structural
+    baked = {k: v for k, v in params.items() if k in fixed}
     sources = render_to(tmp_path / "plain", [module], **baked)
     lint(sources, module, {k: v for k, v in params.items() if k not in baked})
 
@@ -168,3 +174,16 @@ def test_baked_parameters_are_localparams():
 def test_softmax_rejects_parameters_it_cannot_take(params, what):
     with pytest.raises(ValueError, match=what):
         render("tony_softmax", **params)
+
+
+def test_the_softmax_unit_is_rendered_only_where_smx_n_asks_for_it(tmp_path):
+    """SMX_N = 0 (a model without a device Softmax): tony_accel and its files as without the unit;
+    SMX_N > 0: tony_row_io and tony_softmax rendered and instantiated, also through tony_sim_top and
+    tony_axi_top, which hand SMX_N down to the tony_accel they pull in."""
+    names = {p.name for p in render_to(tmp_path / "none", ["tony_accel"])}
+    assert "tony_softmax.v" not in names and "tony_row_io.v" not in names
+    assert "tony_softmax #(" not in (tmp_path / "none" / "tony_accel.v").read_text()
+    for top in ("tony_accel", "tony_sim_top", "tony_axi_top"):
+        paths = render_to(tmp_path / top, [top], SMX_N=24)
+        assert {"tony_softmax.v", "tony_row_io.v"} <= {p.name for p in paths}
+        assert "tony_softmax #(" in (tmp_path / top / "tony_accel.v").read_text()

@@ -108,7 +108,9 @@ def test_a_table_between_two_dense_layers_runs_in_the_pixel_layout(rng, per_chan
 
 def test_a_residual_add_converts_its_host_operand_once_and_keeps_the_3d_sum_for_a_host_reader(rng):
     """x + fc(x) and (x + fc(x)) + fc'(...): x gets one conversion into pixels (the Conv's and the
-    Add's), both Adds run on [N, C, 1, T]; the sums stay 3-D only for the Softmax that reads them."""
+    Add's), both Adds run on [N, C, 1, T]; the first sum is made 3-D again for the graph output, and
+    the Softmax over the second sum's last axis runs on its pixel layout (over the channels, axis 1:
+    each of its rows is one pixel), its own output made 3-D for the graph."""
     b = _Builder(rng)
     r1 = b.add("x", b.dense("x", K, "o"), "r1")
     r2 = b.add(r1, b.dense(r1, K, "f"), "r2")
@@ -120,9 +122,11 @@ def test_a_residual_add_converts_its_host_operand_once_and_keeps_the_3d_sum_for_
     assert all(len(h.tensors[i].shape) == 4 for op in adds for i in op.inputs + op.outputs)
     assert sum(isinstance(op, ir.Transpose) and op.inputs == ("x",) for op in h.ops) == 1
     assert _made_by(h, adds[1].inputs[0]) == "Add" and _made_by(h, adds[1].inputs[1]) == "Conv"
-    # r1 is a graph output and r2 the Softmax's input: both made 3-D again; r2 also feeds nothing else
-    assert _made_by(h, "r1") == "Transpose" and _made_by(h, "r2") == "Transpose"
-    assert h.consumers("r2") == [op for op in h.ops if isinstance(op, ir.Softmax)]
+    # r1 is a graph output: made 3-D again; the Softmax reads r2's pixel layout, the second Add's output
+    (sm,) = [op for op in h.ops if isinstance(op, ir.Softmax)]
+    assert _made_by(h, "r1") == "Transpose" and "r2" not in h.tensors
+    assert sm.inputs == adds[1].outputs and sm.axis == 1 and h.tensors[sm.outputs[0]].shape == (N, K, 1, T)
+    assert _made_by(h, "sm") == "Reshape"   # [N, K, 1, T] -> [N, 1, T, K] -> [N, T, K]
 
 
 def test_elementwise_ops_without_a_pixel_operand_or_with_a_constant_stay_as_they_are(rng):

@@ -291,6 +291,8 @@ def test_programs_in_pages_are_bit_exact_in_the_model(workload, name):
     ('preset = "ecp5-99k"\n', "no preset 'ecp5-99k'"),
     ('preset = "ecp5-85k"\nimem_words = 100000\n', "imem_words = 100000"),
     ('preset = "ecp5-85k"\nabuf_split = 2048\n', "abuf_split = 2048"),
+    ('preset = "ecp5-85k"\nsmx_n = -2\n', "smx_n = -2"),
+    ('preset = "ecp5-85k"\nsmx_n = 5000\n', "smx_n = 5000"),
     ("rows = [\n", "not a TOML file"),
 ])
 def test_bad_config_is_refused_in_one_line(tmp_path, tony_cli, text, needle):
@@ -367,3 +369,14 @@ def test_overlay_name_is_sanitized_in_the_fusesoc_core(tmp_path):
     name = next(line for line in core.splitlines() if line.startswith("name: "))
     assert name.startswith("name: tony:generated:overlay_a_rm_rf") and '"' not in name and ";" not in name
     assert json.loads((hw / "hw.json").read_text())["name"] == 'a"; rm -rf /\n#x'
+
+
+def test_an_overlay_has_a_softmax_unit_only_when_its_config_asks_for_one(tmp_path):
+    """No Softmax unit unless HW.toml sets smx_n (its longest row): a preset renders tony_accel without
+    it, smx_n = 48 with it, and the overlay's configuration carries that limit to `tony compile --hw`."""
+    from tony.hw import from_toml, preset
+
+    assert preset("ecp5-85k", "test").cfg.smx_n == 0
+    assert from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\n', "plain")).cfg.hdl_params()["SMX_N"] == 0
+    ov = from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\nsmx_n = 48\n', "smx"))
+    assert ov.cfg.smx_n == 48 and ov.hdl_params()["SMX_N"] == 48

@@ -131,7 +131,7 @@ def test_a_program_in_pages_is_accepted():
 
 
 def test_every_rule_has_a_refused_program():
-    assert {r for r, *_ in BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
+    assert {r for r, *_ in BROKEN + SMX_BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
 
 
 def test_what_the_engines_guarantee_needs_no_sync():
@@ -223,3 +223,54 @@ def test_an_activation_load_may_overlap_compute_only_into_the_other_bank():
     across = BASE[:4] + [conv(obase=32), load(isa.B_ACT, 28, IO, 8)] + [sync(S), store(32, 200, 16), END]
     with pytest.raises(ck.ProgramCheckError, match="instruction 5: rule 'act-write-port'"):
         run(across, banked)   # words 28-35: both banks
+
+
+# ---- SOFTMAX ------------------------------------------------------------------------------------------
+SMX = AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=32, smx_n=5)
+
+
+def softmax(ibase=16, obase=32, npix=16, n=2, cstride=16, shift=13, log2e=47274):
+    """Rows of n elements of the CONV's result (16 pixels, channel group g at + g*cstride) into obase."""
+    return dict(op=isa.SOFTMAX, ibase=ibase, obase=obase, npix=npix, klen=n, cstride=cstride, shift=shift,
+                mult=log2e)
+
+
+SMX_BASE = BASE[:5] + [sync(isa.S_COMPUTE), softmax(), sync(isa.S_COMPUTE), store(32, 200, 16), END]
+SMX_BROKEN = [
+    ("opcode", SMX_BASE, 6, CFG),                                           # an accelerator without the unit
+    ("softmax", SMX_BASE[:6] + [softmax(n=6)] + SMX_BASE[7:], 6, SMX),      # rows longer than the unit's
+    ("softmax", SMX_BASE[:6] + [softmax(n=0)] + SMX_BASE[7:], 6, SMX),
+    ("softmax", SMX_BASE[:6] + [softmax(npix=0)] + SMX_BASE[7:], 6, SMX),
+    ("softmax", SMX_BASE[:6] + [softmax(shift=64)] + SMX_BASE[7:], 6, SMX),  # the unit's shift input is 6 bits
+    ("softmax", SMX_BASE[:6] + [softmax(shift=-1)] + SMX_BASE[7:], 6, SMX),
+    ("softmax", SMX_BASE[:6] + [softmax(log2e=0)] + SMX_BASE[7:], 6, SMX),
+    ("softmax", SMX_BASE[:6] + [softmax(log2e=47275)] + SMX_BASE[7:], 6, SMX),
+    # 3 elements a row are two channel groups: the second at 16 + 40 + p runs past the 64 words
+    ("act-range", SMX_BASE[:6] + [softmax(n=3, cstride=40)] + SMX_BASE[7:], 6, SMX),
+    # the second channel group (16 + 16 + p) was never written
+    ("uninitialized-read", SMX_BASE[:6] + [softmax(n=3, obase=40, npix=8)] + SMX_BASE[7:], 6, SMX),
+    # the STORE reads rows the SOFTMAX may still be writing
+    ("read-after-write", SMX_BASE[:7] + SMX_BASE[8:], 7, SMX),
+    # a LOAD into the activation buffer while the SOFTMAX may still be writing it
+    ("act-write-port", SMX_BASE[:7] + [load(isa.B_ACT, 0, IO, 8)] + SMX_BASE[7:], 7, SMX),
+    # the SOFTMAX overwrites the words a STORE may still be reading
+    ("write-after-read", SMX_BASE[:6] + [store(16, 200, 16), softmax(ibase=32, obase=16, npix=8)] + SMX_BASE[7:],
+     7, SMX),
+]
+
+
+def test_a_softmax_program_is_accepted_and_runs_on_the_model():
+    """A SOFTMAX over a CONV's result (2 channels per pixel, 16 rows) between the CONV and the STORE;
+    on an accelerator with the unit the checker accepts it, and its timing is issue + 5 + rows (3n + 51)."""
+    run(SMX_BASE, SMX)
+    t = am.schedule([isa.decode(isa.encode(d["op"], **{k: v for k, v in d.items() if k != "op"})) for d in SMX_BASE],
+                    SMX, len(SMX_BASE))
+    assert t.issue[7] == t.issue[6] + 5 + 16 * (3 * 2 + 51)
+
+
+@pytest.mark.parametrize("rule,instrs,index,cfg", SMX_BROKEN,
+                         ids=[f"{r}-{i}" for i, (r, *_) in enumerate(SMX_BROKEN)])
+def test_a_broken_softmax_rule_is_refused_with_its_name_and_the_instruction_index(rule, instrs, index, cfg):
+    with pytest.raises(ck.ProgramCheckError, match=f"instruction {index}: rule '{rule}'") as e:
+        run(instrs, cfg)
+    assert (e.value.rule, e.value.index) == (rule, index)

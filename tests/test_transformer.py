@@ -136,7 +136,7 @@ def test_reference_is_within_an_lsb_of_onnxruntime_and_near_float(exported, key)
     assert np.abs(got - flt).mean() <= np.abs(qdq - flt).mean() + 0.25 * out_scale
 
 
-def test_projections_attention_matmuls_and_gelu_run_on_the_accelerator_and_the_rest_on_the_host(exported):
+def test_projections_attention_softmax_and_gelu_run_on_the_accelerator_and_the_rest_on_the_host(exported):
     from tony.accel.placement import refuse
     from tony.accel.program import AccelConfig
     from tony.ir.partition import partition, report
@@ -144,12 +144,13 @@ def test_projections_attention_matmuls_and_gelu_run_on_the_accelerator_and_the_r
     g = load_ir(exported["17"][1])
     part = partition(g, refuse(g, AccelConfig(8, 8)))
     dev = [p.op for p in part.placement if p.device]
-    # the residual Adds run on [1, d, 1, T] in the vector unit and the GELU table between fc1 and
-    # fc2 in its lookup mode (tony.ir.layout)
-    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add", "Table"} and len(dev) == 12
+    # the residual Adds run on [1, d, 1, T] in the vector unit, the GELU table between fc1 and fc2
+    # in its lookup mode and the Softmax over the scores' channels in the Softmax unit (tony.ir.layout)
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add", "Table", "Softmax"}
+    assert len(dev) == 13
     assert [op.origin for op in dev if isinstance(op, ir.PixelMatMul)] == ["/blocks.0/MatMul", "/blocks.0/MatMul_1"]
     host = {type(p.op).__name__ for p in part.placement if not p.device}
-    assert {"LayerNorm", "Softmax", "Transpose"} <= host and "MatMul" not in host and "Table" not in host
+    assert {"LayerNorm", "Transpose"} <= host and not host & {"MatMul", "Table", "Softmax"}
     assert report(g, part)["device_mac_share"] == 1.0
 
 
@@ -328,6 +329,56 @@ def test_attention_matmuls_bit_exact_on_verilator_with_predicted_cycles(tmp_path
     assert len(mm) == 2 and all(l["cycles"] == l["predicted"] and l["utilization"] > 0 for l in mm)
 
 
+@pytest.mark.sim
+@pytest.mark.parametrize("array,d,heads,tokens", [("8x8", 32, 2, 10), ("4x4", 24, 3, 7)])
+def test_softmax_on_the_device_bit_exact_on_verilator_with_predicted_cycles(tmp_path, tony_cli, array, d, heads,
+                                                                            tokens):
+    """`tony compile` and `tony sim` of one attention whose score rows (10 and 7 tokens) are not a
+    multiple of COLS (8 and 4): the Softmax runs on the Softmax unit (SOFTMAX) between Q.K^T and P.V
+    in one device segment, the report lists it as a layer with its cycles, and the simulation is
+    bit-exact with the reference, every layer's cycles those of the cycle model."""
+    import json
+
+    q, x = _attention_model(tmp_path, d, heads, tokens)
+    np.save(tmp_path / "inputs.npy", x[:2])
+    r = tony_cli("compile", q, "-o", tmp_path / "b", "--array", array, "--inputs", tmp_path / "inputs.npy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(softmax, segment") == 1 and "(Softmax," not in r.stdout, r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    placed = [o for o in man["placement"]["ops"] if o["op"] == "Softmax"]
+    assert len(placed) == 1 and placed[0]["where"] == "device"
+    r = tony_cli("sim", tmp_path / "b", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"]
+    layers = [l for s in rep["segments"] for l in s["layers"]]
+    seg = [s for s in rep["segments"] if any(l["op"] == "softmax" for l in s["layers"])]
+    assert len(seg) == 1 and [l["op"] for l in seg[0]["layers"]].count("pixel_matmul") == 2
+    smx = [l for l in layers if l["op"] == "softmax"]
+    assert len(smx) == 1 and smx[0]["cycles"] == smx[0]["predicted"] > heads * tokens * (3 * tokens + 51)
+
+
+@pytest.mark.parametrize("d,heads,tokens", [(32, 2, 10), (16, 1, 5)])
+def test_softmax_in_hls_csim_equals_the_reference(tmp_path, d, heads, tokens):
+    """The HLS back end runs the Softmax (tony::softmax_op over the scores' channels, the table a
+    constant array) while the products stay on the host: its C simulation is bit-exact against the
+    golden vectors of the reference."""
+    from tony.api import normalize_inputs
+    from tony.hls.backend import HlsConfig, compile_hls, csim
+    from tony.hls.backend import refuse as hls_refuse
+    from tony.ir.partition import partition
+
+    q, x = _attention_model(tmp_path, d, heads, tokens)
+    g = load_ir(q)
+    part = partition(g, hls_refuse(g, HlsConfig(4, 4)))
+    smx = [p for p in part.placement if isinstance(p.op, ir.Softmax)]
+    assert len(smx) == 1 and smx[0].device and smx[0].op.axis == 1
+    feeds, _ = normalize_inputs(g, x)
+    compile_hls(g, tmp_path / "h", config=HlsConfig(4, 4), feeds=feeds)
+    rep = csim(tmp_path / "h", graph=g)
+    assert rep["bit_exact"] and rep["compared"] > 0
+
+
 def test_layernorm_ops_equal_the_kernel_with_specs_from_the_torch_parameters(exported):
     """Each LayerNorm op's output, recomputed from its input by tony.ref.nonlinear.layernorm with a
     spec built from the torch module's gamma, beta and eps and the op's pow2 scales."""
@@ -430,11 +481,14 @@ def test_softmax_op_equals_the_kernel_and_its_output_grid_is_fixed(exported):
     sm = next(op for op in g.ops if isinstance(op, ir.Softmax))
     y = g.tensors[sm.outputs[0]]
     assert y.dtype == ir.UINT8 and y.scale == 2.0**-8 and sm.out_bits == 8
-    q = np.random.default_rng(5).integers(-128, 128, (3,) + g.tensors[sm.inputs[0]].shape)
+    q = np.random.default_rng(5).integers(-128, 128, (3,) + g.tensors[sm.inputs[0]].shape[1:])
     from tony.ref.kernels import KERNELS
 
+    # on the scores' pixel layout [N, keys, H, T] (tony.ir.layout): the rows run over axis 1
+    assert sm.axis == 1
     got = KERNELS[ir.Softmax](sm, g, q)
-    assert np.array_equal(got, nl.softmax(q, nl.SoftmaxSpec(x_exp=sm.x_exp)))
+    want = np.moveaxis(nl.softmax(np.moveaxis(q, 1, -1), nl.SoftmaxSpec(x_exp=sm.x_exp)), -1, 1)
+    assert np.array_equal(got, want)
 
 
 def test_layernormalization_of_a_float_input_is_refused_in_one_line(tmp_path, capsys):
@@ -579,15 +633,18 @@ def test_keep_pixels_keeps_every_integer_of_two_layer_encoders(two_layers, opset
 def test_keep_pixels_keeps_every_integer_of_attention_blocks(tmp_path, d, heads, tokens, monkeypatch):
     """One head (3-D products: P.V's output is the output projection's input, no kernel change) and
     3 heads of 8 (an H x 1 kernel): equal integers, and P.V and the output projection share a
-    device segment at 8x8 (one device segment fewer)."""
+    device segment at 8x8, as do Q.K^T, the Softmax (on the scores' pixel layout) and P.V (two
+    device segments fewer)."""
     q, x = _attention_model(tmp_path, d, heads, tokens)
     g, plain = _same_integers(q, x, monkeypatch)
     (o,) = [op for op in g.ops if isinstance(op, ir.Conv) and isinstance(g.producer(op.inputs[0]), ir.PixelMatMul)]
     assert g.tensors[o.inputs[1]].shape == (d, d // heads, heads, 1)
     part, n = _device_segments(g)
-    assert n == _device_segments(plain)[1] - 1
+    assert n == _device_segments(plain)[1] - 2
     seg = {p.op.outputs[0]: p.segment for p in part.placement}
     assert seg[o.outputs[0]] == seg[o.inputs[0]]
+    (sm,) = [op for op in g.ops if isinstance(op, ir.Softmax)]
+    assert seg[sm.outputs[0]] == seg[sm.inputs[0]] == seg[o.inputs[0]]
 
 
 def _random_bundle_architecture(name, tmp_path):
@@ -617,14 +674,22 @@ def test_keep_pixels_keeps_every_integer_of_the_bundled_encoder_architectures(tm
 
 def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkeypatch):
     """At 8x8: 13 device segments without keep_pixels (each projection its own, the GELU table on
-    a 3-D token tensor on the host), 9 with it: P.V and the output projection share one per layer,
-    and fc1 -> GELU table -> fc2 -> residual Add is one segment, the 4 residual Adds and the 2
-    tables on the device, with no view between fc1, the table and fc2."""
+    a 3-D token tensor on the host), 7 with it: Q.K^T, the Softmax (on the scores' pixel layout),
+    P.V and the output projection share one per layer, and fc1 -> GELU table -> fc2 -> residual Add
+    is one segment, the 4 residual Adds and the 2 tables on the device, with no view between fc1,
+    the table and fc2."""
     q, _ = _random_bundle_architecture("text17", tmp_path)
     g, plain = load_ir(q), _without_keep_pixels(q, monkeypatch)
     part, n = _device_segments(g)
     before, n_before = _device_segments(plain)
-    assert (n_before, n) == (13, 9)
+    assert (n_before, n) == (13, 7)
+    seg = {id(p.op): p.segment for p in part.placement}
+    smx = [p for p in part.placement if isinstance(p.op, ir.Softmax)]
+    assert len(smx) == 2 and all(p.device and p.op.axis == 1 for p in smx)
+    for sm in (p.op for p in smx):
+        qk, (pv,) = g.producer(sm.inputs[0]), g.consumers(sm.outputs[0])
+        assert isinstance(qk, ir.PixelMatMul) and isinstance(pv, ir.PixelMatMul)
+        assert seg[id(qk)] == seg[id(sm)] == seg[id(pv)]
     assert sum(p.device and isinstance(p.op, ir.Add) for p in part.placement) == 4
     assert len(part.host_ops()) < len(before.host_ops()) - 20
     seg = {id(p.op): p.segment for p in part.placement}
@@ -640,9 +705,9 @@ def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkey
 @pytest.mark.sim
 def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, tony_cli):
     """`tony compile` (8x8) and `tony sim` of a 1-layer encoder (2 heads of 16, 8 tokens): the
-    residual Adds and the GELU table on the device in the pixel layout, P.V and the output
-    projection in one segment, fc1, GELU, fc2 and the Add in another, bit-exact with the predicted
-    cycles."""
+    residual Adds and the GELU table on the device in the pixel layout, Q.K^T, the Softmax, P.V and
+    the output projection in one segment, fc1, GELU, fc2 and the Add in another, bit-exact with the
+    predicted cycles."""
     import json
 
     from tony.frontend.load import load_model
@@ -656,7 +721,8 @@ def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, ton
     assert r.returncode == 0, r.stderr
     assert "(Add, segment" not in r.stdout and "100.00% of" in r.stdout
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert sum(s["kind"] == "device" for s in man["segments"]) == 5   # QKV, Q.K^T, P.V + o + Add, fc1 + GELU + fc2 + Add, head
+    # QKV, Q.K^T + Softmax + P.V + o + Add, fc1 + GELU + fc2 + Add, head
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 4
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())

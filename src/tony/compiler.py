@@ -180,8 +180,9 @@ def _write_segmented(g: ir.Graph, out: Path, p: Partition, progs: dict, feeds: d
             (out / f"seg{k}").mkdir()
             m = _write_accel(sub, out / f"seg{k}", progs[k], {n: env[n] for n in sub.inputs}, None, None, hw)
             entry.update(build=f"seg{k}", predicted_cycles=m["predicted_cycles"], macs_per_run=m["macs_per_run"],
-                         layers=[{f: row[f] for f in ("name", "op", "K", "M", "macs", "predicted", "utilization")
-                                  if f in row} for row in m["layers"] if row["macs"]])
+                         layers=[{f: row[f] for f in ("name", "op", "K", "M", "macs", "predicted", "utilization",
+                                                      "row_length") if f in row}
+                                 for row in m["layers"] if row["macs"] or row["op"] in UNIT_LAYERS])
             cycles += m["predicted_cycles"]
             macs += m["macs_per_run"]
         segs.append(entry)
@@ -230,6 +231,11 @@ def _rtl(g: ir.Graph, out: Path, cfg: AccelConfig, hw) -> list[Path]:
                          **cfg.hdl_params())
     hw.copy_rtl(out)
     return [out / "rtl" / name for name in hw.info["rtl"]]
+
+
+UNIT_LAYERS = ("softmax",)
+"""Device layers without MACs that the compile report lists with their cycles beside the MAC layers:
+those of the accelerator's nonlinear units, whose cycles weigh next to the array's."""
 
 
 def _write_accel(g: ir.Graph, out: Path, prog, feeds: dict, source, where: dict | None, hw=None) -> dict:

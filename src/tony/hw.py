@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .accel import isa
+from .accel.emit import SMX_MAX_N
 from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .build import staged_output, write_json
 from .errors import InputError, not_a_file
@@ -126,7 +127,7 @@ class Overlay:
 
 def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
     return AccelConfig(rows, cols, mem_bits=mem_bits, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf,
-                       imem_words=imem, per_channel="none")
+                       imem_words=imem, per_channel="none", smx_n=0)
 
 
 PRESETS: dict[str, Overlay] = {
@@ -149,7 +150,7 @@ LIMITS = {  # field -> (lowest, highest, why)
     "bbuf_words": (1, 1 << isa.COMPUTE_FIELDS["bbase"].bits, "bias-buffer words"),
     "imem_words": (16, 1 << 16, "instruction words (PROG_LEN is 16 bits)"),
 }
-TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split") + tuple(LIMITS)
+TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split", "smx_n") + tuple(LIMITS)
 
 
 def validate(ov: Overlay, where: str) -> Overlay:
@@ -160,6 +161,12 @@ def validate(ov: Overlay, where: str) -> Overlay:
             raise InputError(f"{key} = {v!r}: {what} must be an integer from {lo} to {hi}", where=where)
     if ov.cfg.per_channel == "":    # an overlay is fixed hardware: no per-channel scales unless asked for
         ov = replace(ov, cfg=replace(ov.cfg, per_channel="none"))
+    if ov.cfg.smx_n == -1:          # ... and no Softmax unit unless asked for (smx_n = its longest row)
+        ov = replace(ov, cfg=replace(ov.cfg, smx_n=0))
+    smx = ov.cfg.smx_n
+    if not isinstance(smx, int) or isinstance(smx, bool) or not 0 <= smx <= SMX_MAX_N:
+        raise InputError(f"smx_n = {smx!r}: the Softmax unit's longest row must be an integer from 0 (no unit) to "
+                         f"{SMX_MAX_N}", where=where)
     if not isinstance(ov.cfg.per_channel, str) or ov.cfg.per_channel not in PER_CHANNEL_CODES:
         raise InputError(f"per_channel = {ov.cfg.per_channel!r}: choose {', '.join(map(repr, PER_CHANNEL_CODES))} "
                          "(per-channel requantization: none, a shift per channel, a multiplier and a shift)",
@@ -305,7 +312,7 @@ def open_overlay(path) -> HwFolder:
     raw = f.read_bytes()
     try:
         info = json.loads(raw)
-        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", **info["accel"]}), info["rounding"],
+        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", "smx_n": 0, **info["accel"]}), info["rounding"],
                      (info.get("part") or {}).get("name"))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{HW_JSON} is not an overlay description ({type(e).__name__})", where=where,

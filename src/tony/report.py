@@ -74,10 +74,16 @@ def placement_lines(where: dict) -> list[str]:
 
 def device_layer_lines(manifest: dict) -> list[str]:
     """The compile report's lines on the device's MAC layers of a partitioned build: per layer its
-    segment, K x M, MACs, predicted cycles and MAC utilization (per run, from the cycle model)."""
+    segment, K x M, MACs, predicted cycles and MAC utilization (per run, from the cycle model); and
+    the layers of the nonlinear units (a Softmax: its row length and predicted cycles)."""
     lines = []
     for s in manifest.get("segments", []):
         for L in s.get("layers", []):
+            if not L["macs"]:
+                rows = f"rows of {L['row_length']}, " if "row_length" in L else ""
+                lines.append(f"  device: {show(L['name'])} ({L['op']}, segment {s['index']}): {rows}"
+                             f"{L['predicted']:,} predicted cycles")
+                continue
             km = f"{L['K']} x {L['M']}, " if "K" in L else ""
             lines.append(f"  device: {show(L['name'])} ({L['op']}, segment {s['index']}): {km}{L['macs']:,} MACs, "
                          f"{L['predicted']:,} predicted cycles, {_pct(L.get('utilization'))} MAC utilization")

@@ -21,7 +21,8 @@ from .program import AccelConfig, Program
 AMASK = (1 << isa.ADDR_BITS) - 1
 
 RULES = {
-    "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE",
+    "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE, and SOFTMAX on an accelerator "
+              "with the Softmax unit",
     "dma-buffer": "LOAD names the activation, weight, bias, instruction or table buffer; STORE the activation buffer",
     "dma-range": "a LOAD/STORE moves at least one word and stays inside its buffer (baddr + nwords <= depth)",
     "ext-range": "a LOAD/STORE stays inside the external-memory image",
@@ -35,6 +36,8 @@ RULES = {
     "wgt-range": "a CONV's weight block [wbase, wbase + klen) is inside the weight buffer",
     "bias-range": "a CONV's bias word is inside the bias buffer",
     "conv-period": "a CONV's period is at least max(klen, ROWS, COLS)",
+    "softmax": "a SOFTMAX has at least one row, rows of 1 to the unit's longest row (smx_n) elements, a shift "
+               "that fits the unit's 6-bit input and a log2e in [1, LOG2E]",
     "conv-depthwise": "a depthwise CONV runs only on an array with COLS <= ROWS + 3 (its first slice must come "
                       "COLS cycles after the previous CONV's last; two CONVs are always ROWS + 3 apart)",
     "uninitialized-read": "every buffer word an instruction reads was written by an earlier instruction",
@@ -152,6 +155,14 @@ def act_reads(d: dict, cols: int) -> list:
     return intervals(((base[:, None] + ofs[None]) & AMASK)[inb])
 
 
+def softmax_words(d: dict, base: str, cols: int) -> list:
+    """The activation words of a SOFTMAX's rows from `base` (ibase: read, obase: written): row p's
+    channel group g at base + p + g*cstride."""
+    groups = -(-d["klen"] // cols)
+    rows = d[base] + np.arange(d["npix"], dtype=np.int64)
+    return intervals((rows[:, None] + np.arange(groups)[None] * d["cstride"]) & AMASK)
+
+
 # ---- the checker ------------------------------------------------------------------------------------
 ACT, WGT, BIAS, TAB = isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB
 DMA, STREAM, COMPUTE = "dma", "stream", "compute"   # what retires an access (the engine that must be idle)
@@ -174,7 +185,7 @@ def _retires(d: dict) -> set:
         return {DMA}
     if op == isa.CONV:
         return {STREAM}
-    if op in (isa.POOL, isa.EWISE):
+    if op in (isa.POOL, isa.EWISE, isa.SOFTMAX):
         return {STREAM, COMPUTE}
     if op == isa.SYNC:
         m = d["sync"]
@@ -198,6 +209,8 @@ class Checker:
         op, cfg = d["op"], self.cfg
         if op not in isa.OPNAMES:
             self.fail("opcode", f"unknown opcode {op}")
+        if op == isa.SOFTMAX:
+            self.softmax(d)
         if op not in (isa.LOAD, isa.STORE):
             return
         buf, n, name = d["buf"], d["nwords"], isa.OPNAMES[op]
@@ -214,6 +227,21 @@ class Checker:
             self.fail("store-over-constants", f"STORE to beat {d['eaddr']}, before the first I/O region at "
                                               f"{self.io_start}")
 
+    def softmax(self, d: dict) -> None:
+        """SOFTMAX's own rules: the unit is there, and its fields are values the unit takes."""
+        from ..ref.nonlinear import LOG2E
+        from ..rtl.softmax import SHIFT_BITS
+
+        n, cfg = d["klen"], self.cfg
+        if cfg.smx_n <= 0:
+            self.fail("opcode", "SOFTMAX on an accelerator without the Softmax unit")
+        if d["npix"] == 0 or not 1 <= n <= cfg.smx_n:
+            self.fail("softmax", f"SOFTMAX of {d['npix']} rows of {n} elements; the unit takes rows of 1 to "
+                                 f"{cfg.smx_n}")
+        if not 0 <= d["shift"] < 1 << SHIFT_BITS or not 1 <= d["mult"] <= LOG2E:
+            self.fail("softmax", f"SOFTMAX shift {d['shift']} (0 to {(1 << SHIFT_BITS) - 1}) or log2e {d['mult']} "
+                                 f"(1 to {LOG2E}) outside the unit's range")
+
     def accesses(self, d: dict) -> list[Access]:
         """The buffer words the instruction reads and writes, and what retires each access."""
         op, i, cfg = d["op"], self.i, self.cfg
@@ -222,10 +250,13 @@ class Checker:
         if op in (isa.LOAD, isa.STORE):
             ivs = [(d["baddr"], d["baddr"] + d["nwords"])]
             return [Access(d["buf"], ivs, op == isa.LOAD, i, DMA, True)]
-        if op not in (isa.CONV, isa.POOL, isa.EWISE):
+        if op not in isa.COMPUTE_OPS:
             return []
-        reads = act_reads(d, cfg.cols)
-        out = intervals((d["obase"] + np.arange(d["npix"])) & AMASK)
+        if op == isa.SOFTMAX:
+            reads, out = softmax_words(d, "ibase", cfg.cols), softmax_words(d, "obase", cfg.cols)
+        else:
+            reads = act_reads(d, cfg.cols)
+            out = intervals((d["obase"] + np.arange(d["npix"])) & AMASK)
         for ivs in (reads, out):
             if ivs and ivs[-1][1] > cfg.abuf_words:
                 self.fail("act-range", f"{isa.OPNAMES[op]} touches activation word {ivs[-1][1] - 1}; "

@@ -45,6 +45,12 @@ def per_channel_need(g: ir.Graph) -> str:
     return need
 
 
+def softmax_need(g: ir.Graph) -> int:
+    """The longest row of the device Softmax ops of `g` (over axis 1: a pixel's channels): the
+    Softmax unit's MAX_N for an accelerator sized to the model; 0 (no unit) without one."""
+    return max((g.tensors[op.inputs[0]].shape[1] for op in g.device_ops if isinstance(op, ir.Softmax)), default=0)
+
+
 def _emit_all(g: ir.Graph, cfg: AccelConfig, batch: int, t, mp) -> list:
     """Every planned op's code, its bias words and tables numbered after the ops' before it."""
     codes, bias0, tab0 = [], 0, 0
@@ -59,9 +65,12 @@ def _emit_all(g: ir.Graph, cfg: AccelConfig, batch: int, t, mp) -> list:
 def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     """Schedule every device op of `g` onto the accelerator; returns the checked program and memory
     image. An accelerator sized to the model (cfg.per_channel "") stores per-channel scales in its
-    bias words as the model needs (per_channel_need)."""
+    bias words as the model needs (per_channel_need), and (cfg.smx_n -1) has a Softmax unit for its
+    longest device Softmax row, or none (softmax_need)."""
     if not cfg.per_channel:
         cfg = replace(cfg, per_channel=per_channel_need(g))
+    if cfg.smx_n < 0:
+        cfg = replace(cfg, smx_n=softmax_need(g))
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
     codes = _emit_all(g, cfg, batch, t, mp)

@@ -507,12 +507,78 @@ def emit_table(ctx: Ctx, p: OpPlan) -> Code:
     return Code(tuple(out) + tuple(p.post), tables=tuple(tabs), info=info)
 
 
+# ---- SOFTMAX (Softmax over a pixel's channels) -------------------------------------------------------
+SMX_MAX_N = 4096
+"""The longest row a compiler-sized Softmax unit takes (its row buffer is MAX_N activations)."""
+
+
+def softmax_reason(g: ir.Graph, op: ir.Softmax, cfg: AccelConfig) -> str | None:
+    """Why the Softmax unit cannot run `op` (None: it can). The unit takes one pixel's channels as a
+    row (axis 1 of [N, C, H, W], or of [N, K]: tony.ir.layout puts attention scores there), computes
+    the spec of its rendered F and P with A_BITS-bit unsigned results, and takes the input scale and
+    log2e as the instruction's shift and mult (softmax_fields)."""
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    rank = len(x.shape)
+    if rank not in (2, 4) or op.axis % rank != 1:
+        return (f"a Softmax over axis {op.axis} of a {rank}-D tensor (the Softmax unit's rows are a pixel's "
+                "channels: axis 1 of [N, C, H, W] or [N, K])")
+    n, limit = x.shape[1], cfg.smx_n if cfg.smx_n >= 0 else SMX_MAX_N
+    if limit == 0:
+        return "the accelerator has no Softmax unit"
+    if n > limit:
+        return f"rows of {n} elements (the Softmax unit takes up to {limit})"
+    if y.dtype.signed or y.dtype.bits != op.out_bits or op.out_bits != cfg.a_bits:
+        return (f"a Softmax to {y.dtype} with {op.out_bits} fraction bits (the unit writes unsigned "
+                f"{cfg.a_bits}-bit activations at 2^-{cfg.a_bits})")
+    try:
+        softmax_fields(op, cfg)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def softmax_fields(op: ir.Softmax, cfg: AccelConfig) -> tuple[int, int]:
+    """(shift, log2e): the Softmax unit's s and log2e for `op`'s spec (tony.rtl.softmax.unit_inputs on
+    the unit the accelerator renders: F, P and SHIFT_BITS of tony.rtl.softmax, A_BITS + 1-bit elements,
+    A_BITS-bit results); ValueError where the unit computes something else."""
+    from ..ref.nonlinear import SoftmaxSpec
+    from ..rtl.softmax import FRAC_BITS, SHIFT_BITS, TABLE_BITS, unit_inputs
+
+    spec = SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits, out_bits=op.out_bits,
+                       log2e=op.log2e)
+    return unit_inputs(spec, in_bits=cfg.a_bits + 1, out_bits=cfg.a_bits, frac_bits=FRAC_BITS, table_bits=TABLE_BITS,
+                       shift_bits=SHIFT_BITS)
+
+
+def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
+    """One SOFTMAX over every pixel of the tensor (all samples): row p is pixel p's C channels, lane l
+    of channel group g at base + p + g*gstride in the source and the result alike (docs/isa.md,
+    'Softmax')."""
+    op, g, cfg = p.op, ctx.g, ctx.cfg
+    why = softmax_reason(g, op, cfg)
+    if why:
+        raise UnsupportedError(f"{why} is not supported on this accelerator", where=where(op))
+    shift, log2e = softmax_fields(op, cfg)
+    flags = isa.F_A_SIGNED if g.tensors[op.inputs[0]].dtype.signed else 0
+    n = g.tensors[op.inputs[0]].shape[1]
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        x, dst = site.srcs[0], site.dst
+        if not whole or x.gstride != dst.gstride:
+            raise UnsupportedError("a Softmax in row bands is not supported on the accelerator", where=where(op),
+                                   hint="a larger --abuf-words")
+        return [instr(isa.SOFTMAX, flags=flags, ibase=x.base, obase=dst.base, npix=x.gstride, klen=n,
+                      cstride=x.gstride, shift=shift, mult=log2e)]
+    return Code(run_sites(p, body), info={"row_length": n})
+
+
 EMITTERS = {
     ir.Conv: emit_conv, ir.Dense: emit_conv, ir.PixelMatMul: emit_pixel_matmul,
     ir.MaxPool: emit_pool, ir.AvgPool: emit_pool,
     ir.Add: emit_ewise, ir.Clamp: emit_ewise,
     ir.Concat: emit_concat,
     ir.Table: emit_table,
+    ir.Softmax: emit_softmax,
 }
 
 

@@ -2,7 +2,7 @@
 
 Every instruction is one INSTR_BITS-bit word. Bits [0, 16) are a header common to all
 opcodes (op, flags, sync mask); the fields after it depend on the opcode's class: DMA (LOAD,
-STORE) or COMPUTE (CONV, POOL, EWISE). The layout lives here once: the RTL template reads
+STORE) or COMPUTE (CONV, POOL, EWISE, SOFTMAX). The layout lives here once: the RTL template reads
 the field positions from `FIELDS` (rendered as localparams), the compiler encodes with
 `encode`, and the Python model decodes with `decode`.
 """
@@ -14,8 +14,15 @@ INSTR_BITS = 512
 ADDR_BITS = 20  # activation-buffer address arithmetic (wraps modulo 2^20)
 
 # opcodes
-END, SYNC, LOAD, STORE, CONV, POOL, EWISE = range(7)
-OPNAMES = {END: "END", SYNC: "SYNC", LOAD: "LOAD", STORE: "STORE", CONV: "CONV", POOL: "POOL", EWISE: "EWISE"}
+END, SYNC, LOAD, STORE, CONV, POOL, EWISE, SOFTMAX = range(8)
+OPNAMES = {END: "END", SYNC: "SYNC", LOAD: "LOAD", STORE: "STORE", CONV: "CONV", POOL: "POOL", EWISE: "EWISE",
+           SOFTMAX: "SOFTMAX"}
+COMPUTE_OPS = (CONV, POOL, EWISE, SOFTMAX)
+"""The opcodes of the compute class (their fields are COMPUTE_FIELDS)."""
+SOFTMAX_FIELDS = ("ibase", "obase", "npix", "klen", "cstride", "mult", "shift")
+"""What SOFTMAX reads of the compute fields (docs/isa.md, 'Softmax'): rows `npix` at ibase + p
+(source) and obase + p (destination), each `klen` elements long, lane l of channel group g at
++ g*cstride; the unit's shift s in `shift` and its log2e in `mult`."""
 
 # flags
 F_A_SIGNED = 1 << 0   # input A (CONV/POOL/EWISE operand a) is signed
@@ -80,7 +87,7 @@ FIELDS = {**HEADER, **{f"d_{k}": v for k, v in DMA_FIELDS.items()}, **{f"c_{k}":
 def _fields_of(op: int) -> dict[str, Field]:
     if op in (LOAD, STORE):
         return DMA_FIELDS
-    if op in (CONV, POOL, EWISE):
+    if op in COMPUTE_OPS:
         return COMPUTE_FIELDS
     return {}
 

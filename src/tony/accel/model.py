@@ -211,6 +211,25 @@ class Machine:
         y = self.ppu(acc, 0, d)
         self._write(d["obase"] + np.arange(npix), y)
 
+    def softmax(self, d) -> None:
+        """SOFTMAX: rows p < npix of klen elements, element g*COLS + l in lane l of word
+        ibase + p + g*cstride, through `nonlinear.softmax` with the unit's s (shift) and log2e
+        (mult); the results go to the same places from obase, lanes past a row's end written 0."""
+        from ..ref.nonlinear import LOG2E_BITS, SoftmaxSpec, softmax
+        from ..rtl.softmax import FRAC_BITS, TABLE_BITS
+
+        c = self.cfg
+        n, rows, groups = d["klen"], d["npix"], -(-d["klen"] // c.cols)
+        ofs = np.arange(groups) * d["cstride"]
+        src = (d["ibase"] + np.arange(rows)[:, None] + ofs[None]) & AMASK
+        x = _ext(self._act(src), c.a_bits, bool(d["flags"] & isa.F_A_SIGNED)).reshape(rows, groups * c.cols)[:, :n]
+        spec = SoftmaxSpec(x_exp=LOG2E_BITS - FRAC_BITS - d["shift"], frac_bits=FRAC_BITS, table_bits=TABLE_BITS,
+                           out_bits=c.a_bits, log2e=d["mult"])
+        y = np.zeros((rows, groups * c.cols), np.int64)
+        y[:, :n] = softmax(x, spec)
+        self._write((d["obase"] + np.arange(rows)[:, None] + ofs[None]).reshape(-1),
+                    y.reshape(rows * groups, c.cols))
+
 
 def decode_program(prog: Program) -> list[dict]:
     """The instructions as the controller sees them: read back from the memory image."""
@@ -247,6 +266,8 @@ def run(prog: Program, beats_in: dict, rounding: Rounding | str = Rounding.HALF_
             m.conv(d)
         elif op in (isa.POOL, isa.EWISE):
             m.vector(d, op)
+        elif op == isa.SOFTMAX:
+            m.softmax(d)
     return m.ext
 
 
@@ -262,6 +283,17 @@ def cycles(prog: Program) -> Timing:
     """Exact cycle count of tony_accel running `prog` against a memory that accepts a request
     every cycle and answers reads after cfg.mem_latency cycles (docs/isa.md, 'Timing')."""
     return schedule(decode_program(prog), prog.cfg, prog.boot_words)
+
+
+def softmax_cycles(rows: int, n: int) -> int:
+    """Issue of a SOFTMAX of `rows` rows of n elements to the cycle compute is free again: dispatch
+    (1), the first word's read and its move into the serializer (2), the first element taken in
+    cycle x + 4, then one row every `row_cycles(n)` (the unit's 3 n + 51: the serializer has the next
+    row's first word ready before the unit takes it), the last word written in the cycle after the
+    last result (docs/isa.md, 'Timing')."""
+    from ..rtl.softmax import row_cycles
+
+    return 5 + rows * row_cycles(n)
 
 
 def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
@@ -292,6 +324,9 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
             compute_free = stream_free = x + d["npix"] * d["klen"] + 16
+        elif op == isa.SOFTMAX:
+            x = max(t, compute_free, stream_free)
+            compute_free = stream_free = x + softmax_cycles(d["npix"], d["klen"])
         elif op == isa.SYNC:
             need = [t]
             if d["sync"] & isa.S_DMA:

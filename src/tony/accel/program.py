@@ -41,6 +41,8 @@ class AccelConfig:
                              # lane), "mult" (a mult and a shift per lane); "": sized by the compiler to the model
     abuf_split: int = 0      # first word of the activation buffer's bank 1 (0: one bank); with an activation
                              # buffer sized by the compiler (abuf_words 0), chosen by it (docs/architecture.md)
+    smx_n: int = -1          # the Softmax unit's longest row (SOFTMAX, docs/isa.md): 0 no unit; -1: sized by the
+                             # compiler to the model (its longest device Softmax row, no unit without one)
 
     def beats(self, bits: int) -> int:
         return -(-bits // self.mem_bits)
@@ -85,7 +87,8 @@ class AccelConfig:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
                 "ACC_BITS": self.acc_bits, "MEM_BITS": self.mem_bits, "ABUF_WORDS": self.abuf_words,
                 "WBUF_WORDS": self.wbuf_words, "BBUF_WORDS": self.bbuf_words, "IMEM_WORDS": self.imem_words,
-                "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"], "ABUF_SPLIT": self.abuf_split}
+                "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"], "ABUF_SPLIT": self.abuf_split,
+                "SMX_N": max(self.smx_n, 0)}
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,8 @@ def axi_top_params(m: dict, **axi) -> dict:
         p["PER_CHANNEL"] = pc
     if a.get("abuf_split"):   # likewise for a one-bank activation buffer
         p["ABUF_SPLIT"] = a["abuf_split"]
+    if a.get("smx_n", 0) > 0:   # likewise for a build without the Softmax unit
+        p["SMX_N"] = a["smx_n"]
     if p["AXI_DATA_BITS"] < p["MEM_BITS"]:
         p["AXI_DATA_BITS"] = p["MEM_BITS"]
     p["BUILD_ID"] = build_id(p)

@@ -84,7 +84,7 @@ def _float_lit(x: float) -> str:
     return float(np.float32(x)).hex()
 
 
-_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape, ir.Table)
+_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape, ir.Table, ir.Softmax)
 
 
 def refuse(g: ir.Graph, cfg: HlsConfig):
@@ -156,6 +156,29 @@ class _Builder:
                             "partition": max(1, self.cfg.rows)})
         self.param_words += max(len(vals), 1)
         return name
+
+    def softmax(self, op: ir.Softmax, lname: str, a: str, o: str) -> dict:
+        """tony::softmax_op: rows of the axis's LEN elements, the spec's table a constant array and its
+        shift limited to the input's width plus 17 (any larger shift rounds every u to 0, as
+        tony.rtl.softmax.unit_inputs gives the Softmax unit), so it stays a 64-bit rounding shift."""
+        from ..ref.nonlinear import SoftmaxSpec
+
+        g = self.g
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        ax = op.axis % len(x.shape)
+        spec = SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits, out_bits=op.out_bits,
+                           log2e=op.log2e)
+        tname = self.const_array(f"{lname}_exp2", spec.table, ir.INT32)
+        consts = [("int", "N", _per_sample(y)), ("int", "OUTER", math.prod(x.shape[1:ax])),
+                  ("int", "LEN", x.shape[ax]), ("int", "INNER", math.prod(x.shape[ax + 1:])),
+                  ("int", "F", spec.frac_bits), ("int", "TB", spec.table_bits), ("int", "K", spec.recip_exp),
+                  ("int", "OUT_BITS", spec.out_bits), ("int", "SHIFT", min(spec.shift, x.dtype.bits + 17)),
+                  ("long long", "LOG2E", spec.log2e), ("long long", "LO", _lit(y.dtype.min)),
+                  ("long long", "HI", _lit(y.dtype.max))]
+        return {"structs": [{"name": f"{lname}_p", "consts": consts,
+                             "types": [("in_t", ctype(x.dtype)), ("t_t", ctype(ir.INT32)), ("out_t", ctype(y.dtype))]}],
+                "small": [], "call": f"tony::softmax_op<{lname}_p>({a}, {tname}, {o})",
+                "describe": f"Softmax over axis {op.axis}, rows of {x.shape[ax]}"}
 
     def mac(self, op, lname: str) -> dict:
         g, cfg = self.g, self.cfg
@@ -267,6 +290,8 @@ class _Builder:
                     "small": [], "call": f"tony::table_op<{lname}_p>({a}, {tname}, {o})",
                     "describe": f"Table {op.function or op.op_type}" + (f", one per index of axis {ax}" if ax is not None
                                                                        else "")}
+        if isinstance(op, ir.Softmax):
+            return self.softmax(op, lname, a, o)
         if isinstance(op, ir.Reshape):
             return {"structs": [], "small": [],
                     "call": f"tony::reshape<{ctype(x.dtype)}, {_per_sample(x)}>({a}, {o})",

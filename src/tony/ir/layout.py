@@ -32,10 +32,18 @@ table, the residual Adds), the integers go back and forth through the host.
    weights are the same numbers rearranged, w'[m, j, h] = w[m, h d + j]: the same products, the
    same sum. So P.V and the output projection share a device segment.
 
-Views left without a reader are dropped. Nothing else changes: LayerNorm, Softmax, the head
-splits and the mean pool read the same 3-D tensors as before, each made once on the host from
-the pixel layout. Whether the moved ops run on the device is the back end's decision, as
-before (docs/partition.md); an Add of two [N, C, 1, T] tensors is the vector unit's EWISE add.
+4. **Softmax rows as pixels.** A Softmax over the last axis whose input is made by views from a
+   [N, M, A, B] tensor z such that each of its rows is one pixel's M channels, pixel after pixel
+   (attention scores: Q.K^T's PixelMatMul output [N, keys, H, T] seen as [N, H, T, keys]), runs
+   over the channels of z itself (axis 1): the same rows, so the same integers, in z's layout. Its
+   output is then the view of that pixel output, which step 1 cancels against P.V's first operand
+   (P seen as [N, keys, H, T] again), so Q.K^T, the Softmax and P.V can share a device segment.
+
+Views left without a reader are dropped. Nothing else changes: LayerNorm, the head splits and the
+mean pool read the same 3-D tensors as before, each made once on the host from the pixel layout.
+Whether the moved ops run on the device is the back end's decision, as before (docs/partition.md);
+an Add of two [N, C, 1, T] tensors is the vector unit's EWISE add, a Softmax over a pixel's
+channels the Softmax unit's SOFTMAX (docs/isa.md, 'Softmax').
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ops import Add, Clamp, Conv, Graph, Mul, Op, PixelMatMul, Reshape, Table, Transpose
+from .ops import Add, Clamp, Conv, Graph, Mul, Op, PixelMatMul, Reshape, Softmax, Table, Transpose
 from .tokens import _fresh
 
 _PIXEL_AXIS = (0, 3, 1)     # axis of a [N, T, C] tensor -> its axis in the pixel layout [N, C, 1, T]
@@ -180,6 +188,19 @@ def keep_pixels(g: Graph) -> Graph:
     for op in g.ops:
         op = replace(op, inputs=tuple(reads(op, k, i) for k, i in enumerate(op.inputs)))
         op = _heads_as_rows(op, views, tensors, constants)
+        z = _pixel_rows(op, views, tensors)
+        if z is not None:
+            y = op.outputs[0]
+            ypx = _fresh(tensors, f"{y}.px")
+            tensors[ypx] = replace(tensors[y], name=ypx, shape=tensors[z].shape)
+            emit(replace(op, inputs=(z,), outputs=(ypx,), axis=1))
+            n, m, a, b = tensors[z].shape
+            if tensors[y].shape == (n, a, b, m):
+                view(ypx, (n, a, b, m), op.origin, perm=(0, 2, 3, 1), name=y)
+            else:
+                view(view(ypx, (n, a, b, m), op.origin, perm=(0, 2, 3, 1), tag="rows"), tensors[y].shape,
+                     op.origin, name=y)
+            continue
         if not (_elementwise(op, tensors, constants) and any(views.pixels(i) for i in _operands(op))):
             emit(op)
             continue
@@ -197,6 +218,22 @@ def keep_pixels(g: Graph) -> Graph:
     if tuple(ops) == g.ops:
         return g
     return _drop_unread_views(replace(g, tensors=tensors, constants=constants, ops=tuple(ops)))
+
+
+def _pixel_rows(op: Op, views: _Views, tensors: dict) -> str | None:
+    """The [N, M, A, B] tensor z whose pixels a Softmax's rows are (its input, made by views from z,
+    holds in row r the M channels of z's pixel r, r = a B + b); None for any other op or input."""
+    rank = len(tensors[op.inputs[0]].shape) if isinstance(op, Softmax) else 0
+    if not rank or op.axis % rank != rank - 1:
+        return None
+    root, idx = views.of(op.inputs[0])
+    if root == op.inputs[0] or len(tensors[root].shape) != 4:
+        return None
+    m, a, b = tensors[root].shape[1:]
+    if idx.shape[-1] != m:
+        return None
+    rows = np.arange(m * a * b, dtype=np.int32).reshape(m, a * b).T
+    return root if np.array_equal(idx.reshape(-1, m), rows) else None
 
 
 def _heads_as_rows(op: Op, views: _Views, tensors: dict, constants: dict) -> Op:

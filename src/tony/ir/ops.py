@@ -307,11 +307,15 @@ class MatMul(HostOp):
 
 
 @dataclass(frozen=True)
-class Softmax(HostOp):
-    """Integer Softmax over the last axis (docs/transformer.md, 'Softmax'): base-2 exponent with
-    shifts, a 2^frac_bits-entry table of 2^(-r / 2^F) in Q0.table_bits, one division per row. The
-    input is at 2^x_exp (zero point 0), the output at 2^-out_bits, saturated to its dtype."""
+class Softmax(Op):
+    """Integer Softmax over `axis` (docs/transformer.md, 'Softmax'): base-2 exponent with shifts, a
+    2^frac_bits-entry table of 2^(-r / 2^F) in Q0.table_bits, one division per row. The input is at
+    2^x_exp (zero point 0), the output at 2^-out_bits, saturated to its dtype. Over the last axis as
+    ONNX writes it; over the channels (axis 1) of a [N, C, H, W] tensor after tony.ir.layout moves it
+    onto the pixel layout of attention scores, where the accelerator's Softmax unit runs it
+    (docs/isa.md, 'SOFTMAX'); back ends without a unit leave it to the host."""
 
+    axis: int = -1
     x_exp: int = 0
     frac_bits: int = 6
     table_bits: int = 15

@@ -128,6 +128,8 @@ def verify(g: O.Graph) -> O.Graph:
             _check(T[0].shape == Y[0].shape and T[0].zero_point == 0 and Y[0].zero_point == 0, op,
                    "Softmax keeps the shape; zero points 0")
             _check(op.x_exp <= 15 - op.frac_bits, op, f"input scale 2^{op.x_exp} too coarse")
+            _check(-len(T[0].shape) < op.axis < len(T[0].shape) and op.axis % len(T[0].shape) != 0, op,
+                   f"Softmax axis {op.axis} of a {len(T[0].shape)}-D tensor (not the batch axis)")
         elif isinstance(op, O.LayerNorm):
             n = T[0].shape[-1]
             _check(T[0].shape == Y[0].shape and T[1].shape == (n,) and T[2].shape == (n,), op,

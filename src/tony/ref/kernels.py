@@ -387,7 +387,8 @@ def softmax(op: ir.Softmax, g: ir.Graph, x):
     y = g.tensors[op.outputs[0]]
     spec = nonlinear.SoftmaxSpec(x_exp=op.x_exp, frac_bits=op.frac_bits, table_bits=op.table_bits,
                                  out_bits=op.out_bits, log2e=op.log2e)
-    return np.clip(nonlinear.softmax(x, spec), y.dtype.min, y.dtype.max)
+    rows = np.moveaxis(np.asarray(x), op.axis, -1)
+    return np.moveaxis(np.clip(nonlinear.softmax(rows, spec), y.dtype.min, y.dtype.max), -1, op.axis)
 
 
 def layernorm(op: ir.LayerNorm, g: ir.Graph, x, gamma, beta):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -31,6 +31,12 @@ class ModuleSpec:
     baked: tuple[str, ...] = ()
     """Parameters fixed when the template is rendered (localparams in the Verilog: constants computed
     from them, such as a ROM's contents, are written into the source), so no -G can override them."""
+    optional: dict[str, str] = field(default_factory=dict)
+    """Modules instantiated only where a parameter is not 0: module -> that parameter."""
+    structural: tuple[str, ...] = ()
+    """Parameters that decide which modules the template instantiates (`optional`): rendered into the
+    source, and handed down by render_to to the modules it pulls in that declare them (a module pulled
+    in otherwise keeps its defaults), so that a parent and its children agree on them."""
     context: Callable[[dict[str, int]], dict] | None = None
     """Template variables computed in Python from the parameter values (numbers in Python, logic in the
     template); it raises ValueError for values the module cannot take."""
@@ -76,7 +82,7 @@ MODULES: dict[str, ModuleSpec] = {
     ),
     "tony_controller": ModuleSpec(
         params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256,
-                "ABUF_SPLIT": 0},
+                "ABUF_SPLIT": 0, "HAS_SMX": 0},
         includes=("tony_isa.vh",),
         doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
     ),
@@ -109,12 +115,19 @@ MODULES: dict[str, ModuleSpec] = {
         includes=("tony_isa.vh",),
         doc="post-processing stage: CONV/vector row select, tony_ppu, activation write-back",
     ),
+    "tony_row_io": ModuleSpec(
+        params={"COLS": 4, "A_BITS": 8, "IN_BITS": 9, "OUT_BITS": 8},
+        includes=("tony_isa.vh",),
+        doc="rows of activation words to one element per cycle (serializer) and results back to words (packer)",
+    ),
     "tony_accel": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0},
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0},
         requires=("tony_controller", "tony_decoder", "tony_dma", "tony_conv_unit", "tony_vec_unit", "tony_post",
                   "tony_act_buf"),
+        optional={"tony_row_io": "SMX_N", "tony_softmax": "SMX_N"},
+        structural=("SMX_N",),
         includes=("tony_isa.vh",),
         doc="the instruction-driven accelerator: wires controller, decoder, DMA, CONV engine, vector unit, "
             "post-processing and activation buffer",
@@ -140,9 +153,10 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_axi_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
                 "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
+        structural=("SMX_N",),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
     ),
     "tony_softmax": ModuleSpec(
@@ -160,9 +174,10 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_sim_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
                 "HALF_PERIOD": 5, "BURST": 4096},
         requires=("tony_accel", "tony_sim_mem"),
+        structural=("SMX_N",),
         doc="simulation only: tony_accel with tony_sim_mem on its memory port, a trace of issue cycles, a run "
             "sequencer and its own clock",
     ),
@@ -207,7 +222,7 @@ AGU_FIELDS = ("ibase", "obase", "npix", "ow", "oh", "oy0", "sw", "sh", "ixs", "i
 def _isa_globals() -> dict:
     from ..accel import isa
 
-    ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE",
+    ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE", "SOFTMAX",
                                          "B_ACT", "B_WGT", "B_BIAS", "B_IMEM", "B_TAB")}
     return {
         "ops": ops,
@@ -275,11 +290,16 @@ def render(template_name: str, *, prefix: str = "", **params: int) -> str:
     return _env.get_template(f"{name}.v.j2").render(header=header, prefix=prefix, **values, **extra)
 
 
-def _with_requirements(names: list[str]) -> list[str]:
+def _with_requirements(names: list[str], params: dict | None = None) -> list[str]:
+    """`names` and the modules they instantiate, children first; an optional child only where its
+    parameter (in `params`, else the parent's default) is not 0."""
     order: list[str] = []
+    params = params or {}
 
     def visit(n: str) -> None:
-        for dep in _spec(n).requires:
+        spec = _spec(n)
+        for dep in spec.requires + tuple(d for d, k in spec.optional.items()
+                                         if int(params.get(k, spec.params.get(k, 0)))):
             visit(dep)
         if n not in order:
             order.append(n)
@@ -301,7 +321,7 @@ def render_to(directory: str | os.PathLike[str], names, *, prefix: str = "", **p
     if isinstance(names, str):
         names = [names]
     names = [n.removesuffix(".v.j2").removesuffix(".v") for n in names]
-    order = _with_requirements(names)
+    order = _with_requirements(names, params)
     known = set().union(*(_spec(n).params for n in names))
     unknown = sorted(set(params) - known)
     if unknown:
@@ -314,7 +334,8 @@ def render_to(directory: str | os.PathLike[str], names, *, prefix: str = "", **p
         path.write_text(render_include(inc, prefix=prefix))
         paths.append(path)
     for n in order:
-        own = {k: v for k, v in params.items() if k in MODULES[n].params} if n in names else {}
+        own = {k: v for k, v in params.items()
+               if k in MODULES[n].params and (n in names or k in MODULES[n].structural)}
         path = out / f"{prefix}{n}.v"
         path.write_text(render(n, prefix=prefix, **own))
         paths.append(path)

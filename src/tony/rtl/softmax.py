@@ -16,6 +16,12 @@ DIV_CYCLES = 32
 OUT_LATENCY = EXP_LATENCY + 3
 """Read address to the output register (e * R in two stages, the rounding shift)."""
 LOG2E_BITS = 16
+FRAC_BITS = 6
+"""F of the unit the accelerator instantiates (SOFTMAX, docs/isa.md): the SoftmaxSpec default."""
+TABLE_BITS = 15
+"""P of that unit (the SoftmaxSpec default)."""
+SHIFT_BITS = 6
+"""Width of that unit's shift input (any s of an A_BITS + 1-bit input fits: s <= A_BITS + 18)."""
 
 
 def row_cycles(n: int) -> int:
@@ -67,5 +73,5 @@ def unit_inputs(spec: SoftmaxSpec, *, in_bits: int, out_bits: int, frac_bits: in
     return shift, spec.log2e
 
 
-__all__ = ["DIV_CYCLES", "EXP_LATENCY", "OUT_LATENCY", "check_params", "row_cycles", "template_context",
+__all__ = ["DIV_CYCLES", "EXP_LATENCY", "FRAC_BITS", "OUT_LATENCY", "SHIFT_BITS", "TABLE_BITS", "check_params", "row_cycles", "template_context",
            "unit_inputs"]

@@ -300,6 +300,50 @@ TONY_LOOP(table_loop)
     }
 }
 
+// Softmax (docs/transformer.md, 'Softmax'): per row of LEN elements (element k of row (o, i) at
+// (o * LEN + k) * INNER + i), u = round_shift((max - q) * LOG2E, SHIFT), e = T[u mod 2^F] >>
+// min(u >> F, TB + 1), R = 2^K / sum(e), y = clamp(round_shift(e * R, K - OUT_BITS), 0, 2^OUT_BITS - 1),
+// saturated to the output type. e is computed twice, for the sum and for the outputs, as the
+// accelerator's Softmax unit does.
+template <class P>
+wide_t softmax_exp(wide_t d, const typename P::t_t tab[1 << P::F]) {
+    const wide_t u = rounding_shift(d * P::LOG2E, P::SHIFT, HALF_EVEN);
+    const wide_t z = (u >> P::F) < P::TB + 1 ? (u >> P::F) : P::TB + 1;
+    return (wide_t)tab[u & ((1 << P::F) - 1)] >> z;
+}
+
+template <class P>
+void softmax_op(const typename P::in_t x[P::N], const typename P::t_t tab[1 << P::F], typename P::out_t y[P::N]) {
+TONY_LOOP(softmax_outer)
+    for (int o = 0; o < P::OUTER; o++) {
+    TONY_LOOP(softmax_inner)
+        for (int i = 0; i < P::INNER; i++) {
+            const int base = o * P::LEN * P::INNER + i;
+            wide_t mx = (wide_t)x[base];
+        TONY_LOOP(softmax_max)
+            for (int k = 1; k < P::LEN; k++) {
+                TONY_HLS(PIPELINE II=1)
+                const wide_t q = (wide_t)x[base + k * P::INNER];
+                mx = q > mx ? q : mx;
+            }
+            wide_t sum = 0;
+        TONY_LOOP(softmax_sum)
+            for (int k = 0; k < P::LEN; k++) {
+                TONY_HLS(PIPELINE II=1)
+                sum += softmax_exp<P>(mx - (wide_t)x[base + k * P::INNER], tab);
+            }
+            const wide_t r = (1LL << P::K) / sum;
+        TONY_LOOP(softmax_out)
+            for (int k = 0; k < P::LEN; k++) {
+                TONY_HLS(PIPELINE II=1)
+                const wide_t e = softmax_exp<P>(mx - (wide_t)x[base + k * P::INNER], tab);
+                const wide_t v = clamp(rounding_shift(e * r, P::K - P::OUT_BITS, HALF_EVEN), 0, (1LL << P::OUT_BITS) - 1);
+                y[base + k * P::INNER] = (typename P::out_t)clamp(v, P::LO, P::HI);
+            }
+        }
+    }
+}
+
 // Reshape: the flat row-major order is unchanged, so it is a copy.
 template <typename T, int N>
 void reshape(const T x[N], T y[N]) {
