@@ -347,12 +347,9 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
     raise ValueError("program has no END")
 
 
-COMPUTE_OPS = (isa.CONV, isa.POOL, isa.EWISE)
-
-
 def compute_start(ins: list[dict], first: int, last: int) -> int:
     """The index of the first compute instruction in ins[first:last] (`first` when there is none)."""
-    return next((i for i in range(first, last) if ins[i]["op"] in COMPUTE_OPS), first)
+    return next((i for i in range(first, last) if ins[i]["op"] in isa.COMPUTE_OPS), first)
 
 
 def layer_table(prog: Program, timing: Timing) -> list[dict]:
