@@ -358,6 +358,30 @@ def test_softmax_on_the_device_bit_exact_on_verilator_with_predicted_cycles(tmp_
     assert len(smx) == 1 and smx[0]["cycles"] == smx[0]["predicted"] > heads * tokens * (3 * tokens + 51)
 
 
+def test_softmax_unit_option_sizes_or_removes_the_unit(tmp_path, tony_cli):
+    """`tony compile --softmax-unit 0`: no unit, the Softmax on the host (where a host that is faster
+    than one row at a time wants it); a unit shorter than the rows (8 < 10 tokens) leaves it on the
+    host with that reason; one out of range is refused in one line."""
+    import json
+
+    q, x = _attention_model(tmp_path, 32, 2, 10)
+    np.save(tmp_path / "inputs.npy", x[:1])
+    for n, where in ((0, "host"), (8, "host"), (16, "device")):
+        out = tmp_path / f"b{n}"
+        r = tony_cli("compile", q, "-o", out, "--array", "8x8", "--inputs", tmp_path / "inputs.npy",
+                     "--softmax-unit", str(n))
+        assert r.returncode == 0, r.stderr
+        man = json.loads((out / "manifest.json").read_text())
+        placed = [o for o in man["placement"]["ops"] if o["op"] == "Softmax"]
+        assert [o["where"] for o in placed] == [where], (n, placed)
+        smx = {json.loads((out / s["build"] / "manifest.json").read_text())["accel"]["smx_n"]
+               for s in man["segments"] if s["kind"] == "device"}
+        assert smx == {16 if n == 16 else 0 if n == 0 else 8}, (n, smx)
+    r = tony_cli("compile", q, "-o", tmp_path / "bad", "--array", "8x8", "--softmax-unit", "100000")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--softmax-unit" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("d,heads,tokens", [(32, 2, 10), (16, 1, 5)])
 def test_softmax_in_hls_csim_equals_the_reference(tmp_path, d, heads, tokens):
     """The HLS back end runs the Softmax (tony::softmax_op over the scores' channels, the table a

@@ -72,10 +72,23 @@ def cmd_run(a) -> int:
     return 0
 
 
-HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel")
+def _softmax_unit(n: int | None) -> int:
+    """--softmax-unit N as AccelConfig.smx_n: -1 (sized to the model) when not given."""
+    from .accel.emit import SMX_MAX_N
+
+    if n is None:
+        return -1
+    if not 0 <= n <= SMX_MAX_N:
+        raise InputError(f"--softmax-unit {n}: the Softmax unit's longest row is 0 (no unit) to {SMX_MAX_N}",
+                         hint="give 0 to run every Softmax on the host")
+    return n
+
+
+HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel",
+            "softmax_unit")
 """`tony compile` options that an overlay (--hw) fixes."""
 BACKEND_ONLY = {"rtl": ("hw", "batch", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words",
-                        "per_channel"),
+                        "per_channel", "softmax_unit"),
                 "hls": ("weights",)}
 """`tony compile` options of one back end (their help says rtl: or hls:); given with the other, refused
 rather than ignored."""
@@ -135,7 +148,7 @@ def cmd_compile(a) -> int:
 
     cfg = AccelConfig(rows, cols, acc_bits=acc_bits, mem_bits=a.mem_bits or 64, abuf_words=a.abuf_words or 0,
                       wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0,
-                      per_channel=a.per_channel or "")
+                      per_channel=a.per_channel or "", smx_n=_softmax_unit(a.softmax_unit))
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
     _print_placement(m)
     if "segments" in m:
@@ -437,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-channel", choices=["none", "shift", "mult"], default=None,
                     help="rtl: per-channel requantization in the bias words: none, a shift per channel (pow2), or a "
                          "multiplier and a shift per channel (default: what the model needs; docs/isa.md)")
+    sp.add_argument("--softmax-unit", type=int, default=None, metavar="N",
+                    help="rtl: the Softmax unit's longest row, 0 for no unit: every Softmax then runs on the host "
+                         "(default: sized to the model's longest device Softmax row; docs/transformer.md)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default=None,
