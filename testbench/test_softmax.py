@@ -206,7 +206,7 @@ class Rows:
         n = self.length()
         return self.values(n), self.spec(), [n]
 
-    def tie_rows(self, count: int, tries: int = 400) -> list:
+    def tie_rows(self, count: int, tries: int = 4000) -> list:
         """Up to `count` rows in which some e * R lies exactly halfway between two outputs (the
         output shift's tie, where half-even and half-up differ). A tie needs e * R divisible by
         2^(K - OUT_BITS - 1), which random rows almost never are, so the rows are built: with a row
