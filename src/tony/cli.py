@@ -73,13 +73,15 @@ def cmd_run(a) -> int:
 
 
 def _softmax_unit(n: int | None) -> int:
-    """--softmax-unit N as AccelConfig.smx_n: -1 (sized to the model) when not given."""
-    from .accel.emit import SMX_MAX_N
+    """--softmax-unit N as AccelConfig.smx_n: -1 (sized to the model) when not given; N within the
+    range an overlay's smx_n has (tony.hw.LIMITS)."""
+    from .hw import LIMITS
 
     if n is None:
         return -1
-    if not 0 <= n <= SMX_MAX_N:
-        raise InputError(f"--softmax-unit {n}: the Softmax unit's longest row is 0 (no unit) to {SMX_MAX_N}",
+    lo, hi, what = LIMITS["smx_n"]
+    if not lo <= n <= hi:
+        raise InputError(f"--softmax-unit {n}: {what} must be an integer from {lo} to {hi}",
                          hint="give 0 to run every Softmax on the host")
     return n
 

@@ -149,24 +149,21 @@ LIMITS = {  # field -> (lowest, highest, why)
     "wbuf_words": (16, 1 << isa.COMPUTE_FIELDS["wbase"].bits, "weight-buffer words"),
     "bbuf_words": (1, 1 << isa.COMPUTE_FIELDS["bbase"].bits, "bias-buffer words"),
     "imem_words": (16, 1 << 16, "instruction words (PROG_LEN is 16 bits)"),
+    "smx_n": (0, SMX_MAX_N, "the Softmax unit's longest row (0: no unit)"),
 }
-TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split", "smx_n") + tuple(LIMITS)
+TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split") + tuple(LIMITS)
 
 
 def validate(ov: Overlay, where: str) -> Overlay:
     """Refuse, in one line, a configuration the hardware cannot be rendered with."""
-    for key, (lo, hi, what) in LIMITS.items():
-        v = getattr(ov.cfg, key)
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise InputError(f"{key} = {v!r}: {what} must be an integer from {lo} to {hi}", where=where)
     if ov.cfg.per_channel == "":    # an overlay is fixed hardware: no per-channel scales unless asked for
         ov = replace(ov, cfg=replace(ov.cfg, per_channel="none"))
     if ov.cfg.smx_n == -1:          # ... and no Softmax unit unless asked for (smx_n = its longest row)
         ov = replace(ov, cfg=replace(ov.cfg, smx_n=0))
-    smx = ov.cfg.smx_n
-    if not isinstance(smx, int) or isinstance(smx, bool) or not 0 <= smx <= SMX_MAX_N:
-        raise InputError(f"smx_n = {smx!r}: the Softmax unit's longest row must be an integer from 0 (no unit) to "
-                         f"{SMX_MAX_N}", where=where)
+    for key, (lo, hi, what) in LIMITS.items():
+        v = getattr(ov.cfg, key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise InputError(f"{key} = {v!r}: {what} must be an integer from {lo} to {hi}", where=where)
     if not isinstance(ov.cfg.per_channel, str) or ov.cfg.per_channel not in PER_CHANNEL_CODES:
         raise InputError(f"per_channel = {ov.cfg.per_channel!r}: choose {', '.join(map(repr, PER_CHANNEL_CODES))} "
                          "(per-channel requantization: none, a shift per channel, a multiplier and a shift)",
