@@ -193,7 +193,6 @@ def test_input_load_overlaps_the_first_layer_on_verilator(tmp_path, c_in, h, w, 
     channels (one and two channel groups at 4 lanes), stride 1 and 2, square and wide arrays."""
     import onnx
 
-    from tony.accel import isa
     from tony.accel import model as accel_model
     from tony.accel.compiler import compile_program
     from tony.api import load_ir
@@ -205,14 +204,7 @@ def test_input_load_overlaps_the_first_layer_on_verilator(tmp_path, c_in, h, w, 
     prog = compile_program(load_ir(tmp_path / "model.onnx"), cfg)
     assert 0 < prog.cfg.abuf_split == -(-c_in // arr[1]) * h * w   # bank 0 holds the input
     timing = accel_model.cycles(prog)
-    ins = accel_model.decode_program(prog)
-    streaming_until = 0   # the cycle the CONVs issued so far stop streaming
-    overlapped = 0
-    for d, t in zip(ins, timing.issue):
-        if d["op"] == isa.CONV:
-            streaming_until = t + 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
-        elif d["op"] == isa.LOAD and d["buf"] == isa.B_ACT and t < streaming_until:
-            overlapped += 1
+    overlapped = _act_loads_while_streaming(prog, timing)
     assert overlapped >= 2, overlapped
 
     out = tmp_path / "build"
@@ -224,6 +216,21 @@ def test_input_load_overlaps_the_first_layer_on_verilator(tmp_path, c_in, h, w, 
     assert rep["predicted_cycles"] == timing.total
     assert rep["accel"]["abuf_split"] == prog.cfg.abuf_split
     assert next(l for l in rep["layers"] if l["op"] == "conv")["input_bands"] > 1
+
+
+def _act_loads_while_streaming(prog, timing, conv=lambda d: True) -> int:
+    """LOADs into the activation buffer that issue while a CONV chosen by `conv` (every CONV by
+    default) still streams: issue + 2 + ROWS + tiles x period (docs/isa.md, 'Timing')."""
+    from tony.accel import isa
+    from tony.accel import model as accel_model
+
+    cfg, until, count = prog.cfg, 0, 0
+    for d, t in zip(accel_model.decode_program(prog), timing.issue):
+        if d["op"] == isa.CONV and conv(d):
+            until = t + 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
+        elif d["op"] == isa.LOAD and d["buf"] == isa.B_ACT and t < until:
+            count += 1
+    return count
 
 
 FUSED = [(3, 48, 40, 2, (8, 8)), (3, 24, 25, 1, (16, 16))]
@@ -238,7 +245,6 @@ def test_input_load_overlaps_the_first_two_layers_on_verilator(tmp_path, c_in, h
     bit for bit with the cycle model's issue cycles. Stride 2 at 8x8, stride 1 at 16x16."""
     import onnx
 
-    from tony.accel import isa
     from tony.accel import model as accel_model
     from tony.accel.compiler import compile_program
     from tony.api import load_ir
@@ -253,13 +259,8 @@ def test_input_load_overlaps_the_first_two_layers_on_verilator(tmp_path, c_in, h
     assert first.info["rows_with"] == second.name and second.info["rows_with"] == first.name
     assert first.info["second_bands"] > 1 and first.info["input_bands"] > 1 and second.first == second.last
     timing = accel_model.cycles(prog)
-    ins = accel_model.decode_program(prog)
-    second_until, under_second = 0, 0   # the cycle the second layer's CONVs issued so far stop streaming
-    for d, t in zip(ins, timing.issue):
-        if d["op"] == isa.CONV and d["klen"] == 8 * 9:          # the second convolution: 8 channels x 3x3
-            second_until = t + 2 + cfg.rows + -(-d["npix"] // cfg.rows) * d["period"]
-        elif d["op"] == isa.LOAD and d["buf"] == isa.B_ACT and t < second_until:
-            under_second += 1
+    # the second convolution's CONVs: 8 channels x 3x3
+    under_second = _act_loads_while_streaming(prog, timing, conv=lambda d: d["klen"] == 8 * 9)
     assert under_second >= 1, under_second
     alone = compile_program(g, AccelConfig(*arr, wbuf_words=prog.cfg.wbuf_words))
     assert "rows_with" not in alone.layers[0].info and accel_model.cycles(alone).total > timing.total
