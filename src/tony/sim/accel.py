@@ -212,8 +212,16 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
                memory="axi" if axi_stall is not None else memory)
     if axi_stall is not None:
         rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
+    if waves:
+        rep["waves"] = _wave_files(work)
     write_json(build.path / REPORT, rep)
     return rep
+
+
+def _wave_files(work: Path) -> list[str]:
+    """The waveform files a run with `waves` left under its sim folder, newest first."""
+    found = [p for pat in ("*.vcd", "*.fst") for p in work.rglob(pat)]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
@@ -277,6 +285,8 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
     rep["cycles_per_second"] = cycles / rep["sim_seconds"] if rep["sim_seconds"] else 0.0
     rep["sim_cpu_seconds"] = sum(r.get("sim_cpu_seconds", 0.0) for r in reps)
     rep["cycles_per_cpu_second"] = cycles / rep["sim_cpu_seconds"] if rep["sim_cpu_seconds"] else 0.0
+    if any("waves" in r for r in reps):
+        rep["waves"] = [w for r in reps for w in r.get("waves", [])]
     write_json(build.path / REPORT, rep)
     return rep
 
