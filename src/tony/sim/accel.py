@@ -168,6 +168,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
 
         check_stall(axi_stall)
     m = build.manifest
+    (build.path / REPORT).unlink(missing_ok=True)   # a run that fails leaves no report of an earlier one
     if "segments" in m:
         return simulate_segments(build, inputs=inputs, waves=waves, progress=progress, simulator=simulator,
                                  axi_stall=axi_stall)
@@ -177,7 +178,6 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     result_path, progress_path = work / "bench_result.json", work / "progress"
     for p in (result_path, progress_path):
         p.unlink(missing_ok=True)
-    (build.path / REPORT).unlink(missing_ok=True)
     sources = [build.file(f"rtl/{name}") for name in m["rtl"]]
     env = {"TONY_BUILD": str(build.path), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
            "TONY_PROGRESS": str(progress_path), "TONY_MEMORY": memory}
@@ -245,6 +245,8 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
     else:
         feeds, _ = normalize_inputs(g, inputs)
     part = accel_partition(g, AccelConfig(**m["accel"]))
+    for old in build.path.glob(f"seg*/{REPORT}"):   # none left from an earlier run if this one stops midway
+        old.unlink()
     reps: list[dict] = []
 
     def device(k, seg, ins):
