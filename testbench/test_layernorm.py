@@ -18,6 +18,8 @@ the bottom is the pytest entry; LN_ROWS sets the number of random rows.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 
@@ -27,7 +29,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from tony.errors import UnsupportedError
-from tony.ref.nonlinear import LayerNormSpec, layernorm, layernorm_spec
+from tony.ref.nonlinear import LayerNormSpec, isqrt, layernorm, layernorm_spec
 from tony.rtl.layernorm_unit import DEFAULTS, cycles_per_row, latency, port_values
 from tony.sim.benches.common import (
     CLOCK_PERIOD_NS,
@@ -272,6 +274,94 @@ async def test_layernorm_rows_match_kernel(dut):
     await tb.idle_until_done()
     checked = tb.check()
     dut._log.info("%d rows in %d specs checked against the kernel (%d cycles)", checked, group, tb.cycle())
+
+
+# ---------------------------------------------------------------------------------------------
+# the square root's edge cases: rows whose m = (W + E) << 2A is 0, a perfect square, one below or
+# above one, or the largest the unit takes; each row gets its own spec (E and A chosen for its W)
+
+ROOT_CASES = ("zero", "square", "square_minus_1", "square_plus_1", "next_square_minus_1", "largest")
+
+
+def row_w(q: list[int]) -> int:
+    """W = n S2 - S1^2 of a row (the kernel's definition, in Python integers)."""
+    return len(q) * sum(x * x for x in q) - sum(q) ** 2
+
+
+def root_case_spec(rng: random.Random, p: dict, q: list[int], case: str) -> LayerNormSpec | None:
+    """A spec for row q (gamma, beta and the shift from layernorm_spec) whose E and A make
+    m = (W + E) << 2A the case asked for and that the unit holds (port_values); None if none does."""
+    n, w = len(q), row_w(q)
+    w_max = n * n * 4 ** (p["IN_BITS"] - 1)
+    e_max = (1 << p["EPS_BITS"]) - 1
+    base = layernorm_spec(n, -4, -5, gamma=[rng.uniform(-2.0, 2.0) or 1.0 for _ in range(n)],
+                          beta=[rng.uniform(-1.0, 1.0) for _ in range(n)],
+                          norm_bits=rng.randint(0, p["NORM_BITS_MAX"]))
+    for _ in range(50):
+        a = rng.choice([0, 0, 22, (62 - 32) // 2, rng.randint(0, 22)])
+        x_max = min(w + e_max, ((1 << (62 - 2 * a)) - 1) - (w_max - w))   # the largest W + E it holds
+        if x_max < w:
+            continue
+        if case == "zero":
+            if w:
+                return None
+            x = 0
+        elif case == "largest":
+            x = x_max
+        else:
+            k_lo = math.isqrt(w - 1) + 1 if w else 1          # k^2 >= W, so E >= 0
+            k_hi = math.isqrt(x_max + 1) - 1                    # k^2 + 2k <= x_max
+            if k_lo > k_hi:
+                continue
+            k = rng.choice([k_lo, k_hi, rng.randint(k_lo, k_hi)])
+            x = {"square": k * k, "square_minus_1": k * k - 1, "square_plus_1": k * k + 1,
+                 "next_square_minus_1": k * k + 2 * k}[case]
+            if x < w:
+                continue
+        spec = dataclasses.replace(base, eps_int=x - w, sqrt_bits=a)
+        try:
+            port_values(spec, **p)
+        except UnsupportedError:
+            continue
+        return spec
+    return None
+
+
+@cocotb.test()
+async def test_layernorm_root_edge_cases(dut):
+    """LN_EDGE_ROWS rows (default 240) whose m is 0, a perfect square, a square -1 or +1, (k + 1)^2 - 1
+    or the largest the unit takes, each against the kernel (whose isqrt is floor(sqrt(m)) there)."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    await tb.reset()
+    p = tb.p
+    total = int(os.environ.get("LN_EDGE_ROWS", "240"))
+    seen = dict.fromkeys(ROOT_CASES, 0)
+    odd_square_minus_1 = 0                                      # m itself one below a square (A = 0)
+    largest_m = 0
+    k = 0
+    while sum(seen.values()) < total:
+        case = ROOT_CASES[k % len(ROOT_CASES)]
+        k += 1
+        n = rng.choice([1, 2, 3, 4, rng.randint(1, min(16, p["N_MAX"])), p["N_MAX"]])
+        kind = "constant" if case == "zero" else rng.choice(ROW_KINDS)
+        q = draw_row(rng, n, p["IN_BITS"], kind)
+        spec = root_case_spec(rng, p, q, case)
+        if spec is None:
+            continue
+        m = (row_w(q) + spec.eps_int) << (2 * spec.sqrt_bits)
+        r = math.isqrt(m)
+        assert int(isqrt(np.array([m], np.int64))[0]) == r, f"the kernel's isqrt({m}) is not floor(sqrt)"
+        odd_square_minus_1 += m == (r + 1) ** 2 - 1 and m > 0
+        largest_m = max(largest_m, m)
+        seen[case] += 1
+        await tb.load_spec(spec)
+        await tb.send(spec, [q], None)
+    await tb.idle_until_done()
+    checked = tb.check()
+    assert min(seen.values()) > 0 and odd_square_minus_1 > 0, f"cases not reached: {seen}"
+    dut._log.info("%d edge rows checked against the kernel: %s; %d with m = s^2 - 1; largest m = 2^62 - %d",
+                  checked, seen, odd_square_minus_1, (1 << 62) - largest_m)
 
 
 def draw_spec_of_length(rng: random.Random, p: dict, n: int) -> tuple[LayerNormSpec, int]:
