@@ -29,8 +29,16 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from tony.errors import UnsupportedError
-from tony.ref.nonlinear import LayerNormSpec, isqrt, layernorm, layernorm_spec
-from tony.rtl.layernorm_unit import DEFAULTS, cycles_per_row, latency, port_values
+from tony.ref.nonlinear import NORM_RECIP_BITS, LayerNormSpec, isqrt, layernorm, layernorm_spec
+from tony.rtl.layernorm_unit import (
+    DEFAULTS,
+    RECIP_DIGITS,
+    ROOT_DIGITS,
+    SETUP_CYCLES,
+    cycles_per_row,
+    latency,
+    port_values,
+)
 from tony.sim.benches.common import (
     CLOCK_PERIOD_NS,
     log_seed,
@@ -131,6 +139,22 @@ class TB:
                 await FallingEdge(d.clk_i)
             self.rows.append({"q": list(q), "spec": spec, "taken": taken, "steady": steady})
         d.in_valid_i.value = 0
+
+    async def root_and_recip(self, last_taken: int) -> tuple[int, int]:
+        """r and R of the row whose last element was taken in cycle `last_taken` (call it before the
+        next row starts): the root's register in the cycle after its last digit, and the reciprocal's
+        quotient (0 when m = 0) in the cycle after its own last digit, the cycle counts being
+        tony.rtl.layernorm_unit's."""
+        d = self.dut
+        at_root = last_taken + SETUP_CYCLES + ROOT_DIGITS
+        while self.cycle() < at_root:
+            await FallingEdge(d.clk_i)
+        assert self.cycle() == at_root, "called too late"
+        r = int(d.r_q.value)
+        while self.cycle() < at_root + RECIP_DIGITS:
+            await FallingEdge(d.clk_i)
+        recip = 0 if int(d.m_zero_q.value) else int(d.quo_q.value)
+        return r, recip
 
     def check(self) -> int:
         """Compare every row's outputs with the kernel and its timing with the cycle functions."""
@@ -330,7 +354,8 @@ def root_case_spec(rng: random.Random, p: dict, q: list[int], case: str) -> Laye
 @cocotb.test()
 async def test_layernorm_root_edge_cases(dut):
     """LN_EDGE_ROWS rows (default 240) whose m is 0, a perfect square, a square -1 or +1, (k + 1)^2 - 1
-    or the largest the unit takes, each against the kernel (whose isqrt is floor(sqrt(m)) there)."""
+    or the largest the unit takes: the outputs against the kernel, and the unit's r and R (read inside
+    it, since one off in r rarely moves an output) against the kernel's isqrt(m) and 2^(A + 40) // r."""
     tb = TB(dut)
     rng = log_seed(dut)
     await tb.reset()
@@ -350,13 +375,16 @@ async def test_layernorm_root_edge_cases(dut):
         if spec is None:
             continue
         m = (row_w(q) + spec.eps_int) << (2 * spec.sqrt_bits)
-        r = math.isqrt(m)
-        assert int(isqrt(np.array([m], np.int64))[0]) == r, f"the kernel's isqrt({m}) is not floor(sqrt)"
+        r = int(isqrt(np.array([m], np.int64))[0])             # the kernel's r and R
+        recip = (1 << (spec.sqrt_bits + NORM_RECIP_BITS)) // r if r else 0
         odd_square_minus_1 += m == (r + 1) ** 2 - 1 and m > 0
         largest_m = max(largest_m, m)
         seen[case] += 1
         await tb.load_spec(spec)
         await tb.send(spec, [q], None)
+        got = await tb.root_and_recip(tb.rows[-1]["taken"][-1])
+        assert got == (r, recip), f"{case} row {q}, E = {spec.eps_int}, A = {spec.sqrt_bits}, m = {m}: " \
+                                  f"(r, R) = {got}, kernel {(r, recip)}"
     await tb.idle_until_done()
     checked = tb.check()
     assert min(seen.values()) > 0 and odd_square_minus_1 > 0, f"cases not reached: {seen}"
