@@ -88,8 +88,8 @@ def schedule(ns) -> list[tuple[int, int]]:
 
 def row_latency(n: int) -> int:
     """Cycles from a row's first element taken to its last result out, the unit otherwise empty:
-    n (IN) + n + EXP_LATENCY + 1 (SUM) + DIV_CYCLES + 2 (DIV, the hand-over) + 1 + n + OUT_LATENCY
-    (OUT) - 1 = 3 n + DIV_CYCLES + 15."""
+    n (IN) + n + EXP_LATENCY (SUM) + 1 + DIV_CYCLES + 1 (DIV: S taken, the steps, R handed over)
+    + 1 + n + OUT_LATENCY (OUT) - 1 = 3 n + DIV_CYCLES + 15."""
     _check_rows([n])
     return 3 * n + EXP_LATENCY + DIV_CYCLES + OUT_LATENCY + 2
 
