@@ -2,9 +2,10 @@
 
 Each configuration is rendered (tony.rtl.render_to) and synthesized with Yosys from PyPI
 (tony.synth.synthesize_module, the flow of `tony synth`); with --pnr it is also placed and routed
-out of context on the target (nextpnr) for its Fmax. Cycles per row come from
-tony.rtl.softmax.row_cycles, which the unit bench (testbench/test_softmax.py) holds to the RTL
-exactly; "ns/element" is row_cycles(n) / n at Fmax.
+out of context on the target (nextpnr) for its Fmax. Cycles per row are those of a long block of
+back-to-back rows of n (tony.rtl.softmax.row_period: max(n, DIV_CYCLES + 1)), and "latency" a row's
+first element to its last result with the unit otherwise empty (row_latency); the unit bench
+(testbench/test_softmax.py) holds the RTL to both exactly.
 
     .venv/bin/python bench/softmax.py                    # ECP5-85k, synthesis only (~1 min)
     .venv/bin/python bench/softmax.py --pnr              # and Fmax (a few minutes)
@@ -35,12 +36,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from tony.rtl import render_to
-    from tony.rtl.softmax import row_cycles
+    from tony.rtl.softmax import row_latency, row_period
     from tony.synth import synthesize_module
 
     root = a.work or Path(tempfile.mkdtemp(prefix="tony-softmax-"))
     head = f"{'configuration':56} {'LUT4':>5} {'logic':>6} {'FF':>5} {'DSP':>4} {'BRAM':>5} {'LUTRAM':>7} {'Fmax':>6}  " + \
-        "  ".join(f"cycles/row n={n}" for n in ROW_LENGTHS)
+        "  ".join(f"cycles/row (latency) n={n}" for n in ROW_LENGTHS)
     print(f"tony_softmax on {a.target} (Yosys{', nextpnr' if a.pnr else ''}); 'logic' counts the LUT4s in carry cells")
     print(head)
     for k, (name, params) in enumerate(CONFIGS.items()):
@@ -48,7 +49,8 @@ def main(argv=None) -> int:
         rep = synthesize_module(files, "tony_softmax", root / f"c{k}" / a.target, target=a.target, pnr=a.pnr)
         t = rep["total"]
         fmax = f"{rep['fmax_mhz']:.1f}" if rep.get("fmax_mhz") else "-"
-        cyc = "  ".join(f"{row_cycles(n):>15,}" if n <= params["MAX_N"] else f"{'-':>15}" for n in ROW_LENGTHS)
+        cyc = "  ".join(f"{row_period(n):>12,} ({row_latency(n):>4})" if n <= params["MAX_N"] else f"{'-':>19}"
+                        for n in ROW_LENGTHS)
         print(f"{name:56} {t['lut']:>5} {t['logic_luts']:>6} {t['ff']:>5} {t['dsp']:>4} {t['bram']:>5} "
               f"{t['lutram']:>7} {fmax:>6}  {cyc}")
         for w in rep["warnings"]:

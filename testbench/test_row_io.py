@@ -4,7 +4,9 @@ The bench serves the activation-buffer read port with a Python model of its regi
 word read in cycle t is on act_rdata_i from t+1 until the next read) and stands in for the unit
 on the other side: it takes elements when its random el_ready_i is high (the Softmax and LayerNorm
 units hold ready low between rows) and gives back, in order and with random gaps, a result per
-element, f(x) = (x * 5 + row) mod 2^OUT_BITS. Each instruction (random rows, row lengths from 1
+element, f(x) = (x * 5 + row) mod 2^OUT_BITS, either a few cycles after the element or, as a
+unit with several rows in flight does, a row or several rows later (the packer writing row p while
+the serializer hands over rows p+1 and on). Each instruction (random rows, row lengths from 1
 to past several words, so that most rows end inside a word, random channel-group stride and
 addresses, signed and unsigned inputs) must hand over exactly every row's elements, lane g*COLS + l
 of word base + p + g*cstride, extended to IN_BITS as signed or unsigned, with el_last_o on each
@@ -31,6 +33,7 @@ class TB:
         self.in_bits = int(dut.IN_BITS.value)
         self.out_bits = int(dut.OUT_BITS.value)
         self.mem: dict[int, int] = {}
+        self.overlaps = 0           # words written after a later row was handed over entirely
         start_clock(dut.clk_i)
 
     def idle(self) -> None:
@@ -64,6 +67,7 @@ class TB:
         d.go_i.value = 0
         p_ready = rng.choice([1.0, 0.7, 0.3])
         p_res = rng.choice([1.0, 0.5])
+        lag = rng.choice([0, 0, n + 20, 3 * n + 40])     # results of row p while rows p+1, ... go in
         done_at = None
         for cyc in range(TIMEOUT):
             # drive this cycle's inputs, then sample the outputs once they have settled (the read
@@ -85,11 +89,13 @@ class TB:
                 x = signed(int(d.el_data_o.value), self.in_bits)
                 p = len(got_el) // n
                 got_el.append((x, int(d.el_last_o.value)))
-                queue.append((cyc + rng.randint(1, 6), self.result(x, p)))
+                queue.append((cyc + lag + rng.randint(1, 6), self.result(x, p)))
             if int(d.wb_we_o.value):
                 a = int(d.wb_addr_o.value)
                 assert a not in got_writes, f"word {a} written twice"
                 got_writes[a] = int(d.wb_data_o.value)
+                if len(got_el) // n > (a - obase) % cstride + 1:   # a later row fully handed over
+                    self.overlaps += 1
             busy = int(d.busy_o.value)
             if len(got_writes) == len(want_writes) and done_at is None:
                 done_at = cyc
@@ -126,7 +132,8 @@ async def test_rows_to_elements_and_back(dut):
         ibase = rng.randint(0, 500)
         obase = ibase + cstride * (-(-n // tb.cols)) + rng.randint(0, 50)
         checked += await tb.run(npix, n, cstride, ibase, obase, bool(i % 2))
-    dut._log.info("%d elements checked", checked)
+    dut._log.info("%d elements checked, %d words written behind a later row", checked, tb.overlaps)
+    assert tb.overlaps > 0, "no word was written while a later row went in: the overlap went untested"
 
 
 try:

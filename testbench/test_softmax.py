@@ -8,9 +8,12 @@ max, all equal, one maximum and the rest at the input's minimum, several maxima;
 MAX_N and in between; specs with x_exp from the shift's 0 to past the product's width, log2e =
 LOG2E, LOG2E / sqrt(d) and random below it: 1,000 random rows per build (8,000 in the slow
 sweep), plus directed extremes, rows built to hit the output shift's rounding ties, and rows
-longer than MAX_N (cut by the unit). Without idle cycles the bench checks the cycle count of every
-row against tony.rtl.softmax.row_cycles; with random idle cycles on the input and back-pressure
-on the output only the values. `test_softmax` at the bottom is the pytest entry.
+longer than MAX_N (cut by the unit), blocks of equal rows (what a SOFTMAX instruction sends). Rows
+go in back to back, so several are in the unit at once. Without idle cycles the bench checks the
+cycle of every row's first element taken and last result out against tony.rtl.softmax.schedule
+(and a block of equal rows against block_cycles); with random idle cycles on the input and
+back-pressure on the output (short random gaps, or long stalls that fill every row slot) only the
+values. `test_softmax` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from cocotb.triggers import FallingEdge
 
 from tony.ref.arith import rounding_shift
 from tony.ref.nonlinear import LOG2E, LOG2E_BITS, SoftmaxSpec, softmax
-from tony.rtl.softmax import row_cycles, unit_inputs
+from tony.rtl.softmax import DIV_CYCLES, block_cycles, row_latency, schedule, unit_inputs
 from tony.sim.benches.common import (
     log_seed,
     make_pause,
@@ -78,7 +81,9 @@ class TB:
     async def run(self, rows, *, check_cycles: bool) -> None:
         """Send `rows` [(values, spec, pieces)] back to back and check every result; `pieces` is
         how the unit cuts the row (rows of at most MAX_N), each piece's softmax expected in turn.
-        With check_cycles, every row must take exactly row_cycles(n) (no idle cycles then)."""
+        With check_cycles (no idle cycles then), every row's first element must be taken and its
+        last result leave in exactly the cycles `schedule` gives. Returns the cycles from the
+        first element taken to the last result out."""
         d = self.dut
         beats = []     # (value, last, shift, log2e) in input order
         want = []      # (y, last) in output order
@@ -100,7 +105,7 @@ class TB:
         cycle, nin, nout = 0, 0, 0
         firsts, lasts = [], []          # cycles of each row's first element in, last result out
         presenting = False
-        budget = sum(row_cycles(n) for n in sizes) * 8 + 100
+        budget = sum(row_latency(n) for n in sizes) * 8 + 1000
         while nout < len(want):
             await FallingEdge(d.clk_i)
             assert cycle < budget, f"no progress: {nout} of {len(want)} results after {cycle} cycles"
@@ -135,15 +140,14 @@ class TB:
         await FallingEdge(d.clk_i)
         d.in_valid_i.value = 0
         assert nin == len(beats)
+        assert len(firsts) == len(lasts) == len(sizes)
         if check_cycles:
-            for k, n in enumerate(sizes):
-                assert lasts[k] - firsts[k] == row_cycles(n) - 1, (
-                    f"row {k} (n = {n}): last result {lasts[k] - firsts[k]} cycles after the first element, "
-                    f"row_cycles gives {row_cycles(n) - 1}")
-                if k + 1 < len(sizes):
-                    assert firsts[k + 1] - firsts[k] == row_cycles(n), (
-                        f"row {k} (n = {n}): next row taken {firsts[k + 1] - firsts[k]} cycles after it, "
-                        f"row_cycles gives {row_cycles(n)}")
+            got = [(f - firsts[0], t - firsts[0]) for f, t in zip(firsts, lasts)]
+            for k, (g, w) in enumerate(zip(got, schedule(sizes))):
+                assert g == w, (
+                    f"row {k} of {len(sizes)} (n = {sizes[k]}, previous {sizes[max(0, k - 4):k]}): first element "
+                    f"taken and last result out in cycles {g}, schedule gives {w}")
+        return lasts[-1] - firsts[0]
 
 
 # ---- stimulus ------------------------------------------------------------------------------
@@ -251,8 +255,8 @@ class Rows:
 
 @cocotb.test()
 async def test_softmax_random_rows(dut):
-    """ROWS_PLAIN random rows back to back: every result equals the reference, every row takes
-    exactly row_cycles(n) cycles."""
+    """ROWS_PLAIN random rows back to back: every result equals the reference, every row's first
+    element is taken and its last result leaves in the cycles `schedule` gives."""
     tb = TB(dut)
     rng = log_seed(dut)
     await tb.reset()
@@ -271,6 +275,52 @@ async def test_softmax_random_rows_paused(dut):
     await tb.reset()
     rows = Rows(tb, rng)
     await tb.run([rows.row() for _ in range(ROWS_PAUSED)], check_cycles=False)
+
+
+def stalls(rng: random.Random) -> Iterator[bool]:
+    """Back-pressure in long stretches: ready for a few cycles, then held off for up to 200 (long
+    enough for every row slot of the unit to fill and the input to wait)."""
+    while True:
+        for _ in range(rng.randint(1, 40)):
+            yield False
+        for _ in range(rng.choice([1, 5, rng.randint(1, 200)])):
+            yield True
+
+
+@cocotb.test()
+async def test_softmax_random_rows_stalled(dut):
+    """ROWS_PAUSED // 2 random rows with long output stalls and random idle input cycles: the
+    same results while the unit's rows pile up behind the output."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    tb.in_pause = make_pause("random", rng)
+    tb.out_pause = stalls(rng)
+    await tb.reset()
+    rows = Rows(tb, rng)
+    await tb.run([rows.row() for _ in range(ROWS_PAUSED // 2)], check_cycles=False)
+
+
+@cocotb.test()
+async def test_softmax_blocks_of_equal_rows(dut):
+    """Blocks of equal rows back to back, as a SOFTMAX instruction sends them: lengths around the
+    divider's DIV_CYCLES + 1 (where the row period turns from the divider's to the input's) and
+    1, 2 and MAX_N. Each block, sent alone, takes exactly block_cycles(rows, n) from its first
+    element to the cycle after its last result."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    await tb.reset()
+    rows = Rows(tb, rng)
+    m = tb.max_n
+    lengths = sorted({n for n in (1, 2, DIV_CYCLES - 1, DIV_CYCLES, DIV_CYCLES + 1, DIV_CYCLES + 2, m // 2, m)
+                      if 1 <= n <= m})
+    for n in lengths:
+        count = rng.randint(2, 9)
+        block = [(rows.values(n), rows.spec(), [n]) for _ in range(count)]
+        took = await tb.run(block, check_cycles=True)
+        assert took + 1 == block_cycles(count, n), (
+            f"{count} rows of {n}: {took + 1} cycles, block_cycles gives {block_cycles(count, n)}")
+        for _ in range(12):          # let the unit empty before the next block
+            await FallingEdge(dut.clk_i)
 
 
 @cocotb.test()
@@ -373,6 +423,9 @@ if pytest is not None:
         with pytest.raises(ValueError, match="SHIFT_BITS=4"):
             unit_inputs(SoftmaxSpec(x_exp=-20), in_bits=8, out_bits=8, frac_bits=6, table_bits=15, shift_bits=4)
 
-    def test_row_cycles_rejects_an_empty_row():
-        with pytest.raises(ValueError, match="at least one element"):
-            row_cycles(0)
+    def test_timing_rejects_an_empty_row():
+        for f in (lambda: row_latency(0), lambda: schedule([3, 0]), lambda: block_cycles(2, 0)):
+            with pytest.raises(ValueError, match="at least one element"):
+                f()
+        with pytest.raises(ValueError, match="at least one row"):
+            block_cycles(0, 4)

@@ -261,11 +261,13 @@ SMX_BROKEN = [
 
 def test_a_softmax_program_is_accepted_and_runs_on_the_model():
     """A SOFTMAX over a CONV's result (2 channels per pixel, 16 rows) between the CONV and the STORE;
-    on an accelerator with the unit the checker accepts it, and its timing is issue + 5 + rows (3n + 51)."""
+    on an accelerator with the unit the checker accepts it, and its timing is issue + 5 + the unit's
+    block of 16 rows of 2: the first row's last result 3n + 31 cycles after its first element, then
+    one row every max(n, 17) cycles (the divider's 16 + 1), the cycle after the last result."""
     run(SMX_BASE, SMX)
     t = am.schedule([isa.decode(isa.encode(d["op"], **{k: v for k, v in d.items() if k != "op"})) for d in SMX_BASE],
                     SMX, len(SMX_BASE))
-    assert t.issue[7] == t.issue[6] + 5 + 16 * (3 * 2 + 51)
+    assert t.issue[7] == t.issue[6] + 5 + (3 * 2 + 31) + 15 * 17 + 1
 
 
 @pytest.mark.parametrize("rule,instrs,index,cfg", SMX_BROKEN,

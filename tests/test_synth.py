@@ -332,13 +332,15 @@ def test_layernorm_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
 
 def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
     """tony_softmax measured alone (bench/softmax.py's flow): its two multipliers on MULT18X18D
-    (d * log2e, 8 x 16, on one; e * R, 16 x 32, on two), a long row buffer in block RAM, no warnings."""
+    (d * log2e, 8 x 16, on one; e * R, 16 x 32, on two), its long q buffer (2 row slots) and e buffer
+    (4 row slots of 16-bit e) in block RAM, no warnings."""
     from tony.rtl import render_to
     from tony.synth import synthesize_module
 
     files = render_to(tmp_path / "rtl", "tony_softmax", MAX_N=1024)
     rep = synthesize_module(files, "tony_softmax", tmp_path / "ecp5", target="ecp5-85k")
     assert rep["total"]["dsp"] == 3
-    buffers = [m for m in rep["memories"] if m["name"] == "mem"]
-    assert [(m["depth"], m["width"], m["kind"]) for m in buffers] == [(1024, 8, "bram")]
+    buffers = sorted((m["name"], m["depth"], m["width"], m["kind"]) for m in rep["memories"]
+                     if m["name"] in ("qmem", "emem"))
+    assert buffers == [("emem", 4 * 1024, 16, "bram"), ("qmem", 2 * 1024, 8, "bram")], rep["memories"]
     assert rep["warnings"] == []

@@ -355,7 +355,8 @@ def test_softmax_on_the_device_bit_exact_on_verilator_with_predicted_cycles(tmp_
     seg = [s for s in rep["segments"] if any(l["op"] == "softmax" for l in s["layers"])]
     assert len(seg) == 1 and [l["op"] for l in seg[0]["layers"]].count("pixel_matmul") == 2
     smx = [l for l in layers if l["op"] == "softmax"]
-    assert len(smx) == 1 and smx[0]["cycles"] == smx[0]["predicted"] > heads * tokens * (3 * tokens + 51)
+    rows = heads * tokens    # per sample: the unit runs the rows back to back, faster than one at a time
+    assert len(smx) == 1 and smx[0]["cycles"] == smx[0]["predicted"] < rows * (3 * tokens + 51)
 
 
 def test_softmax_unit_option_sizes_or_removes_the_unit(tmp_path, tony_cli):

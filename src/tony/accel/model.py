@@ -288,12 +288,14 @@ def cycles(prog: Program) -> Timing:
 def softmax_cycles(rows: int, n: int) -> int:
     """Issue of a SOFTMAX of `rows` rows of n elements to the cycle compute is free again: dispatch
     (1), the first word's read and its move into the serializer (2), the first element taken in
-    cycle x + 4, then one row every `row_cycles(n)` (the unit's 3 n + 51: the serializer has the next
-    row's first word ready before the unit takes it), the last word written in the cycle after the
-    last result (docs/isa.md, 'Timing')."""
-    from ..rtl.softmax import row_cycles
+    cycle x + 4; from there the serializer hands the unit an element in every cycle it is ready
+    (the next row's first word is ready before the unit takes it), so the rows run back to back:
+    the unit's last result leaves `block_cycles(rows, n)` - 1 cycles after the first element
+    (3 n + 31 for one row, then max(n, 17) a row more), and the last word is written in the cycle
+    after it (docs/isa.md, 'Timing')."""
+    from ..rtl.softmax import block_cycles
 
-    return 5 + rows * row_cycles(n)
+    return 5 + block_cycles(rows, n)
 
 
 def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
