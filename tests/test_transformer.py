@@ -79,7 +79,11 @@ def _data(n, seed=1):
 
 
 def _ort(path, x):
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """onnxruntime without graph optimizations: on a QDQ model its fused int8 kernels differ from
+    one CPU to the next (AVX2 against AVX-512 VNNI); the plain Q/DQ path does not."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return np.stack([s.run(None, {"x": v})[0] for v in x])
 
 
