@@ -347,6 +347,7 @@ if pytest is not None:
             {"LANES": 4, "ROUND_MODE": 0, "PER_LANE": 1},
             {"LANES": 3, "ROUND_MODE": 1, "PER_LANE": 1, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6, "MULT_BITS": 12},
             {"LANES": 2, "ROUND_MODE": 2, "PER_LANE": 1, "SHIFT_BITS": 8},
+            {"LANES": 2, "ROUND_MODE": 0, "SHIFT_BITS": 8},   # the accelerator's: shifts past the product's width
         ],
         ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
     )
