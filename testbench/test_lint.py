@@ -190,3 +190,17 @@ def test_the_softmax_unit_is_rendered_only_where_smx_n_asks_for_it(tmp_path):
         paths = render_to(tmp_path / top, [top], SMX_N=24)
         assert {"tony_softmax.v", "tony_row_io.v"} <= {p.name for p in paths}
         assert "tony_softmax #(" in (tmp_path / top / "tony_accel.v").read_text()
+
+
+def test_the_layernorm_unit_is_rendered_only_where_ln_n_asks_for_it(tmp_path):
+    """LN_N = 0 (a model without a device LayerNorm): no tony_layernorm, no tony_row_io; LN_N > 0:
+    both rendered and instantiated (and tony_row_io once, beside the Softmax unit's, with SMX_N > 0
+    too), also through tony_sim_top and tony_axi_top."""
+    names = {p.name for p in render_to(tmp_path / "none", ["tony_accel"], SMX_N=8)}
+    assert "tony_layernorm.v" not in names and "tony_layernorm #(" not in (tmp_path / "none" / "tony_accel.v").read_text()
+    for top in ("tony_accel", "tony_sim_top", "tony_axi_top"):
+        paths = [p.name for p in render_to(tmp_path / top, [top], LN_N=24, SMX_N=8)]
+        assert {"tony_layernorm.v", "tony_row_io.v", "tony_softmax.v"} <= set(paths)
+        assert paths.count("tony_row_io.v") == 1
+        text = (tmp_path / top / "tony_accel.v").read_text()
+        assert "tony_layernorm #(" in text and text.count("tony_row_io #(") == 2
