@@ -18,6 +18,8 @@ the bottom is the pytest entry; LN_ROWS sets the number of random rows.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 
@@ -27,8 +29,16 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from tony.errors import UnsupportedError
-from tony.ref.nonlinear import LayerNormSpec, layernorm, layernorm_spec
-from tony.rtl.layernorm_unit import DEFAULTS, cycles_per_row, latency, port_values
+from tony.ref.nonlinear import NORM_RECIP_BITS, LayerNormSpec, isqrt, layernorm, layernorm_spec
+from tony.rtl.layernorm_unit import (
+    DEFAULTS,
+    RECIP_DIGITS,
+    ROOT_DIGITS,
+    SETUP_CYCLES,
+    cycles_per_row,
+    latency,
+    port_values,
+)
 from tony.sim.benches.common import (
     CLOCK_PERIOD_NS,
     log_seed,
@@ -129,6 +139,22 @@ class TB:
                 await FallingEdge(d.clk_i)
             self.rows.append({"q": list(q), "spec": spec, "taken": taken, "steady": steady})
         d.in_valid_i.value = 0
+
+    async def root_and_recip(self, last_taken: int) -> tuple[int, int]:
+        """r and R of the row whose last element was taken in cycle `last_taken` (call it before the
+        next row starts): the root's register in the cycle after its last digit, and the reciprocal's
+        quotient (0 when m = 0) in the cycle after its own last digit, the cycle counts being
+        tony.rtl.layernorm_unit's."""
+        d = self.dut
+        at_root = last_taken + SETUP_CYCLES + ROOT_DIGITS
+        while self.cycle() < at_root:
+            await FallingEdge(d.clk_i)
+        assert self.cycle() == at_root, "called too late"
+        r = int(d.r_q.value)
+        while self.cycle() < at_root + RECIP_DIGITS:
+            await FallingEdge(d.clk_i)
+        recip = 0 if int(d.m_zero_q.value) else int(d.quo_q.value)
+        return r, recip
 
     def check(self) -> int:
         """Compare every row's outputs with the kernel and its timing with the cycle functions."""
@@ -272,6 +298,100 @@ async def test_layernorm_rows_match_kernel(dut):
     await tb.idle_until_done()
     checked = tb.check()
     dut._log.info("%d rows in %d specs checked against the kernel (%d cycles)", checked, group, tb.cycle())
+
+
+# ---------------------------------------------------------------------------------------------
+# the square root's edge cases: rows whose m = (W + E) << 2A is 0, a perfect square, one below or
+# above one, or the largest the unit takes; each row gets its own spec (E and A chosen for its W)
+
+ROOT_CASES = ("zero", "square", "square_minus_1", "square_plus_1", "next_square_minus_1", "largest")
+
+
+def row_w(q: list[int]) -> int:
+    """W = n S2 - S1^2 of a row (the kernel's definition, in Python integers)."""
+    return len(q) * sum(x * x for x in q) - sum(q) ** 2
+
+
+def root_case_spec(rng: random.Random, p: dict, q: list[int], case: str) -> LayerNormSpec | None:
+    """A spec for row q (gamma, beta and the shift from layernorm_spec) whose E and A make
+    m = (W + E) << 2A the case asked for and that the unit holds (port_values); None if none does."""
+    n, w = len(q), row_w(q)
+    w_max = n * n * 4 ** (p["IN_BITS"] - 1)
+    e_max = (1 << p["EPS_BITS"]) - 1
+    base = layernorm_spec(n, -4, -5, gamma=[rng.uniform(-2.0, 2.0) or 1.0 for _ in range(n)],
+                          beta=[rng.uniform(-1.0, 1.0) for _ in range(n)], in_bits=p["IN_BITS"],
+                          gamma_bits=min(16, p["GAMMA_BITS"]), out_bits=p["OUT_BITS"],
+                          norm_bits=rng.randint(0, p["NORM_BITS_MAX"]))
+    for _ in range(50):
+        a = rng.choice([0, 0, 22, (62 - 32) // 2, rng.randint(0, 22)])
+        x_max = min(w + e_max, ((1 << (62 - 2 * a)) - 1) - (w_max - w))   # the largest W + E it holds
+        if x_max < w:
+            continue
+        if case == "zero":
+            if w:
+                return None
+            x = 0
+        elif case == "largest":
+            x = x_max
+        else:
+            k_lo = math.isqrt(w - 1) + 1 if w else 1          # k^2 >= W, so E >= 0
+            k_hi = math.isqrt(x_max + 1) - 1                    # k^2 + 2k <= x_max
+            if k_lo > k_hi:
+                continue
+            k = rng.choice([k_lo, k_hi, rng.randint(k_lo, k_hi)])
+            x = {"square": k * k, "square_minus_1": k * k - 1, "square_plus_1": k * k + 1,
+                 "next_square_minus_1": k * k + 2 * k}[case]
+            if x < w:
+                continue
+        spec = dataclasses.replace(base, eps_int=x - w, sqrt_bits=a)
+        try:
+            port_values(spec, **p)
+        except UnsupportedError:
+            continue
+        return spec
+    return None
+
+
+@cocotb.test()
+async def test_layernorm_root_edge_cases(dut):
+    """LN_EDGE_ROWS rows (default 240) whose m is 0, a perfect square, a square -1 or +1, (k + 1)^2 - 1
+    or the largest the unit takes: the outputs against the kernel, and the unit's r and R (read inside
+    it, since one off in r rarely moves an output) against the kernel's isqrt(m) and 2^(A + 40) // r."""
+    tb = TB(dut)
+    rng = log_seed(dut)
+    await tb.reset()
+    p = tb.p
+    total = int(os.environ.get("LN_EDGE_ROWS", "240"))
+    seen = dict.fromkeys(ROOT_CASES, 0)
+    odd_square_minus_1 = 0                                      # m itself one below a square (A = 0)
+    largest_m = 0
+    k = 0
+    while sum(seen.values()) < total:
+        case = ROOT_CASES[k % len(ROOT_CASES)]
+        k += 1
+        assert k < 100 * total, f"no specs for these rows on this unit after {k} draws: {seen}"
+        n = rng.choice([1, 2, 3, 4, rng.randint(1, min(16, p["N_MAX"])), p["N_MAX"]])
+        kind = "constant" if case == "zero" else rng.choice(ROW_KINDS)
+        q = draw_row(rng, n, p["IN_BITS"], kind)
+        spec = root_case_spec(rng, p, q, case)
+        if spec is None:
+            continue
+        m = (row_w(q) + spec.eps_int) << (2 * spec.sqrt_bits)
+        r = int(isqrt(np.array([m], np.int64))[0])             # the kernel's r and R
+        recip = (1 << (spec.sqrt_bits + NORM_RECIP_BITS)) // r if r else 0
+        odd_square_minus_1 += m == (r + 1) ** 2 - 1 and m > 0
+        largest_m = max(largest_m, m)
+        seen[case] += 1
+        await tb.load_spec(spec)
+        await tb.send(spec, [q], None)
+        got = await tb.root_and_recip(tb.rows[-1]["taken"][-1])
+        assert got == (r, recip), f"{case} row {q}, E = {spec.eps_int}, A = {spec.sqrt_bits}, m = {m}: " \
+                                  f"(r, R) = {got}, kernel {(r, recip)}"
+    await tb.idle_until_done()
+    checked = tb.check()
+    assert min(seen.values()) > 0 and odd_square_minus_1 > 0, f"cases not reached: {seen}"
+    dut._log.info("%d edge rows checked against the kernel: %s; %d with m = s^2 - 1; largest m = 2^62 - %d",
+                  checked, seen, odd_square_minus_1, (1 << 62) - largest_m)
 
 
 def draw_spec_of_length(rng: random.Random, p: dict, n: int) -> tuple[LayerNormSpec, int]:

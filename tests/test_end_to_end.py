@@ -1,6 +1,7 @@
 """End to end: tony compile -> tony sim on Verilator, bit-exact against the golden vectors, with the
 cycle model's prediction equal to the simulated cycle count."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,16 @@ def test_sim_with_new_inputs_recomputes_golden(tmp_path, tony_cli, digits_mlp):
     res = tony_cli("sim", out, "-q", "--inputs", tmp_path / "x.npy")
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads((out / "sim_report.json").read_text())["samples"] == 22
+
+
+def test_sim_waves_writes_a_waveform_and_names_it(tmp_path, tony_cli, digits_mlp):
+    out = tmp_path / "b$ w"   # a folder name a shell would expand
+    assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", "2x2", "--samples", "1").returncode == 0
+    res = tony_cli("sim", out, "-q", "--waves")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads((out / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"]
+    waves = [p for p in rep["waves"] if p.endswith((".vcd", ".fst"))]
+    assert waves and all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in waves)
+    assert Path(waves[0]).is_relative_to(out.resolve())
+    assert "waveforms: " in res.stdout and Path(waves[0]).name in res.stdout

@@ -89,6 +89,16 @@ def test_isqrt_at_squares_and_powers_of_two():
     assert nl.isqrt(n).tolist() == [math.isqrt(int(v)) for v in n]
 
 
+def test_isqrt_needs_all_its_newton_steps(monkeypatch):
+    """docs/transformer.md: the 6 steps are exactly enough; m = 1,125,899,973,951,488 is still one
+    above floor(sqrt(m)) after 5, so a unit computing floor(sqrt(m)) directly agrees with the kernel
+    only because the kernel runs all 6."""
+    m = np.array([1125899973951488], np.int64)
+    assert nl.isqrt(m).tolist() == [math.isqrt(int(m[0]))]
+    monkeypatch.setattr(nl, "ISQRT_ITERATIONS", nl.ISQRT_ITERATIONS - 1)
+    assert nl.isqrt(m).tolist() == [math.isqrt(int(m[0])) + 1]
+
+
 def test_bit_length_matches_python():
     v = np.array([0, 1, 2, 3, 4, 255, 256, 2**31, 2**40 - 1, 2**62 - 1], np.int64)
     assert nl.bit_length(v).tolist() == [int(x).bit_length() for x in v]

@@ -21,7 +21,7 @@ from tony.accel.compiler import run_partitioned
 from tony.accel.program import AccelConfig
 from tony.api import load_ir
 from tony.compiler import accel_partition
-from tony.errors import UnsupportedError
+from tony.errors import InputError, UnsupportedError
 from tony.ir.partition import partition, report, subgraph
 from tony.ir.types import Requant
 from tony.ref import execute
@@ -217,6 +217,14 @@ def test_rtl_sim_runs_host_segments_between_device_programs(se, tmp_path):
     rep = simulate(tmp_path / "b", progress=False)
     assert rep["bit_exact"] and rep["cycles_match"] and len(rep["segments"]) == 2
     assert rep["compared"] == 2 * 16 * 8 * 8
+    # a run that stops at the second segment leaves no report of the first run behind
+    segs = sorted(p.parent.name for p in (tmp_path / "b").glob("seg*/sim_report.json"))
+    assert len(segs) == 2 and (tmp_path / "b" / "sim_report.json").is_file()
+    (tmp_path / "b" / segs[1] / "manifest.json").unlink()
+    with pytest.raises(InputError):
+        simulate(tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "sim_report.json").exists()
+    assert not (tmp_path / "b" / segs[1] / "sim_report.json").exists()
 
 
 @pytest.fixture(scope="module")

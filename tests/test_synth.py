@@ -314,6 +314,22 @@ def test_one_module_alone_names_its_memories(tmp_path):
     assert rep["total"]["bram"] == rep["modules"]["tony_act_buf"]["local"]["bram"] >= 2
 
 
+def test_layernorm_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
+    """tony_layernorm measured alone (bench/layernorm_unit.py's flow): its own multiplications (q^2,
+    S1^2, n S2, n q, v g) on 7 MULT18X18D and the two tony_ppu's on 8, the radix-4 root and reciprocal
+    on none; the row buffer and the gamma/beta memory in block RAM; no warnings."""
+    from tony.rtl import render_to
+    from tony.synth import synthesize_module
+
+    files = render_to(tmp_path / "rtl", "tony_layernorm")
+    rep = synthesize_module(files, "tony_layernorm", tmp_path / "ecp5", target="ecp5-85k")
+    assert rep["warnings"] == []
+    assert rep["total"]["dsp"] == 15 and rep["modules"]["tony_layernorm"]["local"]["dsp"] == 7
+    mems = {m["name"]: m for m in rep["memories"] if m["module"] == "tony_layernorm"}
+    assert {k: (m["depth"], m["kind"]) for k, m in mems.items()} == \
+        {"row_mem": (1024, "bram"), "gb_mem": (1024, "bram")}, mems
+
+
 def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
     """tony_softmax measured alone (bench/softmax.py's flow): its two multipliers on MULT18X18D
     (d * log2e, 8 x 16, on one; e * R, 16 x 32, on two), a long row buffer in block RAM, no warnings."""

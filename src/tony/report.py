@@ -52,6 +52,8 @@ def print_sim_report(rep: dict, console: Console | None = None) -> None:
     if rep.get("segments"):
         console.print(f"{len(rep['segments'])} device segment(s) on the simulated accelerator, host segments in the "
                       "reference between them; outputs compared with the reference of the whole graph")
+    if "waves" in rep:
+        console.print(Text("waveforms: " + (", ".join(show(w) for w in rep["waves"]) or "none written")))
     verdict = "[bold green]PASS[/] bit-exact" if rep.get("bit_exact") else \
         f"[bold red]FAIL[/] {rep.get('mismatches')} mismatching elements"
     console.print(f"{verdict}: every output value of {rep.get('samples')} samples compared with the golden vectors")

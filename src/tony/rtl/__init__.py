@@ -49,6 +49,12 @@ def _softmax_context(values: dict[str, int]) -> dict:
     return template_context(values)
 
 
+def _layernorm_context(values: dict[str, int]) -> dict:
+    from .layernorm_unit import template_context
+
+    return template_context(values)
+
+
 def _accel_context(values: dict[str, int]) -> dict:
     """The LayerNorm unit's widths that tony_accel hands it and its gamma/beta words (NORM): the
     unit's defaults (tony.rtl.layernorm_unit.accel_unit_params)."""
@@ -148,8 +154,9 @@ MODULES: dict[str, ModuleSpec] = {
         params={"N_MAX": 1024, "IN_BITS": 8, "OUT_BITS": 8, "GAMMA_BITS": 16, "BETA_BITS": 40, "EPS_BITS": 32,
                 "NORM_BITS_MAX": 16, "SHIFT_BITS": 7},
         requires=("tony_ppu",),
-        doc="LayerNorm over a streamed row: exact sums, Newton square root and reciprocal on one sequential "
-            "divider, per-element normalize and gamma/beta (two tony_ppu) (tony.rtl.layernorm_unit)",
+        doc="LayerNorm over a streamed row: exact sums, radix-4 digit-by-digit square root and radix-4 reciprocal, "
+            "per-element normalize and gamma/beta (two tony_ppu) (tony.rtl.layernorm_unit)",
+        context=_layernorm_context,
     ),
     "tony_axil_regs": ModuleSpec(
         params={"ADDR_BITS": 12, "ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,

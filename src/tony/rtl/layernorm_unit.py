@@ -1,55 +1,72 @@
-"""The numbers of the LayerNorm unit (templates/tony_layernorm.v.j2): its cycles per row, and the
-values its ports take for a `LayerNormSpec` (tony.ref.nonlinear), checked against the unit's widths.
+"""The numbers of the LayerNorm unit (templates/tony_layernorm.v.j2): its cycles per row, the
+constants its template is rendered with, and the values its ports take for a `LayerNormSpec`
+(tony.ref.nonlinear), checked against the unit's widths.
 
     from tony.rtl.layernorm_unit import cycles_per_row, latency, port_values
-    cycles_per_row(768)                  # 1862: a row of 768 from first element to the next row's
+    cycles_per_row(768)                  # 1594: a row of 768 from first element to the next row's
     ports = port_values(spec, N_MAX=1024)  # n_i, eps_i, ..., gamma, beta; UnsupportedError if it can't
 
-The unit's timing does not depend on the data: the square root always runs its 6 Newton steps and
-the reciprocal its division (R is forced to 0 afterwards when r = 0), so the cycle counts are
-functions of n alone. The unit bench (testbench/test_layernorm.py) holds the RTL to them.
+The unit's timing does not depend on the data: the square root always produces its ROOT_DIGITS
+digits and the reciprocal its RECIP_DIGITS (R is forced to 0 afterwards when m = 0), so the cycle
+counts are functions of n alone. The unit bench (testbench/test_layernorm.py) holds the RTL to them.
+
+The square root is the exact floor(sqrt(m)), digit by digit, which is what the kernel's Newton
+iteration (nonlinear.isqrt, ISQRT_ITERATIONS steps from 2^ceil(L/2)) returns for every m below
+M_LIMIT (docs/transformer.md, 'Integer square root', proves it; tests/test_nonlinear.py checks it).
 """
 from __future__ import annotations
 
 from ..errors import UnsupportedError
-from ..ref.nonlinear import ISQRT_ITERATIONS, NORM_RECIP_BITS, LayerNormSpec
+from ..ref.nonlinear import NORM_RECIP_BITS, LayerNormSpec
 from . import MODULES
 
-QUOT_BITS = 41
-"""Quotient bits of the sequential divider, one per cycle: every quotient the unit needs is below
-2^41 (the Newton steps' m // x <= floor(sqrt(m)) + 2 < 2^32, the reciprocal R <= 2^40)."""
+M_BITS = 62
+"""m = (W + E) << 2A stays below 2^M_BITS for every row (the kernel's isqrt domain)."""
 
-DIVISIONS = ISQRT_ITERATIONS + 1
-"""Divisions per row on the one divider: the Newton steps of the square root, then the reciprocal."""
+M_LIMIT = 1 << M_BITS
 
-DIVISION_CYCLES = QUOT_BITS + 2
-"""One division: load, QUOT_BITS steps, then the Newton update (or the reciprocal's register)."""
+ROOT_DIGITS = (M_BITS // 2 + 1) // 2
+"""Radix-4 digits of r = floor(sqrt(m)) < 2^31, one per cycle (m read 4 bits at a time): 16."""
 
-SETUP_CYCLES = 6
-"""From the cycle that takes the row's last element to the first division: the sums take it, n S2
-and S1^2, W + E, m = (W + E) << 2A, x0 = 2^ceil(L/2)."""
+RECIP_EXP = NORM_RECIP_BITS
+"""R = 2^(A + RECIP_EXP) // r."""
+
+RECIP_DIGITS = (RECIP_EXP + 2) // 2
+"""Radix-4 digits of R <= 2^40 (41 bits), one per cycle: 21."""
+
+SETUP_CYCLES = 5
+"""From the cycle that takes the row's last element to the square root's first digit: the sums take
+it, n S2 and S1^2, W + E, m = (W + E) << 2A into the root's shift register."""
+
+READ_STAGES = 3
+"""Cycles from an element's row-buffer read to u_norm's input (the read, its copy, n * q): the output
+phase starts this many cycles before R's last digit, so that u_norm first samples R once it is done."""
 
 OUTPUT_LATENCY = 20
 """From an element's row-buffer read to its output: the read and its register, n * q, tony_ppu (8),
 v * g, tony_ppu (8)."""
-
-M_LIMIT = 1 << 62
-"""m = (W + E) << 2A stays below this for every row (the kernel's isqrt domain, the divider's width)."""
 
 DEFAULTS = MODULES["tony_layernorm"].params
 """The unit's HDL parameters and their defaults."""
 
 
 def latency(n: int) -> int:
-    """Cycles from the cycle that takes a row's last element to the cycle of its last output."""
-    return SETUP_CYCLES + DIVISIONS * DIVISION_CYCLES + (n - 1) + OUTPUT_LATENCY
+    """Cycles from the cycle that takes a row's last element to the cycle of its last output:
+    n + 58."""
+    return SETUP_CYCLES + ROOT_DIGITS + RECIP_DIGITS - READ_STAGES + (n - 1) + OUTPUT_LATENCY
 
 
 def cycles_per_row(n: int) -> int:
     """Cycles per row of n when the producer never waits: from the cycle taking the row's first
     element to the cycle taking the next row's first (the unit is ready again the cycle after the
-    last output). 2 n + 326 with the default divider."""
+    last output). 2 n + 58."""
     return (n - 1) + latency(n) + 1
+
+
+def template_context(values: dict) -> dict:
+    """The template's constants beyond its parameters (numbers in Python, logic in the template)."""
+    return {"M_BITS": M_BITS, "ROOT_DIGITS": ROOT_DIGITS, "RECIP_EXP": RECIP_EXP, "RECIP_DIGITS": RECIP_DIGITS,
+            "READ_STAGES": READ_STAGES}
 
 
 def _check_range(what: str, value: int, lo: int, hi: int, param: str) -> None:
@@ -121,5 +138,6 @@ def gb_unpack(words, params: dict | None = None) -> tuple[list[int], list[int]]:
     return [sx(int(w), gb) for w in words], [sx(int(w) >> gb, bb) for w in words]
 
 
-__all__ = ["DEFAULTS", "DIVISIONS", "DIVISION_CYCLES", "OUTPUT_LATENCY", "QUOT_BITS", "SETUP_CYCLES",
-           "accel_unit_params", "cycles_per_row", "gb_bits", "gb_unpack", "gb_words", "latency", "port_values"]
+__all__ = ["DEFAULTS", "M_BITS", "M_LIMIT", "OUTPUT_LATENCY", "READ_STAGES", "RECIP_DIGITS", "RECIP_EXP", "ROOT_DIGITS",
+           "SETUP_CYCLES", "accel_unit_params", "cycles_per_row", "gb_bits", "gb_unpack", "gb_words", "latency",
+           "port_values", "template_context"]

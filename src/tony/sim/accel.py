@@ -168,6 +168,7 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
 
         check_stall(axi_stall)
     m = build.manifest
+    (build.path / REPORT).unlink(missing_ok=True)   # a run that fails leaves no report of an earlier one
     if "segments" in m:
         return simulate_segments(build, inputs=inputs, waves=waves, progress=progress, simulator=simulator,
                                  axi_stall=axi_stall)
@@ -177,7 +178,6 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
     result_path, progress_path = work / "bench_result.json", work / "progress"
     for p in (result_path, progress_path):
         p.unlink(missing_ok=True)
-    (build.path / REPORT).unlink(missing_ok=True)
     sources = [build.file(f"rtl/{name}") for name in m["rtl"]]
     env = {"TONY_BUILD": str(build.path), "TONY_GOLDEN": str(golden_dir), "TONY_RESULT": str(result_path),
            "TONY_PROGRESS": str(progress_path), "TONY_MEMORY": memory}
@@ -212,8 +212,16 @@ def simulate(build_dir, *, inputs=None, waves: bool = False, progress: bool = Tr
                memory="axi" if axi_stall is not None else memory)
     if axi_stall is not None:
         rep.update(toplevel=m["toplevel"], axi_stall=axi_stall)
+    if waves:
+        rep["waves"] = _wave_files(work)
     write_json(build.path / REPORT, rep)
     return rep
+
+
+def _wave_files(work: Path) -> list[str]:
+    """The waveform files a run with `waves` left under its sim folder, newest first."""
+    found = [p for pat in ("*.vcd", "*.fst") for p in work.rglob(pat)]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
@@ -237,6 +245,8 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
     else:
         feeds, _ = normalize_inputs(g, inputs)
     part = accel_partition(g, AccelConfig(**m["accel"]))
+    for old in build.path.glob(f"seg*/{REPORT}"):   # none left from an earlier run if this one stops midway
+        old.unlink()
     reps: list[dict] = []
 
     def device(k, seg, ins):
@@ -277,6 +287,8 @@ def simulate_segments(build: Build, *, inputs=None, **opts) -> dict:
     rep["cycles_per_second"] = cycles / rep["sim_seconds"] if rep["sim_seconds"] else 0.0
     rep["sim_cpu_seconds"] = sum(r.get("sim_cpu_seconds", 0.0) for r in reps)
     rep["cycles_per_cpu_second"] = cycles / rep["sim_cpu_seconds"] if rep["sim_cpu_seconds"] else 0.0
+    if any("waves" in r for r in reps):
+        rep["waves"] = [w for r in reps for w in r.get("waves", [])]
     write_json(build.path / REPORT, rep)
     return rep
 

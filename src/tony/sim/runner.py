@@ -240,7 +240,8 @@ def run_cocotb(
     With `reuse_build`, the simulator binary is built once per distinct design (the sources'
     contents, top, parameters, build options) in a shared cache ($TONY_CACHE_DIR or
     ~/.cache/tony, under verilated-designs/) and reused by later runs; results and logs
-    still go to `build_dir`. `plusargs` (e.g. "+name=value") go to the simulator's command line.
+    still go to `build_dir`. With `waves` the design is cached the same way (apart from its
+    untraced build) and the waveform is written into `build_dir`. `plusargs` (e.g. "+name=value") go to the simulator's command line.
     With `public_flat` False, Verilator builds without --public-flat-rw: only the signals the
     design marks /*verilator public_flat_rw*/ are visible to the bench, and the model runs several
     times faster. With `pgo` (and `reuse_build`, Verilator), the cached design is built with g++'s
@@ -265,8 +266,11 @@ def run_cocotb(
     args = list(build_args or [])
     work_dir = build_dir
     pgo = pgo and reuse_build and not waves and simulator == "verilator"
-    if reuse_build and not waves:
-        build_dir = _design_cache(sources, toplevel, parameters, args + (["pgo"] if pgo else []), simulator,
+    if reuse_build or waves:
+        # A design built with waves is cached apart from one without (it traces); building in the
+        # cache also keeps make out of a build folder whose path it cannot take (a space, a $).
+        build_dir = _design_cache(sources, toplevel, parameters,
+                                  args + (["pgo"] if pgo else []) + (["waves"] if waves else []), simulator,
                                   timescale, public_flat)
     build_log = build_dir / "build.log"
     files, incdirs = split_headers(sources)
