@@ -13,10 +13,10 @@ PARAM_SETS = {
     "tony_os_array": [{}, {"ROWS": 1, "COLS": 1}, {"ROWS": 3, "COLS": 5}],
     "tony_agu": [{}, {"ROWS": 1, "COLS": 8}, {"ROWS": 16, "COLS": 1}, {"ROWS": 5, "COLS": 12}],
     "tony_decoder": [{}],
-    "tony_controller": [{}, {"ABUF_WORDS": 8192, "WBUF_WORDS": 1152, "BBUF_WORDS": 51, "IMEM_WORDS": 159},
+    "tony_controller": [{}, {"HAS_SMX": 1, "HAS_NORM": 1, "GB_WORDS": 100}, {"ABUF_WORDS": 8192, "WBUF_WORDS": 1152, "BBUF_WORDS": 51, "IMEM_WORDS": 159},
                         {"ABUF_WORDS": 2, "WBUF_WORDS": 1, "BBUF_WORDS": 1, "IMEM_WORDS": 1},
                         {"ABUF_WORDS": 16384, "ABUF_SPLIT": 9216}, {"HAS_SMX": 1}],
-    "tony_dma": [{}, {"MEM_BITS": 32, "ACT_BITS": 24, "WGT_BITS": 24, "BIAS_BITS": 96},
+    "tony_dma": [{}, {"MEM_BITS": 32, "GB_BITS": 56}, {"MEM_BITS": 32, "ACT_BITS": 24, "WGT_BITS": 24, "BIAS_BITS": 96},
                  {"ACT_BITS": 128, "WGT_BITS": 128, "BIAS_BITS": 512},
                  {"MEM_BITS": 64, "ACT_BITS": 96, "WGT_BITS": 96, "BIAS_BITS": 384}],
     "tony_act_buf": [{}, {"WORD_BITS": 8, "WORDS": 2, "N_RD": 1}, {"WORD_BITS": 96, "WORDS": 8192, "N_RD": 19},
@@ -40,6 +40,9 @@ PARAM_SETS = {
         {"ROWS": 4, "COLS": 4, "SMX_N": 40},
         {"ROWS": 1, "COLS": 3, "MEM_BITS": 32, "SMX_N": 1},
         {"ROWS": 16, "COLS": 16, "SMX_N": 1024},
+        {"ROWS": 4, "COLS": 4, "LN_N": 24},
+        {"ROWS": 1, "COLS": 3, "MEM_BITS": 32, "SMX_N": 5, "LN_N": 1},
+        {"ROWS": 8, "COLS": 8, "SMX_N": 32, "LN_N": 64},
     ],
     "tony_row_io": [{}, {"COLS": 1}, {"COLS": 12, "A_BITS": 4, "IN_BITS": 5, "OUT_BITS": 3}],
     "tony_ppu": [
@@ -63,9 +66,9 @@ PARAM_SETS = {
         {"MEM_BITS": 64, "AXI_DATA_BITS": 128, "MAX_BURST": 1, "WFIFO_DEPTH": 2, "MAX_READS": 2, "AXI_ID_BITS": 4},
     ],
     "tony_axi_top": [{}, {"ROWS": 2, "COLS": 8, "MEM_BITS": 32, "AXI_DATA_BITS": 128, "AXI_ADDR_BITS": 40},
-                     {"PER_CHANNEL": 2}, {"SMX_N": 64}],
+                     {"PER_CHANNEL": 2}, {"SMX_N": 64}, {"LN_N": 64}],
     "tony_sim_mem": [{}, {"LATENCY": 1, "WORDS": 1}, {"MEM_BITS": 32, "LATENCY": 5, "WORDS": 70000}],
-    "tony_sim_top": [{}, {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "MEM_LATENCY": 1, "IMEM_WORDS": 1, "SMX_N": 7},
+    "tony_sim_top": [{}, {"ROWS": 3, "COLS": 5, "MEM_BITS": 32, "MEM_LATENCY": 1, "IMEM_WORDS": 1, "SMX_N": 7, "LN_N": 13},
                      {"ROWS": 8, "COLS": 8, "MEM_LATENCY": 3, "MEM_WORDS": 100000, "ABUF_WORDS": 8192}],
 }
 
@@ -187,3 +190,17 @@ def test_the_softmax_unit_is_rendered_only_where_smx_n_asks_for_it(tmp_path):
         paths = render_to(tmp_path / top, [top], SMX_N=24)
         assert {"tony_softmax.v", "tony_row_io.v"} <= {p.name for p in paths}
         assert "tony_softmax #(" in (tmp_path / top / "tony_accel.v").read_text()
+
+
+def test_the_layernorm_unit_is_rendered_only_where_ln_n_asks_for_it(tmp_path):
+    """LN_N = 0 (a model without a device LayerNorm): no tony_layernorm, no tony_row_io; LN_N > 0:
+    both rendered and instantiated (and tony_row_io once, beside the Softmax unit's, with SMX_N > 0
+    too), also through tony_sim_top and tony_axi_top."""
+    names = {p.name for p in render_to(tmp_path / "none", ["tony_accel"], SMX_N=8)}
+    assert "tony_layernorm.v" not in names and "tony_layernorm #(" not in (tmp_path / "none" / "tony_accel.v").read_text()
+    for top in ("tony_accel", "tony_sim_top", "tony_axi_top"):
+        paths = [p.name for p in render_to(tmp_path / top, [top], LN_N=24, SMX_N=8)]
+        assert {"tony_layernorm.v", "tony_row_io.v", "tony_softmax.v"} <= set(paths)
+        assert paths.count("tony_row_io.v") == 1
+        text = (tmp_path / top / "tony_accel.v").read_text()
+        assert "tony_layernorm #(" in text and text.count("tony_row_io #(") == 2

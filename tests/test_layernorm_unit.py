@@ -60,3 +60,18 @@ def test_cycle_functions_grow_by_one_and_two_per_element():
         assert latency(n + 1) - latency(n) == 1
         assert cycles_per_row(n + 1) - cycles_per_row(n) == 2
         assert cycles_per_row(n) == n + latency(n)
+
+
+def test_gamma_beta_words_hold_gamma_low_and_beta_above_and_read_back():
+    """LOAD gb's words (docs/isa.md, 'LayerNorm'): gamma two's complement in the low GAMMA_BITS,
+    beta in the BETA_BITS above; gb_unpack reads them back, the extremes of both widths included."""
+    from tony.rtl.layernorm_unit import gb_bits, gb_unpack, gb_words
+
+    gb, bb = DEFAULTS["GAMMA_BITS"], DEFAULTS["BETA_BITS"]
+    assert gb_bits() == gb + bb
+    assert gb_words([-1, 2], [1, -2]) == [(1 << gb) - 1 + (1 << gb), 2 + (((1 << bb) - 2) << gb)]
+    gamma = [-(1 << (gb - 1)), (1 << (gb - 1)) - 1, 0, -5, 12345]
+    beta = [(1 << (bb - 1)) - 1, -(1 << (bb - 1)), -1, 0, 987654321]
+    words = gb_words(gamma, beta)
+    assert all(0 <= w < 1 << gb_bits() for w in words)
+    assert gb_unpack(words) == (gamma, beta)

@@ -293,6 +293,8 @@ def test_programs_in_pages_are_bit_exact_in_the_model(workload, name):
     ('preset = "ecp5-85k"\nabuf_split = 2048\n', "abuf_split = 2048"),
     ('preset = "ecp5-85k"\nsmx_n = -2\n', "smx_n = -2"),
     ('preset = "ecp5-85k"\nsmx_n = 5000\n', "smx_n = 5000"),
+    ('preset = "ecp5-85k"\nln_n = -2\n', "ln_n = -2"),
+    ('preset = "ecp5-85k"\nln_n = 5000\n', "ln_n = 5000"),
     ("rows = [\n", "not a TOML file"),
 ])
 def test_bad_config_is_refused_in_one_line(tmp_path, tony_cli, text, needle):
@@ -380,3 +382,14 @@ def test_an_overlay_has_a_softmax_unit_only_when_its_config_asks_for_one(tmp_pat
     assert from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\n', "plain")).cfg.hdl_params()["SMX_N"] == 0
     ov = from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\nsmx_n = 48\n', "smx"))
     assert ov.cfg.smx_n == 48 and ov.hdl_params()["SMX_N"] == 48
+
+
+def test_an_overlay_has_a_layernorm_unit_only_when_its_config_asks_for_one(tmp_path):
+    """No LayerNorm unit unless HW.toml sets ln_n (its longest row): a preset and a config without
+    it render none, ln_n = 64 gives the overlay's configuration that limit for `tony compile --hw`."""
+    from tony.hw import from_toml, preset
+
+    assert preset("ecp5-85k", "test").cfg.ln_n == 0
+    assert from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\n', "plain")).cfg.hdl_params()["LN_N"] == 0
+    ov = from_toml(_toml(tmp_path, 'preset = "ecp5-85k"\nln_n = 64\n', "ln"))
+    assert ov.cfg.ln_n == 64 and ov.hdl_params()["LN_N"] == 64

@@ -131,7 +131,7 @@ def test_a_program_in_pages_is_accepted():
 
 
 def test_every_rule_has_a_refused_program():
-    assert {r for r, *_ in BROKEN + SMX_BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
+    assert {r for r, *_ in BROKEN + SMX_BROKEN + NORM_BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
 
 
 def test_what_the_engines_guarantee_needs_no_sync():
@@ -273,6 +273,69 @@ def test_a_softmax_program_is_accepted_and_runs_on_the_model():
 @pytest.mark.parametrize("rule,instrs,index,cfg", SMX_BROKEN,
                          ids=[f"{r}-{i}" for i, (r, *_) in enumerate(SMX_BROKEN)])
 def test_a_broken_softmax_rule_is_refused_with_its_name_and_the_instruction_index(rule, instrs, index, cfg):
+    with pytest.raises(ck.ProgramCheckError, match=f"instruction {index}: rule '{rule}'") as e:
+        run(instrs, cfg)
+    assert (e.value.rule, e.value.index) == (rule, index)
+
+
+# ---- NORM ---------------------------------------------------------------------------------------------
+LN = AccelConfig(2, 2, abuf_words=64, wbuf_words=16, bbuf_words=4, imem_words=32, ln_n=5)
+
+
+def norm(ibase=16, obase=32, npix=16, n=2, cstride=16, eps=10, a=17, f=16, shift=25, lo=-128, hi=127):
+    """LayerNorm rows of n elements of the CONV's result (16 pixels, channel group g at + g*cstride)
+    into obase: E in mult, A in sa, F in sb."""
+    return dict(op=isa.NORM, flags=isa.F_A_SIGNED, ibase=ibase, obase=obase, npix=npix, klen=n, cstride=cstride,
+                mult=eps, sa=a, sb=f, shift=shift, lo=lo, hi=hi)
+
+
+GB = load(isa.B_GB, 0, 90, 2)
+NORM_BASE = BASE[:5] + [GB, sync(isa.S_COMPUTE | isa.S_DMA), norm(), sync(isa.S_COMPUTE), store(32, 200, 16), END]
+
+
+def _norm_at(**kw):
+    return NORM_BASE[:7] + [norm(**kw)] + NORM_BASE[8:]
+
+
+NORM_BROKEN = [
+    ("opcode", NORM_BASE[:5] + NORM_BASE[6:], 6, CFG),                   # an accelerator without the unit
+    ("dma-buffer", NORM_BASE, 5, CFG),                                   # ... has no gamma/beta memory
+    ("dma-range", NORM_BASE[:5] + [load(isa.B_GB, 0, 90, 6)] + NORM_BASE[6:], 5, LN),   # 6 words into 5
+    ("norm", _norm_at(n=6), 7, LN),                                      # rows longer than the unit's
+    ("norm", _norm_at(n=0), 7, LN),
+    ("norm", _norm_at(npix=0), 7, LN),
+    ("norm", _norm_at(a=23), 7, LN),                                     # A is at most 22
+    ("norm", _norm_at(f=17), 7, LN),                                     # F at most the unit's NORM_BITS_MAX
+    ("norm", _norm_at(shift=64), 7, LN),                                 # the unit's shift is 7 bits
+    ("norm", _norm_at(lo=-257), 7, LN),                                  # lo and hi are A_BITS + 1 bits
+    ("norm", _norm_at(hi=256), 7, LN),
+    ("norm", _norm_at(lo=5, hi=4), 7, LN),
+    # gamma/beta of channel 1 never loaded
+    ("uninitialized-read", NORM_BASE[:5] + [load(isa.B_GB, 0, 90, 1)] + NORM_BASE[6:], 7, LN),
+    # the NORM reads gamma/beta words the LOAD may still be writing
+    ("read-after-write", NORM_BASE[:6] + [sync(isa.S_COMPUTE)] + NORM_BASE[7:], 7, LN),
+    # the next LayerNorm's gamma/beta loaded while the NORM may still read them
+    ("write-after-read", NORM_BASE[:8] + [GB] + NORM_BASE[8:], 8, LN),
+    # the STORE reads rows the NORM may still be writing
+    ("read-after-write", NORM_BASE[:8] + NORM_BASE[9:], 8, LN),
+]
+
+
+def test_a_norm_program_is_accepted_and_timed_by_the_layernorm_units_rows():
+    """A NORM over a CONV's result (2 channels per pixel, 16 rows) after its LOAD gb; on an
+    accelerator with the unit the checker accepts it, and the cycle model gives it issue + 5 + rows
+    times the unit's cycles_per_row(n) (tony.rtl.layernorm_unit)."""
+    from tony.rtl.layernorm_unit import cycles_per_row
+
+    run(NORM_BASE, LN)
+    t = am.schedule([isa.decode(isa.encode(d["op"], **{k: v for k, v in d.items() if k != "op"})) for d in NORM_BASE],
+                    LN, len(NORM_BASE))
+    assert t.issue[8] == t.issue[7] + 5 + 16 * cycles_per_row(2)
+
+
+@pytest.mark.parametrize("rule,instrs,index,cfg", NORM_BROKEN,
+                         ids=[f"{r}-{i}" for i, (r, *_) in enumerate(NORM_BROKEN)])
+def test_a_broken_norm_rule_is_refused_with_its_name_and_the_instruction_index(rule, instrs, index, cfg):
     with pytest.raises(ck.ProgramCheckError, match=f"instruction {index}: rule '{rule}'") as e:
         run(instrs, cfg)
     assert (e.value.rule, e.value.index) == (rule, index)

@@ -175,7 +175,8 @@ def test_bundled_text_langid_keeps_its_accuracy(bundled):
 def test_bundled_text_langid_runs_every_mac_on_the_array_bit_exact_at_8x8(bundled, tmp_path, tony_cli):
     """model.onnx at 8x8: the projections, both attention MatMuls and the Softmax between them of
     each layer on the device (100% of the MACs, each product's utilization and each Softmax's cycles
-    in the compile report), 4 test samples on Verilator bit-exact with the predicted cycles."""
+    in the compile report), the LayerNorms after the first on the LayerNorm unit (rows of 64), 4 test
+    samples on Verilator bit-exact with the predicted cycles."""
     d = bundled
     np.save(tmp_path / "x.npy", np.load(d / "inputs.npy")[:4])
     r = tony_cli("compile", d / "model.onnx", "-o", tmp_path / "b", "--array", "8x8", "--inputs", tmp_path / "x.npy")
@@ -187,9 +188,11 @@ def test_bundled_text_langid_runs_every_mac_on_the_array_bit_exact_at_8x8(bundle
                        and "MAC utilization" in line for line in r.stdout.splitlines()) == 1
         assert sum(line.startswith(f"  device: {layer}.attn.softmax") and "(softmax, segment" in line
                    and "rows of 32" in line for line in r.stdout.splitlines()) == 1
+    assert sum("(layernorm, segment" in line and "rows of 64" in line for line in r.stdout.splitlines()) == 4
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
     assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 4 * 8
     assert sum(l["op"] == "pixel_matmul" for l in rep["layers"]) == 4
     assert sum(l["op"] == "softmax" for l in rep["layers"]) == 2
+    assert sum(l["op"] == "layernorm" for l in rep["layers"]) == 4

@@ -22,15 +22,15 @@ ort = pytest.importorskip("onnxruntime")
 D, HEADS, FFN, TOKENS = 32, 2, 64, 8   # head size 16: the scores' 1/sqrt(16) is a power of two
 
 
-def _encoder(layers=1, gelu="none", seed=0, heads=HEADS):
+def _encoder(layers=1, gelu="none", seed=0, heads=HEADS, d=D, ffn=FFN):
     nn = torch.nn
 
     class Block(nn.Module):
         def __init__(s):
             super().__init__()
-            s.ln1, s.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
-            s.q, s.k, s.v, s.o = (nn.Linear(D, D) for _ in range(4))
-            s.f1, s.f2 = nn.Linear(D, FFN), nn.Linear(FFN, D)
+            s.ln1, s.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            s.q, s.k, s.v, s.o = (nn.Linear(d, d) for _ in range(4))
+            s.f1, s.f2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
             s.act = nn.GELU(approximate=gelu)
 
         def forward(s, x):
@@ -47,8 +47,8 @@ def _encoder(layers=1, gelu="none", seed=0, heads=HEADS):
         def __init__(s):
             super().__init__()
             s.blocks = nn.ModuleList(Block() for _ in range(layers))
-            s.ln = nn.LayerNorm(D)
-            s.head = nn.Linear(D, 4)
+            s.ln = nn.LayerNorm(d)
+            s.head = nn.Linear(d, 4)
 
         def forward(s, x):
             for blk in s.blocks:
@@ -65,8 +65,8 @@ def _encoder(layers=1, gelu="none", seed=0, heads=HEADS):
     return m
 
 
-def _export(model, path, opset, tokens=TOKENS):
-    x = torch.zeros(1, tokens, D)
+def _export(model, path, opset, tokens=TOKENS, d=D):
+    x = torch.zeros(1, tokens, d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
@@ -74,8 +74,8 @@ def _export(model, path, opset, tokens=TOKENS):
     return path
 
 
-def _data(n, seed=1):
-    return np.random.default_rng(seed).standard_normal((n, 1, TOKENS, D)).astype(np.float32)
+def _data(n, seed=1, tokens=TOKENS, d=D):
+    return np.random.default_rng(seed).standard_normal((n, 1, tokens, d)).astype(np.float32)
 
 
 def _ort(path, x):
@@ -149,9 +149,12 @@ def test_projections_attention_softmax_and_gelu_run_on_the_accelerator_and_the_r
     part = partition(g, refuse(g, AccelConfig(8, 8)))
     dev = [p.op for p in part.placement if p.device]
     # the residual Adds run on [1, d, 1, T] in the vector unit, the GELU table between fc1 and fc2
-    # in its lookup mode and the Softmax over the scores' channels in the Softmax unit (tony.ir.layout)
-    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add", "Table", "Softmax"}
-    assert len(dev) == 13
+    # in its lookup mode, the Softmax over the scores' channels in the Softmax unit and the LayerNorms
+    # of the residual stream (ln2, the final one) over its channels in the LayerNorm unit
+    # (tony.ir.layout); ln1 reads the graph's 3-D input and stays on the host
+    assert {type(op).__name__ for op in dev} == {"Conv", "Dense", "PixelMatMul", "Add", "Table", "Softmax",
+                                                 "LayerNorm"}
+    assert len(dev) == 15 and sum(isinstance(op, ir.LayerNorm) for op in dev) == 2
     assert [op.origin for op in dev if isinstance(op, ir.PixelMatMul)] == ["/blocks.0/MatMul", "/blocks.0/MatMul_1"]
     host = {type(p.op).__name__ for p in part.placement if not p.device}
     assert {"LayerNorm", "Transpose"} <= host and not host & {"MatMul", "Table", "Softmax"}
@@ -184,7 +187,9 @@ def test_gelu_joins_its_feed_forward_layers_device_segment(exported, key, monkey
         part = partition(g, refuse(g, cfg))
         gelu = next(p for p in part.placement if isinstance(p.op, ir.Table))
         seg = part.segments[gelu.segment]
-        assert gelu.device and [op.kind for op in seg.ops if op.kind in ("conv", "table")] == ["conv", "table", "conv"]
+        kinds = [op.kind for op in seg.ops if op.kind in ("conv", "table")]
+        k = kinds.index("table")
+        assert gelu.device and kinds[k - 1:k + 2] == ["conv", "table", "conv"]
         before = partition(plain, refuse(plain, cfg))
         # one encoder layer: fc1 + GELU + fc2 join, and P.V with the output projection
         assert len(part.device_segments) <= len(before.device_segments) - 1
@@ -387,6 +392,77 @@ def test_softmax_unit_option_sizes_or_removes_the_unit(tmp_path, tony_cli):
     assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
 
 
+def _quantized_encoder(tmp_path, d, heads, tokens, seed=4):
+    """A 1-layer encoder of width d (feed-forward 2 d), quantized by tony.quant, and 2 inputs."""
+    from tony.frontend.load import load_model
+    from tony.quant.qdq import quantize_static
+
+    f = _export(_encoder(seed=seed, d=d, heads=heads, ffn=2 * d), tmp_path / "float.onnx", 17, tokens=tokens, d=d)
+    onnx.save(quantize_static(load_model(f), _data(16, seed=0, tokens=tokens, d=d), sequential=False),
+              tmp_path / "q.onnx")
+    np.save(tmp_path / "inputs.npy", _data(2, seed=9, tokens=tokens, d=d))
+    return tmp_path / "q.onnx", tmp_path / "inputs.npy"
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("array,d,heads,tokens", [("8x8", 20, 2, 6), ("4x4", 18, 2, 5)])
+def test_layernorm_on_the_device_bit_exact_on_verilator_with_predicted_cycles(tmp_path, tony_cli, array, d, heads,
+                                                                              tokens):
+    """`tony compile` and `tony sim` of a 1-layer encoder whose width (20, 18) is not a multiple of
+    COLS (8, 4): the LayerNorms of the residual stream (ln2, the final one) run on the LayerNorm unit
+    (NORM) in its pixel layout, so the attention, its output projection, the residual Add, ln2 and
+    the feed-forward share one device segment (3 device segments where the host LayerNorms made 4);
+    ln1 reads the graph's 3-D input and stays on the host. The simulation is bit-exact with the
+    reference, every layer's cycles those of the cycle model."""
+    import json
+
+    q, inputs = _quantized_encoder(tmp_path, d, heads, tokens)
+    r = tony_cli("compile", q, "-o", tmp_path / "b", "--array", array, "--inputs", inputs)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(layernorm, segment") == 2, r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    placed = [o["where"] for o in man["placement"]["ops"] if o["op"] == "LayerNormalization"]
+    assert placed == ["host", "device", "device"]
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 3
+    r = tony_cli("sim", tmp_path / "b", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())
+    assert rep["bit_exact"] and rep["cycles_match"] and rep["compared"] == 2 * 4
+    seg = [[l["op"] for l in s["layers"]] for s in rep["segments"]]
+    joined = [ops for ops in seg if "layernorm" in ops]
+    assert len(joined) == 1 and joined[0].count("layernorm") == 2
+    assert {"pixel_matmul", "softmax", "add", "table"} <= set(joined[0])
+    norms = [l for s in rep["segments"] for l in s["layers"] if l["op"] == "layernorm"]
+    assert len(norms) == 2 and all(l["cycles"] == l["predicted"] > tokens * 2 * d for l in norms)
+
+
+def test_layernorm_unit_option_sizes_or_removes_the_unit(tmp_path, tony_cli):
+    """`tony compile --layernorm-unit 0`: no unit, every LayerNorm on the host; a unit shorter than
+    the rows (16 < 20 channels) leaves them on the host with that reason; by default and with room
+    the unit is sized (LN_N) and the residual stream's LayerNorms run on it; a model without a device
+    LayerNorm gets no unit; a size out of range is refused in one line."""
+    import json
+
+    q, inputs = _quantized_encoder(tmp_path, 20, 2, 6)
+    for n, where, ln_n in ((0, "host", 0), (16, "host", 16), (32, "device", 32), (None, "device", 20)):
+        out = tmp_path / f"b{n}"
+        r = tony_cli("compile", q, "-o", out, "--array", "8x8", "--inputs", inputs,
+                     *(("--layernorm-unit", str(n)) if n is not None else ()))
+        assert r.returncode == 0, r.stderr
+        man = json.loads((out / "manifest.json").read_text())
+        placed = [o for o in man["placement"]["ops"] if o["op"] == "LayerNormalization"]
+        assert [o["where"] for o in placed[1:]] == [where] * 2, (n, placed)
+        if n == 16:
+            assert "rows of 20 elements (the LayerNorm unit takes up to 16)" in placed[1]["reason"]
+        sizes = {json.loads((out / s["build"] / "manifest.json").read_text())["accel"]["ln_n"]
+                 for s in man["segments"] if s["kind"] == "device"}
+        # the segments without a LayerNorm render no unit when sized to the model
+        assert sizes == ({ln_n} if n is not None else {0, ln_n}), (n, sizes)
+    r = tony_cli("compile", q, "-o", tmp_path / "bad", "--array", "8x8", "--layernorm-unit", "100000")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--layernorm-unit" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("d,heads,tokens", [(32, 2, 10), (16, 1, 5)])
 def test_softmax_in_hls_csim_equals_the_reference(tmp_path, d, heads, tokens):
     """The HLS back end runs the Softmax (tony::softmax_op over the scores' channels, the table a
@@ -403,6 +479,27 @@ def test_softmax_in_hls_csim_equals_the_reference(tmp_path, d, heads, tokens):
     smx = [p for p in part.placement if isinstance(p.op, ir.Softmax)]
     assert len(smx) == 1 and smx[0].device and smx[0].op.axis == 1
     feeds, _ = normalize_inputs(g, x)
+    compile_hls(g, tmp_path / "h", config=HlsConfig(4, 4), feeds=feeds)
+    rep = csim(tmp_path / "h", graph=g)
+    assert rep["bit_exact"] and rep["compared"] > 0
+
+
+def test_layernorm_in_hls_csim_equals_the_reference(tmp_path):
+    """The HLS back end runs every LayerNorm of a 1-layer encoder of width 20 (tony::layernorm_op:
+    the first over the tokens' last axis, the others over the residual stream's channels, gamma and
+    beta constant arrays): its C simulation is bit-exact against the golden vectors of the
+    reference."""
+    from tony.api import normalize_inputs
+    from tony.hls.backend import HlsConfig, compile_hls, csim
+    from tony.hls.backend import refuse as hls_refuse
+    from tony.ir.partition import partition
+
+    q, inputs = _quantized_encoder(tmp_path, 20, 2, 6)
+    g = load_ir(q)
+    part = partition(g, hls_refuse(g, HlsConfig(4, 4)))
+    lns = [p for p in part.placement if isinstance(p.op, ir.LayerNorm)]
+    assert len(lns) == 3 and all(p.device for p in lns) and [p.op.axis for p in lns] == [-1, 1, 1]
+    feeds, _ = normalize_inputs(g, np.load(inputs))
     compile_hls(g, tmp_path / "h", config=HlsConfig(4, 4), feeds=feeds)
     rep = csim(tmp_path / "h", graph=g)
     assert rep["bit_exact"] and rep["compared"] > 0
@@ -425,7 +522,8 @@ def test_layernorm_ops_equal_the_kernel_with_specs_from_the_torch_parameters(exp
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         spec = nl.layernorm_spec(D, x.exp, y.exp, mod.weight.detach().numpy(), mod.bias.detach().numpy(),
                                  eps=mod.eps)
-        assert np.array_equal(vals[y.name], nl.layernorm(vals[x.name], spec))
+        rows = np.moveaxis(vals[x.name], op.axis, -1)   # ln2 and the final one run on pixels (axis 1)
+        assert np.array_equal(np.moveaxis(vals[y.name], op.axis, -1), nl.layernorm(rows, spec))
 
 
 def _gelu_graph(variant: str):
@@ -703,15 +801,19 @@ def test_keep_pixels_keeps_every_integer_of_the_bundled_encoder_architectures(tm
 
 def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkeypatch):
     """At 8x8: 13 device segments without keep_pixels (each projection its own, the GELU table on
-    a 3-D token tensor on the host), 7 with it: Q.K^T, the Softmax (on the scores' pixel layout),
-    P.V and the output projection share one per layer, and fc1 -> GELU table -> fc2 -> residual Add
-    is one segment, the 4 residual Adds and the 2 tables on the device, with no view between fc1,
+    a 3-D token tensor on the host), 4 with it: Q.K^T, the Softmax (on the scores' pixel layout),
+    P.V and the output projection share one per layer, fc1 -> GELU table -> fc2 -> residual Add
+    too, and the LayerNorms of the residual stream (on its pixel layout, in the LayerNorm unit) join
+    the attention's output projection to the feed-forward and a layer to the next: the 4 residual
+    Adds, the 2 tables and the 4 LayerNorms after the first on the device, with no view between fc1,
     the table and fc2."""
     q, _ = _random_bundle_architecture("text17", tmp_path)
     g, plain = load_ir(q), _without_keep_pixels(q, monkeypatch)
     part, n = _device_segments(g)
     before, n_before = _device_segments(plain)
-    assert (n_before, n) == (13, 7)
+    assert (n_before, n) == (13, 4)
+    lns = [p for p in part.placement if isinstance(p.op, ir.LayerNorm)]
+    assert len(lns) == 5 and [p.device for p in lns] == [False] + [True] * 4 and all(p.op.axis == 1 for p in lns[1:])
     seg = {id(p.op): p.segment for p in part.placement}
     smx = [p for p in part.placement if isinstance(p.op, ir.Softmax)]
     assert len(smx) == 2 and all(p.device and p.op.axis == 1 for p in smx)
@@ -734,9 +836,9 @@ def test_text_langid_architecture_runs_in_fewer_device_segments(tmp_path, monkey
 @pytest.mark.sim
 def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, tony_cli):
     """`tony compile` (8x8) and `tony sim` of a 1-layer encoder (2 heads of 16, 8 tokens): the
-    residual Adds and the GELU table on the device in the pixel layout, Q.K^T, the Softmax, P.V and
-    the output projection in one segment, fc1, GELU, fc2 and the Add in another, bit-exact with the
-    predicted cycles."""
+    residual Adds, the GELU table and the LayerNorms after the first on the device in the pixel
+    layout, Q.K^T, the Softmax, P.V, the output projection, ln2, fc1, GELU, fc2 and the Add in one
+    segment, bit-exact with the predicted cycles."""
     import json
 
     from tony.frontend.load import load_model
@@ -750,8 +852,8 @@ def test_encoder_with_tokens_kept_in_pixels_bit_exact_on_verilator(tmp_path, ton
     assert r.returncode == 0, r.stderr
     assert "(Add, segment" not in r.stdout and "100.00% of" in r.stdout
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    # QKV, Q.K^T + Softmax + P.V + o + Add, fc1 + GELU + fc2 + Add, head
-    assert sum(s["kind"] == "device" for s in man["segments"]) == 4
+    # QKV, Q.K^T + Softmax + P.V + o + Add + ln2 + fc1 + GELU + fc2 + Add + the final LayerNorm, head
+    assert sum(s["kind"] == "device" for s in man["segments"]) == 3
     r = tony_cli("sim", tmp_path / "b", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads((tmp_path / "b" / "sim_report.json").read_text())

@@ -72,25 +72,33 @@ def cmd_run(a) -> int:
     return 0
 
 
-def _softmax_unit(n: int | None) -> int:
-    """--softmax-unit N as AccelConfig.smx_n: -1 (sized to the model) when not given; N within the
-    range an overlay's smx_n has (tony.hw.LIMITS)."""
+def _unit_size(n: int | None, key: str, flag: str, op: str) -> int:
+    """--softmax-unit / --layernorm-unit N as AccelConfig.smx_n / ln_n: -1 (sized to the model) when
+    not given; N within the range an overlay's field has (tony.hw.LIMITS[key])."""
     from .hw import LIMITS
 
     if n is None:
         return -1
-    lo, hi, what = LIMITS["smx_n"]
+    lo, hi, what = LIMITS[key]
     if not lo <= n <= hi:
-        raise InputError(f"--softmax-unit {n}: {what} must be an integer from {lo} to {hi}",
-                         hint="give 0 to run every Softmax on the host")
+        raise InputError(f"{flag} {n}: {what} must be an integer from {lo} to {hi}",
+                         hint=f"give 0 to run every {op} on the host")
     return n
 
 
+def _softmax_unit(n: int | None) -> int:
+    return _unit_size(n, "smx_n", "--softmax-unit", "Softmax")
+
+
+def _layernorm_unit(n: int | None) -> int:
+    return _unit_size(n, "ln_n", "--layernorm-unit", "LayerNorm")
+
+
 HW_FIXED = ("array", "acc_bits", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words", "per_channel",
-            "softmax_unit")
+            "softmax_unit", "layernorm_unit")
 """`tony compile` options that an overlay (--hw) fixes."""
 BACKEND_ONLY = {"rtl": ("hw", "batch", "mem_bits", "abuf_words", "wbuf_words", "bbuf_words", "imem_words",
-                        "per_channel", "softmax_unit"),
+                        "per_channel", "softmax_unit", "layernorm_unit"),
                 "hls": ("weights",)}
 """`tony compile` options of one back end (their help says rtl: or hls:); given with the other, refused
 rather than ignored."""
@@ -150,7 +158,8 @@ def cmd_compile(a) -> int:
 
     cfg = AccelConfig(rows, cols, acc_bits=acc_bits, mem_bits=a.mem_bits or 64, abuf_words=a.abuf_words or 0,
                       wbuf_words=a.wbuf_words or 0, bbuf_words=a.bbuf_words or 0, imem_words=a.imem_words or 0,
-                      per_channel=a.per_channel or "", smx_n=_softmax_unit(a.softmax_unit))
+                      per_channel=a.per_channel or "", smx_n=_softmax_unit(a.softmax_unit),
+                      ln_n=_layernorm_unit(a.layernorm_unit))
     m = compile_model(a.model, a.output, config=cfg, batch=a.batch, **opts)
     _print_placement(m)
     if "segments" in m:
@@ -455,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--softmax-unit", type=int, default=None, metavar="N",
                     help="rtl: the Softmax unit's longest row, 0 for no unit: every Softmax then runs on the host "
                          "(default: sized to the model's longest device Softmax row; docs/transformer.md)")
+    sp.add_argument("--layernorm-unit", type=int, default=None, metavar="N",
+                    help="rtl: the LayerNorm unit's longest row, 0 for no unit: every LayerNorm then runs on the host "
+                         "(default: sized to the model's longest device LayerNorm row; docs/transformer.md)")
     sp.add_argument("--backend", choices=["rtl", "hls"], default="rtl",
                     help="rtl: Verilog for the array (default); hls: Vitis-HLS C++ that also builds with g++")
     sp.add_argument("--weights", choices=["const", "axi"], default=None,

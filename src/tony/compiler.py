@@ -233,7 +233,7 @@ def _rtl(g: ir.Graph, out: Path, cfg: AccelConfig, hw) -> list[Path]:
     return [out / "rtl" / name for name in hw.info["rtl"]]
 
 
-UNIT_LAYERS = ("softmax",)
+UNIT_LAYERS = ("softmax", "layernorm")
 """Device layers without MACs that the compile report lists with their cycles beside the MAC layers:
 those of the accelerator's nonlinear units, whose cycles weigh next to the array's."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .accel import isa
-from .accel.emit import SMX_MAX_N
+from .accel.emit import LN_MAX_N, SMX_MAX_N
 from .accel.program import PER_CHANNEL_CODES, AccelConfig
 from .build import staged_output, write_json
 from .errors import InputError, not_a_file
@@ -127,7 +127,7 @@ class Overlay:
 
 def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
     return AccelConfig(rows, cols, mem_bits=mem_bits, abuf_words=abuf, wbuf_words=wbuf, bbuf_words=bbuf,
-                       imem_words=imem, per_channel="none", smx_n=0)
+                       imem_words=imem, per_channel="none", smx_n=0, ln_n=0)
 
 
 PRESETS: dict[str, Overlay] = {
@@ -150,6 +150,7 @@ LIMITS = {  # field -> (lowest, highest, why)
     "bbuf_words": (1, 1 << isa.COMPUTE_FIELDS["bbase"].bits, "bias-buffer words"),
     "imem_words": (16, 1 << 16, "instruction words (PROG_LEN is 16 bits)"),
     "smx_n": (0, SMX_MAX_N, "the Softmax unit's longest row (0: no unit)"),
+    "ln_n": (0, LN_MAX_N, "the LayerNorm unit's longest row (0: no unit)"),
 }
 TOML_KEYS = ("preset", "name", "part", "rounding", "mem_bits", "per_channel", "abuf_split") + tuple(LIMITS)
 
@@ -160,6 +161,8 @@ def validate(ov: Overlay, where: str) -> Overlay:
         ov = replace(ov, cfg=replace(ov.cfg, per_channel="none"))
     if ov.cfg.smx_n == -1:          # ... and no Softmax unit unless asked for (smx_n = its longest row)
         ov = replace(ov, cfg=replace(ov.cfg, smx_n=0))
+    if ov.cfg.ln_n == -1:           # ... nor a LayerNorm unit (ln_n = its longest row)
+        ov = replace(ov, cfg=replace(ov.cfg, ln_n=0))
     for key, (lo, hi, what) in LIMITS.items():
         v = getattr(ov.cfg, key)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -309,7 +312,7 @@ def open_overlay(path) -> HwFolder:
     raw = f.read_bytes()
     try:
         info = json.loads(raw)
-        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", "smx_n": 0, **info["accel"]}), info["rounding"],
+        ov = Overlay(info["name"], AccelConfig(**{"per_channel": "none", "smx_n": 0, "ln_n": 0, **info["accel"]}), info["rounding"],
                      (info.get("part") or {}).get("name"))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{HW_JSON} is not an overlay description ({type(e).__name__})", where=where,

@@ -21,9 +21,10 @@ from .program import AccelConfig, Program
 AMASK = (1 << isa.ADDR_BITS) - 1
 
 RULES = {
-    "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE, and SOFTMAX on an accelerator "
-              "with the Softmax unit",
-    "dma-buffer": "LOAD names the activation, weight, bias, instruction or table buffer; STORE the activation buffer",
+    "opcode": "the opcode is one of END, SYNC, LOAD, STORE, CONV, POOL, EWISE, SOFTMAX on an accelerator "
+              "with the Softmax unit, and NORM on one with the LayerNorm unit",
+    "dma-buffer": "LOAD names the activation, weight, bias, instruction or table buffer, or the gamma/beta memory "
+                  "on an accelerator with the LayerNorm unit; STORE the activation buffer",
     "dma-range": "a LOAD/STORE moves at least one word and stays inside its buffer (baddr + nwords <= depth)",
     "ext-range": "a LOAD/STORE stays inside the external-memory image",
     "store-over-constants": "a STORE writes only the input, spill and output regions, never the program, "
@@ -38,6 +39,8 @@ RULES = {
     "conv-period": "a CONV's period is at least max(klen, ROWS, COLS)",
     "softmax": "a SOFTMAX has at least one row, rows of 1 to the unit's longest row (smx_n) elements, a shift "
                "that fits the unit's 6-bit input and a log2e in [1, LOG2E]",
+    "norm": "a NORM has at least one row, rows of 1 to the unit's longest row (ln_n) elements, and a spec "
+            "the unit takes (tony.rtl.layernorm_unit.port_values: E, A, F, shift, lo <= hi in the unit's widths)",
     "conv-depthwise": "a depthwise CONV runs only on an array with COLS <= ROWS + 3 (its first slice must come "
                       "COLS cycles after the previous CONV's last; two CONVs are always ROWS + 3 apart)",
     "uninitialized-read": "every buffer word an instruction reads was written by an earlier instruction",
@@ -164,7 +167,7 @@ def softmax_words(d: dict, base: str, cols: int) -> list:
 
 
 # ---- the checker ------------------------------------------------------------------------------------
-ACT, WGT, BIAS, TAB = isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB
+ACT, WGT, BIAS, TAB, GB = isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB, isa.B_GB
 DMA, STREAM, COMPUTE = "dma", "stream", "compute"   # what retires an access (the engine that must be idle)
 
 
@@ -185,7 +188,7 @@ def _retires(d: dict) -> set:
         return {DMA}
     if op == isa.CONV:
         return {STREAM}
-    if op in (isa.POOL, isa.EWISE, isa.SOFTMAX):
+    if op in (isa.POOL, isa.EWISE, isa.SOFTMAX, isa.NORM):
         return {STREAM, COMPUTE}
     if op == isa.SYNC:
         m = d["sync"]
@@ -198,7 +201,7 @@ class Checker:
     def __init__(self, cfg: AccelConfig, image_beats: int | None, io_start: int | None):
         self.cfg, self.image_beats, self.io_start = cfg, image_beats, io_start
         self.pending: list[Access] = []
-        self.written = {ACT: Written(), WGT: Written(), BIAS: Written(), TAB: Written()}
+        self.written = {ACT: Written(), WGT: Written(), BIAS: Written(), TAB: Written(), GB: Written()}
         self.i = 0
 
     def fail(self, rule: str, message: str):
@@ -211,10 +214,13 @@ class Checker:
             self.fail("opcode", f"unknown opcode {op}")
         if op == isa.SOFTMAX:
             self.softmax(d)
+        if op == isa.NORM:
+            self.norm(d)
         if op not in (isa.LOAD, isa.STORE):
             return
         buf, n, name = d["buf"], d["nwords"], isa.OPNAMES[op]
-        if (op == isa.LOAD and buf not in (ACT, WGT, BIAS, isa.B_IMEM, TAB)) or (op == isa.STORE and buf != ACT):
+        loads = (ACT, WGT, BIAS, isa.B_IMEM, TAB) + ((GB,) if cfg.ln_n > 0 else ())
+        if (op == isa.LOAD and buf not in loads) or (op == isa.STORE and buf != ACT):
             self.fail("dma-buffer", f"{name} names buffer {buf} ({isa.BUFNAMES.get(buf, 'none')})")
         if n == 0 or d["baddr"] + n > cfg.buf_words(buf):
             self.fail("dma-range", f"{name} of {n} words at {isa.BUFNAMES[buf]}[{d['baddr']}]; "
@@ -242,6 +248,24 @@ class Checker:
             self.fail("softmax", f"SOFTMAX shift {d['shift']} (0 to {(1 << SHIFT_BITS) - 1}) or log2e {d['mult']} "
                                  f"(1 to {LOG2E}) outside the unit's range")
 
+    def norm(self, d: dict) -> None:
+        """NORM's own rules: the unit is there, and its fields are values the unit takes."""
+        from ..rtl.layernorm_unit import DEFAULTS, NORM_RECIP_BITS
+
+        n, cfg = d["klen"], self.cfg
+        if cfg.ln_n <= 0:
+            self.fail("opcode", "NORM on an accelerator without the LayerNorm unit")
+        if d["npix"] == 0 or not 1 <= n <= cfg.ln_n:
+            self.fail("norm", f"NORM of {d['npix']} rows of {n} elements; the unit takes rows of 1 to {cfg.ln_n}")
+        sh, ob = 1 << (DEFAULTS["SHIFT_BITS"] - 1), 1 << cfg.a_bits
+        for what, v, lo, hi in (("E", d["mult"], 0, (1 << DEFAULTS["EPS_BITS"]) - 1),
+                                ("A", d["sa"], 0, 62 - NORM_RECIP_BITS),
+                                ("F", d["sb"], 0, min(DEFAULTS["NORM_BITS_MAX"], NORM_RECIP_BITS)),
+                                ("shift", d["shift"], -sh, sh - 1), ("lo", d["lo"], -ob, ob - 1),
+                                ("hi", d["hi"], max(d["lo"], -ob), ob - 1)):
+            if not lo <= v <= hi:
+                self.fail("norm", f"NORM {what} = {v} outside the unit's [{lo}, {hi}]")
+
     def accesses(self, d: dict) -> list[Access]:
         """The buffer words the instruction reads and writes, and what retires each access."""
         op, i, cfg = d["op"], self.i, self.cfg
@@ -252,7 +276,7 @@ class Checker:
             return [Access(d["buf"], ivs, op == isa.LOAD, i, DMA, True)]
         if op not in isa.COMPUTE_OPS:
             return []
-        if op == isa.SOFTMAX:
+        if op in (isa.SOFTMAX, isa.NORM):
             reads, out = softmax_words(d, "ibase", cfg.cols), softmax_words(d, "obase", cfg.cols)
         else:
             reads = act_reads(d, cfg.cols)
@@ -265,6 +289,8 @@ class Checker:
             acc = [Access(ACT, reads, False, i, STREAM, False), Access(ACT, out, True, i, STREAM, False)]
             if op == isa.EWISE and d["flags"] & isa.F_TABLE:   # any entry may be looked up
                 acc.append(Access(TAB, [(0, isa.tab_words(cfg.a_bits))], False, i, STREAM, False))
+            if op == isa.NORM:   # gamma and beta of the row's channels
+                acc.append(Access(GB, [(0, d["klen"])], False, i, STREAM, False))
             return acc
         if d["wbase"] + d["klen"] > cfg.wbuf_words:
             self.fail("wgt-range", f"weight block [{d['wbase']}, {d['wbase'] + d['klen']}) beyond the "

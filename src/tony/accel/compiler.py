@@ -51,13 +51,22 @@ def softmax_need(g: ir.Graph) -> int:
     return max((g.tensors[op.inputs[0]].shape[1] for op in g.device_ops if isinstance(op, ir.Softmax)), default=0)
 
 
+def layernorm_need(g: ir.Graph) -> int:
+    """The longest row of the device LayerNorm ops of `g` (over axis 1: a pixel's channels): the
+    LayerNorm unit's N_MAX for an accelerator sized to the model; 0 (no unit) without one."""
+    return max((g.tensors[op.inputs[0]].shape[1] for op in g.device_ops if isinstance(op, ir.LayerNorm)),
+               default=0)
+
+
 def _emit_all(g: ir.Graph, cfg: AccelConfig, batch: int, t, mp) -> list:
-    """Every planned op's code, its bias words and tables numbered after the ops' before it."""
-    codes, bias0, tab0 = [], 0, 0
+    """Every planned op's code, its bias words, tables and gamma/beta images numbered after the ops'
+    before it."""
+    codes, bias0, tab0, gb0 = [], 0, 0, 0
     for step in mp.steps:
-        code = emit(Ctx(g, cfg, batch, t, bias0, tab0), step)
+        code = emit(Ctx(g, cfg, batch, t, bias0, tab0, gb0), step)
         bias0 += len(code.biases)
         tab0 += len(code.tables)
+        gb0 += len(code.gbs)
         codes.append(code)
     return codes
 
@@ -66,11 +75,14 @@ def compile_program(g: ir.Graph, cfg: AccelConfig, batch: int = 1) -> Program:
     """Schedule every device op of `g` onto the accelerator; returns the checked program and memory
     image. An accelerator sized to the model (cfg.per_channel "") stores per-channel scales in its
     bias words as the model needs (per_channel_need), and (cfg.smx_n -1) has a Softmax unit for its
-    longest device Softmax row, or none (softmax_need)."""
+    longest device Softmax row, or none (softmax_need), and (cfg.ln_n -1) a LayerNorm unit likewise
+    (layernorm_need)."""
     if not cfg.per_channel:
         cfg = replace(cfg, per_channel=per_channel_need(g))
     if cfg.smx_n < 0:
         cfg = replace(cfg, smx_n=softmax_need(g))
+    if cfg.ln_n < 0:
+        cfg = replace(cfg, ln_n=layernorm_need(g))
     t = analyse(g, cfg.cols)
     mp = plan_memory(t, cfg, batch)
     codes = _emit_all(g, cfg, batch, t, mp)

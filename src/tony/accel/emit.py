@@ -28,6 +28,7 @@ class Ctx:
     t: Tensors
     bias0: int = 0       # index of the layer's first bias word
     tab0: int = 0        # index of the layer's first table (the tables of the ops before it)
+    gb0: int = 0         # index of the layer's first gamma/beta image (the NORMs' before it)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Code:
     macs: int = 0
     info: dict = field(default_factory=dict)
     tables: tuple = ()    # table-memory images [2^A_BITS, COLS], numbered from ctx.tab0
+    gbs: tuple = ()       # gamma/beta images (lists of gamma/beta words, docs/isa.md 'NORM'), from ctx.gb0
 
 
 def lane_scales(rq: ir.Requant, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -572,6 +574,81 @@ def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
     return Code(run_sites(p, body), info={"row_length": n})
 
 
+# ---- NORM (LayerNorm over a pixel's channels) ------------------------------------------------------
+LN_MAX_N = 4096
+"""The longest row a compiler-sized LayerNorm unit takes (its row buffer and gamma/beta memory are
+N_MAX words)."""
+
+
+def norm_spec(g: ir.Graph, op: ir.LayerNorm):
+    """The op's LayerNormSpec (tony.ref.nonlinear), its constants as the reference kernel takes them."""
+    from ..ref.nonlinear import LayerNormSpec
+
+    n = g.tensors[op.inputs[0]].shape[op.axis]
+    return LayerNormSpec(n=n, eps_int=op.eps_int, sqrt_bits=op.sqrt_bits,
+                         gamma=tuple(int(v) for v in np.ravel(g.constants[op.inputs[1]])),
+                         beta=tuple(int(v) for v in np.ravel(g.constants[op.inputs[2]])), shift=op.shift,
+                         lo=op.lo, hi=op.hi, norm_bits=op.norm_bits)
+
+
+def norm_reason(g: ir.Graph, op: ir.LayerNorm, cfg: AccelConfig) -> str | None:
+    """Why the LayerNorm unit cannot run `op` (None: it can). The unit takes one pixel's channels as
+    a row (axis 1 of [N, C, H, W] or [N, K]: tony.ir.layout puts the residual stream's LayerNorms
+    there), signed A_BITS-bit elements in and out, and a spec that fits its widths
+    (tony.rtl.layernorm_unit.port_values on the unit the accelerator renders)."""
+    from ..rtl.layernorm_unit import accel_unit_params, port_values
+
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    rank = len(x.shape)
+    if rank not in (2, 4) or op.axis % rank != 1:
+        return (f"a LayerNorm over axis {op.axis} of a {rank}-D tensor (the LayerNorm unit's rows are a pixel's "
+                "channels: axis 1 of [N, C, H, W] or [N, K])")
+    if op.inputs[1] not in g.constants or op.inputs[2] not in g.constants:
+        return "its gamma or beta is computed, not a constant (the gamma/beta memory is loaded from the image)"
+    n, limit = x.shape[1], cfg.ln_n if cfg.ln_n >= 0 else LN_MAX_N
+    if limit == 0:
+        return "the accelerator has no LayerNorm unit"
+    if n > limit:
+        return f"rows of {n} elements (the LayerNorm unit takes up to {limit})"
+    if not (x.dtype.signed and y.dtype.signed and x.dtype.bits <= cfg.a_bits and y.dtype.bits <= cfg.a_bits):
+        return (f"a LayerNorm of {x.dtype} to {y.dtype} (the LayerNorm unit takes and writes signed "
+                f"{cfg.a_bits}-bit activations)")
+    try:
+        port_values(norm_spec(g, op), **accel_unit_params(limit, cfg.a_bits))
+    except UnsupportedError as e:
+        return f"a spec the LayerNorm unit cannot hold ({e.message})"
+    return None
+
+
+def emit_norm(ctx: Ctx, p: OpPlan) -> Code:
+    """`SYNC stream` (only after an earlier NORM of the program, which may still read the gamma/beta
+    memory), `LOAD gb` of the row's n gamma/beta words, the planner's DMA for the operand, `SYNC dma`,
+    then one NORM over every pixel of the tensor (all samples): row p is pixel p's C channels, lane l
+    of channel group g at base + p + g*gstride in the source and the result alike (docs/isa.md,
+    'NORM')."""
+    from ..rtl.layernorm_unit import gb_words
+
+    op, g, cfg = p.op, ctx.g, ctx.cfg
+    why = norm_reason(g, op, cfg)
+    if why:
+        raise UnsupportedError(f"{why} is not supported on this accelerator", where=where(op))
+    spec = norm_spec(g, op)
+    n = spec.n
+    load = ([sync(isa.S_STREAM)] if ctx.gb0 else []) + [dma(isa.LOAD, isa.B_GB, 0, Ext("gb", ctx.gb0), n)]
+
+    def body(site: Site, whole: bool) -> list[Instr]:
+        x, dst = site.srcs[0], site.dst
+        if not whole or x.gstride != dst.gstride:
+            raise UnsupportedError("a LayerNorm in row bands is not supported on the accelerator", where=where(op),
+                                   hint="a larger --abuf-words")
+        return [sync(isa.S_DMA),
+                instr(isa.NORM, flags=isa.F_A_SIGNED, ibase=x.base, obase=dst.base, npix=x.gstride, klen=n,
+                      cstride=x.gstride, mult=spec.eps_int, sa=spec.sqrt_bits, sb=spec.norm_bits, shift=spec.shift,
+                      lo=spec.lo, hi=spec.hi)]
+    return Code(tuple(load) + run_sites(p, body), gbs=(tuple(gb_words(spec.gamma, spec.beta)),),
+                info={"row_length": n})
+
+
 EMITTERS = {
     ir.Conv: emit_conv, ir.Dense: emit_conv, ir.PixelMatMul: emit_pixel_matmul,
     ir.MaxPool: emit_pool, ir.AvgPool: emit_pool,
@@ -579,6 +656,7 @@ EMITTERS = {
     ir.Concat: emit_concat,
     ir.Table: emit_table,
     ir.Softmax: emit_softmax,
+    ir.LayerNorm: emit_norm,
 }
 
 

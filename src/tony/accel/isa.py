@@ -2,7 +2,7 @@
 
 Every instruction is one INSTR_BITS-bit word. Bits [0, 16) are a header common to all
 opcodes (op, flags, sync mask); the fields after it depend on the opcode's class: DMA (LOAD,
-STORE) or COMPUTE (CONV, POOL, EWISE, SOFTMAX). The layout lives here once: the RTL template reads
+STORE) or COMPUTE (CONV, POOL, EWISE, SOFTMAX, NORM). The layout lives here once: the RTL template reads
 the field positions from `FIELDS` (rendered as localparams), the compiler encodes with
 `encode`, and the Python model decodes with `decode`.
 """
@@ -14,15 +14,20 @@ INSTR_BITS = 512
 ADDR_BITS = 20  # activation-buffer address arithmetic (wraps modulo 2^20)
 
 # opcodes
-END, SYNC, LOAD, STORE, CONV, POOL, EWISE, SOFTMAX = range(8)
+END, SYNC, LOAD, STORE, CONV, POOL, EWISE, SOFTMAX, NORM = range(9)
 OPNAMES = {END: "END", SYNC: "SYNC", LOAD: "LOAD", STORE: "STORE", CONV: "CONV", POOL: "POOL", EWISE: "EWISE",
-           SOFTMAX: "SOFTMAX"}
-COMPUTE_OPS = (CONV, POOL, EWISE, SOFTMAX)
+           SOFTMAX: "SOFTMAX", NORM: "NORM"}
+COMPUTE_OPS = (CONV, POOL, EWISE, SOFTMAX, NORM)
 """The opcodes of the compute class (their fields are COMPUTE_FIELDS)."""
 SOFTMAX_FIELDS = ("ibase", "obase", "npix", "klen", "cstride", "mult", "shift")
 """What SOFTMAX reads of the compute fields (docs/isa.md, 'Softmax'): rows `npix` at ibase + p
 (source) and obase + p (destination), each `klen` elements long, lane l of channel group g at
 + g*cstride; the unit's shift s in `shift` and its log2e in `mult`."""
+NORM_FIELDS = ("ibase", "obase", "npix", "klen", "cstride", "mult", "sa", "sb", "shift", "lo", "hi")
+"""What NORM reads of the compute fields (docs/isa.md, 'NORM'): rows as SOFTMAX's; the LayerNorm
+unit's spec: E in `mult`, A (sqrt fraction bits) in `sa`, F (norm bits) in `sb`, the output shift
+in `shift`, the clamp in `lo`, `hi`; gamma and beta of channel c in word c of the gamma/beta memory
+(LOAD gb)."""
 
 # flags
 F_A_SIGNED = 1 << 0   # input A (CONV/POOL/EWISE operand a) is signed
@@ -39,8 +44,8 @@ S_STREAM = 1 << 1     # the compute engine has finished reading its operands (CO
 S_COMPUTE = 1 << 2    # every compute result is written (array drained, post-processing empty)
 
 # buffers a DMA addresses
-B_ACT, B_WGT, B_BIAS, B_IMEM, B_TAB = range(5)
-BUFNAMES = {B_ACT: "act", B_WGT: "wgt", B_BIAS: "bias", B_IMEM: "imem", B_TAB: "tab"}
+B_ACT, B_WGT, B_BIAS, B_IMEM, B_TAB, B_GB = range(6)
+BUFNAMES = {B_ACT: "act", B_WGT: "wgt", B_BIAS: "bias", B_IMEM: "imem", B_TAB: "tab", B_GB: "gb"}
 
 
 def tab_words(a_bits: int) -> int:

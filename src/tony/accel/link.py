@@ -227,7 +227,7 @@ def assemble(t: Tensors, cfg: AccelConfig, mp: MemoryPlan, codes: list[Code], na
 
 
 def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: int, biases: np.ndarray,
-           blocks, tables=()) -> tuple:
+           blocks, tables=(), gbs=()) -> tuple:
     """The external-memory image after the program: (region -> beat address, blobs, inputs, outputs)."""
     from .layout import bias_words_to_beats, words_to_beats
 
@@ -245,6 +245,9 @@ def layout(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, n_instr: in
             region(("w", i), words_to_beats(blk, cfg.w_bits, cfg.mem_bits))
     for i, tab in enumerate(tables):
         region(("tab", i), words_to_beats(tab, cfg.a_bits, cfg.mem_bits))
+    for i, words in enumerate(gbs):   # gamma/beta words, each gb_beats beats, low beat first
+        per, mask = cfg.gb_beats, (1 << cfg.mem_bits) - 1
+        region(("gb", i), [(w >> (k * cfg.mem_bits)) & mask for w in words for k in range(per)])
     inputs, outputs = {}, {}
     for name in t.inputs:
         s = mp.stored[name]
@@ -416,7 +419,8 @@ def link(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, codes: list[C
     n = len(ld.instrs)
     pg = paginate(n, cfg.imem_words) if cfg.imem_words else fastest_pages(list(ld.instrs), cfg)
     tables = [tab for c in codes for tab in c.tables]
-    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg, tables)
+    gbs = [gb for c in codes for gb in c.gbs]
+    return _program(t, cfg, batch, mp, ld, biases, bias_words, pg, tables, gbs)
 
 
 def fastest_pages(instrs: list, cfg: AccelConfig) -> Pages:
@@ -438,9 +442,9 @@ def _longest(pg: Pages) -> int:
 
 
 def _program(t: Tensors, cfg: AccelConfig, batch: int, mp: MemoryPlan, ld: Linked, biases: list,
-             bias_words: np.ndarray, pg: Pages, tables=()) -> Program:
+             bias_words: np.ndarray, pg: Pages, tables=(), gbs=()) -> Program:
     instrs, layers = insert_pages(list(ld.instrs), list(ld.layers), pg, 0, cfg)
-    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks, tables)
+    ext, blobs, inputs, outputs = layout(t, cfg, batch, mp, len(instrs), bias_words, ld.blocks, tables, gbs)
     words = encode(instrs, ext)
     image = isa.to_words(words, cfg.mem_bits)
     for bl in blobs:

@@ -23,8 +23,10 @@ def where(op) -> str:
 def activations(op) -> tuple[str, ...]:
     """The inputs of an op that the activation buffer holds (a Conv's or Dense's weights and bias
     are not; nor is a PixelMatMul's second operand, which goes from external memory straight into
-    the weight buffer, or a Table's table, which goes into the table memory)."""
-    return tuple(op.inputs[:1]) if isinstance(op, (ir.Conv, ir.Dense, ir.PixelMatMul, ir.Table)) else tuple(op.inputs)
+    the weight buffer, or a Table's table, which goes into the table memory, or a LayerNorm's gamma
+    and beta, which go into the LayerNorm unit's gamma/beta memory)."""
+    return tuple(op.inputs[:1]) if isinstance(op, (ir.Conv, ir.Dense, ir.PixelMatMul, ir.Table, ir.LayerNorm)) \
+        else tuple(op.inputs)
 
 
 def weight_operands(op) -> tuple[str, ...]:

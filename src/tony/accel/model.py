@@ -87,13 +87,15 @@ class Machine:
     bbuf: np.ndarray     # [words, 3, COLS]: per lane the bias, and (per-channel builds) its shift and mult
     imem: list
     tbuf: np.ndarray     # [2^A_BITS, COLS]: the table memory, entries as stored (A_BITS bits, not extended)
+    gbuf: np.ndarray     # [LN_N, 2]: the LayerNorm unit's gamma/beta memory (gamma, beta per channel)
 
     @classmethod
     def for_program(cls, prog: Program, rounding: Rounding) -> "Machine":
         c = prog.cfg
         return cls(c, rounding, list(prog.image), np.zeros((c.abuf_words, c.cols), np.int64),
                    np.zeros((c.wbuf_words, c.cols), np.int64), np.zeros((c.bbuf_words, 3, c.cols), np.int64), [],
-                   np.zeros((isa.tab_words(c.a_bits), c.cols), np.int64))
+                   np.zeros((isa.tab_words(c.a_bits), c.cols), np.int64),
+                   np.zeros((max(c.ln_n, 1), 2), np.int64))
 
     # ---- the post-processing unit -----------------------------------------------------------
     def ppu(self, acc, bias, d, lanes=None) -> np.ndarray:
@@ -138,6 +140,12 @@ class Machine:
             return
         if buf == isa.B_BIAS:
             self.bbuf[d["baddr"]:d["baddr"] + n] = beats_to_bias_words(beats, c)
+            return
+        if buf == isa.B_GB:
+            from ..rtl.layernorm_unit import gb_unpack
+
+            words = [sum(b << (i * c.mem_bits) for i, b in enumerate(beats[k * per:(k + 1) * per])) for k in range(n)]
+            self.gbuf[d["baddr"]:d["baddr"] + n] = np.array(gb_unpack(words), np.int64).T.reshape(n, 2)
             return
         bits = {isa.B_ACT: c.a_bits, isa.B_WGT: c.w_bits, isa.B_TAB: c.a_bits}[buf]
         words = beats_to_words(beats, c.cols, bits, c.mem_bits)
@@ -231,6 +239,26 @@ class Machine:
                     y.reshape(rows * groups, c.cols))
 
 
+    def norm(self, d) -> None:
+        """NORM: rows as SOFTMAX's, through `nonlinear.layernorm` with E = mult, A = sa, F = sb,
+        shift, lo, hi and gamma/beta words 0 to klen - 1; signed A_BITS elements in and out, lanes past
+        a row's end written 0."""
+        from ..ref.nonlinear import LayerNormSpec, layernorm
+
+        c = self.cfg
+        n, rows, groups = d["klen"], d["npix"], -(-d["klen"] // c.cols)
+        ofs = np.arange(groups) * d["cstride"]
+        src = (d["ibase"] + np.arange(rows)[:, None] + ofs[None]) & AMASK
+        x = _ext(self._act(src), c.a_bits, True).reshape(rows, groups * c.cols)[:, :n]
+        spec = LayerNormSpec(n=n, eps_int=d["mult"], sqrt_bits=d["sa"], gamma=tuple(int(v) for v in self.gbuf[:n, 0]),
+                             beta=tuple(int(v) for v in self.gbuf[:n, 1]), shift=d["shift"], lo=d["lo"], hi=d["hi"],
+                             norm_bits=d["sb"])
+        y = np.zeros((rows, groups * c.cols), np.int64)
+        y[:, :n] = layernorm(x, spec) & ((1 << c.a_bits) - 1)
+        self._write((d["obase"] + np.arange(rows)[:, None] + ofs[None]).reshape(-1),
+                    y.reshape(rows * groups, c.cols))
+
+
 def decode_program(prog: Program) -> list[dict]:
     """The instructions as the controller sees them: read back from the memory image."""
     c = prog.cfg
@@ -268,6 +296,8 @@ def run(prog: Program, beats_in: dict, rounding: Rounding | str = Rounding.HALF_
             m.vector(d, op)
         elif op == isa.SOFTMAX:
             m.softmax(d)
+        elif op == isa.NORM:
+            m.norm(d)
     return m.ext
 
 
@@ -296,6 +326,17 @@ def softmax_cycles(rows: int, n: int) -> int:
     from ..rtl.softmax import block_cycles
 
     return 5 + block_cycles(rows, n)
+
+
+def norm_cycles(rows: int, n: int) -> int:
+    """Issue of a NORM of `rows` rows of n elements to the cycle compute is free again: as SOFTMAX
+    (the serializer's first element in cycle x + 4, the last word written in the cycle after the
+    last result), one row every `cycles_per_row(n)` of the LayerNorm unit (tony.rtl.layernorm_unit:
+    first element to the next row's first when the producer never waits; the serializer holds the
+    next row's first element ready while the unit computes and drains)."""
+    from ..rtl.layernorm_unit import cycles_per_row
+
+    return 5 + rows * cycles_per_row(n)
 
 
 def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
@@ -329,6 +370,9 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
         elif op == isa.SOFTMAX:
             x = max(t, compute_free, stream_free)
             compute_free = stream_free = x + softmax_cycles(d["npix"], d["klen"])
+        elif op == isa.NORM:
+            x = max(t, compute_free, stream_free)
+            compute_free = stream_free = x + norm_cycles(d["npix"], d["klen"])
         elif op == isa.SYNC:
             need = [t]
             if d["sync"] & isa.S_DMA:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .. import ir
 from . import isa
-from .emit import EMITTERS, add_alignment, merge_identity, per_channel_reason, softmax_reason, table_reason
+from .emit import (EMITTERS, add_alignment, merge_identity, norm_reason, per_channel_reason, softmax_reason,
+                   table_reason)
 from .program import AccelConfig
 
 
@@ -103,6 +104,8 @@ def _op_reason(g: ir.Graph, op, cfg: AccelConfig) -> str | None:
         return table_reason(g, op, cfg)
     if isinstance(op, ir.Softmax):
         return softmax_reason(g, op, cfg)
+    if isinstance(op, ir.LayerNorm):
+        return norm_reason(g, op, cfg)
     if isinstance(op, (ir.MaxPool, ir.AvgPool)) and max(*op.kernel, *op.strides) > 255:
         return "pooling window or stride above 255"
     if isinstance(op, ir.AvgPool) and op.partial:

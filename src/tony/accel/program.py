@@ -43,6 +43,8 @@ class AccelConfig:
                              # buffer sized by the compiler (abuf_words 0), chosen by it (docs/architecture.md)
     smx_n: int = -1          # the Softmax unit's longest row (SOFTMAX, docs/isa.md): 0 no unit; -1: sized by the
                              # compiler to the model (its longest device Softmax row, no unit without one)
+    ln_n: int = -1           # the LayerNorm unit's longest row (NORM, docs/isa.md): 0 no unit; -1: sized by the
+                             # compiler to the model (its longest device LayerNorm row, no unit without one)
 
     def beats(self, bits: int) -> int:
         return -(-bits // self.mem_bits)
@@ -73,22 +75,31 @@ class AccelConfig:
     def instr_beats(self) -> int:
         return isa.INSTR_BITS // self.mem_bits
 
+    @property
+    def gb_beats(self) -> int:
+        """Beats of one word of the LayerNorm unit's gamma/beta memory (LOAD gb)."""
+        from ..rtl.layernorm_unit import gb_bits
+
+        return self.beats(gb_bits())
+
     def buf_beats(self, buf: int) -> int:
         return {isa.B_ACT: self.act_beats, isa.B_WGT: self.wgt_beats, isa.B_BIAS: self.bias_beats,
-                isa.B_IMEM: self.instr_beats, isa.B_TAB: self.act_beats}[buf]
+                isa.B_IMEM: self.instr_beats, isa.B_TAB: self.act_beats, isa.B_GB: self.gb_beats}[buf]
 
     def buf_words(self, buf: int) -> int:
         """Depth of a buffer (the HDL parameter; IMEM_WORDS for the instruction memory, which a page's
-        LOAD fills; 2^A_BITS words for the table memory)."""
+        LOAD fills; 2^A_BITS words for the table memory; the LayerNorm unit's longest row for its
+        gamma/beta memory)."""
         return {isa.B_ACT: self.abuf_words, isa.B_WGT: self.wbuf_words, isa.B_BIAS: self.bbuf_words,
-                isa.B_IMEM: self.imem_words, isa.B_TAB: isa.tab_words(self.a_bits)}.get(buf, 0)
+                isa.B_IMEM: self.imem_words, isa.B_TAB: isa.tab_words(self.a_bits),
+                isa.B_GB: max(self.ln_n, 0)}.get(buf, 0)
 
     def hdl_params(self) -> dict:
         return {"ROWS": self.rows, "COLS": self.cols, "A_BITS": self.a_bits, "W_BITS": self.w_bits,
                 "ACC_BITS": self.acc_bits, "MEM_BITS": self.mem_bits, "ABUF_WORDS": self.abuf_words,
                 "WBUF_WORDS": self.wbuf_words, "BBUF_WORDS": self.bbuf_words, "IMEM_WORDS": self.imem_words,
                 "PER_CHANNEL": PER_CHANNEL_CODES[self.per_channel or "none"], "ABUF_SPLIT": self.abuf_split,
-                "SMX_N": max(self.smx_n, 0)}
+                "SMX_N": max(self.smx_n, 0), "LN_N": max(self.ln_n, 0)}
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ class Ext:
     """A symbolic external-memory address: `offset` beats into region (`kind`, `key`).
 
     Regions: ("bias", 0), ("w", i) the i-th CONV's weight block, ("tab", i) the i-th table image,
+    ("gb", i) the i-th NORM's gamma/beta words,
     ("in", tensor) a device input, ("spill", tensor) a spilled or banded tensor, ("out", tensor) a
     device output."""
 

@@ -135,6 +135,8 @@ def axi_top_params(m: dict, **axi) -> dict:
         p["ABUF_SPLIT"] = a["abuf_split"]
     if a.get("smx_n", 0) > 0:   # likewise for a build without the Softmax unit
         p["SMX_N"] = a["smx_n"]
+    if a.get("ln_n", 0) > 0:    # ... or without the LayerNorm unit
+        p["LN_N"] = a["ln_n"]
     if p["AXI_DATA_BITS"] < p["MEM_BITS"]:
         p["AXI_DATA_BITS"] = p["MEM_BITS"]
     p["BUILD_ID"] = build_id(p)

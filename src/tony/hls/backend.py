@@ -84,7 +84,8 @@ def _float_lit(x: float) -> str:
     return float(np.float32(x)).hex()
 
 
-_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape, ir.Table, ir.Softmax)
+_HLS_OPS = (ir.Conv, ir.Dense, ir.Add, ir.Concat, ir.MaxPool, ir.AvgPool, ir.Clamp, ir.Reshape, ir.Table, ir.Softmax,
+            ir.LayerNorm)
 
 
 def refuse(g: ir.Graph, cfg: HlsConfig):
@@ -103,6 +104,8 @@ def refuse(g: ir.Graph, cfg: HlsConfig):
                 return f"rescale shift {max(shifts)} exceeds 62"
         for name in op.inputs + op.outputs:
             t = g.tensors[name]
+            if isinstance(op, ir.LayerNorm) and name in op.inputs[1:] and name in g.constants:
+                continue   # gamma and beta: constant arrays (beta 64-bit, as the kernel computes in 64 bits)
             if t.dtype.is_float or t.dtype.bits > 32:
                 return f"tensor '{name}' is {t.dtype} (the device takes integers of <= 32 bits)"
         if isinstance(op, ir.Concat) and op.axis == 0:
@@ -179,6 +182,29 @@ class _Builder:
                              "types": [("in_t", ctype(x.dtype)), ("t_t", ctype(ir.INT32)), ("out_t", ctype(y.dtype))]}],
                 "small": [], "call": f"tony::softmax_op<{lname}_p>({a}, {tname}, {o})",
                 "describe": f"Softmax over axis {op.axis}, rows of {x.shape[ax]}"}
+
+    def layernorm(self, op: ir.LayerNorm, lname: str, a: str, o: str) -> dict:
+        """tony::layernorm_op: rows of the axis's LEN elements (over the channels of the residual
+        stream's pixel layout, or the last axis), gamma and beta constant arrays."""
+        from ..ref.nonlinear import ISQRT_ITERATIONS, NORM_RECIP_BITS
+
+        g = self.g
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        gt, bt = g.tensors[op.inputs[1]], g.tensors[op.inputs[2]]
+        ax = op.axis % len(x.shape)
+        gname = self.const_array(f"{lname}_gamma", g.constants[op.inputs[1]], gt.dtype)
+        bname = self.const_array(f"{lname}_beta", g.constants[op.inputs[2]], bt.dtype)
+        consts = [("int", "N", _per_sample(y)), ("int", "OUTER", math.prod(x.shape[1:ax])),
+                  ("int", "LEN", x.shape[ax]), ("int", "INNER", math.prod(x.shape[ax + 1:])),
+                  ("int", "A", op.sqrt_bits), ("int", "F", op.norm_bits), ("int", "SHIFT", op.shift),
+                  ("int", "ITER", ISQRT_ITERATIONS), ("int", "RECIP", NORM_RECIP_BITS),
+                  ("long long", "EPS", _lit(op.eps_int)), ("long long", "LO", _lit(op.lo)),
+                  ("long long", "HI", _lit(op.hi))]
+        return {"structs": [{"name": f"{lname}_p", "consts": consts,
+                             "types": [("in_t", ctype(x.dtype)), ("g_t", ctype(gt.dtype)), ("b_t", ctype(bt.dtype)),
+                                       ("out_t", ctype(y.dtype))]}],
+                "small": [], "call": f"tony::layernorm_op<{lname}_p>({a}, {gname}, {bname}, {o})",
+                "describe": f"LayerNorm over axis {op.axis}, rows of {x.shape[ax]}"}
 
     def mac(self, op, lname: str) -> dict:
         g, cfg = self.g, self.cfg
@@ -292,6 +318,8 @@ class _Builder:
                                                                        else "")}
         if isinstance(op, ir.Softmax):
             return self.softmax(op, lname, a, o)
+        if isinstance(op, ir.LayerNorm):
+            return self.layernorm(op, lname, a, o)
         if isinstance(op, ir.Reshape):
             return {"structs": [], "small": [],
                     "call": f"tony::reshape<{ctype(x.dtype)}, {_per_sample(x)}>({a}, {o})",

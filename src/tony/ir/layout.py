@@ -38,12 +38,16 @@ table, the residual Adds), the integers go back and forth through the host.
    over the channels of z itself (axis 1): the same rows, so the same integers, in z's layout. Its
    output is then the view of that pixel output, which step 1 cancels against P.V's first operand
    (P seen as [N, keys, H, T] again), so Q.K^T, the Softmax and P.V can share a device segment.
+   A LayerNorm over the last axis of the residual stream (a [N, T, d] view of a [N, d, 1, T]
+   pixel tensor: a token's row is one pixel's d channels) moves the same way, gamma and beta
+   unchanged, so the ops before and after it can share a device segment with it.
 
-Views left without a reader are dropped. Nothing else changes: LayerNorm, the head splits and the
-mean pool read the same 3-D tensors as before, each made once on the host from the pixel layout.
+Views left without a reader are dropped. Nothing else changes: the head splits and the mean pool
+read the same 3-D tensors as before, each made once on the host from the pixel layout.
 Whether the moved ops run on the device is the back end's decision, as before (docs/partition.md);
 an Add of two [N, C, 1, T] tensors is the vector unit's EWISE add, a Softmax over a pixel's
-channels the Softmax unit's SOFTMAX (docs/isa.md, 'Softmax').
+channels the Softmax unit's SOFTMAX (docs/isa.md, 'Softmax'), a LayerNorm over them the LayerNorm
+unit's NORM (docs/isa.md, 'NORM').
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ops import Add, Clamp, Conv, Graph, Mul, Op, PixelMatMul, Reshape, Softmax, Table, Transpose
+from .ops import Add, Clamp, Conv, Graph, LayerNorm, Mul, Op, PixelMatMul, Reshape, Softmax, Table, Transpose
 from .tokens import _fresh
 
 _PIXEL_AXIS = (0, 3, 1)     # axis of a [N, T, C] tensor -> its axis in the pixel layout [N, C, 1, T]
@@ -193,7 +197,7 @@ def keep_pixels(g: Graph) -> Graph:
             y = op.outputs[0]
             ypx = _fresh(tensors, f"{y}.px")
             tensors[ypx] = replace(tensors[y], name=ypx, shape=tensors[z].shape)
-            emit(replace(op, inputs=(z,), outputs=(ypx,), axis=1))
+            emit(replace(op, inputs=(z,) + op.inputs[1:], outputs=(ypx,), axis=1))
             n, m, a, b = tensors[z].shape
             if tensors[y].shape == (n, a, b, m):
                 view(ypx, (n, a, b, m), op.origin, perm=(0, 2, 3, 1), name=y)
@@ -221,9 +225,10 @@ def keep_pixels(g: Graph) -> Graph:
 
 
 def _pixel_rows(op: Op, views: _Views, tensors: dict) -> str | None:
-    """The [N, M, A, B] tensor z whose pixels a Softmax's rows are (its input, made by views from z,
-    holds in row r the M channels of z's pixel r, r = a B + b); None for any other op or input."""
-    rank = len(tensors[op.inputs[0]].shape) if isinstance(op, Softmax) else 0
+    """The [N, M, A, B] tensor z whose pixels a Softmax's or a LayerNorm's rows are (its input, made by
+    views from z, holds in row r the M channels of z's pixel r, r = a B + b); None for any other op
+    or input."""
+    rank = len(tensors[op.inputs[0]].shape) if isinstance(op, (Softmax, LayerNorm)) else 0
     if not rank or op.axis % rank != rank - 1:
         return None
     root, idx = views.of(op.inputs[0])

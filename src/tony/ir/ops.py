@@ -325,12 +325,16 @@ class Softmax(Op):
 
 
 @dataclass(frozen=True)
-class LayerNorm(HostOp):
-    """Integer LayerNorm over the last axis (docs/transformer.md, 'LayerNorm'): inputs = (x, gamma,
-    beta) with gamma and beta integer constants per channel; exact mean and variance, an integer
-    square root with `sqrt_bits` fraction bits, one reciprocal per row, v with `norm_bits` fraction
-    bits, y = clamp(round_shift(v * gamma + beta, shift), lo, hi)."""
+class LayerNorm(Op):
+    """Integer LayerNorm over `axis` (docs/transformer.md, 'LayerNorm'): inputs = (x, gamma, beta)
+    with gamma and beta integer constants per channel; exact mean and variance, an integer square
+    root with `sqrt_bits` fraction bits, one reciprocal per row, v with `norm_bits` fraction bits,
+    y = clamp(round_shift(v * gamma + beta, shift), lo, hi). Over the last axis as ONNX writes it;
+    over the channels (axis 1) of a [N, d, 1, T] tensor after tony.ir.layout moves it onto the
+    residual stream's pixel layout, where the accelerator's LayerNorm unit runs it (docs/isa.md,
+    'NORM'); back ends without a unit leave it to the host."""
 
+    axis: int = -1
     eps_int: int = 0
     sqrt_bits: int = 0
     norm_bits: int = 16

@@ -131,7 +131,9 @@ def verify(g: O.Graph) -> O.Graph:
             _check(-len(T[0].shape) < op.axis < len(T[0].shape) and op.axis % len(T[0].shape) != 0, op,
                    f"Softmax axis {op.axis} of a {len(T[0].shape)}-D tensor (not the batch axis)")
         elif isinstance(op, O.LayerNorm):
-            n = T[0].shape[-1]
+            _check(-len(T[0].shape) < op.axis < len(T[0].shape) and op.axis % len(T[0].shape) != 0, op,
+                   f"LayerNorm axis {op.axis} of a {len(T[0].shape)}-D tensor (not the batch axis)")
+            n = T[0].shape[op.axis]
             _check(T[0].shape == Y[0].shape and T[1].shape == (n,) and T[2].shape == (n,), op,
                    "LayerNorm keeps the shape; gamma and beta per channel")
             _check(Y[0].dtype.contains(op.lo, op.hi), op, f"clamp [{op.lo},{op.hi}] outside {Y[0].dtype}")

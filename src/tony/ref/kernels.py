@@ -393,12 +393,12 @@ def softmax(op: ir.Softmax, g: ir.Graph, x):
 
 def layernorm(op: ir.LayerNorm, g: ir.Graph, x, gamma, beta):
     """docs/transformer.md, 'LayerNorm': tony.ref.nonlinear.layernorm with the op's constants."""
-    n = g.tensors[op.inputs[0]].shape[-1]
+    n = g.tensors[op.inputs[0]].shape[op.axis]
     spec = nonlinear.LayerNormSpec(n=n, eps_int=op.eps_int, sqrt_bits=op.sqrt_bits,
                                    gamma=tuple(int(v) for v in np.ravel(gamma)),
                                    beta=tuple(int(v) for v in np.ravel(beta)), shift=op.shift, lo=op.lo, hi=op.hi,
                                    norm_bits=op.norm_bits)
-    return nonlinear.layernorm(x, spec)
+    return np.moveaxis(nonlinear.layernorm(np.moveaxis(np.asarray(x), op.axis, -1), spec), -1, op.axis)
 
 
 def concat(op: ir.Concat, g: ir.Graph, *xs):

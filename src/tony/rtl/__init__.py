@@ -31,8 +31,9 @@ class ModuleSpec:
     baked: tuple[str, ...] = ()
     """Parameters fixed when the template is rendered (localparams in the Verilog: constants computed
     from them, such as a ROM's contents, are written into the source), so no -G can override them."""
-    optional: dict[str, str] = field(default_factory=dict)
-    """Modules instantiated only where a parameter is not 0: module -> that parameter."""
+    optional: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """Modules instantiated only where a parameter is not 0: module -> that parameter (or parameters:
+    where any of them is not 0)."""
     structural: tuple[str, ...] = ()
     """Parameters that decide which modules the template instantiates (`optional`): rendered into the
     source, and handed down by render_to to the modules it pulls in that declare them (a module pulled
@@ -52,6 +53,16 @@ def _layernorm_context(values: dict[str, int]) -> dict:
     from .layernorm_unit import template_context
 
     return template_context(values)
+
+
+def _accel_context(values: dict[str, int]) -> dict:
+    """The LayerNorm unit's widths that tony_accel hands it and its gamma/beta words (NORM): the
+    unit's defaults (tony.rtl.layernorm_unit.accel_unit_params)."""
+    if not values.get("LN_N"):
+        return {"ln": {}}
+    from .layernorm_unit import accel_unit_params
+
+    return {"ln": accel_unit_params(values["LN_N"], values["A_BITS"])}
 
 
 HEADERS: dict[str, str] = {
@@ -88,12 +99,12 @@ MODULES: dict[str, ModuleSpec] = {
     ),
     "tony_controller": ModuleSpec(
         params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256,
-                "ABUF_SPLIT": 0, "HAS_SMX": 0},
+                "ABUF_SPLIT": 0, "HAS_SMX": 0, "HAS_NORM": 0, "GB_WORDS": 1},
         includes=("tony_isa.vh",),
         doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
     ),
     "tony_dma": ModuleSpec(
-        params={"MEM_BITS": 64, "ACT_BITS": 32, "WGT_BITS": 32, "BIAS_BITS": 128},
+        params={"MEM_BITS": 64, "ACT_BITS": 32, "WGT_BITS": 32, "BIAS_BITS": 128, "GB_BITS": 56},
         includes=("tony_isa.vh",),
         doc="DMA engine: LOAD/STORE and the program boot over the valid/ready memory port",
     ),
@@ -104,7 +115,7 @@ MODULES: dict[str, ModuleSpec] = {
     ),
     "tony_conv_unit": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "WBUF_WORDS": 1024,
-                "BBUF_WORDS": 64, "BIAS_BITS": 128},
+                "BBUF_WORDS": 64, "BIAS_BITS": 128, "GB_BITS": 56},
         requires=("tony_agu", "tony_os_array"),
         includes=("tony_isa.vh",),
         doc="CONV engine: address generator, weight/bias buffers, operand pipeline, array, tile descriptor FIFO",
@@ -129,11 +140,12 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_accel": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0},
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "LN_N": 0},
         requires=("tony_controller", "tony_decoder", "tony_dma", "tony_conv_unit", "tony_vec_unit", "tony_post",
                   "tony_act_buf"),
-        optional={"tony_row_io": "SMX_N", "tony_softmax": "SMX_N"},
-        structural=("SMX_N",),
+        optional={"tony_row_io": ("SMX_N", "LN_N"), "tony_softmax": "SMX_N", "tony_layernorm": "LN_N"},
+        structural=("SMX_N", "LN_N"),
+        context=_accel_context,
         includes=("tony_isa.vh",),
         doc="the instruction-driven accelerator: wires controller, decoder, DMA, CONV engine, vector unit, "
             "post-processing and activation buffer",
@@ -160,10 +172,10 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_axi_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "LN_N": 0, "AXIL_ADDR_BITS": 12, "AXI_DATA_BITS": 64, "AXI_ADDR_BITS": 32, "AXI_ID_BITS": 1,
                 "MAX_BURST": 16, "WFIFO_DEPTH": 32, "MAX_READS": 32, "BUILD_ID": 0},
         requires=("tony_axil_regs", "tony_accel", "tony_axi_master"),
-        structural=("SMX_N",),
+        structural=("SMX_N", "LN_N"),
         doc="tony_accel as an SoC IP block: AXI4-Lite registers (s_axil_*), AXI4 master (m_axi_*), irq_o",
     ),
     "tony_softmax": ModuleSpec(
@@ -181,10 +193,10 @@ MODULES: dict[str, ModuleSpec] = {
     "tony_sim_top": ModuleSpec(
         params={"ROWS": 4, "COLS": 4, "A_BITS": 8, "W_BITS": 8, "ACC_BITS": 32, "MEM_BITS": 64,
                 "ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "ROUND_MODE": 0,
-                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
+                "PER_CHANNEL": 0, "ABUF_SPLIT": 0, "SMX_N": 0, "LN_N": 0, "MEM_WORDS": 1024, "MEM_LATENCY": 2, "N_INSTR": 256, "CLOCK": 2,
                 "HALF_PERIOD": 5, "BURST": 4096},
         requires=("tony_accel", "tony_sim_mem"),
-        structural=("SMX_N",),
+        structural=("SMX_N", "LN_N"),
         doc="simulation only: tony_accel with tony_sim_mem on its memory port, a trace of issue cycles, a run "
             "sequencer and its own clock",
     ),
@@ -229,8 +241,8 @@ AGU_FIELDS = ("ibase", "obase", "npix", "ow", "oh", "oy0", "sw", "sh", "ixs", "i
 def _isa_globals() -> dict:
     from ..accel import isa
 
-    ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE", "SOFTMAX",
-                                         "B_ACT", "B_WGT", "B_BIAS", "B_IMEM", "B_TAB")}
+    ops = {n: getattr(isa, n) for n in ("END", "SYNC", "LOAD", "STORE", "CONV", "POOL", "EWISE", "SOFTMAX", "NORM",
+                                         "B_ACT", "B_WGT", "B_BIAS", "B_IMEM", "B_TAB", "B_GB")}
     return {
         "ops": ops,
         "opnames": [isa.OPNAMES[k] for k in sorted(isa.OPNAMES)],
@@ -306,7 +318,8 @@ def _with_requirements(names: list[str], params: dict | None = None) -> list[str
     def visit(n: str) -> None:
         spec = _spec(n)
         for dep in spec.requires + tuple(d for d, k in spec.optional.items()
-                                         if int(params.get(k, spec.params.get(k, 0)))):
+                                         if any(int(params.get(p, spec.params.get(p, 0)))
+                                                for p in ((k,) if isinstance(k, str) else k))):
             visit(dep)
         if n not in order:
             order.append(n)

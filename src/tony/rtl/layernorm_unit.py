@@ -107,5 +107,37 @@ def port_values(spec: LayerNormSpec, **params: int) -> dict:
             "beta": list(spec.beta)}
 
 
+def accel_unit_params(n_max: int, a_bits: int) -> dict:
+    """The parameters of the unit inside tony_accel (NORM, docs/isa.md): rows of up to `n_max`,
+    A_BITS-bit signed activations in and out, the other widths the defaults."""
+    return {**DEFAULTS, "N_MAX": n_max, "IN_BITS": a_bits, "OUT_BITS": a_bits}
+
+
+def gb_bits(params: dict | None = None) -> int:
+    """Bits of one word of the unit's gamma/beta memory as LOAD gb writes it: gamma (GAMMA_BITS, two's
+    complement) in the low bits, beta (BETA_BITS) above it."""
+    p = {**DEFAULTS, **(params or {})}
+    return p["GAMMA_BITS"] + p["BETA_BITS"]
+
+
+def gb_words(gamma, beta, params: dict | None = None) -> list[int]:
+    """The gamma/beta words of a row's channels (word c: channel c), as unsigned ints of gb_bits."""
+    p = {**DEFAULTS, **(params or {})}
+    gm, bm = (1 << p["GAMMA_BITS"]) - 1, (1 << p["BETA_BITS"]) - 1
+    return [(int(g) & gm) | ((int(b) & bm) << p["GAMMA_BITS"]) for g, b in zip(gamma, beta)]
+
+
+def gb_unpack(words, params: dict | None = None) -> tuple[list[int], list[int]]:
+    """gamma and beta from gamma/beta words (gb_words' inverse)."""
+    p = {**DEFAULTS, **(params or {})}
+    gb, bb = p["GAMMA_BITS"], p["BETA_BITS"]
+
+    def sx(v: int, bits: int) -> int:
+        v &= (1 << bits) - 1
+        return v - (1 << bits) if v >> (bits - 1) else v
+    return [sx(int(w), gb) for w in words], [sx(int(w) >> gb, bb) for w in words]
+
+
 __all__ = ["DEFAULTS", "M_BITS", "M_LIMIT", "OUTPUT_LATENCY", "READ_STAGES", "RECIP_DIGITS", "RECIP_EXP", "ROOT_DIGITS",
-           "SETUP_CYCLES", "cycles_per_row", "latency", "port_values", "template_context"]
+           "SETUP_CYCLES", "accel_unit_params", "cycles_per_row", "gb_bits", "gb_unpack", "gb_words", "latency",
+           "port_values", "template_context"]

@@ -344,6 +344,63 @@ TONY_LOOP(softmax_outer)
     }
 }
 
+// LayerNorm (docs/transformer.md, 'LayerNorm'): per row of LEN elements (element k of row (o, i) at
+// (o * LEN + k) * INNER + i), S1 = sum(q), S2 = sum(q^2), W = LEN S2 - S1^2, r = isqrt((W + E) << 2A)
+// (Newton from 2^ceil(L/2), ITER steps, 0 for 0), R = 2^(A + RECIP) / r (0 when r = 0),
+// v = round_shift((LEN q - S1) R, RECIP - F), y = clamp(round_shift(v g + b, SHIFT), LO, HI): the
+// accelerator's LayerNorm unit's arithmetic, every value inside 64 bits.
+template <class P>
+wide_t layernorm_isqrt(wide_t m) {
+    if (m <= 0) {
+        return 0;
+    }
+    int len = 0;
+TONY_LOOP(layernorm_bitlen)
+    for (int b = 0; b < 63; b++) {
+        if ((m >> b) != 0) {
+            len = b + 1;
+        }
+    }
+    wide_t x = 1LL << ((len + 1) >> 1);
+TONY_LOOP(layernorm_newton)
+    for (int s = 0; s < P::ITER; s++) {
+        const wide_t nx = (x + m / x) >> 1;
+        x = nx < x ? nx : x;
+    }
+    return x;
+}
+
+template <class P>
+void layernorm_op(const typename P::in_t x[P::N], const typename P::g_t gamma[P::LEN],
+                  const typename P::b_t beta[P::LEN], typename P::out_t y[P::N]) {
+TONY_LOOP(layernorm_outer)
+    for (int o = 0; o < P::OUTER; o++) {
+    TONY_LOOP(layernorm_inner)
+        for (int i = 0; i < P::INNER; i++) {
+            const int base = o * P::LEN * P::INNER + i;
+            wide_t s1 = 0, s2 = 0;
+        TONY_LOOP(layernorm_sums)
+            for (int k = 0; k < P::LEN; k++) {
+                TONY_HLS(PIPELINE II=1)
+                const wide_t q = (wide_t)x[base + k * P::INNER];
+                s1 += q;
+                s2 += q * q;
+            }
+            const wide_t w = (wide_t)P::LEN * s2 - s1 * s1;
+            const wide_t r = layernorm_isqrt<P>((w + P::EPS) << (2 * P::A));
+            const wide_t rr = r > 0 ? (1LL << (P::A + P::RECIP)) / r : 0;
+        TONY_LOOP(layernorm_out)
+            for (int k = 0; k < P::LEN; k++) {
+                TONY_HLS(PIPELINE II=1)
+                const wide_t d = (wide_t)P::LEN * (wide_t)x[base + k * P::INNER] - s1;
+                const wide_t v = rounding_shift(d * rr, P::RECIP - P::F, HALF_EVEN);
+                const wide_t t = v * (wide_t)gamma[k] + (wide_t)beta[k];
+                y[base + k * P::INNER] = (typename P::out_t)clamp(rounding_shift(t, P::SHIFT, HALF_EVEN), P::LO, P::HI);
+            }
+        }
+    }
+}
+
 // Reshape: the flat row-major order is unchanged, so it is a copy.
 template <typename T, int N>
 void reshape(const T x[N], T y[N]) {
