@@ -3,9 +3,8 @@
 Random operands with random valid/last flags every cycle (idle patterns from the pause
 generators): after every rising edge the pass-through registers (a_o, a_valid_o, a_last_o,
 b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the operand
-registers copied into the multiplier's input registers, their product registered in the
-multiplier and again beside the accumulator, accumulated one edge later: four edges after the
-operands), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
+registers' product two edges later (the multiplier's own registers), registered beside the
+accumulator, accumulated one edge later: four edges after the operands), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 

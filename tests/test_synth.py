@@ -161,7 +161,7 @@ def test_pe_multiplier_registers_are_the_dsps_own(ecp5, mlp_build):
                                                                                             "NONE", "CLK0"]
         assert con["CLK0"] == m["netnames"]["clk_i"]["bits"]
         assert (con["CE0"], con["RST0"], con["SIGNEDA"], con["SIGNEDB"]) == (["1"], ["0"], ["1"], ["1"])
-        assert not [n for n in m["netnames"] if "g_twin" in n or n.endswith(("ma_q", "mb_q", "mp_q"))]
+        assert not [n for n in m["netnames"] if "g_twin" in n or n.endswith(("ma_q", "mb_q", "ma2_q", "mb2_q"))]
 
 
 def test_hard_multiplier_define_only_on_ecp5(tmp_path):
