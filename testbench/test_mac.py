@@ -3,8 +3,8 @@
 Random operands with random valid/last flags every cycle (idle patterns from the pause
 generators): after every rising edge the pass-through registers (a_o, a_valid_o, a_last_o,
 b_o) must hold the previous cycle's inputs and res_o the last finished tile's sum (the operand
-registers multiplied, the product registered one edge after the operands, accumulated one edge
-later), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
+registers' product two edges later (the multiplier's own registers), registered beside the
+accumulator, accumulated one edge later: four edges after the operands), wrapped to ACC_BITS, as a Python model of the PE computes them. `test_mac` at the bottom is the pytest entry.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ class TB:
         self.acc_bits = int(dut.ACC_BITS.value)
         self.acc = self.res = 0
         self.regs = (0, 0, 0, 0)  # a_o, a_valid_o, a_last_o, b_o
-        self.prod = (0, 0, 0)     # the product register and its flags: a_o * b_o, valid, last
+        self.mult_in = (0, 0, 0, 0)  # the multiplier's input registers and the flags: a, b, valid, last
+        self.mult_out = (0, 0, 0)    # the multiplier's product register and the flags
+        self.prod = (0, 0, 0)        # the product register beside the accumulator and its flags
         start_clock(dut.clk_i)
         dut.rst_ni.value = 1
         self.drive(0, 0, 0, 0)
@@ -41,11 +43,14 @@ class TB:
 
     def edge(self, a: int, b: int, valid: int, last: int) -> None:
         """The model's registers after a rising edge with these inputs: the operands registered
-        with the flags, the product of the operand registers registered, the product of the
-        previous edge accumulated."""
+        with the flags, copied into the multiplier's input registers, their product registered in
+        the multiplier, then beside the accumulator, and the product there accumulated."""
         prod, pvalid, plast = self.prod
         ra, rvalid, rlast, rb = self.regs
-        self.prod = (ra * rb, rvalid, rlast)
+        ma, mb, mvalid, mlast = self.mult_in
+        self.prod = self.mult_out
+        self.mult_out = (ma * mb, mvalid, mlast)
+        self.mult_in = (ra, rb, rvalid, rlast)
         self.regs = (a, valid, last, b)
         if pvalid:
             s = wrap(self.acc + prod, self.acc_bits)

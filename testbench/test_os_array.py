@@ -10,7 +10,7 @@ A[r][k][c] (presented on dw_a_i r cycles after the slice, as the CONV engine doe
 C[r][c] = sum_k A[r][k][c] * B[k][c]; a depthwise slice comes at least COLS cycles after the
 last plain one. Activation inputs that no PE should take (a_i of a depthwise slice, dw_a_i in
 every other cycle) carry random values. Every cycle row_done_o must be exactly the rows due
-(row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + 2, in both
+(row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + 4, in both
 modes), and each due row of res_o must equal the model.
 `test_os_array` at the bottom is the pytest entry.
 """
@@ -97,7 +97,7 @@ class TB:
         else:
             c = matmul(A, B, self.acc_bits)
         for r in range(self.rows):
-            self.due[last_cycle + self.cols + r + 2].append((r, c[r]))
+            self.due[last_cycle + self.cols + r + 4].append((r, c[r]))
 
 
 async def stream_tiles(dut, pause: str, depthwise: bool) -> None:
@@ -129,7 +129,7 @@ async def stream_tiles(dut, pause: str, depthwise: bool) -> None:
             await tb.cycle_with(([A[r][i] for r in range(tb.rows)], B[i], last, dw))
             sent += 1
         n_dw += dw
-    for _ in range(2 * (tb.rows + tb.cols) + 2):
+    for _ in range(2 * (tb.rows + tb.cols) + 4):
         await tb.cycle_with(None)
     assert not tb.due, f"rows never drained: {sorted(tb.due)}"
     dut._log.info("%d slices, %d rows checked, %d depthwise tiles", sent, tb.rows_checked, n_dw)

@@ -146,6 +146,33 @@ def test_each_mac_on_a_hard_multiplier(ecp5):
     assert ecp5["goals"]["mac_on_dsp"]["ok"]
 
 
+def test_pe_multiplier_registers_are_the_dsps_own(ecp5, mlp_build):
+    """On ECP5 the PE's multiplier input and product registers are the MULT18X18D's REG_INPUTA/B and
+    REG_OUTPUT (on CLK0 from the PE's clock, always enabled, never reset; no pipeline register), and
+    the written-out twin of those registers is not in the netlist as well."""
+    net = json.loads((mlp_build / "synth" / "ecp5-85k" / "netlist.json").read_text())
+    macs = [m for name, m in net["modules"].items() if name.split("\\")[-1] == "tony_mac"]
+    assert macs
+    for m in macs:
+        dsps = [c for c in m["cells"].values() if c["type"] == "MULT18X18D"]
+        assert len(dsps) == 1
+        par, con = dsps[0]["parameters"], dsps[0]["connections"]
+        assert [par[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")] == ["CLK0", "CLK0",
+                                                                                            "NONE", "CLK0"]
+        assert con["CLK0"] == m["netnames"]["clk_i"]["bits"]
+        assert (con["CE0"], con["RST0"], con["SIGNEDA"], con["SIGNEDB"]) == (["1"], ["0"], ["1"], ["1"])
+        assert not [n for n in m["netnames"] if "g_twin" in n or n.endswith(("ma_q", "mb_q", "ma2_q", "mb2_q"))]
+
+
+def test_hard_multiplier_define_only_on_ecp5(tmp_path):
+    from tony.synth.flow import _script
+    from tony.synth.targets import TARGETS
+
+    for name, t in TARGETS.items():
+        script = _script(t, "tony_accel", [tmp_path / "tony_mac.v"], tmp_path)
+        assert ("-DTONY_ECP5" in script) == name.startswith("ecp5"), name
+
+
 @pytest.mark.parametrize("module,name", [("tony_act_buf", "g_copy[0].ram"), ("tony_act_buf", "g_copy[2].ram"),
                                          ("tony_conv_unit", "wbuf"), ("tony_conv_unit", "bbuf"),
                                          ("tony_controller", "imem")])

@@ -363,7 +363,7 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
             nt = -(-d["npix"] // R)
             T = d["period"]
             stream_free = x + 2 + R + nt * T
-            compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + 14)
+            compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + 16)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
             compute_free = stream_free = x + d["npix"] * d["klen"] + 16

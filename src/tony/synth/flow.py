@@ -51,9 +51,11 @@ def _sources(build: Path, m: dict, top: str) -> list[Path]:
 def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
     rel = [os.path.relpath(f, work) for f in files]
     cmd = target.synth_command(top)
+    defines = "".join(f" -D{d}" for d in target.defines)
     return "\n".join([
         "# written by tony synth: read, elaborate, synthesize without flattening, report",
-        f"read_verilog -sv -defer {' '.join(rel)}",
+        *([f"read_verilog -lib {target.cells}"] if target.cells else []),
+        f"read_verilog -sv -defer{defines} {' '.join(rel)}",
         f"hierarchy -check -top {top}",
         f"{cmd} -run :{target.premap_label}",
         "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: the module headers, also of modules partly selected

