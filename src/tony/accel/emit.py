@@ -552,6 +552,16 @@ def softmax_fields(op: ir.Softmax, cfg: AccelConfig) -> tuple[int, int]:
                        shift_bits=SHIFT_BITS)
 
 
+def _whole_rows(site: Site, whole: bool, op, what: str):
+    """(source, destination) of a row unit's site (SOFTMAX, NORM): every pixel at once, source and
+    destination with the same channel-group stride; anything else is refused naming the op."""
+    x, dst = site.srcs[0], site.dst
+    if not whole or x.gstride != dst.gstride:
+        raise UnsupportedError(f"{what} in row bands is not supported on the accelerator", where=where(op),
+                               hint="a larger --abuf-words")
+    return x, dst
+
+
 def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
     """One SOFTMAX over every pixel of the tensor (all samples): row p is pixel p's C channels, lane l
     of channel group g at base + p + g*gstride in the source and the result alike (docs/isa.md,
@@ -565,10 +575,7 @@ def emit_softmax(ctx: Ctx, p: OpPlan) -> Code:
     n = g.tensors[op.inputs[0]].shape[1]
 
     def body(site: Site, whole: bool) -> list[Instr]:
-        x, dst = site.srcs[0], site.dst
-        if not whole or x.gstride != dst.gstride:
-            raise UnsupportedError("a Softmax in row bands is not supported on the accelerator", where=where(op),
-                                   hint="a larger --abuf-words")
+        x, dst = _whole_rows(site, whole, op, "a Softmax")
         return [instr(isa.SOFTMAX, flags=flags, ibase=x.base, obase=dst.base, npix=x.gstride, klen=n,
                       cstride=x.gstride, shift=shift, mult=log2e)]
     return Code(run_sites(p, body), info={"row_length": n})
@@ -637,10 +644,7 @@ def emit_norm(ctx: Ctx, p: OpPlan) -> Code:
     load = ([sync(isa.S_STREAM)] if ctx.gb0 else []) + [dma(isa.LOAD, isa.B_GB, 0, Ext("gb", ctx.gb0), n)]
 
     def body(site: Site, whole: bool) -> list[Instr]:
-        x, dst = site.srcs[0], site.dst
-        if not whole or x.gstride != dst.gstride:
-            raise UnsupportedError("a LayerNorm in row bands is not supported on the accelerator", where=where(op),
-                                   hint="a larger --abuf-words")
+        x, dst = _whole_rows(site, whole, op, "a LayerNorm")
         return [sync(isa.S_DMA),
                 instr(isa.NORM, flags=isa.F_A_SIGNED, ibase=x.base, obase=dst.base, npix=x.gstride, klen=n,
                       cstride=x.gstride, mult=spec.eps_int, sa=spec.sqrt_bits, sb=spec.norm_bits, shift=spec.shift,
