@@ -175,3 +175,25 @@ def test_profile_guided_build_trains_on_its_first_run_then_is_rebuilt(tmp_path, 
     (design,) = (tmp_path / "cache" / "verilated-designs").glob("tony_sim_top-*")
     assert (design / ".complete").exists() and not (design / ".instrumented").exists()
     assert list(design.glob("*.gcda"))
+
+
+def test_cxx_opt_level_comes_last_and_a_bad_one_is_one_line(tmp_path, digits_mlp, monkeypatch, tony_cli):
+    """TONY_SIM_CXX_OPT: g++ -O<level> after the build's own flags (so it wins); unset, nothing;
+    anything else stops tony sim with one line naming the variable, before any build."""
+    from tony.sim.runner import cxx_opt_args
+
+    monkeypatch.delenv("TONY_SIM_CXX_OPT", raising=False)
+    assert cxx_opt_args() == []
+    for level in ("0", "1", "3", "s"):
+        monkeypatch.setenv("TONY_SIM_CXX_OPT", level)
+        assert cxx_opt_args() == ["-CFLAGS", f"-O{level}"]
+    out = tmp_path / "b"
+    assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", "2x2", "--samples", "1").returncode == 0
+    monkeypatch.setenv("TONY_SIM_CXX_OPT", "fast\nest")
+    monkeypatch.setenv("TONY_CACHE_DIR", str(tmp_path / "cache"))
+    res = tony_cli("sim", out, "-q")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "TONY_SIM_CXX_OPT" in line and "'fast\\nest'" in line and "0, 1, 2, 3, s or g" in line
+    designs = tmp_path / "cache" / "verilated-designs"
+    assert not designs.exists() or not any(designs.iterdir())
