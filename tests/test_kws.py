@@ -106,6 +106,33 @@ def test_the_data_set_is_cached_and_regenerated_bit_for_bit(shared_cache, monkey
     assert kd.plan(TINY, "train", 0, pools["train"]) != kd.plan(kd.KwsSpec(seed=4), "train", 0, pools["train"])
 
 
+def test_two_processes_wanting_one_data_set_speak_it_once(tmp_path, monkeypatch):
+    """Two callers at once (a second `tony example kws`, a parallel test worker): the second waits
+    for the first's cache file and reads it instead of speaking the set again."""
+    import threading
+    import time
+
+    monkeypatch.setenv("TONY_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def generate(spec, progress):
+        calls.append(spec)
+        time.sleep(0.5)   # long enough for the other caller to arrive while this one speaks
+        return {"x_train": np.full((2, 3), len(calls), np.float32)}
+
+    monkeypatch.setattr(kd, "_generate", generate)
+    got = [None, None]
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, kd.dataset(TINY, progress=False)))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert np.array_equal(got[0]["x_train"], got[1]["x_train"]) and got[0]["x_train"][0, 0] == 1
+    assert [f.name for f in (tmp_path / "kws").glob("*.tmp.npz")] == []
+
+
 def test_an_unwritable_cache_is_one_line_before_any_synthesis(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -26,6 +26,7 @@ generation version, the eSpeak wheel's version and its variant list).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -220,24 +221,41 @@ def dataset(spec: KwsSpec = KwsSpec(), *, progress: bool = True, cache: bool = T
     [0, 12)), from the cache when it holds this spec, else synthesized and cached."""
     spec = spec.check()
     path = cache_dir() / f"kws-{spec.key()}.npz"
-    if cache and path.is_file():
+    if not cache:
+        return _generate(spec, progress)
+    data = _load(path)
+    if data is not None:
+        return data
+    _check_writable(path.parent)  # before minutes of synthesis, not after
+    # one process speaks a spec at a time: another that wants it (a second tony example, a parallel
+    # test worker) waits and then reads what the first wrote, instead of speaking it again
+    with open(path.with_name(f"{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:  # a damaged cache file is made again
-            pass
-    if cache:
-        _check_writable(path.parent)  # before minutes of synthesis, not after
-    data = _generate(spec, progress)
-    if cache:
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        try:
-            np.savez(tmp, **data)
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise _cache_error(path.parent, e) from None
+            data = _load(path)
+            if data is None:
+                data = _generate(spec, progress)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+                try:
+                    np.savez(tmp, **data)
+                    os.replace(tmp, path)
+                except OSError as e:
+                    tmp.unlink(missing_ok=True)
+                    raise _cache_error(path.parent, e) from None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return data
+
+
+def _load(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached data set at `path`, or None when there is none (or it is damaged: made again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception:
+        return None
 
 
 def _cache_error(folder: Path, e: OSError) -> TonyError:
