@@ -21,6 +21,36 @@ def digits_mlp(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="session")
+def bundled(tmp_path_factory):
+    """bundled(name) -> the folder of `tony example NAME`, built once per test run: the parallel
+    workers share it (one builds under a lock, the others wait and read). Read it, never write it."""
+    import fcntl
+    import shutil
+
+    from tony.models import build_example
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent   # the run's folder, above each worker's own
+    root = base / "bundled-examples"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str):
+        d = root / name
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (d / ".complete").exists():
+                    shutil.rmtree(d, ignore_errors=True)   # what a failed build left
+                    build_example(name, d / "ex")
+                    (d / ".complete").touch()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return d / "ex"
+    return get
+
+
 def run_tony(*args, cwd=None):
     """Run the CLI as a user would; returns CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "tony.cli", *map(str, args)], capture_output=True, text=True,

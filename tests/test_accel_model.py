@@ -16,15 +16,8 @@ from tony.ref import execute
 
 
 @pytest.fixture(scope="module")
-def workloads(tmp_path_factory):
-    from tony.models import build_example
-
-    out = {}
-    for name in ("digits-cnn", "digits-mobilenet", "resnet8", "dscnn"):
-        d = tmp_path_factory.mktemp(name)
-        build_example(name, d)
-        out[name] = d
-    return out
+def workloads(bundled):
+    return {name: bundled(name) for name in ("digits-cnn", "digits-mobilenet", "resnet8", "dscnn")}
 
 
 def _check(model_dir, cfg, batch, samples=2):

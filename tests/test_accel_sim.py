@@ -13,20 +13,10 @@ from tony.sim.accel import simulate
 
 pytestmark = pytest.mark.sim
 
-_built: dict = {}
-
 
 @pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    def get(name):
-        if name not in _built:
-            from tony.models import build_example
-
-            d = tmp_path_factory.mktemp(name)
-            build_example(name, d)
-            _built[name] = d
-        return _built[name]
-    return get
+def workload(bundled):
+    return bundled
 
 
 def _run(workload, tmp_path, name, arr, samples=1, batch=1, abuf_words=0):

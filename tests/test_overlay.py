@@ -23,20 +23,11 @@ from tony.ref import execute
 
 WORKLOADS = ["digits-mlp", "digits-cnn", "digits-mobilenet", "resnet8", "dscnn", "mobilenet-v1-025",
              "fc-autoencoder"]
-_models: dict = {}
 
 
 @pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    def get(name):
-        if name not in _models:
-            from tony.models import build_example
-
-            d = tmp_path_factory.mktemp(name)
-            build_example(name, d)
-            _models[name] = d
-        return _models[name]
-    return get
+def workload(bundled):
+    return bundled
 
 
 @pytest.fixture(scope="module")

@@ -167,16 +167,11 @@ def test_the_checker_walks_pixels_and_taps_like_the_model(rng):
 
 # ---- compiled programs ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
+def graphs(bundled):
     from tony.api import load_ir
-    from tony.models import EXAMPLES, build_example
+    from tony.models import EXAMPLES
 
-    out = {}
-    for name in EXAMPLES:
-        d = tmp_path_factory.mktemp(name)
-        build_example(name, d)
-        out[name] = load_ir(d / "model.onnx", requant="pow2")
-    return out
+    return {name: load_ir(bundled(name) / "model.onnx", requant="pow2") for name in EXAMPLES}
 
 
 RUNS = [((8, 8), {}), ((4, 4), {}), ((5, 3), {}), ((16, 16), {}), ((8, 8), {"mem_bits": 32})]
