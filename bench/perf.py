@@ -88,10 +88,10 @@ def _bare(build: Path, work: Path) -> dict:
     """tony_sim_top of `build` in a bare verilated loop (same sources, plusargs and runs as
     `tony sim`); seconds of the run loop and the simulated cycles."""
     from tony.build import Build
-    from tony.sim.accel import SIM_TOP_BUILD_ARGS, _sim_top
+    from tony.sim.accel import SIM_TOP_BUILD_ARGS, SIM_TOP_CXX_OPT, _sim_top
     from tony.sim.benches.accel import MEMORY_FILES
     from tony.sim.benches.common import load_runs
-    from tony.sim.runner import PGO_GENERATE, PGO_USE, pgo_enabled
+    from tony.sim.runner import PGO_GENERATE, PGO_USE, cxx_opt_level, cxx_opt_make_vars, pgo_enabled
     from tony.sim.verilator import MAKE_VARS, find_verilator, split_headers
 
     b = Build.open(build, kind="accel")
@@ -105,7 +105,8 @@ def _bare(build: Path, work: Path) -> dict:
     # tony sim's Verilator options; the clock from this loop (clk_i) instead of the HDL's own
     vargs = [*SIM_TOP_BUILD_ARGS, "-GCLOCK=0"]
     pgo = pgo_enabled()
-    key = hashlib.sha256(repr((vargs, MAKE_VARS, pgo, [Path(f).read_bytes() for f in files])).encode()).hexdigest()[:12]
+    opt_vars = cxx_opt_make_vars(cxx_opt_level(SIM_TOP_CXX_OPT))
+    key = hashlib.sha256(repr((vargs, MAKE_VARS, opt_vars, pgo, [Path(f).read_bytes() for f in files])).encode()).hexdigest()[:12]
     obj = work / f"obj-{key}"  # rebuilt when the sources or options change
     n_out = next(iter(np.load(b.path / "golden" / f"{m['outputs'][0]['key']}.npy", mmap_mode="r").shape[:1]))
     runs = load_runs(b.path, b.path / "golden", n_out, m["batch"])
@@ -130,7 +131,7 @@ def _bare(build: Path, work: Path) -> dict:
                         "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Mdir", str(obj), *[f"-I{d}" for d in incdirs],
                         *map(str, files), str(work / "main.cpp")], check=True, capture_output=True)
         subprocess.run(["make", "-C", str(obj), "-f", "Vtony_sim_top.mk", "-j2",
-                        *[f"{k}={v}" for k, v in MAKE_VARS.items()]], check=True, capture_output=True)
+                        *[f"{k}={v}" for k, v in MAKE_VARS.items()], *opt_vars], check=True, capture_output=True)
 
     if not (obj / "Vtony_sim_top").exists():
         if pgo:  # as tony sim builds it: trained on a run of its own, then built with the profile

@@ -177,16 +177,35 @@ def test_profile_guided_build_trains_on_its_first_run_then_is_rebuilt(tmp_path, 
     assert list(design.glob("*.gcda"))
 
 
-def test_cxx_opt_level_comes_last_and_a_bad_one_is_one_line(tmp_path, digits_mlp, monkeypatch, tony_cli):
-    """TONY_SIM_CXX_OPT: g++ -O<level> after the build's own flags (so it wins); unset, nothing;
-    anything else stops tony sim with one line naming the variable, before any build."""
-    from tony.sim.runner import cxx_opt_args
+def test_cxx_opt_level_sets_the_model_code_only_and_a_bad_one_is_one_line(tmp_path, digits_mlp, monkeypatch, tony_cli):
+    """TONY_SIM_CXX_OPT: g++ -O<level> for the model's code and Verilator's runtime, over the
+    build's own level; the model's construction code (a huge function with --public-flat-rw,
+    minutes at -O1) keeps -O0. Anything else stops tony sim with one line naming the variable,
+    before any build."""
+    import re
+
+    from tony import sim
+    from tony.sim.runner import cxx_opt_level
 
     monkeypatch.delenv("TONY_SIM_CXX_OPT", raising=False)
-    assert cxx_opt_args() == []
-    for level in ("0", "1", "3", "s"):
-        monkeypatch.setenv("TONY_SIM_CXX_OPT", level)
-        assert cxx_opt_args() == ["-CFLAGS", f"-O{level}"]
+    assert cxx_opt_level() is None and cxx_opt_level("3") == "3"
+    monkeypatch.setenv("TONY_SIM_CXX_OPT", "1")
+    assert cxx_opt_level("3") == "1"
+    # a tiny design, split into files (as big designs are) and built as the suite builds (level 1
+    # from the environment)
+    src = tmp_path / "tiny.v"
+    src.write_text("module tiny (input wire clk_i, output wire o_o);\n  assign o_o = clk_i;\nendmodule\n")
+    (tmp_path / "tiny_bench.py").write_text("import cocotb\nfrom cocotb.triggers import Timer\n\n\n"
+                                            "@cocotb.test()\nasync def test_runs(dut):\n    await Timer(1, unit='ns')\n")
+    sim.run_cocotb([src], "tiny", "tiny_bench", build_dir=tmp_path / "build", test_dir=tmp_path, cxx_opt="3",
+                   build_args=["--output-split", "1"])
+    compiles = [line for line in (tmp_path / "build" / "build.log").read_text().splitlines()
+                if re.match(r"c\+\+|g\+\+", line) and " -c " in line and "Vtop" in line]
+    slow = [line for line in compiles if "__Slow" in line or "__Syms" in line]
+    fast = [line for line in compiles if line not in slow]
+    assert slow and fast, compiles
+    assert all(" -O1" in line and " -O3" not in line for line in fast), fast
+    assert not any(re.search(r" -O[1-3sg]\b", line) for line in slow), slow
     out = tmp_path / "b"
     assert tony_cli("compile", digits_mlp / "model.onnx", "-o", out, "--array", "2x2", "--samples", "1").returncode == 0
     monkeypatch.setenv("TONY_SIM_CXX_OPT", "fast\nest")

@@ -14,7 +14,7 @@ from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
 from .verilator import MAKE_VARS, find_verilator, split_headers
 
 
-def _get_runner(simulator: str, public_flat: bool = True):
+def _get_runner(simulator: str, public_flat: bool = True, cxx_opt: str | None = None):
     try:
         from cocotb_tools import runner as cocotb_runner
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -31,6 +31,7 @@ def _get_runner(simulator: str, public_flat: bool = True):
                     verilate = [a for a in verilate if a != "--public-flat-rw"]
                 assert make[0] == "make", make
                 make_vars = [f"{k}={v}" for k, v in MAKE_VARS.items()]
+                make_vars += cxx_opt_make_vars(cxx_opt)
                 make.extend(make_vars)
                 cache = [sys.executable, "-m", objcache.__name__]
                 build_dir = str(self.build_dir)
@@ -106,18 +107,30 @@ PGO_USE = ["-CFLAGS", "-fprofile-use", "-CFLAGS", "-fprofile-partial-training", 
 the profile its first run wrote (.gcda files beside the objects)."""
 
 
-def cxx_opt_args() -> list[str]:
-    """g++ optimization level for every Verilator build, from TONY_SIM_CXX_OPT ("0", "1", "2", "3", "s"
-    or "g"; unset: each build's own, -O3 for tony sim). It comes after the build's own flags, so
-    it wins, and it is part of the design cache's key. The test suite sets 1: its runs are short,
-    and g++ -O1 builds a design about 2.6x faster than -O3 while the model runs about as fast."""
+CXX_OPT_LEVELS = ("0", "1", "2", "3", "s", "g")
+
+
+def cxx_opt_make_vars(level: str | None) -> list[str]:
+    """The make variables of g++ -O<level> for a verilated model's code and Verilator's runtime
+    (none: Verilator's own -Os); the model's construction code (OPT_SLOW) keeps -O0."""
+    return [f"OPT_FAST=-O{level}", f"OPT_GLOBAL=-O{level}"] if level else []
+
+
+def cxx_opt_level(default: str | None = None) -> str | None:
+    """g++ optimization level of a Verilator build's model code (Verilator's OPT_FAST, and
+    OPT_GLOBAL for its runtime): TONY_SIM_CXX_OPT ("0", "1", "2", "3", "s" or "g") if set, else
+    `default` (None: Verilator's own, -Os). The code that builds the model (its constructors,
+    Verilator's OPT_SLOW) stays at -O0: with --public-flat-rw it holds one huge function, which
+    g++ -O1 takes minutes to compile. The level is part of the design cache's key. The test suite
+    sets 1: its runs are short, and g++ -O1 builds a design about 2.6x faster than -O3 while the
+    model runs about as fast."""
     level = os.environ.get("TONY_SIM_CXX_OPT", "").strip()
     if not level:
-        return []
-    if level not in ("0", "1", "2", "3", "s", "g"):
+        return default
+    if level not in CXX_OPT_LEVELS:
         raise BuildFailed(f"TONY_SIM_CXX_OPT is {level!r}", where="environment",
                           hint="set it to 0, 1, 2, 3, s or g (g++ -O<level>), or unset it")
-    return ["-CFLAGS", f"-O{level}"]
+    return level
 
 
 def pgo_enabled() -> bool:
@@ -248,6 +261,7 @@ def run_cocotb(
     public_flat: bool = True,
     pgo: bool = False,
     status: Callable[[str | None], None] | None = None,
+    cxx_opt: str | None = None,
 ) -> Path:
     """Build `sources` with `toplevel` on top and run the cocotb tests in `test_module`.
 
@@ -261,7 +275,8 @@ def run_cocotb(
     times faster. With `pgo` (and `reuse_build`, Verilator), the cached design is built with g++'s
     profile-guided optimization: its first run is on an instrumented binary (slower; its results
     count as any run's), after which the design is built again with that run's profile.
-    `status` (for a progress display) is told each phase: building the simulator, running
+    `cxx_opt` (Verilator): g++'s level for the model's code ("3": -O3), which TONY_SIM_CXX_OPT
+    overrides (see cxx_opt_level). `status` (for a progress display) is told each phase: building the simulator, running
     (None), rebuilding it with its profile.
 
     `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
@@ -275,16 +290,18 @@ def run_cocotb(
     test_dir = Path(test_dir).resolve() if test_dir is not None else build_dir
     if simulator == "verilator":
         find_verilator()
-    runner = _get_runner(simulator, public_flat)
+    opt = cxx_opt_level(cxx_opt) if simulator == "verilator" else None
+    runner = _get_runner(simulator, public_flat, opt)
 
-    args = list(build_args or []) + (cxx_opt_args() if simulator == "verilator" else [])
+    args = list(build_args or [])
     work_dir = build_dir
     pgo = pgo and reuse_build and not waves and simulator == "verilator"
     if reuse_build or waves:
         # A design built with waves is cached apart from one without (it traces); building in the
         # cache also keeps make out of a build folder whose path it cannot take (a space, a $).
         build_dir = _design_cache(sources, toplevel, parameters,
-                                  args + (["pgo"] if pgo else []) + (["waves"] if waves else []), simulator,
+                                  args + ([f"g++ -O{opt}"] if opt else []) + (["pgo"] if pgo else [])
+                                  + (["waves"] if waves else []), simulator,
                                   timescale, public_flat)
     build_log = build_dir / "build.log"
     files, incdirs = split_headers(sources)
