@@ -119,9 +119,10 @@ def cxx_opt_make_vars(level: str | None) -> list[str]:
 def cxx_opt_level(default: str | None = None) -> str | None:
     """g++ optimization level of a Verilator build's model code (Verilator's OPT_FAST, and
     OPT_GLOBAL for its runtime): TONY_SIM_CXX_OPT ("0", "1", "2", "3", "s" or "g") if set, else
-    `default` (None: Verilator's own, -Os). The code that builds the model (its constructors,
-    Verilator's OPT_SLOW) stays at -O0: with --public-flat-rw it holds one huge function, which
-    g++ -O1 takes minutes to compile. The level is part of the design cache's key. The test suite
+    `default` (None: Verilator's own, -Os). In a design Verilator splits into files (every large
+    one), the code that builds the model (its constructors, Verilator's OPT_SLOW) stays at -O0:
+    with --public-flat-rw it holds one huge function, which g++ -O1 takes minutes to compile; a
+    small design is one file, all at the level. The level is part of the design cache's key. The test suite
     sets 1: its runs are short, and g++ -O1 builds a design about 2.6x faster than -O3 while the
     model runs about as fast."""
     level = os.environ.get("TONY_SIM_CXX_OPT", "").strip()
@@ -276,8 +277,8 @@ def run_cocotb(
     profile-guided optimization: its first run is on an instrumented binary (slower; its results
     count as any run's), after which the design is built again with that run's profile.
     `cxx_opt` (Verilator): g++'s level for the model's code ("3": -O3), which TONY_SIM_CXX_OPT
-    overrides (see cxx_opt_level). `status` (for a progress display) is told each phase: building the simulator, running
-    (None), rebuilding it with its profile.
+    overrides (see cxx_opt_level). `status` (for a progress display) is told each phase: building
+    the simulator, running (None), rebuilding it with its profile.
 
     `test_module` is an importable module name (e.g. "testbench.test_ppu"); if it is a
     plain name, `test_dir` (default: the build folder) is put on the simulator's PYTHONPATH
