@@ -22,31 +22,26 @@ def digits_mlp(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bundled(tmp_path_factory):
+def run_tmp(tmp_path_factory):
+    """The test run's temporary folder, the same for every pytest-xdist worker (each worker's own
+    folder is below it): what the workers share, under `tony.build.exclusive` or `fill_once`."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def bundled(run_tmp):
     """bundled(name) -> the folder of `tony example NAME`, built once per test run: the parallel
     workers share it (one builds under a lock, the others wait and read). Read it, never write it."""
-    import fcntl
-    import shutil
-
+    from tony.build import fill_once
     from tony.models import build_example
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent   # the run's folder, above each worker's own
-    root = base / "bundled-examples"
+    root = run_tmp / "bundled-examples"
     root.mkdir(exist_ok=True)
 
     def get(name: str):
         d = root / name
-        with open(root / f"{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not (d / ".complete").exists():
-                    shutil.rmtree(d, ignore_errors=True)   # what a failed build left
-                    build_example(name, d / "ex")
-                    (d / ".complete").touch()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        fill_once(d, lambda: build_example(name, d / "ex"), lock_file=root / f"{name}.lock", fresh=True)
         return d / "ex"
     return get
 

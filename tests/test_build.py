@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 
 import tony
-from tony.build import Build, staged_output
+from tony.build import DONE, Build, fill_once, staged_output
 from tony.errors import InputError, TonyError, show
 
 SRC = Path(tony.__file__).parent
@@ -127,6 +127,43 @@ def test_staged_output_leaves_nothing_behind_on_error(tmp_path):
             (t / "half.txt").write_text("x")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def _fill_slowly(folder, log):
+    import time
+
+    def make():
+        with open(log, "a") as f:
+            f.write("filled\n")
+        time.sleep(0.3)   # the other process arrives while this one fills
+        (folder / "data.txt").write_text("ok")
+    return fill_once(folder, make, lock_file=folder.parent / "shared.lock", fresh=True)
+
+
+def test_fill_once_fills_a_shared_folder_once_across_processes(tmp_path):
+    import multiprocessing
+
+    folder, log = tmp_path / "shared", tmp_path / "log.txt"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        ran = pool.starmap(_fill_slowly, [(folder, log)] * 3)
+    assert sorted(ran) == [False, False, True]
+    assert log.read_text() == "filled\n" and (folder / "data.txt").read_text() == "ok"
+    assert not _fill_slowly(folder, log)   # finished: never filled again
+
+
+def test_fill_once_starts_over_after_a_failed_fill(tmp_path):
+    folder = tmp_path / "shared"
+
+    def fail():
+        (folder / "half.txt").write_text("x")
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        fill_once(folder, fail, lock_file=tmp_path / "shared.lock")
+    assert not (folder / DONE).exists()
+    assert fill_once(folder, lambda: (folder / "whole.txt").write_text("y"), lock_file=tmp_path / "shared.lock",
+                     fresh=True)
+    assert sorted(f.name for f in folder.iterdir()) == sorted([DONE, "whole.txt"])
 
 
 def test_messages_show_newlines_and_escapes_escaped():

@@ -109,14 +109,14 @@ def test_fuzz_slice_rtl_bit_exact_with_the_predicted_cycles_one_verilator_build_
 
     from tony.sim import runner
 
-    designs, real = [], runner._build_once
+    designs, real = [], runner.fill_once
 
-    def build_once(folder, build):
-        built = real(folder, build)
+    def fill_once(folder, build, **kw):
+        built = real(folder, build, **kw)
         designs.append((folder.name, built))
         return built
 
-    monkeypatch.setattr(runner, "_build_once", build_once)
+    monkeypatch.setattr(runner, "fill_once", fill_once)
     cases = _accepted(SEED + 2000, 20, RTL_SLICE_OVERLAYS)
     t0 = time.perf_counter()
     for s, case in cases:

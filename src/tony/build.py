@@ -126,6 +126,52 @@ def staged_output(out_dir, marker: str = MANIFEST):
         raise
 
 
+# ---- shared folders: one writer at a time --------------------------------------------------------
+
+DONE = ".complete"
+"""the stamp `fill_once` leaves in a folder whose contents are finished"""
+
+
+@contextmanager
+def exclusive(lock_file):
+    """Hold an exclusive lock on `lock_file` (created if missing) for the with-block: processes
+    that share a cache (parallel test workers, two `tony` commands) take turns. Advisory (flock);
+    without fcntl (not POSIX) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def fill_once(folder, make, *, lock_file=None, fresh: bool = False) -> bool:
+    """Run `make()` to fill the shared `folder` (created first) unless a finished fill is there
+    (its `DONE` stamp), one process at a time (`exclusive` on `lock_file`, default
+    `folder/.lock`); returns whether it ran. fresh: empty what an unfinished fill left in `folder`
+    first (the lock file must then be outside it)."""
+    folder = Path(folder)
+    if lock_file is None:
+        if fresh:
+            raise ValueError("fill_once(fresh=True) needs a lock file outside the folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = folder / ".lock"
+    with exclusive(lock_file):
+        if (folder / DONE).exists():
+            return False
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        make()
+        (folder / DONE).touch()
+        return True
+
+
 # ---- reading ---------------------------------------------------------------------------------------
 
 @dataclass

@@ -26,7 +26,6 @@ generation version, the eSpeak wheel's version and its variant list).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..build import exclusive
 from ..errors import InputError, TonyError
 from .speech import ACCENTS, SAMPLE_RATE, Speaker, Utterance, engine_version, variants
 
@@ -229,21 +229,17 @@ def dataset(spec: KwsSpec = KwsSpec(), *, progress: bool = True, cache: bool = T
     _check_writable(path.parent)  # before minutes of synthesis, not after
     # one process speaks a spec at a time: another that wants it (a second tony example, a parallel
     # test worker) waits and then reads what the first wrote, instead of speaking it again
-    with open(path.with_name(f"{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            data = _load(path)
-            if data is None:
-                data = _generate(spec, progress)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-                try:
-                    np.savez(tmp, **data)
-                    os.replace(tmp, path)
-                except OSError as e:
-                    tmp.unlink(missing_ok=True)
-                    raise _cache_error(path.parent, e) from None
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(path.with_name(f"{path.name}.lock")):
+        data = _load(path)
+        if data is None:
+            data = _generate(spec, progress)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            try:
+                np.savez(tmp, **data)
+                os.replace(tmp, path)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise _cache_error(path.parent, e) from None
     return data
 
 

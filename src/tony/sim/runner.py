@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..build import DONE, exclusive, fill_once
 from . import objcache
 from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
 from .verilator import MAKE_VARS, find_verilator, split_headers
@@ -146,66 +147,35 @@ def _pgo_instrumented(folder: Path, build) -> bool:
     """The first stage of a pgo design in the shared `folder`: build it instrumented unless a
     build is there. True if the binary there is the instrumented one (the run that follows is its
     training run), False if it is the optimized one."""
-    import fcntl
-
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (folder / ".complete").exists():
-                return False
-            if not (folder / ".instrumented").exists():
-                for f in folder.glob("*.gcda"):
-                    f.unlink()
-                build(PGO_GENERATE)
-                (folder / ".instrumented").touch()
-            return True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(folder / ".lock"):
+        if (folder / DONE).exists():
+            return False
+        if not (folder / ".instrumented").exists():
+            for f in folder.glob("*.gcda"):
+                f.unlink()
+            build(PGO_GENERATE)
+            (folder / ".instrumented").touch()
+        return True
 
 
 def _pgo_optimize(folder: Path, toplevel: str, build) -> None:
     """The second stage: rebuild the design with the profile its training run left (every object
     compiled again; the .gcda files stay)."""
-    import fcntl
 
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    def clean():
+        for f in [*folder.glob("*.o"), *folder.glob("*.a"), folder / toplevel]:
+            f.unlink(missing_ok=True)
+
+    def optimize():
+        clean()
         try:
-            if (folder / ".complete").exists():
-                return
-
-            def clean():
-                for f in [*folder.glob("*.o"), *folder.glob("*.a"), folder / toplevel]:
-                    f.unlink(missing_ok=True)
-
+            build(PGO_USE)
+        except BuildFailed:  # the profile unusable: the plain optimized build
             clean()
-            try:
-                build(PGO_USE)
-            except BuildFailed:  # the profile unusable: the plain optimized build
-                clean()
-                build()
-            (folder / ".instrumented").unlink(missing_ok=True)
-            (folder / ".complete").touch()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _build_once(folder: Path, build) -> bool:
-    """Run `build` into the shared `folder` unless a finished build is there (one process at a
-    time); returns whether it built."""
-    import fcntl
-
-    stamp = folder / ".complete"
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if stamp.exists():
-                return False
             build()
-            stamp.touch()
-            return True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        (folder / ".instrumented").unlink(missing_ok=True)
+
+    fill_once(folder, optimize)
 
 
 UNSAFE_PATH_CHARS = frozenset('$"\n\r')
@@ -338,7 +308,7 @@ def run_cocotb(
         runner._set_verilog_sources([])
         runner._set_vhdl_sources([])
         runner._set_sources([f.resolve() for f in files])
-    elif not _build_once(build_dir, build):
+    elif not fill_once(build_dir, build):
         # A cached build: cocotb's test step still reads the source lists the build step sets.
         runner._set_verilog_sources([])
         runner._set_vhdl_sources([])
