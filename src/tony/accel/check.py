@@ -43,6 +43,8 @@ RULES = {
             "the unit takes (tony.rtl.layernorm_unit.port_values: E, A, F, shift, lo <= hi in the unit's widths)",
     "conv-depthwise": "a depthwise CONV runs only on an array with COLS <= ROWS + 3 (its first slice must come "
                       "COLS cycles after the previous CONV's last; two CONVs are always ROWS + 3 apart)",
+    "own-overlap": "a compute instruction writes none of the activation words it reads, in place included (its "
+                   "unit reads ahead of its writes, so a result could replace a word not read yet)",
     "uninitialized-read": "every buffer word an instruction reads was written by an earlier instruction",
     "read-after-write": "an instruction reads no word that an instruction still in flight writes "
                         "(compute results until SYNC compute; LOADs until SYNC dma)",
@@ -285,6 +287,10 @@ class Checker:
             if ivs and ivs[-1][1] > cfg.abuf_words:
                 self.fail("act-range", f"{isa.OPNAMES[op]} touches activation word {ivs[-1][1] - 1}; "
                                        f"the buffer holds {cfg.abuf_words}")
+        hit = overlap(reads, out)
+        if hit is not None:
+            self.fail("own-overlap", f"{isa.OPNAMES[op]} writes activation words [{hit[0]}, {hit[1]}) that it "
+                                     "also reads")
         if op != isa.CONV:
             acc = [Access(ACT, reads, False, i, STREAM, False), Access(ACT, out, True, i, STREAM, False)]
             if op == isa.EWISE and d["flags"] & isa.F_TABLE:   # any entry may be looked up
