@@ -126,6 +126,11 @@ def test_a_program_in_pages_is_accepted():
         ck.check_instructions(decoded, small, IMAGE, IO, boot=9)
 
 
+def test_an_ewise_operand_read_exactly_in_place_is_accepted():
+    """Word k of the operand is result word k (a Concat merge's B): read before it is written."""
+    run(BASE[:6] + [ewise(16, 16), sync(isa.S_COMPUTE)] + BASE[6:])
+
+
 def test_every_rule_has_a_refused_program():
     assert {r for r, *_ in BROKEN + SMX_BROKEN + NORM_BROKEN} | {"imem-size", "conv-depthwise"} == set(ck.RULES)
 

@@ -43,8 +43,9 @@ RULES = {
             "the unit takes (tony.rtl.layernorm_unit.port_values: E, A, F, shift, lo <= hi in the unit's widths)",
     "conv-depthwise": "a depthwise CONV runs only on an array with COLS <= ROWS + 3 (its first slice must come "
                       "COLS cycles after the previous CONV's last; two CONVs are always ROWS + 3 apart)",
-    "own-overlap": "a compute instruction writes none of the activation words it reads, in place included (its "
-                   "unit reads ahead of its writes, so a result could replace a word not read yet)",
+    "own-overlap": "a compute instruction writes none of the activation words it reads (its unit reads ahead of "
+                   "its writes, so a result could replace a word not read yet), except an EWISE operand read "
+                   "exactly in place (operand word k is result word k)",
     "uninitialized-read": "every buffer word an instruction reads was written by an earlier instruction",
     "read-after-write": "an instruction reads no word that an instruction still in flight writes "
                         "(compute results until SYNC compute; LOADs until SYNC dma)",
@@ -168,6 +169,19 @@ def softmax_words(d: dict, base: str, cols: int) -> list:
     return intervals((rows[:, None] + np.arange(groups)[None] * d["cstride"]) & AMASK)
 
 
+def own_overlaps(d: dict, reads: list, out: list) -> list:
+    """The operand word sets that the instruction's results overlap unsafely. An EWISE streams
+    word k of each operand into result word k, so an operand read exactly in place (the same
+    address for every k: a Concat merge's B) is safe; any other overlap is not."""
+    if d["op"] != isa.EWISE:
+        return [reads] if overlap(reads, out) is not None else []
+    outw = (d["obase"] + np.arange(d["npix"], dtype=np.int64)) & AMASK
+    base = pixel_walk(d, d["npix"])[0]
+    streams = [base] + ([(base + d["boff"]) & AMASK] if d["flags"] & isa.F_HAS_B else [])
+    return [ivs for s in streams if not np.array_equal(s, outw)
+            for ivs in [intervals(s)] if overlap(ivs, out) is not None]
+
+
 # ---- the checker ------------------------------------------------------------------------------------
 ACT, WGT, BIAS, TAB, GB = isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB, isa.B_GB
 DMA, STREAM, COMPUTE = "dma", "stream", "compute"   # what retires an access (the engine that must be idle)
@@ -287,8 +301,8 @@ class Checker:
             if ivs and ivs[-1][1] > cfg.abuf_words:
                 self.fail("act-range", f"{isa.OPNAMES[op]} touches activation word {ivs[-1][1] - 1}; "
                                        f"the buffer holds {cfg.abuf_words}")
-        hit = overlap(reads, out)
-        if hit is not None:
+        for ivs in own_overlaps(d, reads, out):
+            hit = overlap(ivs, out)
             self.fail("own-overlap", f"{isa.OPNAMES[op]} writes activation words [{hit[0]}, {hit[1]}) that it "
                                      "also reads")
         if op != isa.CONV:
