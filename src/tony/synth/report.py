@@ -71,6 +71,11 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
     if pnr:
         clocks = ", ".join(f"{c} {f:.1f} MHz" for c, f in pnr["fmax_mhz"].items())
         console.print(f"Fmax ({rep['target']}, nextpnr, constraint {pnr['target_mhz']:g} MHz): {clocks}")
+        net = pnr.get("netlist") or {}
+        if net.get("total"):
+            t = net["total"]
+            console.print(f"  placed netlist ({net['command']}): {t['lut']:,} LUT, {t['ff']:,} FF, {t['carry']:,} carry, "
+                          f"{t['dsp']} DSP, {t['bram']} block RAM, {t['lutram']} distributed RAM", highlight=False)
         cp = pnr.get("critical_path")
         if cp:
             console.print(f"  critical path {cp['delay_ns']:.2f} ns: {cp['from']} -> {cp['to']} "

