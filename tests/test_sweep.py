@@ -86,7 +86,8 @@ def test_resume_computes_each_point_once(serial, models, tmp_path):
 # The CLI in a child process whose third point waits until the interrupt arrives, so Ctrl-C lands in
 # the middle of the sweep however fast or loaded the machine is.
 _HELD_CLI = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite started as a background job passes SIGINT ignored
 import tony.sweep.runner as runner
 from tony.cli import main
 real, started = runner.run_point, []

@@ -5,8 +5,8 @@ The goal tests state what the hardware should synthesize to: every MAC on one ha
 activation/weight/bias/instruction buffers in block RAM (DP16KD / PDPW16KD: tony_act_buf's RAM
 copies, tony_conv_unit's weight and bias buffers, tony_controller's instruction memory), no
 conflicting drivers or latches, no memory turned into registers, at most 60 LUTs per PE. Fmax is
-measured by place and route (slow tests; the 100 MHz goal is xfail(strict=True) naming the critical
-path until it is met).
+measured by place and route (slow tests: the 4x4 build holds the 100 MHz goal, 100.84 MHz when last
+measured; the 8x8 build does not route in reasonable time yet, docs/synthesis.md).
 """
 from __future__ import annotations
 
@@ -326,10 +326,6 @@ def test_pnr_ecp5_4x4(ecp5_pnr_4x4):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Fmax is about 98 MHz on ecp5-85k speed 6 at 4x4: the critical paths are a PE's "
-                                       "operand register through the MULT18X18D into its product register (98.4 MHz) "
-                                       "and the controller's boot decode into the DMA engine's start (98.0 MHz), most of "
-                                       "each routing (docs/synthesis.md)")
 def test_fmax_goal_ecp5_4x4(ecp5_pnr_4x4):
     assert ecp5_pnr_4x4["fmax_mhz"] >= 100
 
