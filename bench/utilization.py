@@ -50,7 +50,7 @@ def what_if(prog) -> str:
     c = prog.cfg
     ins = accel_model.decode_program(prog)
     stream = sum(2 + c.rows + -(-d["npix"] // c.rows) * d["period"] for d in ins if d["op"] == isa.CONV)
-    vector = sum(d["npix"] * d["klen"] + 16 for d in ins if d["op"] in (isa.POOL, isa.EWISE))
+    vector = sum(d["npix"] * d["klen"] + 17 for d in ins if d["op"] in (isa.POOL, isa.EWISE))
     beats = {b: 0 for b in (isa.B_IMEM, isa.B_ACT, isa.B_WGT, isa.B_BIAS, isa.B_TAB)}
     beats[isa.B_IMEM] = prog.boot_words * c.instr_beats
     for d in ins:

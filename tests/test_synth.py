@@ -179,8 +179,10 @@ def test_buffers_in_block_ram_goal(ecp5):
     mods = ecp5["modules"]
     assert mods["tony_act_buf"]["local"]["bram"] >= 3 and mods["tony_conv_unit"]["local"]["bram"] >= 2
     assert mods["tony_controller"]["local"]["bram"] >= 1
+    # ... and the vector unit's table memory: a block RAM per lane
+    assert mods["tony_vec_unit"]["local"]["bram"] == ecp5["array"]["cols"]
     assert ecp5["total"]["bram"] == sum(mods[m]["local"]["bram"] for m in ("tony_act_buf", "tony_conv_unit",
-                                                                          "tony_controller"))
+                                                                          "tony_controller", "tony_vec_unit"))
 
 
 def test_no_conflicting_drivers(ecp5):

@@ -97,6 +97,8 @@ def estimate(cfg: AccelConfig, part: Part) -> dict:
         depth, width, copies = buffers(cfg)["activation"]
         bram["activation"] = copies * (bram_cells(part.family, split, width)
                                        + bram_cells(part.family, depth - split, width))
+    # the vector unit's table memory: a block RAM per lane, 2^A_BITS entries of A_BITS bits
+    bram["table"] = cfg.cols * bram_cells(part.family, 1 << cfg.a_bits, cfg.a_bits)
     dsp = {"array": cfg.rows * cfg.cols, "post-processing": cfg.cols * PPU_DSPS_PER_LANE[part.family],
            "other": OTHER_DSPS[part.family]}
     used = {"bram": sum(bram.values()), "dsp": sum(dsp.values())}
@@ -131,13 +133,13 @@ def _cfg(rows, cols, abuf, wbuf, bbuf, imem, mem_bits=64) -> AccelConfig:
 
 
 PRESETS: dict[str, Overlay] = {
-    # 8x8: 98 of 156 MULT18X18D; block RAM 72 (activation, 9 copies) + 8 + 8 + 57 = 145 of 208 DP16KD
+    # 8x8: 98 of 156 MULT18X18D; block RAM 72 (activation, 9 copies) + 8 + 8 + 57 + 8 (table) = 153 of 208 DP16KD
     "ecp5-85k": Overlay("ecp5-85k", _cfg(8, 8, 2048, 2048, 512, 2048), part="ecp5-85k"),
-    # 2x4 (a 4x4 array needs 34 of 28 MULT18X18D): 26 DSP; block RAM 10 + 2 + 4 + 29 = 45 of 56
+    # 2x4 (a 4x4 array needs 34 of 28 MULT18X18D): 26 DSP; block RAM 6 + 2 + 4 + 29 + 4 (table) = 45 of 56
     "ecp5-25k": Overlay("ecp5-25k", _cfg(2, 4, 1024, 1024, 512, 1024, mem_bits=32), part="ecp5-25k"),
     # 2x4 on the 8 SB_MAC16 (the post-processing multipliers and the 512-bit instruction memory do not fit)
     "ice40-up5k": Overlay("ice40-up5k", _cfg(2, 4, 256, 256, 256, 256, mem_bits=32), part="ice40-up5k"),
-    # 16x8: 161 of 220 DSP48E1; block RAM 68 (17 copies) + 4 + 4 + 29 = 105 of 140 RAMB36E1
+    # 16x8: 161 of 220 DSP48E1; block RAM 68 (17 copies) + 4 + 4 + 29 + 8 (table) = 113 of 140 RAMB36E1
     "zynq-7020": Overlay("zynq-7020", _cfg(16, 8, 2048, 2048, 512, 2048), part="zynq-7020"),
 }
 

@@ -366,7 +366,7 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
             compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + 16)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
-            compute_free = stream_free = x + d["npix"] * d["klen"] + 16
+            compute_free = stream_free = x + d["npix"] * d["klen"] + 17
         elif op == isa.SOFTMAX:
             x = max(t, compute_free, stream_free)
             compute_free = stream_free = x + softmax_cycles(d["npix"], d["klen"])
