@@ -102,3 +102,49 @@ if pytest is not None:
                              ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()))
     def test_mac(params, tmp_path):
         run_unit_bench(__name__, "tony_mac", tmp_path, parameters=params)
+
+    @pytest.mark.sim
+    @pytest.mark.parametrize("params", [{"A_BITS": 9, "W_BITS": 8, "ACC_BITS": 32},
+                                        {"A_BITS": 5, "W_BITS": 4, "ACC_BITS": 10}],
+                             ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()))
+    def test_mac_on_mult18x18d(params, tmp_path):
+        """The ECP5 build's PE (TONY_ECP5: the product from a MULT18X18D, the operands in its top
+        bits) against the same model, the primitive simulated by MULT18X18D_MODEL."""
+        model = tmp_path / "mult18x18d_model.v"
+        model.write_text(MULT18X18D_MODEL)
+        run_unit_bench(__name__, "tony_mac", tmp_path, parameters=params, extra_sources=[model],
+                       build_args=["-DTONY_ECP5"])
+
+
+# A behavioural MULT18X18D for the configuration tony_mac uses (Lattice's FPGA-TN-02205): input
+# registers A and B and the output register on CLK0 (when their REG_*_CLK is "CLK0"), P the 36-bit
+# product of A and B, each signed when SIGNEDA / SIGNEDB is high. Written from the primitive's
+# description, not from the RTL under test.
+_PORTS = ", ".join([f"input wire A{i}, B{i}" for i in range(18)] + [f"output wire P{i}" for i in range(36)])
+MULT18X18D_MODEL = f"""
+`default_nettype none
+module MULT18X18D #(
+  parameter REG_INPUTA_CLK = "NONE", parameter REG_INPUTA_CE = "CE0", parameter REG_INPUTA_RST = "RST0",
+  parameter REG_INPUTB_CLK = "NONE", parameter REG_INPUTB_CE = "CE0", parameter REG_INPUTB_RST = "RST0",
+  parameter REG_INPUTC_CLK = "NONE", parameter REG_PIPELINE_CLK = "NONE",
+  parameter REG_OUTPUT_CLK = "NONE", parameter REG_OUTPUT_CE = "CE0", parameter REG_OUTPUT_RST = "RST0",
+  parameter CLK0_DIV = "ENABLED", parameter GSR = "ENABLED", parameter RESETMODE = "SYNC"
+) ({_PORTS},
+  input wire SIGNEDA, SIGNEDB, SOURCEA, SOURCEB, CLK0, CE0, RST0);
+  wire [17:0] a = {{{", ".join(f"A{i}" for i in reversed(range(18)))}}};
+  wire [17:0] b = {{{", ".join(f"B{i}" for i in reversed(range(18)))}}};
+  reg  [17:0] a_q, b_q;
+  reg  [35:0] p_q;
+  always @(posedge CLK0) if (CE0) begin a_q <= a; b_q <= b; end
+  wire [17:0] ma = (REG_INPUTA_CLK == "CLK0") ? a_q : a;
+  wire [17:0] mb = (REG_INPUTB_CLK == "CLK0") ? b_q : b;
+  wire signed [36:0] xa = {{{{19{{SIGNEDA & ma[17]}}}}, ma}};
+  wire signed [36:0] xb = {{{{19{{SIGNEDB & mb[17]}}}}, mb}};
+  wire signed [73:0] prod = xa * xb;
+  always @(posedge CLK0) if (CE0) p_q <= prod[35:0];
+  wire [35:0] p = (REG_OUTPUT_CLK == "CLK0") ? p_q : prod[35:0];
+  assign {{{", ".join(f"P{i}" for i in reversed(range(36)))}}} = p;
+  wire unused = ^{{SOURCEA, SOURCEB, RST0}};
+endmodule
+`default_nettype wire
+"""

@@ -83,9 +83,10 @@ def pack(values, bits: int) -> int:
 
 
 def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None, render_params=None,
-                   extra_env=None) -> None:
+                   extra_env=None, extra_sources=(), build_args=None) -> None:
     """Render `toplevel` (and what it instantiates) into tmp_path/rtl and run the cocotb tests of
-    `module_name` on it with HDL `parameters` (or defaults baked in by `render_params`).
+    `module_name` on it with HDL `parameters` (or defaults baked in by `render_params`), with
+    `extra_sources` (models of vendor primitives) and simulator `build_args` (defines) added.
     COCOTB_RANDOM_SEED in the environment repeats a run."""
     import os
 
@@ -94,8 +95,8 @@ def run_unit_bench(module_name: str, toplevel: str, tmp_path, *, parameters=None
 
     sources = render_to(tmp_path / "rtl", toplevel, **(render_params or {}))
     seed = os.environ.get("COCOTB_RANDOM_SEED")
-    run_cocotb(sources, toplevel, module_name, parameters=parameters, build_dir=tmp_path / "build",
-               extra_env=extra_env, seed=int(seed) if seed else None)
+    run_cocotb([*sources, *extra_sources], toplevel, module_name, parameters=parameters, build_dir=tmp_path / "build",
+               extra_env=extra_env, seed=int(seed) if seed else None, build_args=build_args)
 
 
 def load_runs(build, golden, n_samples: int, batch: int):
