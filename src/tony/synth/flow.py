@@ -242,9 +242,15 @@ def _pnr_netlist(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinn
                                 "elapsed_s": seconds}
 
 
+PLACERS = ("heap", "static", "sa")
+ROUTERS = ("router1", "router2")
+
+
 def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
-                 timeout: float | None, top: str, files: list[Path]) -> tuple[dict, float]:
-    """Place and route the design in `work` (the target's place-and-route netlist): (the pnr report, seconds)."""
+                 timeout: float | None, top: str, files: list[Path], placer: str | None = None,
+                 router: str | None = None) -> tuple[dict, float]:
+    """Place and route the design in `work` (the target's place-and-route netlist) with nextpnr's
+    `placer` and `router` (None: its defaults, heap and router1): (the pnr report, seconds)."""
     plog = work / "nextpnr.log"
     pjson = work / "pnr_report.json"
     mhz = float(freq or GOAL_FMAX_MHZ)
@@ -253,17 +259,20 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
     cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", netlist, "--report", "pnr_report.json",
                                           "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
                                           "-l", "nextpnr.log"]
+    cmd += ["--placer", placer] if placer else []
+    cmd += ["--router", router] if router else []
     run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp, timeout=timeout)
     seconds = round(time.monotonic() - t0, 1)
     if not pjson.is_file():
         raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
-    return {**_pnr_report(pjson, plog, mhz), "netlist": synth or {"command": tgt.synth_command(top),
+    return {**_pnr_report(pjson, plog, mhz), "placer": placer or "heap", "router": router or "router1",
+            "netlist": synth or {"command": tgt.synth_command(top),
                                                                   "netlist": str(work / netlist)}}, seconds
 
 
 def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
                       freq: float | None = None, seed: int = 1, progress: bool = False,
-                      timeout: float | None = None) -> dict:
+                      timeout: float | None = None, placer: str | None = None, router: str | None = None) -> dict:
     """Synthesis (and with `pnr` place and route, out of context) of one module's Verilog (`files`,
     e.g. from tony.rtl.render_to) with `top` on top, in `work`: its resources (total, per module),
     memories, Yosys's warnings and Fmax, for a unit measured alone (bench/softmax.py) rather than a
@@ -283,7 +292,8 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
                "elapsed_s": {"synth": seconds}, "total": h["total"], "modules": h["modules"],
                "memories": _memories(mems, log["mapped"], tgt.family), "warnings": log["warnings"], "fmax_mhz": None}
         if pnr:
-            rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files)
+            rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top,
+                                                                files, placer, router)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     return rep
@@ -291,7 +301,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
 
 def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: float | None = None,
                top: str | None = None, progress: bool = True, timeout: float | None = None,
-               seed: int = 1) -> dict:
+               seed: int = 1, placer: str | None = None, router: str | None = None) -> dict:
     """Synthesize (and with `pnr` place and route) a build folder; writes and returns its synth report."""
     if target not in TARGETS:
         raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="--target")
@@ -301,6 +311,11 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
                          hint="use --target ecp5-85k, ecp5-25k or ice40-up5k")
     if freq is not None and freq <= 0:
         raise SynthError("must be a positive frequency in MHz", where="--freq")
+    for opt, val, allowed in (("--placer", placer, PLACERS), ("--router", router, ROUTERS)):
+        if val is not None and val not in allowed:
+            raise SynthError(f"unknown {opt[2:]} {val!r}; one of {', '.join(allowed)}", where=opt)
+        if val is not None and not pnr:
+            raise SynthError("only with --pnr", where=opt)
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")
@@ -333,7 +348,8 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
             "fmax_mhz": None,
         }
         if pnr:
-            rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files)
+            rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files,
+                                                      placer, router)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     rep["performance"] = performance(m, rep.get("fmax_mhz"))

@@ -70,7 +70,8 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
     pnr = rep.get("pnr")
     if pnr:
         clocks = ", ".join(f"{c} {f:.1f} MHz" for c, f in pnr["fmax_mhz"].items())
-        console.print(f"Fmax ({rep['target']}, nextpnr, constraint {pnr['target_mhz']:g} MHz): {clocks}")
+        how = f", placer {pnr['placer']}, {pnr['router']}" if pnr.get("placer") else ""
+        console.print(f"Fmax ({rep['target']}, nextpnr{how}, constraint {pnr['target_mhz']:g} MHz): {clocks}")
         net = pnr.get("netlist") or {}
         if net.get("total"):
             t = net["total"]
