@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "and tables in one self-contained page")
     sp.set_defaults(fn=cmd_report)
 
-    from .synth.targets import TARGETS
+    from .synth.targets import PLACERS, ROUTERS, TARGETS
 
     sp = sub.add_parser("synth", help="synthesize a build for an FPGA with Yosys (and place and route with "
                                       "nextpnr): resources per module, warnings, Fmax -> synth_report.json")
@@ -528,10 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pnr", action="store_true", help="also place and route (ecp5-*, ice40-up5k): Fmax, critical path")
     sp.add_argument("--freq", type=float, default=None, metavar="MHZ",
                     help="with --pnr: the clock constraint in MHz (default 100)")
-    sp.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
+    sp.add_argument("--placer", choices=PLACERS, default=None,
                     help="with --pnr: nextpnr's placer (default heap; static spreads a large design over the part, "
-                         "which an 8x8 ECP5 build needs to route: docs/synthesis.md)")
-    sp.add_argument("--router", choices=("router1", "router2"), default=None,
+                         "which brings an 8x8 ECP5 build much closer to routing: docs/synthesis.md)")
+    sp.add_argument("--router", choices=ROUTERS, default=None,
                     help="with --pnr: nextpnr's router (default router1; router2 with --placer static)")
     sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
                                                 "AXI wrapper)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from .stats import hierarchy
-from .targets import TARGETS, Target
+from .targets import PLACERS, ROUTERS, TARGETS, Target
 from .tools import Spinner, SynthError, find_tool, run_tool
 from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
 
@@ -242,10 +242,6 @@ def _pnr_netlist(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinn
                                 "elapsed_s": seconds}
 
 
-PLACERS = ("heap", "static", "sa")
-ROUTERS = ("router1", "router2")
-
-
 def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
                  timeout: float | None, top: str, files: list[Path], placer: str | None = None,
                  router: str | None = None) -> tuple[dict, float]:
@@ -265,9 +261,17 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
     seconds = round(time.monotonic() - t0, 1)
     if not pjson.is_file():
         raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
-    return {**_pnr_report(pjson, plog, mhz), "placer": placer or "heap", "router": router or "router1",
-            "netlist": synth or {"command": tgt.synth_command(top),
-                                                                  "netlist": str(work / netlist)}}, seconds
+    return {**_pnr_report(pjson, plog, mhz), "placer": placer or PLACERS[0], "router": router or ROUTERS[0],
+            "netlist": synth or {"command": tgt.synth_command(top), "netlist": str(work / netlist)}}, seconds
+
+
+def _check_pnr_choices(pnr: bool, placer: str | None, router: str | None) -> None:
+    """Refuse, before any tool runs, a placer or router nextpnr does not have, or one without --pnr."""
+    for opt, val, allowed in (("--placer", placer, PLACERS), ("--router", router, ROUTERS)):
+        if val is not None and val not in allowed:
+            raise SynthError(f"unknown {opt[2:]} {val!r}; one of {', '.join(allowed)}", where=opt)
+        if val is not None and not pnr:
+            raise SynthError("only with --pnr", where=opt)
 
 
 def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
@@ -282,6 +286,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
     tgt = TARGETS[target]
     if pnr and not tgt.pnr:
         raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="pnr")
+    _check_pnr_choices(pnr, placer, router)
     files = [Path(f).resolve() for f in files]
     work = Path(work).resolve()
     nextpnr = find_tool(tgt.pnr[0]) if pnr else None
@@ -311,11 +316,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
                          hint="use --target ecp5-85k, ecp5-25k or ice40-up5k")
     if freq is not None and freq <= 0:
         raise SynthError("must be a positive frequency in MHz", where="--freq")
-    for opt, val, allowed in (("--placer", placer, PLACERS), ("--router", router, ROUTERS)):
-        if val is not None and val not in allowed:
-            raise SynthError(f"unknown {opt[2:]} {val!r}; one of {', '.join(allowed)}", where=opt)
-        if val is not None and not pnr:
-            raise SynthError("only with --pnr", where=opt)
+    _check_pnr_choices(pnr, placer, router)
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")

