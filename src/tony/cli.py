@@ -277,7 +277,7 @@ def cmd_synth(a) -> int:
     from .synth.report import print_synth_report
 
     rep = synthesize(a.build, target=a.target, pnr=a.pnr, freq=a.freq, top=a.top, progress=not a.quiet,
-                     timeout=a.timeout, placer=a.placer, router=a.router)
+                     timeout=a.timeout, placer=a.placer, router=a.router, untimed_route=a.untimed_route)
     print_synth_report(rep, manifest=Build.open(a.build).manifest)
     print(f"wrote {show(Path(a.build) / 'synth_report.json')}")
     return 0
@@ -529,10 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--freq", type=float, default=None, metavar="MHZ",
                     help="with --pnr: the clock constraint in MHz (default 100)")
     sp.add_argument("--placer", choices=PLACERS, default=None,
-                    help="with --pnr: nextpnr's placer (default heap; static spreads a large design over the part, "
-                         "which brings an 8x8 ECP5 build much closer to routing: docs/synthesis.md)")
+                    help="with --pnr: nextpnr's placer (default heap; static spreads a large design over the part)")
     sp.add_argument("--router", choices=ROUTERS, default=None,
-                    help="with --pnr: nextpnr's router (default router1; router2 with --placer static)")
+                    help="with --pnr: nextpnr's router (default router1)")
+    sp.add_argument("--untimed-route", action="store_true",
+                    help="with --pnr: place timing-driven, then route for congestion alone (nextpnr --no-tmdriv on "
+                         "the placed design); the timing-driven router does not finish an 8x8 ECP5 build "
+                         "(docs/synthesis.md)")
     sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
                                                 "AXI wrapper)")
     sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")

@@ -242,41 +242,75 @@ def _pnr_netlist(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinn
                                 "elapsed_s": seconds}
 
 
+def _untimed_route_netlist(placed: Path, router: str, out: Path) -> None:
+    """The placed design `placed` (nextpnr's --write) with its saved settings set to route with
+    `router` and without timing: settings saved in a placed design override the command line."""
+    d = json.loads(placed.read_text())
+    for mod in d.get("modules", {}).values():
+        if "settings" in mod:
+            mod["settings"].update({"router": router, "timing_driven": "0" * 32})
+    out.write_text(json.dumps(d))
+
+
 def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
                  timeout: float | None, top: str, files: list[Path], placer: str | None = None,
-                 router: str | None = None) -> tuple[dict, float]:
+                 router: str | None = None, untimed_route: bool = False) -> tuple[dict, float]:
     """Place and route the design in `work` (the target's place-and-route netlist) with nextpnr's
-    `placer` and `router` (None: its defaults, heap and router1): (the pnr report, seconds)."""
+    `placer` and `router` (None: its defaults, heap and router1): (the pnr report, seconds).
+
+    `untimed_route`: place timing-driven (nextpnr --no-route), then route the placed design for
+    congestion alone (--no-tmdriv). The timing-driven routers let the most critical arcs ignore
+    congestion, which is what leaves a dense build (the 8x8 on ECP5) with wires that never resolve."""
     plog = work / "nextpnr.log"
     pjson = work / "pnr_report.json"
     mhz = float(freq or GOAL_FMAX_MHZ)
     t0 = time.monotonic()
+    for old in ("nextpnr_place.log", "placed.json", "placed_untimed.json"):
+        (work / old).unlink(missing_ok=True)
     netlist, synth = _pnr_netlist(tgt, top, files, work, sp, timeout)
-    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", netlist, "--report", "pnr_report.json",
-                                          "--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-                                          "-l", "nextpnr.log"]
-    cmd += ["--placer", placer] if placer else []
-    cmd += ["--router", router] if router else []
-    run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"pnr {tgt.name}", cwd=work, spinner=sp, timeout=timeout)
+    common = ["--freq", f"{mhz:g}", "--timing-allow-fail", "--seed", str(seed)]
+    placing = ["--placer", placer] if placer else []
+    if untimed_route:
+        place_log = work / "nextpnr_place.log"
+        run_tool(tgt.pnr[0], nextpnr + list(tgt.pnr[1:]) + ["--json", netlist, "--no-route", "--write", "placed.json",
+                                                            "-l", place_log.name] + common + placing,
+                 log=place_log, kind="nextpnr", step=f"place {tgt.name}", cwd=work, spinner=sp, timeout=timeout)
+        if not (work / "placed.json").is_file():
+            raise SynthError("nextpnr wrote no placed design", where=f"place {tgt.name}", hint=f"log: {place_log}")
+        _untimed_route_netlist(work / "placed.json", router or ROUTERS[0], work / "placed_untimed.json")
+        (work / "placed.json").unlink()
+        source, steps = "placed_untimed.json", ["--no-place", "--router", router or ROUTERS[0], "--no-tmdriv"]
+    else:
+        source, steps = netlist, placing + (["--router", router] if router else [])
+    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", source, "--report", "pnr_report.json", "-l", "nextpnr.log"]
+    cmd += common + steps
+    run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"{'route' if untimed_route else 'pnr'} {tgt.name}",
+             cwd=work, spinner=sp, timeout=timeout)
+    if untimed_route:
+        (work / "placed_untimed.json").unlink(missing_ok=True)
     seconds = round(time.monotonic() - t0, 1)
     if not pjson.is_file():
         raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
     return {**_pnr_report(pjson, plog, mhz), "placer": placer or PLACERS[0], "router": router or ROUTERS[0],
+            "timing_driven_route": not untimed_route,
             "netlist": synth or {"command": tgt.synth_command(top), "netlist": str(work / netlist)}}, seconds
 
 
-def _check_pnr_choices(pnr: bool, placer: str | None, router: str | None) -> None:
+def _check_pnr_choices(pnr: bool, placer: str | None, router: str | None, untimed_route: bool = False) -> None:
     """Refuse, before any tool runs, a placer or router nextpnr does not have, or one without --pnr."""
     for opt, val, allowed in (("--placer", placer, PLACERS), ("--router", router, ROUTERS)):
         if val is not None and val not in allowed:
             raise SynthError(f"unknown {opt[2:]} {val!r}; one of {', '.join(allowed)}", where=opt)
         if val is not None and not pnr:
             raise SynthError("only with --pnr", where=opt)
+    if untimed_route and not pnr:
+        raise SynthError("only with --pnr", where="--untimed-route")
 
 
 def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
                       freq: float | None = None, seed: int = 1, progress: bool = False,
-                      timeout: float | None = None, placer: str | None = None, router: str | None = None) -> dict:
+                      timeout: float | None = None, placer: str | None = None, router: str | None = None,
+                      untimed_route: bool = False) -> dict:
     """Synthesis (and with `pnr` place and route, out of context) of one module's Verilog (`files`,
     e.g. from tony.rtl.render_to) with `top` on top, in `work`: its resources (total, per module),
     memories, Yosys's warnings and Fmax, for a unit measured alone (bench/softmax.py) rather than a
@@ -286,7 +320,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
     tgt = TARGETS[target]
     if pnr and not tgt.pnr:
         raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="pnr")
-    _check_pnr_choices(pnr, placer, router)
+    _check_pnr_choices(pnr, placer, router, untimed_route)
     files = [Path(f).resolve() for f in files]
     work = Path(work).resolve()
     nextpnr = find_tool(tgt.pnr[0]) if pnr else None
@@ -298,7 +332,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
                "memories": _memories(mems, log["mapped"], tgt.family), "warnings": log["warnings"], "fmax_mhz": None}
         if pnr:
             rep["pnr"], rep["elapsed_s"]["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top,
-                                                                files, placer, router)
+                                                                files, placer, router, untimed_route)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     return rep
@@ -306,7 +340,8 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
 
 def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: float | None = None,
                top: str | None = None, progress: bool = True, timeout: float | None = None,
-               seed: int = 1, placer: str | None = None, router: str | None = None) -> dict:
+               seed: int = 1, placer: str | None = None, router: str | None = None,
+               untimed_route: bool = False) -> dict:
     """Synthesize (and with `pnr` place and route) a build folder; writes and returns its synth report."""
     if target not in TARGETS:
         raise SynthError(f"unknown target {target!r}; one of {', '.join(TARGETS)}", where="--target")
@@ -316,7 +351,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
                          hint="use --target ecp5-85k, ecp5-25k or ice40-up5k")
     if freq is not None and freq <= 0:
         raise SynthError("must be a positive frequency in MHz", where="--freq")
-    _check_pnr_choices(pnr, placer, router)
+    _check_pnr_choices(pnr, placer, router, untimed_route)
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")
@@ -350,7 +385,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
         }
         if pnr:
             rep["pnr"], elapsed["pnr"] = _run_nextpnr(tgt, nextpnr, work, freq, seed, sp, timeout, top, files,
-                                                      placer, router)
+                                                      placer, router, untimed_route)
             if rep["pnr"]["fmax_mhz"]:
                 rep["fmax_mhz"] = min(rep["pnr"]["fmax_mhz"].values())
     rep["performance"] = performance(m, rep.get("fmax_mhz"))

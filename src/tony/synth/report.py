@@ -71,6 +71,7 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
     if pnr:
         clocks = ", ".join(f"{c} {f:.1f} MHz" for c, f in pnr["fmax_mhz"].items())
         how = f", placer {pnr['placer']}, {pnr['router']}" if pnr.get("placer") else ""
+        how += ", untimed route" if pnr.get("timing_driven_route") is False else ""
         console.print(f"Fmax ({rep['target']}, nextpnr{how}, constraint {pnr['target_mhz']:g} MHz): {clocks}")
         net = pnr.get("netlist") or {}
         if net.get("total"):
