@@ -51,7 +51,7 @@ def build(model: Path, rows: int, cols: int, root: Path) -> Path:
 
 
 def synth(out: Path, target: str, pnr: bool, reuse: bool, quiet: bool, placer: str | None = None,
-          router: str | None = None) -> dict:
+          router: str | None = None, untimed_route: bool = False) -> dict:
     from tony.synth import synthesize
 
     cached = out / "synth" / target / "synth_report.json"
@@ -59,7 +59,8 @@ def synth(out: Path, target: str, pnr: bool, reuse: bool, quiet: bool, placer: s
         rep = json.loads(cached.read_text())
         if not pnr or rep.get("fmax_mhz"):
             return rep
-    return synthesize(out, target=target, pnr=pnr, progress=not quiet, placer=placer, router=router)
+    return synthesize(out, target=target, pnr=pnr, progress=not quiet, placer=placer, router=router,
+                      untimed_route=untimed_route)
 
 
 def cycles(model: Path, rows: int, cols: int) -> int:
@@ -82,8 +83,10 @@ def main(argv=None) -> int:
     ap.add_argument("--big", action="store_true", help="add 16x16 (long)")
     ap.add_argument("--targets", nargs="*", default=["ecp5-85k", "xc7"])
     ap.add_argument("--pnr", action="store_true", help="place and route 8x8 on ecp5-85k for Fmax (long)")
-    ap.add_argument("--placer", default="static", help="with --pnr: nextpnr's placer (static: the 8x8 comes much closer to routing)")
-    ap.add_argument("--router", default="router2", help="with --pnr: nextpnr's router")
+    ap.add_argument("--placer", default="heap", help="with --pnr: nextpnr's placer")
+    ap.add_argument("--router", default="router1", help="with --pnr: nextpnr's router")
+    ap.add_argument("--timed-route", action="store_true",
+                    help="with --pnr: route timing-driven too (it does not finish the 8x8; docs/synthesis.md)")
     ap.add_argument("--model", default="digits-cnn", help="the workload the arrays are compiled for")
     ap.add_argument("--workloads", nargs="*", default=WORKLOADS, help="µs per inference of these at the Fmax")
     ap.add_argument("--work", default="build/bench_synth", help="build folders and reports (kept)")
@@ -136,10 +139,11 @@ def main(argv=None) -> int:
 
     if a.pnr:
         out = build(model, 8, 8, root)
-        rep = synth(out, "ecp5-85k", True, a.reuse, a.quiet, a.placer, a.router)
+        rep = synth(out, "ecp5-85k", True, a.reuse, a.quiet, a.placer, a.router, untimed_route=not a.timed_route)
         fmax = rep["fmax_mhz"]
         cp = rep["pnr"]["critical_path"] or {}
-        print(f"\nFmax 8x8 on ecp5-85k (nextpnr {a.placer}, {a.router}, speed 6): {fmax:.1f} MHz, "
+        how = f"{a.placer}, {a.router}" + ("" if a.timed_route else " untimed")
+        print(f"\nFmax 8x8 on ecp5-85k (nextpnr {how}, speed 6): {fmax:.1f} MHz, "
               f"{fmax / GOAL_FMAX_MHZ:.2f} of the goal {GOAL_FMAX_MHZ:g} MHz; critical path {cp.get('delay_ns', 0):.2f} ns {cp.get('from')} -> {cp.get('to')}")
         print(f"{'workload':18} {'cycles':>9} {'µs/inference':>13} {'inferences/s':>13}")
         for w in a.workloads:

@@ -19,7 +19,8 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from tony.sim.benches.common import run_unit_bench, log_seed, make_pause, no_pause, pack, reset, start_clock, unpack
-from tony.sim.benches.models import PPU_LATENCY, ppu
+from tony.rtl import PPU_LATENCY
+from tony.sim.benches.models import ppu
 
 
 class TB:
@@ -35,7 +36,7 @@ class TB:
         self.round_mode = int(dut.ROUND_MODE.value)
         self.latency = int(dut.LATENCY.value)
         self.per_lane = bool(int(dut.PER_LANE.value))
-        assert self.latency == PPU_LATENCY, f"RTL LATENCY {self.latency} != models.PPU_LATENCY {PPU_LATENCY}"
+        assert self.latency == PPU_LATENCY, f"RTL LATENCY {self.latency} != tony.rtl.PPU_LATENCY {PPU_LATENCY}"
         self.pause: Iterator[bool] = no_pause()
         self.expected: collections.deque = collections.deque()
         self.edge = 0
@@ -223,7 +224,7 @@ class Stimulus:
         s_lo, s_hi = self.tb.shift_range
         accs = [rng.choice([a_lo, a_hi, a_lo + 1, a_hi - 1, 0, -1, 1]) for _ in range(self.tb.lanes)]
         biases = [rng.choice([a_lo, a_hi, 0, -1, 1]) for _ in range(self.tb.lanes)]
-        mult = rng.choice([0, 1, (1 << self.tb.mult_bits) - 1, (1 << (self.tb.mult_bits - 1)), (1 << 31) - 1 if self.tb.mult_bits > 31 else 3])
+        mult = rng.choice([0, 1, (1 << self.tb.mult_bits) - 1, (1 << (self.tb.mult_bits - 1)), (1 << 31) - 1 if self.tb.mult_bits > 31 else min(3, (1 << self.tb.mult_bits) - 1)])
         shift = rng.choice([s_lo, s_hi, s_lo + 1, s_hi - 1, 0, -1, 1, rng.randint(s_lo, s_hi)])
         return (accs, biases, mult, shift) + self.clamp_pair()
 
@@ -242,7 +243,7 @@ class Stimulus:
             acc, bias = self.split(t)
             accs.append(acc)
             biases.append(bias)
-        return accs, biases, rng.choice([1, 1, 1, 3, (1 << tb.mult_bits) - 1]), -n, lo, hi
+        return accs, biases, rng.choice([1, 1, 1, min(3, (1 << tb.mult_bits) - 1), (1 << tb.mult_bits) - 1]), -n, lo, hi
 
 
 KINDS = {
@@ -353,3 +354,25 @@ if pytest is not None:
     )
     def test_ppu(params, tmp_path):
         run_unit_bench(__name__, "tony_ppu", tmp_path, parameters=params)
+
+    @pytest.mark.sim
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"LANES": 2, "ROUND_MODE": 0, "SHIFT_BITS": 8},                   # four products on MULT18X18D
+            {"LANES": 2, "ROUND_MODE": 1, "PER_LANE": 1, "ACC_BITS": 20, "OUT_BITS": 6, "SHIFT_BITS": 6,
+             "MULT_BITS": 12},                                                  # two on MULT18X18D, two twins
+            {"LANES": 1, "ROUND_MODE": 0, "MULT_BITS": 1},                     # pow2 mode: twins only
+        ],
+        ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()),
+    )
+    def test_ppu_on_mult18x18d(params, tmp_path):
+        """The ECP5 build's unit (TONY_ECP5: the partial products of a wide enough t * mult on
+        MULT18X18D with their own input and output registers) against the same model, the
+        primitive simulated by testbench.test_mac's MULT18X18D_MODEL."""
+        from testbench.test_mac import MULT18X18D_MODEL
+
+        model = tmp_path / "mult18x18d_model.v"
+        model.write_text(MULT18X18D_MODEL)
+        run_unit_bench(__name__, "tony_ppu", tmp_path, parameters=params, extra_sources=[model],
+                       build_args=["-DTONY_ECP5"])

@@ -229,10 +229,10 @@ def _sha256(data: bytes) -> str:
 
 def templates_sha256() -> str:
     """One hash over every Verilog template (names and contents) this Tony renders from."""
-    from .rtl import HEADERS, MODULES, _env
+    from .rtl import HEADERS, MACROS, MODULES, _env
 
     h = hashlib.sha256()
-    for name in sorted([f"{m}.v.j2" for m in MODULES] + [f"{i}.j2" for i in HEADERS]):
+    for name in sorted([f"{m}.v.j2" for m in MODULES] + [f"{i}.j2" for i in HEADERS] + list(MACROS)):
         src = _env.loader.get_source(_env, name)[0]
         h.update(name.encode() + b"\0" + src.encode() + b"\0")
     return h.hexdigest()

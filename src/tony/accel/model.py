@@ -15,6 +15,7 @@ import numpy as np
 
 from ..ir.types import Rounding
 from ..ref import arith
+from ..rtl import PPU_LATENCY
 from . import isa
 from .layout import beats_to_bias_words, beats_to_words, words_to_beats
 from .program import AccelConfig, Program
@@ -315,6 +316,14 @@ def cycles(prog: Program) -> Timing:
     return schedule(decode_program(prog), prog.cfg, prog.boot_words)
 
 
+CONV_DRAIN = PPU_LATENCY + 8
+"""The CONV row's constant (docs/isa.md, 'Timing'): the pipeline stages after the last operand read,
+tony_ppu's and 8 of the operand path, the PE and the drain."""
+
+VEC_DRAIN = PPU_LATENCY + 9
+"""The POOL/EWISE row's constant: tony_ppu's stages and 9 of the vector unit's pipeline."""
+
+
 def softmax_cycles(rows: int, n: int) -> int:
     """Issue of a SOFTMAX of `rows` rows of n elements to the cycle compute is free again: dispatch
     (1), the first word's read and its move into the serializer (2), the first element taken in
@@ -363,10 +372,10 @@ def schedule(instrs, c: AccelConfig, boot_words: int) -> Timing:
             nt = -(-d["npix"] // R)
             T = d["period"]
             stream_free = x + 2 + R + nt * T
-            compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + 16)
+            compute_free = max(compute_free, x + 2 + R + (nt - 1) * T + d["klen"] + C + R + CONV_DRAIN)
         elif op in (isa.POOL, isa.EWISE):
             x = max(t, compute_free, stream_free)
-            compute_free = stream_free = x + d["npix"] * d["klen"] + 17
+            compute_free = stream_free = x + d["npix"] * d["klen"] + VEC_DRAIN
         elif op == isa.SOFTMAX:
             x = max(t, compute_free, stream_free)
             compute_free = stream_free = x + softmax_cycles(d["npix"], d["klen"])

@@ -65,6 +65,14 @@ def _accel_context(values: dict[str, int]) -> dict:
     return {"ln": accel_unit_params(values["LN_N"], values["A_BITS"])}
 
 
+PPU_LATENCY = 9
+"""tony_ppu's pipeline depth: valid_i high in cycle t gives valid_o high in cycle t + PPU_LATENCY, for
+every parameter value. The templates that instantiate it (tony_post, tony_layernorm) and the cycle model
+(tony.accel.model, tony.rtl.layernorm_unit) read it from here."""
+
+MACROS: tuple[str, ...] = ("_mult18x18d.j2",)
+"""Template files of Jinja macros that the module templates import (not modules of their own)."""
+
 HEADERS: dict[str, str] = {
     "tony_isa.vh": "instruction field positions and widths, opcodes, buffer ids, flag and SYNC bits (tony.accel.isa)",
 }
@@ -258,6 +266,7 @@ def _isa_globals() -> dict:
 
 
 _env.globals.update(_isa_globals())
+_env.globals["PPU_LATENCY"] = PPU_LATENCY
 
 
 def list_modules() -> list[str]:

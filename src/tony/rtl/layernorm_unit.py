@@ -3,7 +3,7 @@ constants its template is rendered with, and the values its ports take for a `La
 (tony.ref.nonlinear), checked against the unit's widths.
 
     from tony.rtl.layernorm_unit import cycles_per_row, latency, port_values
-    cycles_per_row(768)                  # 1594: a row of 768 from first element to the next row's
+    cycles_per_row(768)                  # 1596: a row of 768 from first element to the next row's
     ports = port_values(spec, N_MAX=1024)  # n_i, eps_i, ..., gamma, beta; UnsupportedError if it can't
 
 The unit's timing does not depend on the data: the square root always produces its ROOT_DIGITS
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ref.nonlinear import NORM_RECIP_BITS, LayerNormSpec
-from . import MODULES
+from . import MODULES, PPU_LATENCY
 
 M_BITS = 62
 """m = (W + E) << 2A stays below 2^M_BITS for every row (the kernel's isqrt domain)."""
@@ -42,9 +42,9 @@ READ_STAGES = 3
 """Cycles from an element's row-buffer read to u_norm's input (the read, its copy, n * q): the output
 phase starts this many cycles before R's last digit, so that u_norm first samples R once it is done."""
 
-OUTPUT_LATENCY = 20
-"""From an element's row-buffer read to its output: the read and its register, n * q, tony_ppu (8),
-v * g, tony_ppu (8)."""
+OUTPUT_LATENCY = 4 + 2 * PPU_LATENCY
+"""From an element's row-buffer read to its output: the read and its register, n * q, tony_ppu
+(PPU_LATENCY), v * g, tony_ppu (PPU_LATENCY)."""
 
 DEFAULTS = MODULES["tony_layernorm"].params
 """The unit's HDL parameters and their defaults."""
@@ -52,14 +52,14 @@ DEFAULTS = MODULES["tony_layernorm"].params
 
 def latency(n: int) -> int:
     """Cycles from the cycle that takes a row's last element to the cycle of its last output:
-    n + 58."""
+    n + 60."""
     return SETUP_CYCLES + ROOT_DIGITS + RECIP_DIGITS - READ_STAGES + (n - 1) + OUTPUT_LATENCY
 
 
 def cycles_per_row(n: int) -> int:
     """Cycles per row of n when the producer never waits: from the cycle taking the row's first
     element to the cycle taking the next row's first (the unit is ready again the cycle after the
-    last output). 2 n + 58."""
+    last output). 2 n + 60."""
     return (n - 1) + latency(n) + 1
 
 

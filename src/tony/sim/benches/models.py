@@ -11,9 +11,6 @@ ROUND_HALF_EVEN = 0
 ROUND_HALF_UP = 1
 ROUND_FLOOR = 2
 
-PPU_LATENCY = 8
-"""tony_ppu: valid_i high in cycle t gives valid_o (and y_o) high in cycle t + PPU_LATENCY."""
-
 
 def wrap(value: int, bits: int) -> int:
     """`value` modulo 2^bits, read back as a signed bits-wide integer."""
