@@ -418,6 +418,14 @@ def test_untimed_route_places_then_routes_without_timing(tmp_path):
     rep = synthesize_module(files, "tony_mac", work, target="ecp5-25k", pnr=True, untimed_route=True)
     assert rep["pnr"]["timing_driven_route"] is False and rep["pnr"]["router"] == "router1"
     assert rep["fmax_mhz"] > 0 and rep["pnr"]["critical_path"]
+    # nextpnr's per-endpoint arrival times, summarized (and left out of the kept report): the latest
+    # is the critical path's end
+    latest = rep["pnr"]["latest_endpoints"]
+    assert latest and [e["arrival_ns"] for e in latest] == sorted((e["arrival_ns"] for e in latest), reverse=True)
+    assert latest[0]["arrival_ns"] <= rep["pnr"]["critical_path"]["delay_ns"] + 1e-3
+    late = rep["pnr"]["late_endpoints"]
+    assert late["period_ns"] == 10.0 and late["endpoints"] >= len(latest) and late["by_unit"] == {}
+    assert "detailed_net_timings" not in json.loads((work / "pnr_report.json").read_text())
     place, route = (work / "nextpnr_place.log").read_text(), (work / "nextpnr.log").read_text()
     assert "Running main analytical placer" in place and "Routing complete" not in place
     assert "Running main analytical placer" not in route and "Routing complete" in route

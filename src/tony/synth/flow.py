@@ -197,8 +197,36 @@ def _pnr_report(p: Path, log: Path, target_mhz: float) -> dict:
                     "segments": len(path)}
             if clk == worst:
                 break
-    return {"fmax_mhz": fmax, "target_mhz": target_mhz, "critical_path": crit, "utilization": util,
-            "report": str(p), "log": str(log)}
+    out = {"fmax_mhz": fmax, "target_mhz": target_mhz, "critical_path": crit, "utilization": util,
+           "report": str(p), "log": str(log)}
+    nets = d.pop("detailed_net_timings", None)
+    if nets is not None:
+        out.update(_endpoint_summary(nets, 1e3 / target_mhz))
+        p.write_text(json.dumps(d, indent=1))   # the per-connection detail summarized, not kept
+    return out
+
+
+def _endpoint_summary(nets: list[dict], period_ns: float, top: int = 10) -> dict:
+    """What nextpnr's detailed net timings (--detailed-timing-report: per register input, the data's
+    arrival after the clock edge, under the net that feeds it) say beyond the one critical path: the
+    `top` latest endpoints (cell.port, the net, the arrival in ns) and per unit (the endpoint's
+    top-level instance, e.g. u_vec) the endpoints whose data arrives later than the clock period
+    (setup not counted): how many paths fail, and where."""
+    eps = []
+    for n in nets:
+        for e in n.get("endpoints") or []:
+            if e.get("delay"):
+                eps.append((max(e["delay"]), e.get("cell", "?"), e.get("port", "?"), n.get("net", "?")))
+    eps.sort(key=lambda x: -x[0])
+    late = {}
+    for arrival, cell, _, _ in eps:
+        if arrival <= period_ns:
+            break
+        unit = cell.split(".", 1)[0] if "." in cell else "(top)"
+        late[unit] = late.get(unit, 0) + 1
+    return {"latest_endpoints": [{"to": f"{c}.{p}", "net": net, "arrival_ns": round(a, 3)} for a, c, p, net in eps[:top]],
+            "late_endpoints": {"period_ns": round(period_ns, 3), "endpoints": len(eps),
+                               "by_unit": dict(sorted(late.items(), key=lambda kv: -kv[1]))}}
 
 
 def _run_yosys(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner, timeout: float | None):
@@ -282,7 +310,8 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
         source, steps = "placed_untimed.json", ["--no-place", "--router", router or ROUTERS[0], "--no-tmdriv"]
     else:
         source, steps = netlist, placing + (["--router", router] if router else [])
-    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", source, "--report", "pnr_report.json", "-l", "nextpnr.log"]
+    cmd = nextpnr + list(tgt.pnr[1:]) + ["--json", source, "--report", "pnr_report.json", "--detailed-timing-report",
+                                         "-l", "nextpnr.log"]
     cmd += common + steps
     run_tool(tgt.pnr[0], cmd, log=plog, kind="nextpnr", step=f"{'route' if untimed_route else 'pnr'} {tgt.name}",
              cwd=work, spinner=sp, timeout=timeout)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .flow import performance
@@ -80,8 +81,13 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
                           f"{t['dsp']} DSP, {t['bram']} block RAM, {t['lutram']} distributed RAM", highlight=False)
         cp = pnr.get("critical_path")
         if cp:
-            console.print(f"  critical path {cp['delay_ns']:.2f} ns: {cp['from']} -> {cp['to']} "
+            console.print(f"  critical path {cp['delay_ns']:.2f} ns: {escape(cp['from'])} -> {escape(cp['to'])} "
                           f"({', '.join(f'{k} {v:.2f} ns' for k, v in cp['by_type_ns'].items())})", highlight=False)
+        late = pnr.get("late_endpoints")
+        if late and late["by_unit"]:
+            units = ", ".join(f"{escape(u)} {c:,}" for u, c in list(late["by_unit"].items())[:6])
+            console.print(f"  {sum(late['by_unit'].values()):,} of {late['endpoints']:,} register inputs later than "
+                          f"{late['period_ns']:g} ns, by unit: {units}", highlight=False)
     perf = rep.get("performance")
     if manifest is not None and rep.get("fmax_mhz"):
         m = manifest if isinstance(manifest, dict) else json.loads(Path(manifest).read_text())
