@@ -4,8 +4,9 @@ For each array size and target, the digits CNN is compiled (tony compile, buffer
 model) and synthesized with Yosys from PyPI (tony synth, synthesis only). Printed per PE: LUTs of
 the array (PE module plus its share of the skew registers; on ECP5 with the two LUT4s inside every
 CCU2C carry cell), FFs and DSPs, with ratios against the goals (<= 1 DSP per PE, <= 60 LUTs per PE
-outside the buffers). With --pnr the 8x8 build is placed and routed on ecp5-85k (nextpnr, minutes)
-for Fmax (goal >= 100 MHz) and the microseconds per inference of each workload at that Fmax
+outside the buffers). With --pnr the 8x8 build is placed and routed on ecp5-85k for Fmax (goal
+>= 100 MHz): nextpnr's static placer, timing-driven, then router1 for congestion alone (tony synth
+--placer static --untimed-route; about 25 minutes on 2 cores; docs/synthesis.md) and the microseconds per inference of each workload at that Fmax
 (cycles from the cycle model, which the RTL matches exactly; tests/test_accel_sim.py).
 
 The 8x8 xc7 row is set against NNgen 1.3.4's 64-MAC MLP design under the same command
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--big", action="store_true", help="add 16x16 (long)")
     ap.add_argument("--targets", nargs="*", default=["ecp5-85k", "xc7"])
     ap.add_argument("--pnr", action="store_true", help="place and route 8x8 on ecp5-85k for Fmax (long)")
-    ap.add_argument("--placer", default="heap", help="with --pnr: nextpnr's placer")
+    ap.add_argument("--placer", default="static", help="with --pnr: nextpnr's placer (static: the 8x8's best placement)")
     ap.add_argument("--router", default="router1", help="with --pnr: nextpnr's router")
     ap.add_argument("--timed-route", action="store_true",
                     help="with --pnr: route timing-driven too (it does not finish the 8x8; docs/synthesis.md)")
