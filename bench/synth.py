@@ -6,7 +6,7 @@ the array (PE module plus its share of the skew registers; on ECP5 with the two 
 CCU2C carry cell), FFs and DSPs, with ratios against the goals (<= 1 DSP per PE, <= 60 LUTs per PE
 outside the buffers). With --pnr the 8x8 build is placed and routed on ecp5-85k for Fmax (goal
 >= 100 MHz): nextpnr's static placer, timing-driven, then router1 for congestion alone (tony synth
---placer static --untimed-route; about 25 minutes on 2 cores; docs/synthesis.md) and the microseconds per inference of each workload at that Fmax
+--placer static --untimed-route; 10 to 25 minutes on 2 cores; docs/synthesis.md) and the microseconds per inference of each workload at that Fmax
 (cycles from the cycle model, which the RTL matches exactly; tests/test_accel_sim.py).
 
 The 8x8 xc7 row is set against NNgen 1.3.4's 64-MAC MLP design under the same command
