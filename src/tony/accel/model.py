@@ -320,8 +320,8 @@ CONV_DRAIN = PPU_LATENCY + 8
 """The CONV row's constant (docs/isa.md, 'Timing'): the pipeline stages after the last operand read,
 tony_ppu's and 8 of the operand path, the PE and the drain."""
 
-VEC_DRAIN = PPU_LATENCY + 9
-"""The POOL/EWISE row's constant: tony_ppu's stages and 9 of the vector unit's pipeline."""
+VEC_DRAIN = PPU_LATENCY + 10
+"""The POOL/EWISE row's constant: tony_ppu's stages and 10 of the vector unit's pipeline."""
 
 
 def softmax_cycles(rows: int, n: int) -> int:
