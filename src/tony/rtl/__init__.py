@@ -109,6 +109,7 @@ MODULES: dict[str, ModuleSpec] = {
         params={"ABUF_WORDS": 1024, "WBUF_WORDS": 1024, "BBUF_WORDS": 64, "IMEM_WORDS": 256, "TBUF_WORDS": 256,
                 "ABUF_SPLIT": 0, "HAS_SMX": 0, "HAS_NORM": 0, "GB_WORDS": 1},
         includes=("tony_isa.vh",),
+        requires=("tony_decoder",),
         doc="controller: program boot, fetch, issue rules, SYNC waits, illegal instructions; the instruction memory",
     ),
     "tony_dma": ModuleSpec(
