@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -172,13 +173,13 @@ def main(argv=None) -> int:
         print(f"{'seed':>4} {'MHz':>6} {'/goal':>6} {'late':>5}  critical path")
         for s, rep in sorted(reps.items()):
             cp = rep["pnr"]["critical_path"] or {}
-            late = (rep["pnr"].get("late_endpoints") or {}).get("endpoints", "?")
+            late = sum(((rep["pnr"].get("late_endpoints") or {}).get("by_unit") or {}).values())
             print(f"{s:4} {rep['fmax_mhz']:6.1f} {rep['fmax_mhz'] / GOAL_FMAX_MHZ:6.2f} {late:>5}  "
                   f"{cp.get('delay_ns', 0):.2f} ns {cp.get('from')} -> {cp.get('to')}")
         fmax = reps[best]["fmax_mhz"]
         if len(reps) > 1:
-            f = sorted(r["fmax_mhz"] for r in reps.values())
-            print(f"best seed {best}: {fmax:.1f} MHz; median {f[len(f) // 2]:.1f}, worst {f[0]:.1f} "
+            f = [r["fmax_mhz"] for r in reps.values()]
+            print(f"best seed {best}: {fmax:.1f} MHz; median {statistics.median(f):.1f}, worst {min(f):.1f} "
                   f"(late = register inputs later than the goal's period)")
         print(f"{'workload':18} {'cycles':>9} {'µs/inference':>13} {'inferences/s':>13}   (at {fmax:.1f} MHz)")
         for w in a.workloads:
