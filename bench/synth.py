@@ -60,7 +60,7 @@ def synth(out: Path, target: str, pnr: bool, reuse: bool, quiet: bool, placer: s
     cached = out / "synth" / target / "synth_report.json"
     if reuse and cached.exists():
         rep = json.loads(cached.read_text())
-        if not pnr or (rep.get("fmax_mhz") and rep["pnr"].get("seed", 1) == (seed or 1)):
+        if not pnr or (rep.get("fmax_mhz") and rep["pnr"].get("seed", 1) == (1 if seed is None else seed)):
             return rep
     return synthesize(out, target=target, pnr=pnr, progress=not quiet, placer=placer, router=router,
                       untimed_route=untimed_route, seed=seed)

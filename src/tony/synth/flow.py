@@ -289,7 +289,7 @@ def _untimed_route_netlist(placed: Path, router: str, out: Path) -> None:
     out.write_text(json.dumps(d))
 
 
-def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int, sp: Spinner,
+def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None, seed: int | None, sp: Spinner,
                  timeout: float | None, top: str, files: list[Path], placer: str | None = None,
                  router: str | None = None, untimed_route: bool = False) -> tuple[dict, float]:
     """Place and route the design in `work` (the target's place-and-route netlist) with nextpnr's
@@ -301,6 +301,7 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
     plog = work / "nextpnr.log"
     pjson = work / "pnr_report.json"
     mhz = float(freq or GOAL_FMAX_MHZ)
+    seed = 1 if seed is None else seed   # nextpnr's own default
     t0 = time.monotonic()
     for old in ("nextpnr_place.log", "placed.json", "placed_untimed.json"):
         (work / old).unlink(missing_ok=True)
@@ -334,19 +335,22 @@ def _run_nextpnr(tgt: Target, nextpnr: list[str], work: Path, freq: float | None
             "netlist": synth or {"command": tgt.synth_command(top), "netlist": str(work / netlist)}}, seconds
 
 
-def _check_pnr_choices(pnr: bool, placer: str | None, router: str | None, untimed_route: bool = False) -> None:
-    """Refuse, before any tool runs, a placer or router nextpnr does not have, or one without --pnr."""
+def _check_pnr_choices(pnr: bool, placer: str | None, router: str | None, untimed_route: bool = False,
+                       seed: int | None = None) -> None:
+    """Refuse, before any tool runs, a placer or router nextpnr does not have, or one (or a seed)
+    without --pnr."""
     for opt, val, allowed in (("--placer", placer, PLACERS), ("--router", router, ROUTERS)):
         if val is not None and val not in allowed:
             raise SynthError(f"unknown {opt[2:]} {val!r}; one of {', '.join(allowed)}", where=opt)
         if val is not None and not pnr:
             raise SynthError("only with --pnr", where=opt)
-    if untimed_route and not pnr:
-        raise SynthError("only with --pnr", where="--untimed-route")
+    for opt, given in (("--untimed-route", untimed_route), ("--seed", seed is not None)):
+        if given and not pnr:
+            raise SynthError("only with --pnr", where=opt)
 
 
 def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: bool = False,
-                      freq: float | None = None, seed: int = 1, progress: bool = False,
+                      freq: float | None = None, seed: int | None = None, progress: bool = False,
                       timeout: float | None = None, placer: str | None = None, router: str | None = None,
                       untimed_route: bool = False) -> dict:
     """Synthesis (and with `pnr` place and route, out of context) of one module's Verilog (`files`,
@@ -358,7 +362,7 @@ def synthesize_module(files, top: str, work, *, target: str = "ecp5-85k", pnr: b
     tgt = TARGETS[target]
     if pnr and not tgt.pnr:
         raise SynthError(f"no place and route for {target} with the PyPI tools ({tgt.doc})", where="pnr")
-    _check_pnr_choices(pnr, placer, router, untimed_route)
+    _check_pnr_choices(pnr, placer, router, untimed_route, seed)
     files = [Path(f).resolve() for f in files]
     work = Path(work).resolve()
     nextpnr = find_tool(tgt.pnr[0]) if pnr else None
@@ -389,10 +393,7 @@ def synthesize(build_dir, *, target: str = "ecp5-85k", pnr: bool = False, freq: 
                          hint="use --target ecp5-85k, ecp5-25k or ice40-up5k")
     if freq is not None and freq <= 0:
         raise SynthError("must be a positive frequency in MHz", where="--freq")
-    _check_pnr_choices(pnr, placer, router, untimed_route)
-    if seed is not None and not pnr:
-        raise SynthError("only with --pnr", where="--seed")
-    seed = 1 if seed is None else seed
+    _check_pnr_choices(pnr, placer, router, untimed_route, seed)
     build = Path(build_dir).resolve()
     m = _read_manifest(build)
     top = top or m.get("toplevel", "tony_accel")
