@@ -1,8 +1,8 @@
 """Unit testbench of tony_agu, the implicit-im2col address generator.
 
 Random convolution geometries (kernel, stride, dilation, padding, channel range, batch) are
-encoded as CONV instructions and decoded (tony.accel.isa) into the AGU's field ports; every cycle's per-row addresses, in-bounds flags, lanes and
-slice markers must equal the Python model (tony.accel.model.pixel_walk / tap_walk),
+encoded as CONV instructions and decoded (tony.accel.isa) into the AGU's field ports; every cycle's per-row addresses, in-bounds flags (a cycle after
+their slice), lanes and slice markers must equal the Python model (tony.accel.model.pixel_walk / tap_walk),
 and slices must come at exactly the cycles docs/isa.md gives ('Timing').
 """
 from __future__ import annotations
@@ -96,7 +96,18 @@ async def test_agu_matches_model(dut):
         dut.start_i.value = 0
         cyc = 1  # cycles since the start cycle
         seen = 0
+        pending = None  # the previous cycle's slice: its bounds check (inb_o) comes in this cycle
+
+        def check_inb(pending):
+            t, k, addrs, inb, got_a = pending
+            got_i = [(int(dut.inb_o.value) >> r) & 1 for r in range(rows)]
+            assert got_i == inb, (trial, t, k, got_i, inb, d)
+            assert [a for a, i in zip(got_a, inb) if i] == [a for a, i in zip(addrs, inb) if i], (trial, t, k, d)
+
         while int(dut.busy_o.value):
+            if pending is not None:
+                check_inb(pending)
+                pending = None
             off = cyc - 1 - rows
             t, k = divmod(off, full["period"]) if off >= 0 else (-1, -1)
             in_slice = off >= 0 and k < full["klen"]
@@ -105,9 +116,7 @@ async def test_agu_matches_model(dut):
                 addrs, inb, lane = slices[(t, k)]
                 word_a = int(dut.addr_o.value)
                 got_a = [(word_a >> (r * aw)) & ((1 << aw) - 1) for r in range(rows)]
-                got_i = [(int(dut.inb_o.value) >> r) & 1 for r in range(rows)]
-                assert got_i == inb, (trial, t, k, got_i, inb, d)
-                assert [a for a, i in zip(got_a, inb) if i] == [a for a, i in zip(addrs, inb) if i], (trial, t, k, d)
+                pending = (t, k, addrs, inb, got_a)
                 assert int(dut.lane_o.value) == lane
                 assert int(dut.slice_first_o.value) == int(k == 0)
                 last = k == full["klen"] - 1
@@ -118,6 +127,8 @@ async def test_agu_matches_model(dut):
             await RisingEdge(dut.clk_i)
             await FallingEdge(dut.clk_i)
             cyc += 1
+        if pending is not None:
+            check_inb(pending)
         assert cyc == 1 + rows + nt * full["period"], (cyc, d)
         assert seen == nt * full["klen"]
 
