@@ -3,7 +3,8 @@
 Random convolution geometries (kernel, stride, dilation, padding, channel range, batch) are
 encoded as CONV instructions and decoded (tony.accel.isa) into the AGU's field ports; every cycle's per-row addresses, in-bounds flags (a cycle after
 their slice), lanes and slice markers must equal the Python model (tony.accel.model.pixel_walk / tap_walk),
-and slices must come at exactly the cycles docs/isa.md gives ('Timing').
+and slices must come at exactly the cycles docs/isa.md gives ('Timing'). With B_ADDR 1, operand
+b's address (addr_b_o) must be row 0's plus the offset given with start_i.
 """
 from __future__ import annotations
 
@@ -78,9 +79,11 @@ async def test_agu_matches_model(dut):
 
     rng = log_seed(dut)
     rows, cols = int(dut.ROWS.value), int(dut.COLS.value)
+    b_addr = int(dut.B_ADDR.value)
     aw = isa.ADDR_BITS
     start_clock(dut.clk_i)
     dut.start_i.value = 0
+    dut.boff_i.value = 0
     drive_fields(dut, 0)
     await reset(dut.clk_i, dut.rst_ni)
     for trial in range(25):
@@ -89,20 +92,27 @@ async def test_agu_matches_model(dut):
         full = isa.decode(word)
         nt, slices, tiles = expected(full, rows, cols)
         await FallingEdge(dut.clk_i)
+        boff = rng.randrange(1 << aw)       # operand b's offset (B_ADDR 1), wrapping past the top
         dut.start_i.value = 1
+        dut.boff_i.value = boff
         drive_fields(dut, word)
         await RisingEdge(dut.clk_i)
         await FallingEdge(dut.clk_i)
         dut.start_i.value = 0
+        dut.boff_i.value = rng.randrange(1 << aw)   # only the value with start_i counts
         cyc = 1  # cycles since the start cycle
         seen = 0
         pending = None  # the previous cycle's slice: its bounds check (inb_o) comes in this cycle
 
         def check_inb(pending):
-            t, k, addrs, inb, got_a = pending
+            t, k, addrs, inb, got_a, got_b = pending
             got_i = [(int(dut.inb_o.value) >> r) & 1 for r in range(rows)]
             assert got_i == inb, (trial, t, k, got_i, inb, d)
             assert [a for a, i in zip(got_a, inb) if i] == [a for a, i in zip(addrs, inb) if i], (trial, t, k, d)
+            if not b_addr:
+                assert got_b == 0
+            elif inb[0]:
+                assert got_b == (addrs[0] + boff) % (1 << aw), (trial, t, k, got_b, addrs[0], boff, d)
 
         while int(dut.busy_o.value):
             if pending is not None:
@@ -116,7 +126,7 @@ async def test_agu_matches_model(dut):
                 addrs, inb, lane = slices[(t, k)]
                 word_a = int(dut.addr_o.value)
                 got_a = [(word_a >> (r * aw)) & ((1 << aw) - 1) for r in range(rows)]
-                pending = (t, k, addrs, inb, got_a)
+                pending = (t, k, addrs, inb, got_a, int(dut.addr_b_o.value))
                 assert int(dut.lane_o.value) == lane
                 assert int(dut.slice_first_o.value) == int(k == 0)
                 last = k == full["klen"] - 1
@@ -141,8 +151,9 @@ except ImportError:
 if pytest is not None:
 
     @pytest.mark.sim
-    @pytest.mark.parametrize("params", [{"ROWS": 4, "COLS": 4}, {"ROWS": 1, "COLS": 8}, {"ROWS": 3, "COLS": 5}],
-                             ids=lambda p: f"{p['ROWS']}x{p['COLS']}")
+    @pytest.mark.parametrize("params", [{"ROWS": 4, "COLS": 4, "B_ADDR": 0}, {"ROWS": 1, "COLS": 8, "B_ADDR": 1},
+                                        {"ROWS": 3, "COLS": 5, "B_ADDR": 1}],
+                             ids=lambda p: f"{p['ROWS']}x{p['COLS']}" + ("_b" if p["B_ADDR"] else ""))
     def test_agu(params, tmp_path):
 
         run_unit_bench(__name__, "tony_agu", tmp_path, parameters=params)
