@@ -11,7 +11,7 @@ C[r][c] = sum_k A[r][k][c] * B[k][c]; a depthwise slice comes at least COLS cycl
 last plain one. Activation inputs that no PE should take (a_i of a depthwise slice, dw_a_i in
 every other cycle) carry random values. Every cycle row_done_o must be exactly the rows due
 (row r of a tile whose last slice came in cycle t is due in cycle t + COLS + r + 4, in both
-modes), and each due row of res_o must equal the model.
+modes), row_done_c_o its copy per PE, and each due row of res_o must equal the model.
 `test_os_array` at the bottom is the pytest entry.
 """
 from __future__ import annotations
@@ -76,6 +76,9 @@ class TB:
         done = int(d.row_done_o.value)
         got_rows = {r for r in range(self.rows) if done >> r & 1}
         assert got_rows == set(want), f"cycle {self.cycle}: row_done_o rows {sorted(got_rows)}, expected {sorted(want)}"
+        copies = int(d.row_done_c_o.value)   # bit r*COLS+c: PE (r, c)'s copy of row_done_o[r]
+        want_c = sum(((done >> r) & 1) << (r * self.cols + c) for r in range(self.rows) for c in range(self.cols))
+        assert copies == want_c, f"cycle {self.cycle}: row_done_c_o {copies:#x}, expected {want_c:#x}"
         if want:
             res = unpack(d.res_o.value.to_unsigned(), self.rows * self.cols, self.acc_bits)
             for r, values in want.items():
