@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..build import DONE, exclusive, fill_once
-from . import objcache
+from . import designcache, objcache
 from .errors import BuildFailed, SimulationFailed, SimulatorNotFound
 from .verilator import MAKE_VARS, find_verilator, split_headers
 
@@ -99,6 +99,7 @@ def _design_cache(sources, toplevel, parameters, build_args, simulator, timescal
     base = Path(os.environ.get("TONY_CACHE_DIR") or Path.home() / ".cache" / "tony")
     folder = base / "verilated-designs" / f"{toplevel}-{h.hexdigest()[:20]}"
     folder.mkdir(parents=True, exist_ok=True)
+    designcache.touch(folder)
     return folder
 
 
@@ -174,8 +175,10 @@ def _pgo_optimize(folder: Path, toplevel: str, build) -> None:
             clean()
             build()
         (folder / ".instrumented").unlink(missing_ok=True)
+        designcache.slim(folder)
 
-    fill_once(folder, optimize)
+    if fill_once(folder, optimize):
+        designcache.prune(folder.parent, keep=folder)
 
 
 UNSAFE_PATH_CHARS = frozenset('$"\n\r')
@@ -308,7 +311,9 @@ def run_cocotb(
         runner._set_verilog_sources([])
         runner._set_vhdl_sources([])
         runner._set_sources([f.resolve() for f in files])
-    elif not fill_once(build_dir, build):
+    elif fill_once(build_dir, lambda: (build(), designcache.slim(build_dir))):
+        designcache.prune(build_dir.parent, keep=build_dir)
+    else:
         # A cached build: cocotb's test step still reads the source lists the build step sets.
         runner._set_verilog_sources([])
         runner._set_vhdl_sources([])
