@@ -65,7 +65,7 @@ def _accel_context(values: dict[str, int]) -> dict:
     return {"ln": accel_unit_params(values["LN_N"], values["A_BITS"])}
 
 
-PPU_LATENCY = 10
+PPU_LATENCY = 11
 """tony_ppu's pipeline depth: valid_i high in cycle t gives valid_o high in cycle t + PPU_LATENCY, for
 every parameter value. The templates that instantiate it (tony_post, tony_layernorm) and the cycle model
 (tony.accel.model, tony.rtl.layernorm_unit) read it from here."""

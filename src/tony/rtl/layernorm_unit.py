@@ -52,14 +52,14 @@ DEFAULTS = MODULES["tony_layernorm"].params
 
 def latency(n: int) -> int:
     """Cycles from the cycle that takes a row's last element to the cycle of its last output:
-    n + 62."""
+    n + 64."""
     return SETUP_CYCLES + ROOT_DIGITS + RECIP_DIGITS - READ_STAGES + (n - 1) + OUTPUT_LATENCY
 
 
 def cycles_per_row(n: int) -> int:
     """Cycles per row of n when the producer never waits: from the cycle taking the row's first
     element to the cycle taking the next row's first (the unit is ready again the cycle after the
-    last output). 2 n + 62."""
+    last output). 2 n + 64."""
     return (n - 1) + latency(n) + 1
 
 
