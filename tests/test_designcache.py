@@ -37,7 +37,7 @@ def test_prune_removes_least_recently_used_until_under_the_limit(tmp_path):
 def test_prune_keeps_the_new_design_recent_ones_and_locked_ones(tmp_path):
     old = _design(tmp_path, "old", 500, NOW - 9000)
     locked = _design(tmp_path, "locked", 500, NOW - 8000)
-    recent = _design(tmp_path, "recent", 500, NOW - 60)      # within the grace period
+    _design(tmp_path, "recent", 500, NOW - 60)               # within the grace period
     new = _design(tmp_path, "new", 500, NOW - 99999)          # the one just built (keep)
     with open(locked / ".lock", "w") as lock:                 # another process building it
         fcntl.flock(lock, fcntl.LOCK_EX)
