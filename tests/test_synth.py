@@ -5,9 +5,9 @@ The goal tests state what the hardware should synthesize to: every MAC on one ha
 activation/weight/bias/instruction buffers in block RAM (DP16KD / PDPW16KD: tony_act_buf's RAM
 copies, tony_conv_unit's weight and bias buffers, tony_controller's instruction memory), no
 conflicting drivers or latches, no memory turned into registers, at most 60 LUTs per PE. Fmax is
-measured by place and route (slow tests: the 4x4 build holds the 100 MHz goal, 110.33 MHz when last
-measured; the 8x8 build, placed and routed by bench/synth.py --pnr in 15 to 25 minutes, at 95.8 MHz
-at best now, docs/synthesis.md 'The address generator, the bias word, the drain and the PPU's shifter').
+measured by place and route (slow tests: the 4x4 build holds the 100 MHz goal, 113.99 MHz when last
+measured; the 8x8 build, placed and routed by bench/synth.py --pnr in 15 to 30 minutes per seed, at
+95.0 MHz at best over four seeds now, docs/synthesis.md 'Copies Yosys had merged').
 """
 from __future__ import annotations
 
