@@ -216,3 +216,24 @@ def test_cxx_opt_level_sets_the_model_code_only_and_a_bad_one_is_one_line(tmp_pa
     assert "TONY_SIM_CXX_OPT" in line and "'fast\\nest'" in line and "0, 1, 2, 3, s or g" in line
     designs = tmp_path / "cache" / "verilated-designs"
     assert not designs.exists() or not any(designs.iterdir())
+
+
+def test_progress_into_a_log_writes_a_line_per_change_not_per_poll(tmp_path, capsys):
+    """`tony sim`'s bar into a file or CI console (stderr not a terminal): the phases and the run
+    count appear, each change once, instead of a redraw every 0.25 s poll."""
+    import time
+
+    from tony.sim.accel import _Progress
+
+    progress = tmp_path / "progress"
+    with _Progress(progress, True) as bar:
+        bar.phase("building the simulator (once per design)")
+        time.sleep(1.5)                        # six polls, one change
+        bar.phase(None)
+        progress.write_text("0 3 x")
+        time.sleep(0.6)
+        progress.write_text("3 3 x")
+        time.sleep(0.6)
+    err = capsys.readouterr().err
+    assert "building the simulator" in err and "simulating" in err
+    assert err.count("\r") <= 8, err

@@ -32,9 +32,15 @@ class _Progress:
         self.phase_text = text
 
     def _run(self):
+        import sys
+
         from tqdm import tqdm
 
-        bar = None
+        # on a terminal the bar is redrawn every poll (its elapsed time ticks); into a log file or a
+        # CI console only when the phase or the count changes, and at most every 10 s, so that a
+        # long simulation leaves a few lines there rather than four per second
+        tty = sys.stderr.isatty()
+        bar, last = None, None
         while not self.stop.wait(0.25):
             try:
                 done, total, _ = self.path.read_text().split(maxsplit=2)
@@ -42,14 +48,20 @@ class _Progress:
                 done = total = None
             if bar is None and (total is not None or self.phase_text):
                 bar = tqdm(total=None if total is None else int(total), desc="simulating", unit="run",
-                           leave=False)
+                           leave=False, mininterval=0.25 if tty else 10.0)
             if bar is None:
                 continue
+            state = (self.phase_text, done, total)
+            if state == last and not tty:
+                continue
+            new_phase = last is None or state[0] != last[0]
+            last = state
             if total is not None and bar.total != int(total):
                 bar.reset(total=int(total))
             bar.set_description_str(self.phase_text or "simulating", refresh=False)
             bar.update((int(done) if done is not None else 0) - bar.n)
-            bar.refresh()
+            if tty or new_phase:
+                bar.refresh()
         if bar is not None:
             bar.close()
 
