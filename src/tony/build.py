@@ -133,19 +133,24 @@ DONE = ".complete"
 
 
 @contextmanager
-def exclusive(lock_file):
+def exclusive(lock_file, wait: bool = True):
     """Hold an exclusive lock on `lock_file` (created if missing) for the with-block: processes
     that share a cache (parallel test workers, two `tony` commands) take turns. Advisory (flock);
-    without fcntl (not POSIX) the block runs unlocked."""
+    without fcntl (not POSIX) the block runs unlocked. Yields whether the lock is held: always with
+    `wait`; without it, False at once where another process holds the lock (or there is no flock)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield
+        yield wait
         return
     with open(lock_file, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

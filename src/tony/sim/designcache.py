@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ..build import exclusive
+
 USED = ".used"
 """The stamp whose modification time is a design's last use (touched each time a run picks it)."""
 
@@ -71,24 +73,6 @@ def _last_use(folder: Path) -> float:
     return 0.0
 
 
-def _try_lock(folder: Path):
-    """An open lock file holding `folder`'s build lock, or None if another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    try:
-        lock = open(folder / ".lock", "w")
-    except OSError:
-        return None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        return None
-    return lock
-
-
 def prune(base: Path, keep: Path | None = None, limit: int | None = None, now: float | None = None,
           grace_s: float = GRACE_S) -> list[Path]:
     """Remove the least recently used designs under `base` (the verilated-designs folder) until
@@ -106,17 +90,15 @@ def prune(base: Path, keep: Path | None = None, limit: int | None = None, now: f
             break
         if keep is not None and d.resolve() == keep.resolve() or now - used < grace_s:
             continue
-        lock = _try_lock(d)
-        if lock is None:
-            continue
+        trash = base / f".trash-{d.name}-{os.getpid()}"
         try:
-            # out of the way in one rename (a half-removed design is never picked: the name changes)
-            trash = base / f".trash-{d.name}-{os.getpid()}"
-            d.rename(trash)
+            with exclusive(d / ".lock", wait=False) as held:
+                if not held:
+                    continue
+                # out of the way in one rename (a half-removed design is never picked: the name changes)
+                d.rename(trash)
         except OSError:
             continue
-        finally:
-            lock.close()
         shutil.rmtree(trash, ignore_errors=True)
         total -= size
         removed.append(d)
