@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from .outreg import fold_output_registers
 from .stats import hierarchy
-from .targets import PLACERS, ROUTERS, TARGETS, Target
+from .targets import ECP5, PLACERS, ROUTERS, TARGETS, Target
 from .tools import Spinner, SynthError, find_tool, run_tool
 from .yosys_log import ModuleLines, parse_log, parse_memories, ymod
 
@@ -83,10 +84,10 @@ def _pnr_script(target: Target, top: str, files: list[Path], work: Path) -> str:
     ])
 
 
-def _atomic_json(path: Path, data: dict) -> None:
+def _atomic_json(path: Path, data: dict, indent: int | None = 1) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
+        f.write(json.dumps(data, indent=indent) + "\n")
     os.replace(tmp, path)
 
 
@@ -274,9 +275,14 @@ def _pnr_netlist(tgt: Target, top: str, files: list[Path], work: Path, sp: Spinn
     if not (work / "pnr_netlist.json").is_file():
         raise SynthError("Yosys wrote no netlist for place and route", where=f"pnr {tgt.name}", hint=f"log: {ylog}")
     total = hierarchy(json.loads((work / "pnr_stat.json").read_text()), top, tgt.family)["total"]
-    return "pnr_netlist.json", {"command": f"{tgt.pnr_synth} -top {top}", "script": str(work / "pnr.ys"),
-                                "log": str(ylog), "netlist": str(work / "pnr_netlist.json"), "total": total,
-                                "elapsed_s": seconds}
+    info = {"command": f"{tgt.pnr_synth} -top {top}", "script": str(work / "pnr.ys"), "log": str(ylog),
+            "netlist": str(work / "pnr_netlist.json"), "total": total, "elapsed_s": seconds}
+    if tgt.family is ECP5:
+        # the block RAMs' output registers (tony.synth.outreg): `total` counts the flip-flops before
+        d = json.loads((work / "pnr_netlist.json").read_text())
+        info["bram_output_registers"] = fold_output_registers(d)
+        _atomic_json(work / "pnr_netlist.json", d, indent=None)
+    return "pnr_netlist.json", info
 
 
 def _untimed_route_netlist(placed: Path, router: str, out: Path) -> None:

@@ -80,6 +80,10 @@ def print_synth_report(rep: dict, console: Console | None = None, manifest=None,
             t = net["total"]
             console.print(f"  placed netlist ({net['command']}): {t['lut']:,} LUT, {t['ff']:,} FF, {t['carry']:,} carry, "
                           f"{t['dsp']} DSP, {t['bram']} block RAM, {t['lutram']} distributed RAM", highlight=False)
+        folded = net.get("bram_output_registers")
+        if folded and folded.get("registers"):
+            console.print(f"  block RAM output registers: {folded['registers']:,} flip-flops into {folded['rams']} "
+                          f"RAMs (tony.synth.outreg)", highlight=False)
         cp = pnr.get("critical_path")
         if cp:
             console.print(f"  critical path {cp['delay_ns']:.2f} ns: {escape(cp['from'])} -> {escape(cp['to'])} "
