@@ -17,6 +17,8 @@ The 8x8 xc7 row is set against NNgen 1.3.4's 64-MAC MLP design under the same co
     .venv/bin/python bench/synth.py --big --pnr         # also 16x16, and Fmax at 8x8 (an hour or more)
     .venv/bin/python bench/synth.py --reuse             # reuse synth reports already in --work
     .venv/bin/python bench/synth.py --arrays --targets --pnr --seeds 1 2 3 4 --jobs 2   # Fmax over 4 placements
+    .venv/bin/python bench/synth.py --arrays --targets --pnr --seeds 1 2 3 4 --jobs 2 --pnr-minutes 40
+                                                        # ... giving up on a seed router1 cannot finish
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def build(model: Path, rows: int, cols: int, root: Path) -> Path:
 
 
 def synth(out: Path, target: str, pnr: bool, reuse: bool, quiet: bool, placer: str | None = None,
-          router: str | None = None, untimed_route: bool = False, seed: int | None = None) -> dict:
+          router: str | None = None, untimed_route: bool = False, seed: int | None = None,
+          timeout: float | None = None) -> dict:
     from tony.synth import synthesize
 
     cached = out / "synth" / target / "synth_report.json"
@@ -63,12 +66,14 @@ def synth(out: Path, target: str, pnr: bool, reuse: bool, quiet: bool, placer: s
         if not pnr or (rep.get("fmax_mhz") and rep["pnr"].get("seed", 1) == (1 if seed is None else seed)):
             return rep
     return synthesize(out, target=target, pnr=pnr, progress=not quiet, placer=placer, router=router,
-                      untimed_route=untimed_route, seed=seed)
+                      untimed_route=untimed_route, seed=seed, timeout=timeout)
 
 
 def place_seeds(out: Path, a) -> dict[int, dict]:
     """The 8x8 build placed and routed on ecp5-85k once per seed in a.seeds (seed 1 in the build
-    folder itself, every other seed in a copy of it, `a.jobs` at once): {seed: synth report}."""
+    folder itself, every other seed in a copy of it, `a.jobs` at once): {seed: synth report}, or
+    {seed: {"error": why}} for a seed whose place and route failed or ran past --pnr-minutes (a
+    placement router1 cannot finish: the other seeds are still reported)."""
     import shutil
     from concurrent.futures import ProcessPoolExecutor
 
@@ -80,10 +85,22 @@ def place_seeds(out: Path, a) -> dict[int, dict]:
             shutil.copytree(out, d, ignore=shutil.ignore_patterns("synth", "sim"))
         folders[s] = d
     args = dict(target="ecp5-85k", pnr=True, reuse=a.reuse, quiet=a.quiet or a.jobs > 1, placer=a.placer,
-                router=a.router, untimed_route=not a.timed_route)
+                router=a.router, untimed_route=not a.timed_route,
+                timeout=a.pnr_minutes * 60 if a.pnr_minutes else None)
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futs = {s: pool.submit(synth, d, seed=s, **args) for s, d in folders.items()}
+        futs = {s: pool.submit(_place, d, seed=s, **args) for s, d in folders.items()}
         return {s: f.result() for s, f in futs.items()}
+
+
+def _place(out: Path, **args) -> dict:
+    """synth() for one seed in a worker: a failure comes back as {"error": its line} (the error is
+    not sent across processes, whose unpickling it may not survive)."""
+    from tony.synth import SynthError
+
+    try:
+        return synth(out, **args)
+    except SynthError as e:
+        return {"error": str(e).splitlines()[0], "fmax_mhz": None}
 
 
 def cycles(model: Path, rows: int, cols: int) -> int:
@@ -114,6 +131,9 @@ def main(argv=None) -> int:
                     help="with --pnr: nextpnr placement seeds, one place and route each (a copy of the build per "
                          "seed); the best is the Fmax the µs per inference use, the spread is printed")
     ap.add_argument("--jobs", type=int, default=1, help="with --pnr: seeds placed and routed at once (one core each)")
+    ap.add_argument("--pnr-minutes", type=float, default=None,
+                    help="with --pnr: give up on a seed after this many minutes per tool run (router1 may not "
+                         "finish a congested placement); the other seeds are still reported")
     ap.add_argument("--model", default="digits-cnn", help="the workload the arrays are compiled for")
     ap.add_argument("--workloads", nargs="*", default=WORKLOADS, help="µs per inference of these at the Fmax")
     ap.add_argument("--work", default="build/bench_synth", help="build folders and reports (kept)")
@@ -167,27 +187,34 @@ def main(argv=None) -> int:
     if a.pnr:
         out = build(model, 8, 8, root)
         reps = place_seeds(out, a)
-        best = max(reps, key=lambda s: reps[s]["fmax_mhz"] or 0)
         how = f"{a.placer}, {a.router}" + ("" if a.timed_route else " untimed")
         print(f"\nFmax 8x8 on ecp5-85k (nextpnr {how}, speed 6), goal {GOAL_FMAX_MHZ:g} MHz")
         print(f"{'seed':>4} {'MHz':>6} {'/goal':>6} {'late':>5}  critical path")
         for s, rep in sorted(reps.items()):
+            if not rep["fmax_mhz"]:
+                print(f"{s:4} {'-':>6} {'-':>6} {'-':>5}  no Fmax: {rep.get('error', 'nextpnr reported none')}")
+                continue
             cp = rep["pnr"]["critical_path"] or {}
             late = sum(((rep["pnr"].get("late_endpoints") or {}).get("by_unit") or {}).values())
             print(f"{s:4} {rep['fmax_mhz']:6.1f} {rep['fmax_mhz'] / GOAL_FMAX_MHZ:6.2f} {late:>5}  "
                   f"{cp.get('delay_ns', 0):.2f} ns {cp.get('from')} -> {cp.get('to')}")
-        fmax = reps[best]["fmax_mhz"]
+        done = {s: r for s, r in reps.items() if r["fmax_mhz"]}
+        if not done:
+            print("no seed was placed and routed")
+            return 1
+        best = max(done, key=lambda s: done[s]["fmax_mhz"])
+        fmax = done[best]["fmax_mhz"]
         if len(reps) > 1:
-            f = [r["fmax_mhz"] for r in reps.values()]
-            print(f"best seed {best}: {fmax:.1f} MHz; median {statistics.median(f):.1f}, worst {min(f):.1f} "
-                  f"(late = register inputs later than the goal's period)")
+            f = [r["fmax_mhz"] for r in done.values()]
+            print(f"best seed {best}: {fmax:.1f} MHz; median {statistics.median(f):.1f}, worst {min(f):.1f} of "
+                  f"{len(done)} routed (late = register inputs later than the goal's period)")
         print(f"{'workload':18} {'cycles':>9} {'µs/inference':>13} {'inferences/s':>13}   (at {fmax:.1f} MHz)")
         for w in a.workloads:
             cyc = cycles(example(w, root), 8, 8)
             print(f"{w:18} {cyc:9,} {cyc / fmax:13.1f} {fmax * 1e6 / cyc:13,.0f}")
         for s, rep in sorted(reps.items()):
             rows.append({"array": "8x8", "target": "ecp5-85k", "seed": s, "fmax_mhz": rep["fmax_mhz"],
-                         "critical_path": rep["pnr"]["critical_path"]})
+                         "critical_path": (rep.get("pnr") or {}).get("critical_path"), "error": rep.get("error")})
     print(f"\n({time.monotonic() - t0:.0f} s; reports in {root}/*/synth/*/synth_report.json)")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
