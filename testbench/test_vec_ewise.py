@@ -16,33 +16,16 @@ pytest entry (two parameter sets: ACC_BITS 32, and 24, whose byte shifts do not 
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import FallingEdge, Timer
 
-from tony.sim.benches.common import log_seed, reset, run_unit_bench, start_clock, unpack
+from tony.sim.benches.common import log_seed, reset, run_unit_bench
+from tony.sim.benches.vec import PARAMS, VecBench, ewise_walk, param_id
 
 WORDS = 40           # words per run
 RUNS = 24            # instructions per test
 TIMEOUT = 1000       # cycles a run may take
-AMASK = (1 << 20) - 1
 
 
-class TB:
-    def __init__(self, dut, rng):
-        self.dut, self.rng = dut, rng
-        self.cols = int(dut.COLS.value)
-        self.a_bits = int(dut.A_BITS.value)
-        self.acc_bits = int(dut.ACC_BITS.value)
-        self.act: dict[int, int] = {}       # activation word address -> packed lanes
-        self.pending = (0, 0, 0)            # (read enable, address a, address b) of the previous cycle
-        start_clock(dut.clk_i)
-
-    def idle(self) -> None:
-        d = self.dut
-        for name in ("go_i", "pool_i", "a_signed_i", "b_signed_i", "has_b_i", "max_i", "merge_i", "table_i",
-                     "tab_we_i", "tab_waddr_i", "tab_wdata_i", "rot_i", "mlo_i", "boff_i", "sa_i", "sb_i", "mult_i",
-                     "shift_i", "lo_i", "hi_i", "act_rdata_i"):
-            getattr(d, name).value = 0
-
+class TB(VecBench):
     def region(self, signed: bool) -> list[list[int]]:
         """WORDS words of COLS lane values: the type's extremes first, then uniform."""
         n = 1 << self.a_bits
@@ -50,11 +33,6 @@ class TB:
         hi = lo + n - 1
         words = [[v] * self.cols for v in (lo, hi, 0, -1 if signed else 1)]
         return words + [[self.rng.randint(lo, hi) for _ in range(self.cols)] for _ in range(WORDS - len(words))]
-
-    def store(self, base: int, words: list[list[int]]) -> None:
-        mask = (1 << self.a_bits) - 1
-        for k, w in enumerate(words):
-            self.act[(base + k) & AMASK] = sum((v & mask) << (lane * self.a_bits) for lane, v in enumerate(w))
 
     def want(self, a: list[int], b: list[int], f: dict) -> list[int]:
         """The instruction's result for one word, modulo 2^ACC_BITS, as a signed value."""
@@ -73,38 +51,18 @@ class TB:
         a_words, b_words = self.region(f["a_signed"]), self.region(f["b_signed"])
         self.store(base, a_words)
         self.store(base + boff, b_words)
-        walk = dict(ibase=base, obase=obase, npix=WORDS, ow=4095, oh=1, oy0=0, sw=1, sh=1, ixs=0, iys=0, ix0=0,
-                    iy0=0, rjump=0, sjump=1, h=1, w=4095, kh=1, kw=1, dh=1, dw=1, dhw=0, lane0=0, cstride=0,
-                    klen=1, period=1, boff=boff, sa=f["sa"], sb=f["sb"], rot=f["rot"], mlo=f["mlo"])
-        for k, v in walk.items():
-            getattr(d, f"{k}_i").value = v & ((1 << len(getattr(d, f"{k}_i"))) - 1)
+        self.set_fields(dict(ewise_walk(base, obase, WORDS), boff=boff, sa=f["sa"], sb=f["sb"], rot=f["rot"],
+                             mlo=f["mlo"]))
         d.a_signed_i.value, d.b_signed_i.value = int(f["a_signed"]), int(f["b_signed"])
         d.has_b_i.value, d.merge_i.value = int(f["has_b"]), int(f["merge"])
         d.mult_i.value, d.shift_i.value = 1, 0
-        d.go_i.value = 1
-        await FallingEdge(d.clk_i)
-        d.go_i.value = 0
-        got = 0
-        for _ in range(TIMEOUT):
-            # the activation buffer: a read in cycle t is answered during cycle t + 1, both ports
-            en, ra, rb = self.pending
-            word = (self.act.get(ra, 0) | self.act.get(rb, 0) << (self.cols * self.a_bits)) if en else 0
-            d.act_rdata_i.value = word
-            await Timer(1, unit="ns")
-            addr = int(d.act_raddr_o.value)
-            self.pending = (int(d.act_re_o.value) & 1, addr & AMASK, (addr >> 20) & AMASK)
-            if int(d.pp_valid_o.value):
-                k = (int(d.pp_waddr_o.value) - obase) & AMASK
-                assert k == got, f"result {got} written at obase + {k}"
-                y = unpack(int(d.pp_acc_o.value), self.cols, self.acc_bits, is_signed=True)
-                exp = self.want(a_words[k], b_words[k], f)
-                assert y == exp, f"word {k} of EWISE {f} (A {a_words[k]}, B {b_words[k]}): {y}, expected {exp}"
-                got += 1
-            await FallingEdge(d.clk_i)
-            if got == WORDS and not int(d.busy_o.value):
-                break
-        assert got == WORDS, f"{got} of {WORDS} results of EWISE {f}"
-        return got * self.cols
+
+        def check(k: int, y: list[int]) -> None:
+            exp = self.want(a_words[k], b_words[k], f)
+            assert y == exp, f"word {k} of EWISE {f} (A {a_words[k]}, B {b_words[k]}): {y}, expected {exp}"
+
+        await self.execute(obase, WORDS, check, TIMEOUT)
+        return WORDS * self.cols
 
 
 def fields(rng, cols: int, acc_bits: int, i: int) -> dict:
@@ -139,8 +97,6 @@ except ImportError:
 if pytest is not None:
 
     @pytest.mark.sim
-    @pytest.mark.parametrize("params", [{"COLS": 4, "A_BITS": 8, "ACC_BITS": 32},
-                                        {"COLS": 8, "A_BITS": 8, "ACC_BITS": 24}],
-                             ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()))
+    @pytest.mark.parametrize("params", PARAMS, ids=param_id)
     def test_vec_ewise(params, tmp_path):
         run_unit_bench(__name__, "tony_vec_unit", tmp_path, parameters=params)

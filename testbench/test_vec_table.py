@@ -14,32 +14,20 @@ memory is read. `test_vec_table` is the pytest entry.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import FallingEdge
 
 from tony.ref.nonlinear import Lut, lookup
-from tony.sim.benches.common import log_seed, reset, run_unit_bench, start_clock, unpack
+from tony.sim.benches.common import log_seed, reset, run_unit_bench
+from tony.sim.benches.vec import PARAMS, VecBench, ewise_walk, param_id
 
 WORDS = 260          # words per run: 260 x COLS lanes (>= 1,040 lookups at COLS = 4)
 TIMEOUT = 4000       # cycles a run may take
 
 
-class TB:
+class TB(VecBench):
     def __init__(self, dut, rng):
-        self.dut, self.rng = dut, rng
-        self.cols = int(dut.COLS.value)
-        self.a_bits = int(dut.A_BITS.value)
-        self.acc_bits = int(dut.ACC_BITS.value)
+        super().__init__(dut, rng)
         self.n = 1 << self.a_bits
-        self.act: dict[int, int] = {}       # activation word address -> packed lanes
-        self.pending = (0, 0)               # (read enable, address) seen in the previous cycle
-        start_clock(dut.clk_i)
-
-    def idle(self) -> None:
-        d = self.dut
-        for name in ("go_i", "pool_i", "a_signed_i", "b_signed_i", "has_b_i", "max_i", "merge_i", "table_i",
-                     "tab_we_i", "tab_waddr_i", "tab_wdata_i", "rot_i", "mlo_i", "boff_i", "sa_i", "sb_i", "mult_i",
-                     "shift_i", "lo_i", "hi_i", "act_rdata_i"):
-            getattr(d, name).value = 0
 
     async def load_tables(self, tables: list[list[int]]) -> None:
         """Write entry e of every lane's table as word e (the DMA engine's LOAD tab)."""
@@ -65,41 +53,21 @@ class TB:
         d, rng, mask = self.dut, self.rng, (1 << self.a_bits) - 1
         base, obase = rng.randrange(0, 1 << 12), rng.randrange(0, 1 << 12)
         words = self.lanes(signed_in)
-        for k, w in enumerate(words):
-            self.act[base + k] = sum((v & mask) << (lane * self.a_bits) for lane, v in enumerate(w))
+        self.store(base, words)
         lo_in = -(self.n // 2) if signed_in else 0
         luts = [Lut(lo=lo_in, table=tuple(t)) for t in tables]
         want = [[int(lookup(w[lane], luts[lane])) for lane in range(self.cols)] for w in words]
-        fields = dict(ibase=base, obase=obase, npix=WORDS, ow=4095, oh=1, oy0=0, sw=1, sh=1, ixs=0, iys=0, ix0=0,
-                      iy0=0, rjump=0, sjump=1, h=1, w=4095, kh=1, kw=1, dh=1, dw=1, dhw=0, lane0=0, cstride=0,
-                      klen=1, period=1)
-        for k, v in fields.items():
-            getattr(d, f"{k}_i").value = v & ((1 << len(getattr(d, f"{k}_i"))) - 1)
+        self.set_fields(ewise_walk(base, obase, WORDS))
         d.table_i.value, d.a_signed_i.value, d.b_signed_i.value = 1, int(signed_in), int(signed_out)
         d.mult_i.value, d.shift_i.value = 1, 0
-        d.go_i.value = 1
-        await FallingEdge(d.clk_i)
-        d.go_i.value = 0
-        got = 0
-        for _ in range(TIMEOUT):
-            # the activation buffer: a read in cycle t is answered during cycle t + 1
-            en, addr = self.pending
-            d.act_rdata_i.value = self.act.get(addr, 0) if en else 0
-            await Timer(1, unit="ns")
-            self.pending = (int(d.act_re_o.value) & 1, int(d.act_raddr_o.value) & ((1 << 20) - 1))
-            if int(d.pp_valid_o.value):
-                k = (int(d.pp_waddr_o.value) - obase) & ((1 << 20) - 1)
-                assert k == got, f"result {got} written at obase + {k}"
-                y = unpack(int(d.pp_acc_o.value), self.cols, self.acc_bits, is_signed=True)
-                exp = [v if signed_out else v & mask for v in want[k]]
-                assert y == exp, (f"word {k} (lanes {words[k]}, input {'signed' if signed_in else 'unsigned'}, "
-                                  f"entries {'signed' if signed_out else 'unsigned'}): {y}, expected {exp}")
-                got += 1
-            await FallingEdge(d.clk_i)
-            if got == WORDS and not int(d.busy_o.value):
-                break
-        assert got == WORDS, f"{got} of {WORDS} results"
-        return got * self.cols
+
+        def check(k: int, y: list[int]) -> None:
+            exp = [v if signed_out else v & mask for v in want[k]]
+            assert y == exp, (f"word {k} (lanes {words[k]}, input {'signed' if signed_in else 'unsigned'}, "
+                              f"entries {'signed' if signed_out else 'unsigned'}): {y}, expected {exp}")
+
+        await self.execute(obase, WORDS, check, TIMEOUT)
+        return WORDS * self.cols
 
 
 def _tables(rng, n: int, cols: int, signed_out: bool, a_bits: int) -> list[list[int]]:
@@ -130,8 +98,6 @@ except ImportError:
 if pytest is not None:
 
     @pytest.mark.sim
-    @pytest.mark.parametrize("params", [{"COLS": 4, "A_BITS": 8, "ACC_BITS": 32},
-                                        {"COLS": 8, "A_BITS": 8, "ACC_BITS": 24}],
-                             ids=lambda p: "_".join(f"{k}{v}" for k, v in p.items()))
+    @pytest.mark.parametrize("params", PARAMS, ids=param_id)
     def test_vec_table(params, tmp_path):
         run_unit_bench(__name__, "tony_vec_unit", tmp_path, parameters=params)
