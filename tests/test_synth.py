@@ -5,9 +5,10 @@ The goal tests state what the hardware should synthesize to: every MAC on one ha
 activation/weight/bias/instruction buffers in block RAM (DP16KD / PDPW16KD: tony_act_buf's RAM
 copies, tony_conv_unit's weight and bias buffers, tony_controller's instruction memory), no
 conflicting drivers or latches, no memory turned into registers, at most 60 LUTs per PE. Fmax is
-measured by place and route (slow tests: the 4x4 build holds the 100 MHz goal, 110.83 MHz when last
-measured; the 8x8 build, placed and routed by bench/synth.py --pnr in 12 to 22 minutes per seed, at
-101.8 and 102.7 MHz with seeds 1 and 2, docs/synthesis.md 'The block RAMs' output registers').
+measured by place and route (slow tests: the 4x4 build holds the 100 MHz goal, 113.92 MHz when last
+measured; the 8x8 build, placed and routed by bench/synth.py --pnr in 10 to 20 minutes per seed, at
+105.9 MHz with nextpnr's default seed 1 (94.4 to 99.2 with seeds 2 to 4), docs/synthesis.md 'The
+vector unit's operand shifts, and the walker's offset on its step conditions').
 """
 from __future__ import annotations
 
