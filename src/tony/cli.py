@@ -394,7 +394,9 @@ def cmd_quantize(a) -> int:
                          hint="pass a .npy stack of model inputs, or --snap-pow2 for an already quantized model")
     m = load_model(a.model)
     calib = _load_npy(a.calib, "--calib")
-    if calib.size == 0 or not np.all(np.isfinite(calib.astype(np.float32))):
+    with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
+        finite = calib.size > 0 and bool(np.all(np.isfinite(calib.astype(np.float32))))
+    if not finite:
         raise InputError("the calibration data is empty or holds NaN or infinity (in float32)",
                          where=f"--calib {a.calib}")
     if a.train_data:

@@ -92,9 +92,12 @@ def check_calibration_data(x, in_shape: tuple[int, ...], what: str = "calibratio
         x = x[:, None]
     elif x.shape[1:] != in_shape:
         raise InputError(f"{what} has shape {x.shape}; expected a stack of model inputs {('N',) + in_shape}")
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"the {what} contains NaN or infinity")
-    return x.astype(np.float32)
+    with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
+        x32 = x.astype(np.float32)
+    if not np.all(np.isfinite(x32)):
+        raise InputError(f"the {what} contains NaN or infinity "
+                         f"(in float32, where |x| > 3.4e38 is infinity)")
+    return x32
 
 
 # ---- thresholds ---------------------------------------------------------------------------------

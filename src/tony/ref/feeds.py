@@ -43,9 +43,11 @@ def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
         if t.dtype.is_float:
             if not np.issubdtype(x.dtype, np.number):
                 raise InputError(f"input '{name}' is not numeric ({x.dtype})")
-            x = x.astype(np.float32)
+            with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
+                x = x.astype(np.float32)
             if not np.all(np.isfinite(x)):
-                raise InputError(f"input '{name}' contains NaN or infinity")
+                raise InputError(f"input '{name}' contains NaN or infinity "
+                                 f"(in float32, where |x| > 3.4e38 is infinity)")
         else:
             if np.any(x != np.rint(x)) or x.min() < t.dtype.min or x.max() > t.dtype.max:
                 raise InputError(f"input '{name}' must hold {t.dtype} integers")
