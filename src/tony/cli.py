@@ -386,6 +386,7 @@ def cmd_quantize(a) -> int:
 
     from .frontend.load import load_model
     from .quant.qdq import quantize_static
+    from .ref.feeds import as_float32
 
     if a.snap_pow2:
         return _snap_pow2(a)
@@ -394,9 +395,7 @@ def cmd_quantize(a) -> int:
                          hint="pass a .npy stack of model inputs, or --snap-pow2 for an already quantized model")
     m = load_model(a.model)
     calib = _load_npy(a.calib, "--calib")
-    with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
-        finite = calib.size > 0 and bool(np.all(np.isfinite(calib.astype(np.float32))))
-    if not finite:
+    if calib.size == 0 or not np.all(np.isfinite(as_float32(calib))):
         raise InputError("the calibration data is empty or holds NaN or infinity (in float32)",
                          where=f"--calib {a.calib}")
     if a.train_data:

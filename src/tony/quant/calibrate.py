@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 from ..errors import InputError, UnsupportedError
+from ..ref.feeds import as_float32
 
 ACT_METHODS = ("max", "percentile", "mse", "kl-j")
 WEIGHT_METHODS = ("max", "3sd", "mse")
@@ -92,8 +93,7 @@ def check_calibration_data(x, in_shape: tuple[int, ...], what: str = "calibratio
         x = x[:, None]
     elif x.shape[1:] != in_shape:
         raise InputError(f"{what} has shape {x.shape}; expected a stack of model inputs {('N',) + in_shape}")
-    with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
-        x32 = x.astype(np.float32)
+    x32 = as_float32(x)
     if not np.all(np.isfinite(x32)):
         raise InputError(f"the {what} contains NaN or infinity "
                          f"(in float32, where |x| > 3.4e38 is infinity)")

@@ -8,6 +8,13 @@ from .. import ir
 from ..errors import InputError
 
 
+def as_float32(x) -> np.ndarray:
+    """`x` cast to float32, a value past float32's range becoming infinity without numpy's overflow
+    warning: the callers refuse non-finite values with their own message."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x).astype(np.float32)
+
+
 def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
     """Feeds with a leading batch axis from one input or a stack of inputs.
 
@@ -43,8 +50,7 @@ def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
         if t.dtype.is_float:
             if not np.issubdtype(x.dtype, np.number):
                 raise InputError(f"input '{name}' is not numeric ({x.dtype})")
-            with np.errstate(over="ignore"):   # a value past float32's range becomes inf: refused below
-                x = x.astype(np.float32)
+            x = as_float32(x)
             if not np.all(np.isfinite(x)):
                 raise InputError(f"input '{name}' contains NaN or infinity "
                                  f"(in float32, where |x| > 3.4e38 is infinity)")
