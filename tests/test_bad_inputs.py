@@ -23,6 +23,9 @@ from tony.cli import main
 
 SEED = int(os.environ.get("TONY_SEED", "0")) or 20240901
 COUNT = {"cases": 0}
+# the whole module on one worker under pytest-xdist (`--dist loadgroup`, pyproject.toml), so that
+# test_corpus_has_at_least_300_inputs counts every case above it, not one worker's share
+pytestmark = pytest.mark.xdist_group("bad_inputs")
 
 
 # ---- the check ------------------------------------------------------------------------------------
