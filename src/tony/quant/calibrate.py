@@ -22,7 +22,7 @@ import onnx
 from onnx import helper
 
 from ..errors import InputError, UnsupportedError
-from ..ref.feeds import as_float32
+from ..ref.feeds import finite_float32
 
 ACT_METHODS = ("max", "percentile", "mse", "kl-j")
 WEIGHT_METHODS = ("max", "3sd", "mse")
@@ -93,11 +93,7 @@ def check_calibration_data(x, in_shape: tuple[int, ...], what: str = "calibratio
         x = x[:, None]
     elif x.shape[1:] != in_shape:
         raise InputError(f"{what} has shape {x.shape}; expected a stack of model inputs {('N',) + in_shape}")
-    x32 = as_float32(x)
-    if not np.all(np.isfinite(x32)):
-        raise InputError(f"the {what} contains NaN or infinity "
-                         f"(in float32, where |x| > 3.4e38 is infinity)")
-    return x32
+    return finite_float32(x, f"the {what}")
 
 
 # ---- thresholds ---------------------------------------------------------------------------------

@@ -15,6 +15,15 @@ def as_float32(x) -> np.ndarray:
         return np.asarray(x).astype(np.float32)
 
 
+def finite_float32(x, what: str) -> np.ndarray:
+    """`x` as float32 (as_float32), refused with an InputError naming `what` if a value is NaN or
+    infinite there."""
+    x32 = as_float32(x)
+    if not np.all(np.isfinite(x32)):
+        raise InputError(f"{what} contains NaN or infinity (in float32, where |x| > 3.4e38 is infinity)")
+    return x32
+
+
 def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
     """Feeds with a leading batch axis from one input or a stack of inputs.
 
@@ -50,10 +59,7 @@ def normalize_inputs(g: ir.Graph, inputs) -> tuple[dict, bool]:
         if t.dtype.is_float:
             if not np.issubdtype(x.dtype, np.number):
                 raise InputError(f"input '{name}' is not numeric ({x.dtype})")
-            x = as_float32(x)
-            if not np.all(np.isfinite(x)):
-                raise InputError(f"input '{name}' contains NaN or infinity "
-                                 f"(in float32, where |x| > 3.4e38 is infinity)")
+            x = finite_float32(x, f"input '{name}'")
         else:
             if np.any(x != np.rint(x)) or x.min() < t.dtype.min or x.max() > t.dtype.max:
                 raise InputError(f"input '{name}' must hold {t.dtype} integers")
